@@ -1,0 +1,8 @@
+//! The SIP core, bottom up: [`wire`] (messages and framing), [`sdp`],
+//! [`transport`] (UDP/TCP/TLS over a network trait, with a trace tap),
+//! [`transaction`] (RFC 3261 §17 state machines).
+
+pub mod sdp;
+pub mod transaction;
+pub mod transport;
+pub mod wire;

@@ -1,0 +1,137 @@
+//! URIs: `sip:`/`sips:` read through rsip, `tel:` (RFC 3966) read here
+//! because rsip refuses it.
+//!
+//! A URI is only ever *read* into these types; messages keep the original
+//! text, so a value rsip would mangle (Teams' `x-c=<hex>/d/8/<hex>` Contact
+//! parameter is cut at the first `/` by rsip's typed form) is still forwarded
+//! byte-exact.
+
+use super::error::WireError;
+
+/// A `tel:` URI (RFC 3966): a global (`+` E.164) or local number and its
+/// parameters (`;phone-context=`, `;ext=`...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelUri {
+    pub number: String,
+    pub params: Vec<(String, Option<String>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uri {
+    Sip(rsip::Uri),
+    Tel(TelUri),
+}
+
+impl Uri {
+    pub fn parse(text: &str) -> Result<Uri, WireError> {
+        let bad = |reason: String| WireError::BadUri { uri: text.to_string(), reason };
+        let text = text.trim();
+        let lower = text.get(..4).map(|s| s.to_ascii_lowercase());
+        if lower.as_deref() == Some("tel:") {
+            let rest = &text[4..];
+            let mut parts = rest.split(';');
+            let number = parts.next().unwrap_or_default();
+            let digits = number.strip_prefix('+').unwrap_or(number);
+            if digits.is_empty()
+                || !digits.chars().all(|c| c.is_ascii_hexdigit() || "*#-.()".contains(c))
+            {
+                return Err(bad("tel: number has characters outside RFC 3966 phonedigits".into()));
+            }
+            let params = parts
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (p.to_string(), None),
+                })
+                .collect();
+            return Ok(Uri::Tel(TelUri { number: number.to_string(), params }));
+        }
+        let scheme_ok = text.len() > 4
+            && (text[..4].eq_ignore_ascii_case("sip:") || text.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("sips:")));
+        if !scheme_ok {
+            return Err(bad("scheme is neither sip:, sips: nor tel:".into()));
+        }
+        let uri = rsip::Uri::try_from(text).map_err(|e| bad(e.to_string()))?;
+        if uri.host_with_port.to_string().is_empty() {
+            return Err(bad("no host".into()));
+        }
+        Ok(Uri::Sip(uri))
+    }
+
+    /// The user part of a SIP URI, or the number of a tel URI.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Uri::Sip(u) => u.user(),
+            Uri::Tel(t) => Some(&t.number),
+        }
+    }
+
+    /// The host of a SIP URI as text (domain or IP).
+    pub fn host(&self) -> Option<String> {
+        match self {
+            Uri::Sip(u) => Some(u.host().to_string()),
+            Uri::Tel(_) => None,
+        }
+    }
+
+    /// Whether the host is an IP address rather than a domain name.
+    pub fn host_is_ip(&self) -> bool {
+        matches!(self, Uri::Sip(u) if matches!(u.host(), rsip::Host::IpAddr(_)))
+    }
+
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Uri::Sip(u) => u.port().map(|p| *p.value()),
+            Uri::Tel(_) => None,
+        }
+    }
+
+    /// A URI parameter (`user`, `transport`, or any other) by name.
+    pub fn param(&self, name: &str) -> Option<Option<String>> {
+        match self {
+            Uri::Sip(u) => u.params.iter().find_map(|p| {
+                let text = p.to_string();
+                let text = text.strip_prefix(';').unwrap_or(&text);
+                let (k, v) = match text.split_once('=') {
+                    Some((k, v)) => (k, Some(v.to_string())),
+                    None => (text, None),
+                };
+                k.eq_ignore_ascii_case(name).then_some(v)
+            }),
+            Uri::Tel(t) => t
+                .params
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_uri_parts() {
+        let u = Uri::parse("sip:+4989000001@sip.pstnhub.microsoft.com:5061;user=phone;transport=tls").unwrap();
+        assert_eq!(u.user(), Some("+4989000001"));
+        assert_eq!(u.host().as_deref(), Some("sip.pstnhub.microsoft.com"));
+        assert_eq!(u.port(), Some(5061));
+        assert_eq!(u.param("user"), Some(Some("phone".into())));
+        assert!(!u.host_is_ip());
+        assert!(Uri::parse("sip:10.0.0.1:5061").unwrap().host_is_ip());
+    }
+
+    #[test]
+    fn tel_uri_is_read_where_rsip_refuses_it() {
+        let u = Uri::parse("tel:+4930123456;ext=12").unwrap();
+        assert_eq!(u.user(), Some("+4930123456"));
+        assert_eq!(u.param("ext"), Some(Some("12".into())));
+        assert!(Uri::parse("tel:hello").is_err());
+    }
+
+    #[test]
+    fn unknown_scheme_is_refused() {
+        assert!(matches!(Uri::parse("http://x"), Err(WireError::BadUri { .. })));
+    }
+}
