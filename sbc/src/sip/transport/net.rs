@@ -1,0 +1,135 @@
+//! The one seam between the protocol code and the world it runs in.
+//!
+//! [`Network`] opens sockets. [`TokioNet`] uses the operating system
+//! (wall-clock time, real peers); [`TurmoilNet`] uses `turmoil::net`
+//! (simulated hosts, simulated time, seeded loss and latency). Everything
+//! above this file is written once against the trait.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub trait DatagramSocket: Send + Sync + 'static {
+    fn send_to(&self, buf: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send;
+    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+pub trait StreamListener: Send + Sync + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+pub trait Network: Clone + Send + Sync + 'static {
+    type Datagram: DatagramSocket;
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Listener: StreamListener<Stream = Self::Stream>;
+
+    fn bind_udp(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Datagram>> + Send;
+    fn bind_tcp(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+    fn connect_tcp(&self, addr: SocketAddr) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+    /// Resolve a host name (or IP literal) to an address.
+    fn resolve(&self, host: &str, port: u16) -> impl Future<Output = io::Result<SocketAddr>> + Send;
+}
+
+/// Operating-system sockets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioNet;
+
+impl DatagramSocket for tokio::net::UdpSocket {
+    fn send_to(&self, buf: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send {
+        tokio::net::UdpSocket::send_to(self, buf, to)
+    }
+    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        tokio::net::UdpSocket::recv_from(self, buf)
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        tokio::net::UdpSocket::local_addr(self)
+    }
+}
+
+impl StreamListener for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send {
+        tokio::net::TcpListener::accept(self)
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        tokio::net::TcpListener::local_addr(self)
+    }
+}
+
+impl Network for TokioNet {
+    type Datagram = tokio::net::UdpSocket;
+    type Stream = tokio::net::TcpStream;
+    type Listener = tokio::net::TcpListener;
+
+    async fn bind_udp(&self, addr: SocketAddr) -> io::Result<Self::Datagram> {
+        tokio::net::UdpSocket::bind(addr).await
+    }
+    async fn bind_tcp(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
+        tokio::net::TcpListener::bind(addr).await
+    }
+    async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<(Self::Stream, SocketAddr)> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        let local = s.local_addr()?;
+        Ok((s, local))
+    }
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<SocketAddr> {
+        tokio::net::lookup_host((host, port))
+            .await?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no address for {host}")))
+    }
+}
+
+/// Simulated sockets; only usable inside a turmoil host.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TurmoilNet;
+
+impl DatagramSocket for turmoil::net::UdpSocket {
+    fn send_to(&self, buf: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send {
+        turmoil::net::UdpSocket::send_to(self, buf, to)
+    }
+    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        turmoil::net::UdpSocket::recv_from(self, buf)
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        turmoil::net::UdpSocket::local_addr(self)
+    }
+}
+
+impl StreamListener for turmoil::net::TcpListener {
+    type Stream = turmoil::net::TcpStream;
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send {
+        turmoil::net::TcpListener::accept(self)
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        turmoil::net::TcpListener::local_addr(self)
+    }
+}
+
+impl Network for TurmoilNet {
+    type Datagram = turmoil::net::UdpSocket;
+    type Stream = turmoil::net::TcpStream;
+    type Listener = turmoil::net::TcpListener;
+
+    async fn bind_udp(&self, addr: SocketAddr) -> io::Result<Self::Datagram> {
+        turmoil::net::UdpSocket::bind(addr).await
+    }
+    async fn bind_tcp(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
+        turmoil::net::TcpListener::bind(addr).await
+    }
+    async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<(Self::Stream, SocketAddr)> {
+        let s = turmoil::net::TcpStream::connect(addr).await?;
+        let local = s.local_addr()?;
+        Ok((s, local))
+    }
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<SocketAddr> {
+        // turmoil's DNS knows every host of the world by name; a name no host
+        // has gets an address nobody listens on, so connecting to it is refused.
+        Ok(SocketAddr::new(turmoil::lookup(host), port))
+    }
+}

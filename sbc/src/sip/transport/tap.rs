@@ -1,0 +1,48 @@
+//! The trace tap: every SIP message a transport sends or receives (after
+//! TLS decryption), with the time, both addresses and the transport.
+
+use super::TransportKind;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Sent,
+    Received,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceEvent {
+    /// Time as the host's runtime sees it: simulated inside turmoil.
+    pub at: tokio::time::Instant,
+    /// The host that sent or received (its name in the world, or a label).
+    pub host: String,
+    pub direction: Direction,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub transport: TransportKind,
+    pub raw: Vec<u8>,
+}
+
+/// Receives trace events. Implementations must be cheap and never block.
+pub trait Tap: Send + Sync + 'static {
+    fn record(&self, event: TraceEvent);
+}
+
+/// A tap that keeps every event in memory, shared by all hosts of a world.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder(Arc<Mutex<Vec<TraceEvent>>>);
+
+impl Recorder {
+    pub fn events(&self) -> Vec<TraceEvent> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+impl Tap for Recorder {
+    fn record(&self, event: TraceEvent) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(event);
+        }
+    }
+}
