@@ -8,5 +8,6 @@
 //! runs on tokio sockets and inside a turmoil simulation. [`pki`] mints
 //! test certificates.
 
+pub mod media;
 pub mod pki;
 pub mod sip;

@@ -5,4 +5,7 @@
 pub mod sdp;
 pub mod transaction;
 pub mod transport;
+pub mod dialog;
+pub mod endpoint;
+pub mod rng;
 pub mod wire;

@@ -279,7 +279,7 @@ impl<N: Network> SipTransport<N> {
 impl<N: Network> Inner<N> {
     fn trace(&self, direction: tap::Direction, local: SocketAddr, remote: SocketAddr, transport: TransportKind, raw: Vec<u8>) {
         if let Some(tap) = &self.tap {
-            tap.record(TraceEvent { at: tokio::time::Instant::now(), host: self.host.clone(), direction, local, remote, transport, raw });
+            tap.record(TraceEvent { at: self.net.elapsed(), host: self.host.clone(), direction, local, remote, transport, raw });
         }
     }
 

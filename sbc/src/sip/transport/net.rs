@@ -8,6 +8,8 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub trait DatagramSocket: Send + Sync + 'static {
@@ -32,6 +34,9 @@ pub trait Network: Clone + Send + Sync + 'static {
     fn connect_tcp(&self, addr: SocketAddr) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
     /// Resolve a host name (or IP literal) to an address.
     fn resolve(&self, host: &str, port: u16) -> impl Future<Output = io::Result<SocketAddr>> + Send;
+    /// Time since the world started: simulated in turmoil, since the first
+    /// call in the real world. Traces are stamped with it.
+    fn elapsed(&self) -> Duration;
 }
 
 /// Operating-system sockets.
@@ -83,6 +88,10 @@ impl Network for TokioNet {
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no address for {host}")))
     }
+    fn elapsed(&self) -> Duration {
+        static START: OnceLock<Instant> = OnceLock::new();
+        START.get_or_init(Instant::now).elapsed()
+    }
 }
 
 /// Simulated sockets; only usable inside a turmoil host.
@@ -131,5 +140,8 @@ impl Network for TurmoilNet {
         // turmoil's DNS knows every host of the world by name; a name no host
         // has gets an address nobody listens on, so connecting to it is refused.
         Ok(SocketAddr::new(turmoil::lookup(host), port))
+    }
+    fn elapsed(&self) -> Duration {
+        turmoil::sim_elapsed().unwrap_or_default()
     }
 }

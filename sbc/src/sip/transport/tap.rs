@@ -13,8 +13,8 @@ pub enum Direction {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceEvent {
-    /// Time as the host's runtime sees it: simulated inside turmoil.
-    pub at: tokio::time::Instant,
+    /// Time since the world started ([`super::Network::elapsed`]).
+    pub at: std::time::Duration,
     /// The host that sent or received (its name in the world, or a label).
     pub host: String,
     pub direction: Direction,

@@ -1,0 +1,190 @@
+//! SRTP keys from SDP `a=crypto` lines, and protect/unprotect with
+//! AES_CM_128_HMAC_SHA1_80.
+//!
+//! webrtc-srtp has no MKI support. Teams answers with `|2^31|1:1`: a 1-byte
+//! MKI after the encrypted payload (RFC 3711 §3.1). On receipt we check
+//! and remove it before authentication, which covers header and payload
+//! only (the MKI is not authenticated, §4.2), so removing it is exact.
+
+use crate::sip::sdp::offer_answer::SRTP_SUITE;
+use crate::sip::sdp::Crypto;
+use base64::Engine;
+use std::fmt;
+use webrtc_srtp::context::Context;
+use webrtc_srtp::protection_profile::ProtectionProfile;
+
+const KEY_LEN: usize = 16;
+const SALT_LEN: usize = 14;
+const AUTH_TAG_LEN: usize = 10;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SrtpError {
+    UnsupportedSuite(String),
+    BadKey(String),
+    /// The packet does not authenticate, or is not RTP.
+    Unprotect(String),
+    Protect(String),
+    WrongMki { expected: u32, got: Vec<u8> },
+}
+
+impl fmt::Display for SrtpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SrtpError::UnsupportedSuite(s) => write!(f, "unsupported SRTP suite {s}"),
+            SrtpError::BadKey(s) => write!(f, "bad SDES key: {s}"),
+            SrtpError::Unprotect(s) => write!(f, "SRTP unprotect failed: {s}"),
+            SrtpError::Protect(s) => write!(f, "SRTP protect failed: {s}"),
+            SrtpError::WrongMki { expected, got } => write!(f, "MKI {got:?} does not match {expected}"),
+        }
+    }
+}
+
+impl std::error::Error for SrtpError {}
+
+/// A master key and salt with the MKI the sender puts on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrtpKey {
+    pub key: [u8; KEY_LEN],
+    pub salt: [u8; SALT_LEN],
+    pub mki: Option<(u32, u8)>,
+}
+
+impl SrtpKey {
+    pub fn from_crypto(c: &Crypto) -> Result<SrtpKey, SrtpError> {
+        if c.suite != SRTP_SUITE {
+            return Err(SrtpError::UnsupportedSuite(c.suite.clone()));
+        }
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&c.key_salt)
+            .map_err(|e| SrtpError::BadKey(format!("not base64: {e}")))?;
+        if raw.len() != KEY_LEN + SALT_LEN {
+            return Err(SrtpError::BadKey(format!("{} bytes, expected 30", raw.len())));
+        }
+        let mut key = [0; KEY_LEN];
+        let mut salt = [0; SALT_LEN];
+        key.copy_from_slice(&raw[..KEY_LEN]);
+        salt.copy_from_slice(&raw[KEY_LEN..]);
+        Ok(SrtpKey { key, salt, mki: c.mki })
+    }
+
+    /// The base64 `key||salt` for an `inline:` parameter.
+    pub fn inline(&self) -> String {
+        let mut raw = self.key.to_vec();
+        raw.extend_from_slice(&self.salt);
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    }
+
+    /// A fresh key from a seeded source.
+    pub fn generate(rng: &mut crate::sip::rng::SeededRng) -> SrtpKey {
+        let mut key = [0; KEY_LEN];
+        let mut salt = [0; SALT_LEN];
+        rng.fill(&mut key);
+        rng.fill(&mut salt);
+        SrtpKey { key, salt, mki: None }
+    }
+
+    fn context(&self) -> Result<Context, SrtpError> {
+        Context::new(&self.key, &self.salt, ProtectionProfile::Aes128CmHmacSha1_80, None, None)
+            .map_err(|e| SrtpError::BadKey(e.to_string()))
+    }
+}
+
+/// Protects outgoing RTP with one key.
+pub struct Protector {
+    ctx: Context,
+    mki: Option<(u32, u8)>,
+}
+
+impl Protector {
+    pub fn new(key: &SrtpKey) -> Result<Self, SrtpError> {
+        Ok(Protector { ctx: key.context()?, mki: key.mki })
+    }
+
+    pub fn protect(&mut self, rtp: &[u8]) -> Result<Vec<u8>, SrtpError> {
+        let out = self.ctx.encrypt_rtp(rtp).map_err(|e| SrtpError::Protect(e.to_string()))?;
+        let mut out = out.to_vec();
+        if let Some((value, len)) = self.mki {
+            let tag_at = out.len() - AUTH_TAG_LEN;
+            let bytes = mki_bytes(value, len);
+            out.splice(tag_at..tag_at, bytes);
+        }
+        Ok(out)
+    }
+}
+
+/// Unprotects incoming SRTP sent with one key.
+pub struct Unprotector {
+    ctx: Context,
+    mki: Option<(u32, u8)>,
+}
+
+impl Unprotector {
+    pub fn new(key: &SrtpKey) -> Result<Self, SrtpError> {
+        Ok(Unprotector { ctx: key.context()?, mki: key.mki })
+    }
+
+    pub fn unprotect(&mut self, srtp: &[u8]) -> Result<Vec<u8>, SrtpError> {
+        let mut buf = srtp.to_vec();
+        if let Some((value, len)) = self.mki {
+            let len = len as usize;
+            if buf.len() < 12 + len + AUTH_TAG_LEN {
+                return Err(SrtpError::Unprotect("shorter than header, MKI and tag".into()));
+            }
+            let at = buf.len() - AUTH_TAG_LEN - len;
+            let got: Vec<u8> = buf.drain(at..at + len).collect();
+            if got != mki_bytes(value, len as u8) {
+                return Err(SrtpError::WrongMki { expected: value, got });
+            }
+        }
+        self.ctx.decrypt_rtp(&buf).map(|b| b.to_vec()).map_err(|e| SrtpError::Unprotect(e.to_string()))
+    }
+}
+
+fn mki_bytes(value: u32, len: u8) -> Vec<u8> {
+    let be = (value as u64).to_be_bytes();
+    let len = (len as usize).min(8);
+    be[8 - len..].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::probe::rtp_frame;
+    use crate::sip::rng::SeededRng;
+
+    #[test]
+    fn protect_then_unprotect_with_and_without_mki() {
+        for mki in [None, Some((1, 1))] {
+            let mut key = SrtpKey::generate(&mut SeededRng::new(1));
+            key.mki = mki;
+            let mut tx = Protector::new(&key).unwrap();
+            let mut rx = Unprotector::new(&key).unwrap();
+            let rtp = rtp_frame(0, 7, 1234, 0);
+            let srtp = tx.protect(&rtp).unwrap();
+            assert_eq!(srtp.len(), rtp.len() + 10 + mki.map_or(0, |(_, l)| l as usize));
+            assert_ne!(&srtp[12..rtp.len()], &rtp[12..]);
+            assert_eq!(rx.unprotect(&srtp).unwrap(), rtp);
+        }
+    }
+
+    #[test]
+    fn tampered_packet_is_refused() {
+        let key = SrtpKey::generate(&mut SeededRng::new(2));
+        let mut tx = Protector::new(&key).unwrap();
+        let mut rx = Unprotector::new(&key).unwrap();
+        let mut srtp = tx.protect(&rtp_frame(0, 1, 1, 0)).unwrap();
+        srtp[20] ^= 1;
+        assert!(rx.unprotect(&srtp).is_err());
+    }
+
+    #[test]
+    fn key_round_trips_through_an_inline_parameter() {
+        let key = SrtpKey::generate(&mut SeededRng::new(3));
+        let c = Crypto { tag: 1, suite: SRTP_SUITE.into(), key_salt: key.inline(), lifetime: Some("2^31".into()), mki: None, session_params: vec![] };
+        assert_eq!(SrtpKey::from_crypto(&c).unwrap(), key);
+        let short = Crypto { key_salt: "AAAA".into(), ..c.clone() };
+        assert!(matches!(SrtpKey::from_crypto(&short), Err(SrtpError::BadKey(_))));
+        let other = Crypto { suite: "AES_CM_128_HMAC_SHA1_32".into(), ..c };
+        assert!(matches!(SrtpKey::from_crypto(&other), Err(SrtpError::UnsupportedSuite(_))));
+    }
+}
