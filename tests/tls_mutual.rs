@@ -5,7 +5,9 @@
 
 use sbc::pki::{Eku, LeafSpec, TestPki};
 use sbc::sip::transport::tls::{client_config, roots, server_config, TlsIdentity};
-use sbc::sip::transport::{SipTransport, Target, TlsListen, TransportConfig, TransportEvent, TransportKind, TurmoilNet};
+use sbc::sip::transport::{
+    SipTransport, Target, TlsListen, TransportConfig, TransportEvent, TransportKind, TurmoilNet,
+};
 use sbc::sip::wire::Message;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -56,7 +58,9 @@ fn exchange(pki: &TestPki, hub_id: TlsIdentity, sbc_id: TlsIdentity) -> Outcome 
             let (transport, mut events) = SipTransport::start(TurmoilNet, cfg, None).await?;
             while let Some(ev) = events.recv().await {
                 let line = match ev {
-                    TransportEvent::Message { message, source, .. } => {
+                    TransportEvent::Message {
+                        message, source, ..
+                    } => {
                         let ok = sbc::sip::transaction::response_to(&message, 200, "OK", None);
                         transport.reply(&ok, &source).await?;
                         format!("message {} from {:?}", message.summary(), source.peer_names)
@@ -109,28 +113,50 @@ fn exchange(pki: &TestPki, hub_id: TlsIdentity, sbc_id: TlsIdentity) -> Outcome 
 fn good_sbc_certificate_is_accepted_and_answered_on_the_same_connection() {
     let pki = TestPki::new().unwrap();
     let out = exchange(&pki, pki.hub().unwrap(), pki.good(&[SBC]).unwrap());
-    assert_eq!(out.hub, vec![format!("message OPTIONS sip:{HUB}:5061 from [\"{SBC}\"]")]);
+    assert_eq!(
+        out.hub,
+        vec![format!("message OPTIONS sip:{HUB}:5061 from [\"{SBC}\"]")]
+    );
     assert_eq!(out.sbc, vec!["got 200 OK".to_string()]);
 }
 
 fn assert_hub_refused(out: &Outcome, reason_part: &str) {
     assert_eq!(out.hub.len(), 1, "{out:?}");
-    assert!(out.hub[0].starts_with("refused:") && out.hub[0].contains(reason_part), "{out:?}");
-    assert!(!out.sbc.iter().any(|l| l.starts_with("got")), "the SBC must get no SIP answer: {out:?}");
+    assert!(
+        out.hub[0].starts_with("refused:") && out.hub[0].contains(reason_part),
+        "{out:?}"
+    );
+    assert!(
+        !out.sbc.iter().any(|l| l.starts_with("got")),
+        "the SBC must get no SIP answer: {out:?}"
+    );
 }
 
 #[test]
 fn sbc_certificate_from_an_untrusted_root_is_refused() {
     let pki = TestPki::new().unwrap();
-    let bad = pki.leaf(&LeafSpec { untrusted: true, ..LeafSpec::good(&[SBC]) }).unwrap();
+    let bad = pki
+        .leaf(&LeafSpec {
+            untrusted: true,
+            ..LeafSpec::good(&[SBC])
+        })
+        .unwrap();
     assert_hub_refused(&exchange(&pki, pki.hub().unwrap(), bad), "UnknownIssuer");
 }
 
 #[test]
 fn expired_sbc_certificate_is_refused() {
     let pki = TestPki::new().unwrap();
-    let bad = pki.leaf(&LeafSpec { expired: true, ..LeafSpec::good(&[SBC]) }).unwrap();
-    assert_hub_refused(&exchange(&pki, pki.hub().unwrap(), bad), "certificate expired");
+    let bad = pki
+        .leaf(&LeafSpec {
+            expired: true,
+            ..LeafSpec::good(&[SBC])
+        })
+        .unwrap();
+    assert_hub_refused(
+        &exchange(&pki, pki.hub().unwrap(), bad),
+        "certificate expired",
+    );
 }
 
 #[test]
@@ -143,24 +169,45 @@ fn sbc_certificate_with_the_wrong_name_is_refused() {
 #[test]
 fn wildcard_covers_one_label_only() {
     let pki = TestPki::new().unwrap();
-    let ok = exchange(&pki, pki.hub().unwrap(), pki.good(&["*.example.com"]).unwrap());
+    let ok = exchange(
+        &pki,
+        pki.hub().unwrap(),
+        pki.good(&["*.example.com"]).unwrap(),
+    );
     assert_eq!(ok.sbc, vec!["got 200 OK".to_string()]);
-    let deep = exchange(&pki, pki.hub().unwrap(), pki.good(&["*.sbc.example.com"]).unwrap());
+    let deep = exchange(
+        &pki,
+        pki.hub().unwrap(),
+        pki.good(&["*.sbc.example.com"]).unwrap(),
+    );
     assert_hub_refused(&deep, "cover none");
 }
 
 #[test]
 fn sbc_certificate_without_its_intermediate_is_refused() {
     let pki = TestPki::new().unwrap();
-    let bad = pki.leaf(&LeafSpec { with_intermediate: false, ..LeafSpec::good(&[SBC]) }).unwrap();
+    let bad = pki
+        .leaf(&LeafSpec {
+            with_intermediate: false,
+            ..LeafSpec::good(&[SBC])
+        })
+        .unwrap();
     assert_hub_refused(&exchange(&pki, pki.hub().unwrap(), bad), "UnknownIssuer");
 }
 
 #[test]
 fn hub_certificate_without_server_auth_is_refused_by_the_sbc() {
     let pki = TestPki::new().unwrap();
-    let hub = pki.leaf(&LeafSpec { eku: Eku::ClientOnly, ..LeafSpec::good(&[HUB]) }).unwrap();
+    let hub = pki
+        .leaf(&LeafSpec {
+            eku: Eku::ClientOnly,
+            ..LeafSpec::good(&[HUB])
+        })
+        .unwrap();
     let out = exchange(&pki, hub, pki.good(&[SBC]).unwrap());
-    assert!(out.sbc.iter().any(|l| l.starts_with("send failed: TLS")), "{out:?}");
+    assert!(
+        out.sbc.iter().any(|l| l.starts_with("send failed: TLS")),
+        "{out:?}"
+    );
     assert!(!out.hub.iter().any(|l| l.starts_with("message")), "{out:?}");
 }

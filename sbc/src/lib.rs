@@ -8,6 +8,7 @@
 //! runs on tokio sockets and inside a turmoil simulation. [`pki`] mints
 //! test certificates.
 
+pub mod b2bua;
 pub mod media;
 pub mod pki;
 pub mod sip;

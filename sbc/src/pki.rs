@@ -7,13 +7,18 @@
 
 use crate::sip::transport::tls::TlsIdentity;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::fmt;
 
 /// The hub's proxies, in the order an SBC tries them (Direct Routing plan).
-pub const HUB_FQDNS: [&str; 3] = ["sip.pstnhub.microsoft.com", "sip2.pstnhub.microsoft.com", "sip3.pstnhub.microsoft.com"];
+pub const HUB_FQDNS: [&str; 3] = [
+    "sip.pstnhub.microsoft.com",
+    "sip2.pstnhub.microsoft.com",
+    "sip3.pstnhub.microsoft.com",
+];
 
 #[derive(Debug)]
 pub struct PkiError(pub String);
@@ -56,7 +61,13 @@ pub struct LeafSpec {
 
 impl LeafSpec {
     pub fn good(names: &[&str]) -> Self {
-        LeafSpec { names: names.iter().map(|s| s.to_string()).collect(), eku: Eku::ServerAndClient, expired: false, untrusted: false, with_intermediate: true }
+        LeafSpec {
+            names: names.iter().map(|s| s.to_string()).collect(),
+            eku: Eku::ServerAndClient,
+            expired: false,
+            untrusted: false,
+            with_intermediate: true,
+        }
     }
 }
 
@@ -70,14 +81,23 @@ impl Ca {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, name);
-        params.distinguished_name.push(DnType::OrganizationName, "drlab test PKI");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "drlab test PKI");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let cert = match parent {
             Some(p) => params.signed_by(&key, &p.issuer)?,
             None => params.self_signed(&key)?,
         };
-        Ok(Ca { der: cert.der().clone(), issuer: Issuer::new(params, key) })
+        Ok(Ca {
+            der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        })
     }
 }
 
@@ -98,7 +118,11 @@ impl TestPki {
         let root = Ca::new("drlab Test Root CA", None)?;
         let intermediate = Ca::new("drlab Test Issuing CA", Some(&root))?;
         let untrusted_root = Ca::new("Untrusted Root CA", None)?;
-        Ok(TestPki { root, intermediate, untrusted_root })
+        Ok(TestPki {
+            root,
+            intermediate,
+            untrusted_root,
+        })
     }
 
     /// The trust anchor every party of the lab trusts.
@@ -110,18 +134,30 @@ impl TestPki {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(spec.names.clone())?;
         if let Some(cn) = spec.names.first() {
-            params.distinguished_name.push(DnType::CommonName, cn.as_str());
+            params
+                .distinguished_name
+                .push(DnType::CommonName, cn.as_str());
         }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = match spec.eku {
-            Eku::ServerAndClient => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            Eku::ServerAndClient => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
             Eku::ClientOnly => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
         if spec.expired {
             params.not_before = rcgen::date_time_ymd(2000, 1, 1);
             params.not_after = rcgen::date_time_ymd(2001, 1, 1);
         }
-        let issuer = if spec.untrusted { &self.untrusted_root } else { &self.intermediate };
+        let issuer = if spec.untrusted {
+            &self.untrusted_root
+        } else {
+            &self.intermediate
+        };
         let cert = params.signed_by(&key, &issuer.issuer)?;
         let mut chain = vec![cert.der().clone()];
         if spec.with_intermediate && !spec.untrusted {
@@ -150,10 +186,20 @@ mod tests {
     #[test]
     fn leaves_carry_their_names_and_chain() {
         let pki = TestPki::new().unwrap();
-        let id = pki.good(&["sbc.example.com", "*.customers.example.com"]).unwrap();
+        let id = pki
+            .good(&["sbc.example.com", "*.customers.example.com"])
+            .unwrap();
         assert_eq!(id.chain.len(), 2);
-        assert_eq!(certificate_dns_names(&id.chain[0]), vec!["sbc.example.com", "*.customers.example.com"]);
-        let untrusted = pki.leaf(&LeafSpec { untrusted: true, ..LeafSpec::good(&["x.example.com"]) }).unwrap();
+        assert_eq!(
+            certificate_dns_names(&id.chain[0]),
+            vec!["sbc.example.com", "*.customers.example.com"]
+        );
+        let untrusted = pki
+            .leaf(&LeafSpec {
+                untrusted: true,
+                ..LeafSpec::good(&["x.example.com"])
+            })
+            .unwrap();
         assert_eq!(untrusted.chain.len(), 1);
     }
 }

@@ -42,27 +42,41 @@ fn method() -> impl Strategy<Value = Method> {
 
 fn start_line() -> impl Strategy<Value = StartLine> {
     prop_oneof![
-        (method(), "(sip|tel):[a-z0-9+.@]{1,20}").prop_map(|(method, uri)| StartLine::Request { method, uri }),
-        (100u16..700, "[A-Za-z ]{0,20}").prop_map(|(code, reason)| StartLine::Response { code, reason }),
+        (method(), "(sip|tel):[a-z0-9+.@]{1,20}")
+            .prop_map(|(method, uri)| StartLine::Request { method, uri }),
+        (100u16..700, "[A-Za-z ]{0,20}")
+            .prop_map(|(code, reason)| StartLine::Response { code, reason }),
     ]
 }
 
 fn message() -> impl Strategy<Value = Message> {
     (
         start_line(),
-        prop::collection::vec((prop_oneof![token(), Just("v".to_string()), Just("m".to_string())], header_value()), 0..12),
+        prop::collection::vec(
+            (
+                prop_oneof![token(), Just("v".to_string()), Just("m".to_string())],
+                header_value(),
+            ),
+            0..12,
+        ),
         prop::collection::vec(any::<u8>(), 0..200),
         0usize..13,
     )
         .prop_map(|(start, hs, body, at)| {
             let mut headers: Vec<Header> = hs
                 .into_iter()
-                .filter(|(n, _)| !n.eq_ignore_ascii_case("l") && !n.eq_ignore_ascii_case("Content-Length"))
+                .filter(|(n, _)| {
+                    !n.eq_ignore_ascii_case("l") && !n.eq_ignore_ascii_case("Content-Length")
+                })
                 .map(|(n, v)| Header::new(n, v))
                 .collect();
             let at = at.min(headers.len());
             headers.insert(at, Header::new("Content-Length", body.len().to_string()));
-            Message { start, headers: Headers(headers), body }
+            Message {
+                start,
+                headers: Headers(headers),
+                body,
+            }
         })
 }
 
@@ -141,32 +155,67 @@ fn media() -> impl Strategy<Value = MediaDescription> {
         prop::collection::vec(0u8..128, 1..6),
         prop::option::of(Just("10.0.0.2".to_string())),
         prop::collection::vec((96u8..128, "[A-Za-z0-9-]{1,10}", 8000u32..48001), 0..3),
-        prop::collection::vec((1u32..10, word(), prop::option::of(Just("2^31".to_string())), prop::option::of((1u32..5, 1u8..5))), 0..3),
+        prop::collection::vec(
+            (
+                1u32..10,
+                word(),
+                prop::option::of(Just("2^31".to_string())),
+                prop::option::of((1u32..5, 1u8..5)),
+            ),
+            0..3,
+        ),
         any::<bool>(),
         prop::option::of((word(), word())),
     )
-        .prop_map(|(port, proto, formats, connection, maps, cryptos, mux, ice)| {
-            let mut m = MediaDescription::new_audio(port, proto);
-            m.formats = formats;
-            m.connection = connection;
-            m.rtpmaps = maps.into_iter().map(|(pt, e, c)| RtpMap { payload_type: pt, encoding: e, clock_rate: c, channels: None }).collect();
-            m.crypto = cryptos
-                .into_iter()
-                .map(|(tag, key, lifetime, mki)| Crypto { tag, suite: "AES_CM_128_HMAC_SHA1_80".into(), key_salt: key, lifetime, mki, session_params: vec![] })
-                .collect();
-            m.rtcp_mux = mux;
-            if let Some((u, p)) = ice {
-                m.ice_ufrag = Some(u);
-                m.ice_pwd = Some(p);
-            }
-            m
-        })
+        .prop_map(
+            |(port, proto, formats, connection, maps, cryptos, mux, ice)| {
+                let mut m = MediaDescription::new_audio(port, proto);
+                m.formats = formats;
+                m.connection = connection;
+                m.rtpmaps = maps
+                    .into_iter()
+                    .map(|(pt, e, c)| RtpMap {
+                        payload_type: pt,
+                        encoding: e,
+                        clock_rate: c,
+                        channels: None,
+                    })
+                    .collect();
+                m.crypto = cryptos
+                    .into_iter()
+                    .map(|(tag, key, lifetime, mki)| Crypto {
+                        tag,
+                        suite: "AES_CM_128_HMAC_SHA1_80".into(),
+                        key_salt: key,
+                        lifetime,
+                        mki,
+                        session_params: vec![],
+                    })
+                    .collect();
+                m.rtcp_mux = mux;
+                if let Some((u, p)) = ice {
+                    m.ice_ufrag = Some(u);
+                    m.ice_pwd = Some(p);
+                }
+                m
+            },
+        )
 }
 
 fn session() -> impl Strategy<Value = SessionDescription> {
-    (any::<u64>(), any::<u64>(), prop::collection::vec(media(), 0..3), any::<bool>()).prop_map(|(id, ver, media, lite)| {
-        SessionDescription {
-            origin: Origin { username: "-".into(), session_id: id, session_version: ver, address: "10.0.0.1".into() },
+    (
+        any::<u64>(),
+        any::<u64>(),
+        prop::collection::vec(media(), 0..3),
+        any::<bool>(),
+    )
+        .prop_map(|(id, ver, media, lite)| SessionDescription {
+            origin: Origin {
+                username: "-".into(),
+                session_id: id,
+                session_version: ver,
+                address: "10.0.0.1".into(),
+            },
             session_name: "drlab".into(),
             connection: Some("10.0.0.1".into()),
             ice_lite: lite,
@@ -174,6 +223,5 @@ fn session() -> impl Strategy<Value = SessionDescription> {
             ice_pwd: None,
             attributes: vec![],
             media,
-        }
-    })
+        })
 }

@@ -6,6 +6,6 @@ pub mod probe;
 pub mod relay;
 pub mod srtp;
 
-pub use probe::{AudioProbe, MediaStats, ProbePlan};
+pub use probe::{media_host, AudioProbe, MediaStats, ProbeOpen, ProbePlan};
 pub use relay::{MediaRelay, RelayLeg, RelayPlan, RelayStats};
 pub use srtp::{SrtpError, SrtpKey};

@@ -32,7 +32,11 @@ pub fn rtp_frame(payload_type: u8, seq: u16, ssrc: u32, index: u32) -> Vec<u8> {
 /// Read a probe frame: `(sequence number, frame index)`, or why it is not one.
 pub fn read_frame(rtp: &[u8]) -> Result<(u16, u32), String> {
     if rtp.len() != HEADER + PAYLOAD {
-        return Err(format!("{} bytes, expected {}", rtp.len(), HEADER + PAYLOAD));
+        return Err(format!(
+            "{} bytes, expected {}",
+            rtp.len(),
+            HEADER + PAYLOAD
+        ));
     }
     if rtp[0] >> 6 != 2 {
         return Err("not RTP version 2".into());
@@ -140,7 +144,12 @@ impl AudioProbe {
     }
 }
 
-fn receive(packet: &[u8], from: SocketAddr, rx: Option<&mut Unprotector>, stats: &Arc<Mutex<MediaStats>>) {
+fn receive(
+    packet: &[u8],
+    from: SocketAddr,
+    rx: Option<&mut Unprotector>,
+    stats: &Arc<Mutex<MediaStats>>,
+) {
     let rtp = match rx {
         Some(u) => match u.unprotect(packet) {
             Ok(p) => p,
@@ -163,6 +172,33 @@ fn receive(packet: &[u8], from: SocketAddr, rx: Option<&mut Unprotector>, stats:
         }
         Err(_) => s.corrupt += 1,
     }
+}
+
+/// A request to a media host (a PSTN phone, a Teams media processor) to
+/// open a probe on `port`, driven by its controller through `plan`.
+#[derive(Debug)]
+pub struct ProbeOpen {
+    pub port: u16,
+    pub plan: watch::Receiver<Option<ProbePlan>>,
+    pub stats: Arc<Mutex<MediaStats>>,
+}
+
+/// Run a media host: open every probe its controller asks for.
+pub async fn media_host<N: Network>(
+    net: N,
+    mut commands: tokio::sync::mpsc::UnboundedReceiver<ProbeOpen>,
+) -> std::io::Result<()> {
+    while let Some(open) = commands.recv().await {
+        let local = SocketAddr::new(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            open.port,
+        );
+        let net = net.clone();
+        tokio::spawn(async move {
+            let _ = AudioProbe::run(net, local, open.plan, open.stats).await;
+        });
+    }
+    Ok(())
 }
 
 fn lock(stats: &Arc<Mutex<MediaStats>>) -> std::sync::MutexGuard<'_, MediaStats> {

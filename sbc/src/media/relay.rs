@@ -107,8 +107,18 @@ fn leg<S>(sock: S, plan: &RelayLeg) -> std::io::Result<Leg<S>> {
         sock,
         remote: plan.remote,
         latched: false,
-        protect: plan.tx_key.as_ref().map(Protector::new).transpose().map_err(std::io::Error::other)?,
-        unprotect: plan.rx_key.as_ref().map(Unprotector::new).transpose().map_err(std::io::Error::other)?,
+        protect: plan
+            .tx_key
+            .as_ref()
+            .map(Protector::new)
+            .transpose()
+            .map_err(std::io::Error::other)?,
+        unprotect: plan
+            .rx_key
+            .as_ref()
+            .map(Unprotector::new)
+            .transpose()
+            .map_err(std::io::Error::other)?,
     })
 }
 
@@ -119,7 +129,11 @@ async fn forward<'s, S: DatagramSocket>(
     src: SocketAddr,
     stats: &Arc<Mutex<RelayStats>>,
 ) {
-    let (inbound, outbound) = if from_a { (&mut legs.0, &mut legs.1) } else { (&mut legs.1, &mut legs.0) };
+    let (inbound, outbound) = if from_a {
+        (&mut legs.0, &mut legs.1)
+    } else {
+        (&mut legs.1, &mut legs.0)
+    };
     if !inbound.latched {
         inbound.remote = src;
         inbound.latched = true;
@@ -132,17 +146,22 @@ async fn forward<'s, S: DatagramSocket>(
         Some(pr) => pr.protect(&p),
         None => Ok(p),
     });
-    let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-    match out {
-        Ok(bytes) => {
-            if from_a {
-                s.a_to_b += 1;
-            } else {
-                s.b_to_a += 1;
+    let bytes = {
+        let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+        match out {
+            Ok(bytes) => {
+                if from_a {
+                    s.a_to_b += 1;
+                } else {
+                    s.b_to_a += 1;
+                }
+                bytes
             }
-            drop(s);
-            let _ = outbound.sock.send_to(&bytes, outbound.remote).await;
+            Err(_) => {
+                s.srtp_errors += 1;
+                return;
+            }
         }
-        Err(_) => s.srtp_errors += 1,
-    }
+    };
+    let _ = outbound.sock.send_to(&bytes, outbound.remote).await;
 }

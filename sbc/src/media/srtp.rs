@@ -24,7 +24,10 @@ pub enum SrtpError {
     /// The packet does not authenticate, or is not RTP.
     Unprotect(String),
     Protect(String),
-    WrongMki { expected: u32, got: Vec<u8> },
+    WrongMki {
+        expected: u32,
+        got: Vec<u8>,
+    },
 }
 
 impl fmt::Display for SrtpError {
@@ -34,7 +37,9 @@ impl fmt::Display for SrtpError {
             SrtpError::BadKey(s) => write!(f, "bad SDES key: {s}"),
             SrtpError::Unprotect(s) => write!(f, "SRTP unprotect failed: {s}"),
             SrtpError::Protect(s) => write!(f, "SRTP protect failed: {s}"),
-            SrtpError::WrongMki { expected, got } => write!(f, "MKI {got:?} does not match {expected}"),
+            SrtpError::WrongMki { expected, got } => {
+                write!(f, "MKI {got:?} does not match {expected}")
+            }
         }
     }
 }
@@ -58,13 +63,20 @@ impl SrtpKey {
             .decode(&c.key_salt)
             .map_err(|e| SrtpError::BadKey(format!("not base64: {e}")))?;
         if raw.len() != KEY_LEN + SALT_LEN {
-            return Err(SrtpError::BadKey(format!("{} bytes, expected 30", raw.len())));
+            return Err(SrtpError::BadKey(format!(
+                "{} bytes, expected 30",
+                raw.len()
+            )));
         }
         let mut key = [0; KEY_LEN];
         let mut salt = [0; SALT_LEN];
         key.copy_from_slice(&raw[..KEY_LEN]);
         salt.copy_from_slice(&raw[KEY_LEN..]);
-        Ok(SrtpKey { key, salt, mki: c.mki })
+        Ok(SrtpKey {
+            key,
+            salt,
+            mki: c.mki,
+        })
     }
 
     /// The base64 `key||salt` for an `inline:` parameter.
@@ -80,12 +92,22 @@ impl SrtpKey {
         let mut salt = [0; SALT_LEN];
         rng.fill(&mut key);
         rng.fill(&mut salt);
-        SrtpKey { key, salt, mki: None }
+        SrtpKey {
+            key,
+            salt,
+            mki: None,
+        }
     }
 
     fn context(&self) -> Result<Context, SrtpError> {
-        Context::new(&self.key, &self.salt, ProtectionProfile::Aes128CmHmacSha1_80, None, None)
-            .map_err(|e| SrtpError::BadKey(e.to_string()))
+        Context::new(
+            &self.key,
+            &self.salt,
+            ProtectionProfile::Aes128CmHmacSha1_80,
+            None,
+            None,
+        )
+        .map_err(|e| SrtpError::BadKey(e.to_string()))
     }
 }
 
@@ -97,11 +119,17 @@ pub struct Protector {
 
 impl Protector {
     pub fn new(key: &SrtpKey) -> Result<Self, SrtpError> {
-        Ok(Protector { ctx: key.context()?, mki: key.mki })
+        Ok(Protector {
+            ctx: key.context()?,
+            mki: key.mki,
+        })
     }
 
     pub fn protect(&mut self, rtp: &[u8]) -> Result<Vec<u8>, SrtpError> {
-        let out = self.ctx.encrypt_rtp(rtp).map_err(|e| SrtpError::Protect(e.to_string()))?;
+        let out = self
+            .ctx
+            .encrypt_rtp(rtp)
+            .map_err(|e| SrtpError::Protect(e.to_string()))?;
         let mut out = out.to_vec();
         if let Some((value, len)) = self.mki {
             let tag_at = out.len() - AUTH_TAG_LEN;
@@ -120,7 +148,10 @@ pub struct Unprotector {
 
 impl Unprotector {
     pub fn new(key: &SrtpKey) -> Result<Self, SrtpError> {
-        Ok(Unprotector { ctx: key.context()?, mki: key.mki })
+        Ok(Unprotector {
+            ctx: key.context()?,
+            mki: key.mki,
+        })
     }
 
     pub fn unprotect(&mut self, srtp: &[u8]) -> Result<Vec<u8>, SrtpError> {
@@ -128,15 +159,23 @@ impl Unprotector {
         if let Some((value, len)) = self.mki {
             let len = len as usize;
             if buf.len() < 12 + len + AUTH_TAG_LEN {
-                return Err(SrtpError::Unprotect("shorter than header, MKI and tag".into()));
+                return Err(SrtpError::Unprotect(
+                    "shorter than header, MKI and tag".into(),
+                ));
             }
             let at = buf.len() - AUTH_TAG_LEN - len;
             let got: Vec<u8> = buf.drain(at..at + len).collect();
             if got != mki_bytes(value, len as u8) {
-                return Err(SrtpError::WrongMki { expected: value, got });
+                return Err(SrtpError::WrongMki {
+                    expected: value,
+                    got,
+                });
             }
         }
-        self.ctx.decrypt_rtp(&buf).map(|b| b.to_vec()).map_err(|e| SrtpError::Unprotect(e.to_string()))
+        self.ctx
+            .decrypt_rtp(&buf)
+            .map(|b| b.to_vec())
+            .map_err(|e| SrtpError::Unprotect(e.to_string()))
     }
 }
 
@@ -161,7 +200,10 @@ mod tests {
             let mut rx = Unprotector::new(&key).unwrap();
             let rtp = rtp_frame(0, 7, 1234, 0);
             let srtp = tx.protect(&rtp).unwrap();
-            assert_eq!(srtp.len(), rtp.len() + 10 + mki.map_or(0, |(_, l)| l as usize));
+            assert_eq!(
+                srtp.len(),
+                rtp.len() + 10 + mki.map_or(0, |(_, l)| l as usize)
+            );
             assert_ne!(&srtp[12..rtp.len()], &rtp[12..]);
             assert_eq!(rx.unprotect(&srtp).unwrap(), rtp);
         }
@@ -180,11 +222,30 @@ mod tests {
     #[test]
     fn key_round_trips_through_an_inline_parameter() {
         let key = SrtpKey::generate(&mut SeededRng::new(3));
-        let c = Crypto { tag: 1, suite: SRTP_SUITE.into(), key_salt: key.inline(), lifetime: Some("2^31".into()), mki: None, session_params: vec![] };
+        let c = Crypto {
+            tag: 1,
+            suite: SRTP_SUITE.into(),
+            key_salt: key.inline(),
+            lifetime: Some("2^31".into()),
+            mki: None,
+            session_params: vec![],
+        };
         assert_eq!(SrtpKey::from_crypto(&c).unwrap(), key);
-        let short = Crypto { key_salt: "AAAA".into(), ..c.clone() };
-        assert!(matches!(SrtpKey::from_crypto(&short), Err(SrtpError::BadKey(_))));
-        let other = Crypto { suite: "AES_CM_128_HMAC_SHA1_32".into(), ..c };
-        assert!(matches!(SrtpKey::from_crypto(&other), Err(SrtpError::UnsupportedSuite(_))));
+        let short = Crypto {
+            key_salt: "AAAA".into(),
+            ..c.clone()
+        };
+        assert!(matches!(
+            SrtpKey::from_crypto(&short),
+            Err(SrtpError::BadKey(_))
+        ));
+        let other = Crypto {
+            suite: "AES_CM_128_HMAC_SHA1_32".into(),
+            ..c
+        };
+        assert!(matches!(
+            SrtpKey::from_crypto(&other),
+            Err(SrtpError::UnsupportedSuite(_))
+        ));
     }
 }

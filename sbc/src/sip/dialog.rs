@@ -24,12 +24,18 @@ pub struct Dialog {
 }
 
 fn strip_tag(value: &str) -> String {
-    let Ok(na) = NameAddr::parse("From", value) else { return value.to_string() };
+    let Ok(na) = NameAddr::parse("From", value) else {
+        return value.to_string();
+    };
     let mut out = match &na.display {
         Some(d) => format!("\"{d}\" <{}>", na.uri),
         None => format!("<{}>", na.uri),
     };
-    for (k, v) in na.params.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("tag")) {
+    for (k, v) in na
+        .params
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("tag"))
+    {
         out.push(';');
         out.push_str(k);
         if let Some(v) = v {
@@ -41,12 +47,21 @@ fn strip_tag(value: &str) -> String {
 }
 
 fn first_contact_uri(msg: &Message) -> Result<String, WireError> {
-    msg.contacts()?.into_iter().next().map(|c| c.uri).ok_or(WireError::MissingHeader { header: "Contact" })
+    msg.contacts()?
+        .into_iter()
+        .next()
+        .map(|c| c.uri)
+        .ok_or(WireError::MissingHeader { header: "Contact" })
 }
 
 impl Dialog {
     /// The dialog a UAC has once a response with a To-tag arrives (§12.1.2).
-    pub fn as_uac(request: &Message, response: &Message, contact: String, target: Target) -> Result<Dialog, WireError> {
+    pub fn as_uac(
+        request: &Message,
+        response: &Message,
+        contact: String,
+        target: Target,
+    ) -> Result<Dialog, WireError> {
         let to = response.to_header()?;
         let remote_tag = to.tag().ok_or(WireError::BadHeaderValue {
             header: "To",
@@ -54,7 +69,11 @@ impl Dialog {
             reason: "no tag in a dialog-creating response".into(),
         })?;
         let from = request.from_header()?;
-        let mut route_set: Vec<String> = response.headers.values("Record-Route").map(str::to_string).collect();
+        let mut route_set: Vec<String> = response
+            .headers
+            .values("Record-Route")
+            .map(str::to_string)
+            .collect();
         route_set.reverse();
         Ok(Dialog {
             call_id: request.call_id()?.to_string(),
@@ -71,7 +90,12 @@ impl Dialog {
     }
 
     /// The dialog a UAS creates when it answers with `local_tag` (§12.1.1).
-    pub fn as_uas(request: &Message, local_tag: &str, contact: String, target: Target) -> Result<Dialog, WireError> {
+    pub fn as_uas(
+        request: &Message,
+        local_tag: &str,
+        contact: String,
+        target: Target,
+    ) -> Result<Dialog, WireError> {
         let from = request.from_header()?;
         Ok(Dialog {
             call_id: request.call_id()?.to_string(),
@@ -81,7 +105,11 @@ impl Dialog {
             remote_uri: strip_tag(request.headers.get("From").unwrap_or_default()),
             local_seq: 0,
             remote_target: first_contact_uri(request)?,
-            route_set: request.headers.values("Record-Route").map(str::to_string).collect(),
+            route_set: request
+                .headers
+                .values("Record-Route")
+                .map(str::to_string)
+                .collect(),
             contact,
             target,
         })
@@ -89,12 +117,16 @@ impl Dialog {
 
     /// Whether `msg` belongs to this dialog (Call-ID and both tags, §12.2.2).
     pub fn matches(&self, msg: &Message) -> bool {
-        let (Ok(cid), Ok(from), Ok(to)) = (msg.call_id(), msg.from_header(), msg.to_header()) else { return false };
+        let (Ok(cid), Ok(from), Ok(to)) = (msg.call_id(), msg.from_header(), msg.to_header())
+        else {
+            return false;
+        };
         if cid != self.call_id {
             return false;
         }
         let (f, t) = (from.tag().unwrap_or_default(), to.tag().unwrap_or_default());
-        (f == self.remote_tag && t == self.local_tag) || (f == self.local_tag && t == self.remote_tag)
+        (f == self.remote_tag && t == self.local_tag)
+            || (f == self.local_tag && t == self.remote_tag)
     }
 
     fn base(&self, method: Method, seq: u32) -> Message {
@@ -103,8 +135,10 @@ impl Dialog {
             m.headers.push("Route", r.clone());
         }
         m.headers.push("Max-Forwards", "70");
-        m.headers.push("From", format!("{};tag={}", self.local_uri, self.local_tag));
-        m.headers.push("To", format!("{};tag={}", self.remote_uri, self.remote_tag));
+        m.headers
+            .push("From", format!("{};tag={}", self.local_uri, self.local_tag));
+        m.headers
+            .push("To", format!("{};tag={}", self.remote_uri, self.remote_tag));
         m.headers.push("Call-ID", self.call_id.clone());
         m.headers.push("CSeq", format!("{seq} {method}"));
         m

@@ -10,7 +10,8 @@
 
 use crate::sip::rng::SeededRng;
 use crate::sip::transaction::{
-    response_to, ClientEvent, ClientTransaction, ServerEvent, ServerState, ServerTransaction, TimerConfig, TransactionKey,
+    response_to, ClientEvent, ClientTransaction, ServerEvent, ServerState, ServerTransaction,
+    TimerConfig, TransactionKey,
 };
 use crate::sip::transport::{Network, SipTransport, Source, Target, TransportEvent, TransportKind};
 use crate::sip::wire::{Message, Method, WireError};
@@ -31,23 +32,37 @@ pub struct EndpointConfig {
 #[derive(Debug)]
 pub enum EndpointEvent {
     /// A new request (not ACK, not CANCEL) with its server transaction.
-    Request { key: TransactionKey, request: Message, source: Source },
+    Request {
+        key: TransactionKey,
+        request: Message,
+        source: Source,
+    },
     /// An ACK for a 2xx: a transaction of its own, for the dialog layer (§13.2.2.4).
     Ack { request: Message, source: Source },
     /// A CANCEL matched a pending INVITE; 200 was sent to the CANCEL, the
     /// role answers the INVITE with 487.
     Cancelled { key: TransactionKey },
     /// A response for a client transaction (every 2xx to an INVITE, too).
-    Response { key: TransactionKey, response: Message },
+    Response {
+        key: TransactionKey,
+        response: Message,
+    },
     /// Timer B/F: no final response.
     Timeout { key: TransactionKey },
     /// The request could not be sent (connection or TLS failure).
     SendFailed { key: TransactionKey, reason: String },
     /// Something happened to a server transaction.
-    Server { key: TransactionKey, event: ServerEvent },
+    Server {
+        key: TransactionKey,
+        event: ServerEvent,
+    },
     /// Bytes that were not acceptable SIP (a 400 was sent where possible).
     Malformed { error: WireError, source: Source },
-    TlsRefused { remote: SocketAddr, inbound: bool, reason: String },
+    TlsRefused {
+        remote: SocketAddr,
+        inbound: bool,
+        reason: String,
+    },
     /// The role's own wake-up time has come.
     Wake,
 }
@@ -77,7 +92,12 @@ pub struct Endpoint<N: Network> {
 }
 
 impl<N: Network> Endpoint<N> {
-    pub fn new(transport: SipTransport<N>, events: mpsc::UnboundedReceiver<TransportEvent>, config: EndpointConfig, rng: SeededRng) -> Self {
+    pub fn new(
+        transport: SipTransport<N>,
+        events: mpsc::UnboundedReceiver<TransportEvent>,
+        config: EndpointConfig,
+        rng: SeededRng,
+    ) -> Self {
         let (outgoing, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
         let (fail_tx, failures) = mpsc::unbounded_channel();
         let sender = transport.clone();
@@ -116,13 +136,27 @@ impl<N: Network> Endpoint<N> {
 
     /// The Via this endpoint writes for a request leaving on `transport`.
     fn via(&mut self, transport: TransportKind) -> String {
-        let port = self.transport.local_addr(transport).map(|a| a.port()).unwrap_or(5060);
-        format!("SIP/2.0/{} {}:{};branch={};rport", transport, self.config.via_host, port, self.rng.branch())
+        let port = self
+            .transport
+            .local_addr(transport)
+            .map(|a| a.port())
+            .unwrap_or(5060);
+        format!(
+            "SIP/2.0/{} {}:{};branch={};rport",
+            transport,
+            self.config.via_host,
+            port,
+            self.rng.branch()
+        )
     }
 
     /// Start a client transaction for `request` toward `target`. A top Via
     /// with a new branch is added. Returns the transaction's key.
-    pub fn send_request(&mut self, mut request: Message, target: Target) -> Result<TransactionKey, WireError> {
+    pub fn send_request(
+        &mut self,
+        mut request: Message,
+        target: Target,
+    ) -> Result<TransactionKey, WireError> {
         let via = self.via(target.transport);
         request.headers.push_front("Via", via);
         if let Some(ua) = &self.config.user_agent {
@@ -130,7 +164,12 @@ impl<N: Network> Endpoint<N> {
                 request.headers.push("User-Agent", ua.clone());
             }
         }
-        let tx = ClientTransaction::new(request, target.transport.is_reliable(), self.config.timers, now().into_std())?;
+        let tx = ClientTransaction::new(
+            request,
+            target.transport.is_reliable(),
+            self.config.timers,
+            now().into_std(),
+        )?;
         let key = tx.key().clone();
         self.client_targets.insert(key.clone(), target);
         self.clients.insert(key.clone(), tx);
@@ -138,11 +177,41 @@ impl<N: Network> Endpoint<N> {
         Ok(key)
     }
 
+    /// Cancel a pending INVITE client transaction (RFC 3261 §9.1): the CANCEL
+    /// copies the INVITE's Via (same branch) and goes to the same target in
+    /// a non-INVITE transaction of its own. Returns its key.
+    pub fn send_cancel(&mut self, invite: &TransactionKey) -> Option<TransactionKey> {
+        let request = self.clients.get(invite)?.request().clone();
+        let target = self.client_targets.get(invite)?.clone();
+        let cancel = crate::sip::transaction::build_cancel(&request);
+        let tx = ClientTransaction::new(
+            cancel,
+            target.transport.is_reliable(),
+            self.config.timers,
+            now().into_std(),
+        )
+        .ok()?;
+        let key = tx.key().clone();
+        self.client_targets.insert(key.clone(), target);
+        self.clients.insert(key.clone(), tx);
+        self.drain_client(&key);
+        Some(key)
+    }
+
+    /// The request of a live client transaction (with the Via we added).
+    pub fn client_request(&self, key: &TransactionKey) -> Option<&Message> {
+        self.clients.get(key).map(|t| t.request())
+    }
+
     /// Send an ACK for a 2xx (outside any transaction, RFC 3261 §13.2.2.4).
     pub fn send_ack(&mut self, mut ack: Message, target: Target) {
         let via = self.via(target.transport);
         ack.headers.push_front("Via", via);
-        let _ = self.outgoing.send(Outgoing { message: ack, dest: Dest::Target(target), key: None });
+        let _ = self.outgoing.send(Outgoing {
+            message: ack,
+            dest: Dest::Target(target),
+            key: None,
+        });
     }
 
     /// Answer a request through its server transaction.
@@ -212,16 +281,24 @@ impl<N: Network> Endpoint<N> {
     }
 
     fn run_timers(&mut self, now: Instant) {
-        let due: Vec<TransactionKey> =
-            self.clients.iter().filter(|(_, t)| t.poll_timeout().is_some_and(|d| d <= now.into_std())).map(|(k, _)| k.clone()).collect();
+        let due: Vec<TransactionKey> = self
+            .clients
+            .iter()
+            .filter(|(_, t)| t.poll_timeout().is_some_and(|d| d <= now.into_std()))
+            .map(|(k, _)| k.clone())
+            .collect();
         for key in due {
             if let Some(tx) = self.clients.get_mut(&key) {
                 tx.handle_timeout(now.into_std());
             }
             self.drain_client(&key);
         }
-        let due: Vec<TransactionKey> =
-            self.servers.iter().filter(|(_, (t, _))| t.poll_timeout().is_some_and(|d| d <= now.into_std())).map(|(k, _)| k.clone()).collect();
+        let due: Vec<TransactionKey> = self
+            .servers
+            .iter()
+            .filter(|(_, (t, _))| t.poll_timeout().is_some_and(|d| d <= now.into_std()))
+            .map(|(k, _)| k.clone())
+            .collect();
         for key in due {
             if let Some((tx, _)) = self.servers.get_mut(&key) {
                 tx.handle_timeout(now.into_std());
@@ -231,18 +308,30 @@ impl<N: Network> Endpoint<N> {
     }
 
     fn drain_client(&mut self, key: &TransactionKey) {
-        let Some(tx) = self.clients.get_mut(key) else { return };
+        let Some(tx) = self.clients.get_mut(key) else {
+            return;
+        };
         let target = self.client_targets.get(key).cloned();
         while let Some(m) = tx.poll_transmit() {
             if let Some(t) = &target {
-                let _ = self.outgoing.send(Outgoing { message: m, dest: Dest::Target(t.clone()), key: Some(key.clone()) });
+                let _ = self.outgoing.send(Outgoing {
+                    message: m,
+                    dest: Dest::Target(t.clone()),
+                    key: Some(key.clone()),
+                });
             }
         }
         while let Some(ev) = tx.poll_event() {
             self.queue.push_back(match ev {
-                ClientEvent::Response(response) => EndpointEvent::Response { key: key.clone(), response },
+                ClientEvent::Response(response) => EndpointEvent::Response {
+                    key: key.clone(),
+                    response,
+                },
                 ClientEvent::Timeout => EndpointEvent::Timeout { key: key.clone() },
-                ClientEvent::TransportError => EndpointEvent::SendFailed { key: key.clone(), reason: "transport error".into() },
+                ClientEvent::TransportError => EndpointEvent::SendFailed {
+                    key: key.clone(),
+                    reason: "transport error".into(),
+                },
             });
         }
         if tx.is_terminated() {
@@ -252,12 +341,21 @@ impl<N: Network> Endpoint<N> {
     }
 
     fn drain_server(&mut self, key: &TransactionKey) {
-        let Some((tx, source)) = self.servers.get_mut(key) else { return };
+        let Some((tx, source)) = self.servers.get_mut(key) else {
+            return;
+        };
         while let Some(m) = tx.poll_transmit() {
-            let _ = self.outgoing.send(Outgoing { message: m, dest: Dest::Reply(source.clone()), key: None });
+            let _ = self.outgoing.send(Outgoing {
+                message: m,
+                dest: Dest::Reply(source.clone()),
+                key: None,
+            });
         }
         while let Some(event) = tx.poll_event() {
-            self.queue.push_back(EndpointEvent::Server { key: key.clone(), event });
+            self.queue.push_back(EndpointEvent::Server {
+                key: key.clone(),
+                event,
+            });
         }
         if tx.is_terminated() {
             self.servers.remove(key);
@@ -266,7 +364,9 @@ impl<N: Network> Endpoint<N> {
 
     fn on_transport(&mut self, ev: TransportEvent) {
         match ev {
-            TransportEvent::Message { message, source, .. } => {
+            TransportEvent::Message {
+                message, source, ..
+            } => {
                 if message.is_request() {
                     self.on_request(message, source)
                 } else {
@@ -278,17 +378,32 @@ impl<N: Network> Endpoint<N> {
                 // answered at all (datagrams only: a broken stream is closed).
                 if source.connection.is_none() {
                     if let Ok(head) = Message::parse(&raw).or_else(|_| lenient_head(&raw)) {
-                        if head.is_request() && head.method() != Some(&Method::Ack) && head.top_via().is_ok() {
-                            let resp = response_to(&head, error.status_code(), &reason_for(&error), None);
-                            let _ = self.outgoing.send(Outgoing { message: resp, dest: Dest::Reply(source.clone()), key: None });
+                        if head.is_request()
+                            && head.method() != Some(&Method::Ack)
+                            && head.top_via().is_ok()
+                        {
+                            let resp =
+                                response_to(&head, error.status_code(), &reason_for(&error), None);
+                            let _ = self.outgoing.send(Outgoing {
+                                message: resp,
+                                dest: Dest::Reply(source.clone()),
+                                key: None,
+                            });
                         }
                     }
                 }
-                self.queue.push_back(EndpointEvent::Malformed { error, source });
+                self.queue
+                    .push_back(EndpointEvent::Malformed { error, source });
             }
-            TransportEvent::TlsRefused { remote, inbound, reason } => {
-                self.queue.push_back(EndpointEvent::TlsRefused { remote, inbound, reason })
-            }
+            TransportEvent::TlsRefused {
+                remote,
+                inbound,
+                reason,
+            } => self.queue.push_back(EndpointEvent::TlsRefused {
+                remote,
+                inbound,
+                reason,
+            }),
             TransportEvent::ConnectionClosed { .. } => {}
         }
     }
@@ -297,12 +412,19 @@ impl<N: Network> Endpoint<N> {
         if let Err(error) = request.validate() {
             if request.method() != Some(&Method::Ack) && request.top_via().is_ok() {
                 let resp = response_to(&request, error.status_code(), &reason_for(&error), None);
-                let _ = self.outgoing.send(Outgoing { message: resp, dest: Dest::Reply(source.clone()), key: None });
+                let _ = self.outgoing.send(Outgoing {
+                    message: resp,
+                    dest: Dest::Reply(source.clone()),
+                    key: None,
+                });
             }
-            self.queue.push_back(EndpointEvent::Malformed { error, source });
+            self.queue
+                .push_back(EndpointEvent::Malformed { error, source });
             return;
         }
-        let Ok(key) = TransactionKey::for_request(&request) else { return };
+        let Ok(key) = TransactionKey::for_request(&request) else {
+            return;
+        };
         let now = now();
         let method = request.method().cloned();
         if let Some((tx, _)) = self.servers.get_mut(&key) {
@@ -321,10 +443,22 @@ impl<N: Network> Endpoint<N> {
                 self.queue.push_back(EndpointEvent::Ack { request, source });
             }
             Some(Method::Cancel) => {
-                let invite_key = TransactionKey { branch: key.branch.clone(), method: Method::Invite };
+                let invite_key = TransactionKey {
+                    branch: key.branch.clone(),
+                    method: Method::Invite,
+                };
                 let found = self.servers.contains_key(&invite_key);
-                let code = if found { (200, "OK") } else { (481, "Call/Transaction Does Not Exist") };
-                if let Ok(tx) = ServerTransaction::new(request.clone(), source.transport.is_reliable(), self.config.timers, now.into_std()) {
+                let code = if found {
+                    (200, "OK")
+                } else {
+                    (481, "Call/Transaction Does Not Exist")
+                };
+                if let Ok(tx) = ServerTransaction::new(
+                    request.clone(),
+                    source.transport.is_reliable(),
+                    self.config.timers,
+                    now.into_std(),
+                ) {
                     self.servers.insert(key.clone(), (tx, source));
                     let tag = self.rng.tag();
                     self.respond(&key, response_to(&request, code.0, code.1, Some(&tag)));
@@ -332,24 +466,38 @@ impl<N: Network> Endpoint<N> {
                 if let Some((tx, _)) = self.servers.get_mut(&invite_key) {
                     tx.handle_cancel();
                     if tx.poll_event().is_some() {
-                        self.queue.push_back(EndpointEvent::Cancelled { key: invite_key });
+                        self.queue
+                            .push_back(EndpointEvent::Cancelled { key: invite_key });
                     }
                 }
             }
-            _ => match ServerTransaction::new(request.clone(), source.transport.is_reliable(), self.config.timers, now.into_std()) {
+            _ => match ServerTransaction::new(
+                request.clone(),
+                source.transport.is_reliable(),
+                self.config.timers,
+                now.into_std(),
+            ) {
                 Ok(tx) => {
                     self.servers.insert(key.clone(), (tx, source.clone()));
                     self.drain_server(&key);
-                    self.queue.push_back(EndpointEvent::Request { key, request, source });
+                    self.queue.push_back(EndpointEvent::Request {
+                        key,
+                        request,
+                        source,
+                    });
                 }
-                Err(error) => self.queue.push_back(EndpointEvent::Malformed { error, source }),
+                Err(error) => self
+                    .queue
+                    .push_back(EndpointEvent::Malformed { error, source }),
             },
         }
     }
 
     /// Stop retransmitting the 2xx this ACK acknowledges.
     fn ack_2xx_sent_for(&mut self, ack: &Message) {
-        let (Ok(call_id), Ok(cseq)) = (ack.call_id(), ack.cseq()) else { return };
+        let (Ok(call_id), Ok(cseq)) = (ack.call_id(), ack.cseq()) else {
+            return;
+        };
         let keys: Vec<TransactionKey> = self
             .servers
             .iter()
@@ -370,16 +518,18 @@ impl<N: Network> Endpoint<N> {
     }
 
     fn on_response(&mut self, response: Message) {
-        let Ok(key) = TransactionKey::for_response(&response) else { return };
+        let Ok(key) = TransactionKey::for_response(&response) else {
+            return;
+        };
         match self.clients.get_mut(&key) {
             Some(tx) => {
                 tx.handle_response(response, now().into_std());
                 self.drain_client(&key);
             }
             // A 2xx retransmitted after the transaction ended still needs an ACK.
-            None if response.status().is_some_and(|c| (200..300).contains(&c)) => {
-                self.queue.push_back(EndpointEvent::Response { key, response })
-            }
+            None if response.status().is_some_and(|c| (200..300).contains(&c)) => self
+                .queue
+                .push_back(EndpointEvent::Response { key, response }),
             None => {}
         }
     }
@@ -394,19 +544,33 @@ fn reason_for(error: &WireError) -> String {
         413 => "Request Entity Too Large".into(),
         416 => "Unsupported URI Scheme".into(),
         505 => "Version Not Supported".into(),
-        _ => format!("Bad Request ({})", error.to_string().replace(['\r', '\n'], " ").chars().take(80).collect::<String>()),
+        _ => format!(
+            "Bad Request ({})",
+            error
+                .to_string()
+                .replace(['\r', '\n'], " ")
+                .chars()
+                .take(80)
+                .collect::<String>()
+        ),
     }
 }
 
 /// The head of a message whose body is wrong, so that a 400 can still be sent.
 fn lenient_head(raw: &[u8]) -> Result<Message, WireError> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or(WireError::NoHeaderEnd)?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or(WireError::NoHeaderEnd)?;
     let mut head = raw[..end + 4].to_vec();
     // Drop Content-Length so the head parses on its own.
     let text = String::from_utf8_lossy(&head).to_string();
     let kept: Vec<&str> = text
         .split("\r\n")
-        .filter(|l| !l.split_once(':').is_some_and(|(name, _)| crate::sip::wire::name_is(name.trim(), "Content-Length")))
+        .filter(|l| {
+            !l.split_once(':')
+                .is_some_and(|(name, _)| crate::sip::wire::name_is(name.trim(), "Content-Length"))
+        })
         .collect();
     head = kept.join("\r\n").into_bytes();
     Message::parse(&head)

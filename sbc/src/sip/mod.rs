@@ -2,10 +2,10 @@
 //! [`transport`] (UDP/TCP/TLS over a network trait, with a trace tap),
 //! [`transaction`] (RFC 3261 §17 state machines).
 
-pub mod sdp;
-pub mod transaction;
-pub mod transport;
 pub mod dialog;
 pub mod endpoint;
 pub mod rng;
+pub mod sdp;
+pub mod transaction;
+pub mod transport;
 pub mod wire;

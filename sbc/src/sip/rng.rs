@@ -36,7 +36,9 @@ impl SeededRng {
     /// `len` lowercase hex digits.
     pub fn hex(&mut self, len: usize) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        (0..len).map(|_| HEX[(self.0.next_u32() & 15) as usize] as char).collect()
+        (0..len)
+            .map(|_| HEX[(self.0.next_u32() & 15) as usize] as char)
+            .collect()
     }
 
     /// A new branch with the RFC 3261 magic cookie.
@@ -55,7 +57,9 @@ impl SeededRng {
 
 /// FNV-1a, 64-bit: stable across platforms and Rust versions (std's hasher is not promised to be).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]

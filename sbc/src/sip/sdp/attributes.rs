@@ -44,13 +44,18 @@ pub struct Crypto {
 impl Crypto {
     pub fn parse(v: &str) -> Result<Crypto, String> {
         let mut f = v.split(' ').filter(|s| !s.is_empty());
-        let tag = f.next().and_then(|t| t.parse().ok()).ok_or("crypto tag is not a number")?;
+        let tag = f
+            .next()
+            .and_then(|t| t.parse().ok())
+            .ok_or("crypto tag is not a number")?;
         let suite = f.next().ok_or("crypto has no suite")?.to_string();
         let key_params = f.next().ok_or("crypto has no key parameters")?;
         let session_params = f.map(str::to_string).collect();
         // Several key-params may be joined with ';' (RFC 4568 §9.1); we read the first.
         let first = key_params.split(';').next().unwrap_or_default();
-        let inline = first.strip_prefix("inline:").ok_or("key method is not inline:")?;
+        let inline = first
+            .strip_prefix("inline:")
+            .ok_or("key method is not inline:")?;
         let mut parts = inline.split('|');
         let key_salt = parts.next().unwrap_or_default().to_string();
         if key_salt.is_empty() {
@@ -61,15 +66,27 @@ impl Crypto {
         for p in parts {
             if let Some((v, len)) = p.split_once(':') {
                 let v = v.parse().map_err(|_| "MKI value is not a number")?;
-                let len = len.parse().ok().filter(|l| (1..=128).contains(l)).ok_or("MKI length is not 1-128")?;
+                let len = len
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=128).contains(l))
+                    .ok_or("MKI length is not 1-128")?;
                 mki = Some((v, len));
-            } else if p.starts_with("2^") || p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() {
+            } else if p.starts_with("2^") || p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty()
+            {
                 lifetime = Some(p.to_string());
             } else {
                 return Err(format!("unreadable key parameter {p:?}"));
             }
         }
-        Ok(Crypto { tag, suite, key_salt, lifetime, mki, session_params })
+        Ok(Crypto {
+            tag,
+            suite,
+            key_salt,
+            lifetime,
+            mki,
+            session_params,
+        })
     }
 
     pub fn to_value(&self) -> String {
@@ -109,9 +126,13 @@ impl Candidate {
         }
         Ok(Candidate {
             foundation: f[0].to_string(),
-            component: f[1].parse().map_err(|_| "candidate component is not a number")?,
+            component: f[1]
+                .parse()
+                .map_err(|_| "candidate component is not a number")?,
             transport: f[2].to_string(),
-            priority: f[3].parse().map_err(|_| "candidate priority is not a number")?,
+            priority: f[3]
+                .parse()
+                .map_err(|_| "candidate priority is not a number")?,
             address: f[4].to_string(),
             port: f[5].parse().map_err(|_| "candidate port is not a number")?,
             typ: f[7].to_string(),
@@ -122,7 +143,13 @@ impl Candidate {
     pub fn to_value(&self) -> String {
         let mut s = format!(
             "{} {} {} {} {} {} typ {}",
-            self.foundation, self.component, self.transport, self.priority, self.address, self.port, self.typ
+            self.foundation,
+            self.component,
+            self.transport,
+            self.priority,
+            self.address,
+            self.port,
+            self.typ
         );
         if !self.extensions.is_empty() {
             s.push(' ');
@@ -160,32 +187,62 @@ impl Direction {
     }
 }
 
-pub(super) fn apply_media_attribute<'a>(m: &mut MediaDescription, name: &str, val: Option<&'a str>) -> Result<(), String> {
-    let need = |v: Option<&'a str>| v.filter(|v| !v.is_empty()).ok_or(format!("a={name} needs a value"));
+pub(super) fn apply_media_attribute<'a>(
+    m: &mut MediaDescription,
+    name: &str,
+    val: Option<&'a str>,
+) -> Result<(), String> {
+    let need = |v: Option<&'a str>| {
+        v.filter(|v| !v.is_empty())
+            .ok_or(format!("a={name} needs a value"))
+    };
     match name {
         "rtpmap" => {
             let v = need(val)?;
-            let (pt, enc) = v.split_once(' ').ok_or("rtpmap is not `<pt> <encoding>/<clock>`")?;
+            let (pt, enc) = v
+                .split_once(' ')
+                .ok_or("rtpmap is not `<pt> <encoding>/<clock>`")?;
             let mut e = enc.split('/');
             let encoding = e.next().unwrap_or_default().to_string();
-            let clock_rate = e.next().and_then(|c| c.parse().ok()).ok_or("rtpmap clock rate is not a number")?;
+            let clock_rate = e
+                .next()
+                .and_then(|c| c.parse().ok())
+                .ok_or("rtpmap clock rate is not a number")?;
             let channels = match e.next() {
                 Some(c) => Some(c.parse().map_err(|_| "rtpmap channels is not a number")?),
                 None => None,
             };
-            let payload_type = pt.parse().ok().filter(|p| *p < 128).ok_or("rtpmap payload type is not 0-127")?;
-            m.rtpmaps.push(RtpMap { payload_type, encoding, clock_rate, channels });
+            let payload_type = pt
+                .parse()
+                .ok()
+                .filter(|p| *p < 128)
+                .ok_or("rtpmap payload type is not 0-127")?;
+            m.rtpmaps.push(RtpMap {
+                payload_type,
+                encoding,
+                clock_rate,
+                channels,
+            });
         }
         "fmtp" => {
             let v = need(val)?;
             let (pt, params) = v.split_once(' ').unwrap_or((v, ""));
-            let pt = pt.parse().ok().filter(|p| *p < 128).ok_or("fmtp payload type is not 0-127")?;
+            let pt = pt
+                .parse()
+                .ok()
+                .filter(|p| *p < 128)
+                .ok_or("fmtp payload type is not 0-127")?;
             m.fmtps.push((pt, params.to_string()));
         }
         "crypto" => m.crypto.push(Crypto::parse(need(val)?)?),
         "rtcp" => {
             let v = need(val)?;
-            m.rtcp = Some(v.split(' ').next().and_then(|p| p.parse().ok()).ok_or("rtcp port is not a number")?);
+            m.rtcp = Some(
+                v.split(' ')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .ok_or("rtcp port is not a number")?,
+            );
         }
         "rtcp-mux" => m.rtcp_mux = true,
         "ice-ufrag" => m.ice_ufrag = Some(need(val)?.to_string()),
@@ -197,7 +254,9 @@ pub(super) fn apply_media_attribute<'a>(m: &mut MediaDescription, name: &str, va
         "recvonly" => m.direction = Some(Direction::RecvOnly),
         "inactive" => m.direction = Some(Direction::Inactive),
         "ptime" => m.ptime = Some(need(val)?.parse().map_err(|_| "ptime is not a number")?),
-        _ => m.attributes.push((name.to_string(), val.map(str::to_string))),
+        _ => m
+            .attributes
+            .push((name.to_string(), val.map(str::to_string))),
     }
     Ok(())
 }
@@ -217,12 +276,23 @@ pub(super) fn write_raw(s: &mut String, attrs: &[(String, Option<String>)]) {
 
 pub(super) fn write_media(s: &mut String, m: &MediaDescription) {
     let fmts: Vec<String> = m.formats.iter().map(u8::to_string).collect();
-    let _ = write!(s, "m={} {} {} {}\r\n", m.kind, m.port, m.proto, fmts.join(" "));
+    let _ = write!(
+        s,
+        "m={} {} {} {}\r\n",
+        m.kind,
+        m.port,
+        m.proto,
+        fmts.join(" ")
+    );
     if let Some(c) = &m.connection {
         let _ = write!(s, "c=IN {} {}\r\n", ip_kind(c), c);
     }
     for r in &m.rtpmaps {
-        let _ = write!(s, "a=rtpmap:{} {}/{}", r.payload_type, r.encoding, r.clock_rate);
+        let _ = write!(
+            s,
+            "a=rtpmap:{} {}/{}",
+            r.payload_type, r.encoding, r.clock_rate
+        );
         if let Some(ch) = r.channels {
             let _ = write!(s, "/{ch}");
         }

@@ -16,7 +16,11 @@ use std::fmt::{self, Write as _};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SdpError {
     /// A line the grammar does not allow, with its number (from 1).
-    Syntax { line: usize, text: String, reason: String },
+    Syntax {
+        line: usize,
+        text: String,
+        reason: String,
+    },
     /// A required line (`v=`, `o=`, `s=`, `t=`) is absent.
     Missing { line: &'static str },
     /// No connection address for a media stream (neither media nor session `c=`).
@@ -26,7 +30,9 @@ pub enum SdpError {
 impl fmt::Display for SdpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SdpError::Syntax { line, text, reason } => write!(f, "SDP line {line} {text:?}: {reason}"),
+            SdpError::Syntax { line, text, reason } => {
+                write!(f, "SDP line {line} {text:?}: {reason}")
+            }
             SdpError::Missing { line } => write!(f, "SDP has no {line} line"),
             SdpError::NoConnection { media } => write!(f, "SDP media {media} has no c= line"),
         }
@@ -128,7 +134,12 @@ impl SessionDescription {
         let mut session_name = None;
         let mut timing = false;
         let mut sd = SessionDescription {
-            origin: Origin { username: String::new(), session_id: 0, session_version: 0, address: String::new() },
+            origin: Origin {
+                username: String::new(),
+                session_id: 0,
+                session_version: 0,
+                address: String::new(),
+            },
             session_name: String::new(),
             connection: None,
             ice_lite: false,
@@ -143,7 +154,11 @@ impl SessionDescription {
             if line.is_empty() {
                 continue;
             }
-            let err = |reason: &str| SdpError::Syntax { line: n + 1, text: line.to_string(), reason: reason.to_string() };
+            let err = |reason: &str| SdpError::Syntax {
+                line: n + 1,
+                text: line.to_string(),
+                reason: reason.to_string(),
+            };
             let (kind, value) = match line.split_once('=') {
                 Some((k, v)) if k.len() == 1 => (k, v),
                 _ => return Err(err("not `<type>=<value>`")),
@@ -158,29 +173,42 @@ impl SessionDescription {
                     }
                     saw_version = true;
                 }
-                "o" => origin = Some(parse_origin(value).ok_or_else(|| err("o= needs 6 fields with numeric ids"))?),
+                "o" => {
+                    origin = Some(
+                        parse_origin(value)
+                            .ok_or_else(|| err("o= needs 6 fields with numeric ids"))?,
+                    )
+                }
                 "s" => session_name = Some(value.to_string()),
                 "t" => timing = true,
                 "c" => {
-                    let addr = parse_connection(value).ok_or_else(|| err("c= is not `IN IP4|IP6 <address>`"))?;
+                    let addr = parse_connection(value)
+                        .ok_or_else(|| err("c= is not `IN IP4|IP6 <address>`"))?;
                     match sd.media.last_mut() {
                         Some(m) => m.connection = Some(addr),
                         None => sd.connection = Some(addr),
                     }
                 }
-                "m" => sd.media.push(parse_media(value).ok_or_else(|| err("m= is not `<media> <port> <proto> <fmt>...`"))?),
+                "m" => sd.media.push(
+                    parse_media(value)
+                        .ok_or_else(|| err("m= is not `<media> <port> <proto> <fmt>...`"))?,
+                ),
                 "a" => {
                     let (name, val) = match value.split_once(':') {
                         Some((k, v)) => (k, Some(v)),
                         None => (value, None),
                     };
                     match sd.media.last_mut() {
-                        Some(m) => attributes::apply_media_attribute(m, name, val).map_err(|r| err(&r))?,
+                        Some(m) => {
+                            attributes::apply_media_attribute(m, name, val).map_err(|r| err(&r))?
+                        }
                         None => match (name, val) {
                             ("ice-lite", None) => sd.ice_lite = true,
                             ("ice-ufrag", Some(v)) => sd.ice_ufrag = Some(v.to_string()),
                             ("ice-pwd", Some(v)) => sd.ice_pwd = Some(v.to_string()),
-                            _ => sd.attributes.push((name.to_string(), val.map(str::to_string))),
+                            _ => sd
+                                .attributes
+                                .push((name.to_string(), val.map(str::to_string))),
                         },
                     }
                 }
@@ -209,7 +237,15 @@ impl SessionDescription {
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         let o = &self.origin;
-        let _ = write!(s, "v=0\r\no={} {} {} IN {} {}\r\n", o.username, o.session_id, o.session_version, ip_kind(&o.address), o.address);
+        let _ = write!(
+            s,
+            "v=0\r\no={} {} {} IN {} {}\r\n",
+            o.username,
+            o.session_id,
+            o.session_version,
+            ip_kind(&o.address),
+            o.address
+        );
         let _ = write!(s, "s={}\r\n", self.session_name);
         if let Some(c) = &self.connection {
             let _ = write!(s, "c=IN {} {}\r\n", ip_kind(c), c);
@@ -276,7 +312,9 @@ fn parse_media(v: &str) -> Option<MediaDescription> {
     if kind.is_empty() || proto.is_empty() {
         return None;
     }
-    let formats = f.map(|p| p.parse::<u8>().ok().filter(|pt| *pt < 128)).collect::<Option<Vec<u8>>>()?;
+    let formats = f
+        .map(|p| p.parse::<u8>().ok().filter(|pt| *pt < 128))
+        .collect::<Option<Vec<u8>>>()?;
     if formats.is_empty() {
         return None;
     }

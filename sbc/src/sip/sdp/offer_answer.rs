@@ -17,7 +17,11 @@ pub struct Codec {
 
 impl Codec {
     pub fn new(payload_type: u8, name: &str, clock_rate: u32) -> Self {
-        Codec { payload_type, name: name.to_string(), clock_rate }
+        Codec {
+            payload_type,
+            name: name.to_string(),
+            clock_rate,
+        }
     }
     pub fn pcmu() -> Self {
         Codec::new(0, "PCMU", 8000)
@@ -66,11 +70,17 @@ impl fmt::Display for AnswerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AnswerError::NoAudio => write!(f, "no audio stream offered"),
-            AnswerError::NoCommonCodec { offered } => write!(f, "no common codec (offered {})", offered.join(",")),
+            AnswerError::NoCommonCodec { offered } => {
+                write!(f, "no common codec (offered {})", offered.join(","))
+            }
             AnswerError::SrtpRequired => write!(f, "plain RTP offered but SRTP is required"),
             AnswerError::SrtpNotSupported => write!(f, "SRTP offered but this leg is plain RTP"),
             AnswerError::NoAcceptableCrypto { offered } => {
-                write!(f, "no acceptable crypto suite (offered {})", offered.join(","))
+                write!(
+                    f,
+                    "no acceptable crypto suite (offered {})",
+                    offered.join(",")
+                )
             }
         }
     }
@@ -91,7 +101,12 @@ impl LocalMedia {
         let mut m = MediaDescription::new_audio(self.port, self.proto());
         for c in codecs {
             m.formats.push(c.payload_type);
-            m.rtpmaps.push(RtpMap { payload_type: c.payload_type, encoding: c.name.clone(), clock_rate: c.clock_rate, channels: None });
+            m.rtpmaps.push(RtpMap {
+                payload_type: c.payload_type,
+                encoding: c.name.clone(),
+                clock_rate: c.clock_rate,
+                channels: None,
+            });
             if c.name.eq_ignore_ascii_case("telephone-event") {
                 m.fmtps.push((c.payload_type, "0-16".into()));
             }
@@ -138,7 +153,14 @@ impl LocalMedia {
     pub fn offer(&self, origin: Origin) -> SessionDescription {
         let mut m = self.media(&self.codecs);
         if let Some(key) = &self.srtp_key {
-            m.crypto.push(Crypto { tag: 1, suite: SRTP_SUITE.into(), key_salt: key.clone(), lifetime: None, mki: None, session_params: vec![] });
+            m.crypto.push(Crypto {
+                tag: 1,
+                suite: SRTP_SUITE.into(),
+                key_salt: key.clone(),
+                lifetime: None,
+                mki: None,
+                session_params: vec![],
+            });
         }
         self.session(origin, m)
     }
@@ -147,19 +169,42 @@ impl LocalMedia {
     /// to both in the offerer's order with the offerer's payload types, the
     /// first acceptable crypto line answered with the same tag, the mirrored
     /// direction.
-    pub fn answer(&self, offer: &SessionDescription, origin: Origin) -> Result<SessionDescription, AnswerError> {
-        let om = offer.media.iter().find(|m| m.kind == "audio" && m.port != 0).ok_or(AnswerError::NoAudio)?;
+    pub fn answer(
+        &self,
+        offer: &SessionDescription,
+        origin: Origin,
+    ) -> Result<SessionDescription, AnswerError> {
+        let om = offer
+            .media
+            .iter()
+            .find(|m| m.kind == "audio" && m.port != 0)
+            .ok_or(AnswerError::NoAudio)?;
         let mut common = Vec::new();
         let mut offered = Vec::new();
         for pt in &om.formats {
             let name = om.encoding(*pt).unwrap_or_else(|| format!("pt{pt}"));
             offered.push(name.clone());
-            let clock = om.rtpmaps.iter().find(|r| r.payload_type == *pt).map(|r| r.clock_rate).unwrap_or(8000);
-            if let Some(c) = self.codecs.iter().find(|c| c.name.eq_ignore_ascii_case(&name) && c.clock_rate == clock) {
-                common.push(Codec { payload_type: *pt, ..c.clone() });
+            let clock = om
+                .rtpmaps
+                .iter()
+                .find(|r| r.payload_type == *pt)
+                .map(|r| r.clock_rate)
+                .unwrap_or(8000);
+            if let Some(c) = self
+                .codecs
+                .iter()
+                .find(|c| c.name.eq_ignore_ascii_case(&name) && c.clock_rate == clock)
+            {
+                common.push(Codec {
+                    payload_type: *pt,
+                    ..c.clone()
+                });
             }
         }
-        if !common.iter().any(|c| !c.name.eq_ignore_ascii_case("telephone-event")) {
+        if !common
+            .iter()
+            .any(|c| !c.name.eq_ignore_ascii_case("telephone-event"))
+        {
             return Err(AnswerError::NoCommonCodec { offered });
         }
         let mut m = self.media(&common);
@@ -167,11 +212,22 @@ impl LocalMedia {
             (Some(_), false) => return Err(AnswerError::SrtpRequired),
             (None, true) => return Err(AnswerError::SrtpNotSupported),
             (Some(key), true) => {
-                let chosen = om.crypto.iter().find(|c| c.suite == SRTP_SUITE).ok_or_else(|| AnswerError::NoAcceptableCrypto {
-                    offered: om.crypto.iter().map(|c| c.suite.clone()).collect(),
-                })?;
+                let chosen = om
+                    .crypto
+                    .iter()
+                    .find(|c| c.suite == SRTP_SUITE)
+                    .ok_or_else(|| AnswerError::NoAcceptableCrypto {
+                        offered: om.crypto.iter().map(|c| c.suite.clone()).collect(),
+                    })?;
                 m.proto = om.proto.clone();
-                m.crypto.push(Crypto { tag: chosen.tag, suite: SRTP_SUITE.into(), key_salt: key.clone(), lifetime: None, mki: None, session_params: vec![] });
+                m.crypto.push(Crypto {
+                    tag: chosen.tag,
+                    suite: SRTP_SUITE.into(),
+                    key_salt: key.clone(),
+                    lifetime: None,
+                    mki: None,
+                    session_params: vec![],
+                });
             }
             (None, false) => m.proto = om.proto.clone(),
         }
@@ -203,13 +259,24 @@ pub struct Agreed {
 /// was offer and which answer does not matter once the answer is in, since
 /// the answer only holds what both accept.
 pub fn agreed(local: &SessionDescription, remote: &SessionDescription) -> Option<Agreed> {
-    let ri = remote.media.iter().position(|m| m.kind == "audio" && m.port != 0)?;
+    let ri = remote
+        .media
+        .iter()
+        .position(|m| m.kind == "audio" && m.port != 0)?;
     let rm = &remote.media[ri];
-    let lm = local.media.iter().find(|m| m.kind == "audio" && m.port != 0)?;
+    let lm = local
+        .media
+        .iter()
+        .find(|m| m.kind == "audio" && m.port != 0)?;
     let (codec, te) = first_common(lm, rm)?;
     let remote_key = rm.crypto.iter().find(|c| c.suite == SRTP_SUITE).cloned();
     let local_key = match &remote_key {
-        Some(rk) => lm.crypto.iter().find(|c| c.tag == rk.tag && c.suite == SRTP_SUITE).or_else(|| lm.crypto.first()).cloned(),
+        Some(rk) => lm
+            .crypto
+            .iter()
+            .find(|c| c.tag == rk.tag && c.suite == SRTP_SUITE)
+            .or_else(|| lm.crypto.first())
+            .cloned(),
         None => None,
     };
     Some(Agreed {
@@ -227,16 +294,30 @@ fn first_common(a: &MediaDescription, b: &MediaDescription) -> Option<(Codec, Op
     let mut te = None;
     let mut codec = None;
     for pt in &b.formats {
-        let Some(name) = b.encoding(*pt) else { continue };
-        let in_a = a.formats.iter().any(|apt| a.encoding(*apt).is_some_and(|n| n.eq_ignore_ascii_case(&name)));
+        let Some(name) = b.encoding(*pt) else {
+            continue;
+        };
+        let in_a = a.formats.iter().any(|apt| {
+            a.encoding(*apt)
+                .is_some_and(|n| n.eq_ignore_ascii_case(&name))
+        });
         if !in_a {
             continue;
         }
         if name.eq_ignore_ascii_case("telephone-event") {
             te.get_or_insert(*pt);
         } else if codec.is_none() {
-            let clock = b.rtpmaps.iter().find(|r| r.payload_type == *pt).map(|r| r.clock_rate).unwrap_or(8000);
-            codec = Some(Codec { payload_type: *pt, name, clock_rate: clock });
+            let clock = b
+                .rtpmaps
+                .iter()
+                .find(|r| r.payload_type == *pt)
+                .map(|r| r.clock_rate)
+                .unwrap_or(8000);
+            codec = Some(Codec {
+                payload_type: *pt,
+                name,
+                clock_rate: clock,
+            });
         }
     }
     Some((codec?, te))

@@ -26,7 +26,12 @@ a=label:main-audio\r\n\
 a=ptime:20\r\n";
 
 fn origin() -> Origin {
-    Origin { username: "drlab".into(), session_id: 1, session_version: 1, address: "192.0.2.10".into() }
+    Origin {
+        username: "drlab".into(),
+        session_id: 1,
+        session_version: 1,
+        address: "192.0.2.10".into(),
+    }
 }
 
 fn sbc_teams_leg() -> LocalMedia {
@@ -56,7 +61,10 @@ fn teams_offer_is_read_whole() {
     assert_eq!(m.candidates[0].extensions, "raddr 10.0.0.1 rport 52884");
     assert!(m.rtcp_mux);
     assert_eq!(m.rtcp, Some(52884));
-    assert_eq!(m.attributes, vec![("label".to_string(), Some("main-audio".to_string()))]);
+    assert_eq!(
+        m.attributes,
+        vec![("label".to_string(), Some("main-audio".to_string()))]
+    );
     let again = SessionDescription::parse(&sd.to_text()).unwrap();
     assert_eq!(again, sd);
 }
@@ -74,16 +82,28 @@ fn answer_picks_sha1_80_and_offerers_codec_order() {
     assert!(m.rtcp_mux);
     let a = agreed(&answer, &offer).unwrap();
     assert_eq!(a.codec.name, "PCMU");
-    assert_eq!((a.remote_address.as_str(), a.remote_port), ("52.114.16.1", 52884));
-    assert_eq!(a.remote_key.unwrap().key_salt, "mqy/fjvSpK2Sw4vnIm2dF5iSOMjDjcI6hMHVZ1Ab");
-    assert_eq!(a.local_key.unwrap().key_salt, sbc_teams_leg().srtp_key.unwrap());
+    assert_eq!(
+        (a.remote_address.as_str(), a.remote_port),
+        ("52.114.16.1", 52884)
+    );
+    assert_eq!(
+        a.remote_key.unwrap().key_salt,
+        "mqy/fjvSpK2Sw4vnIm2dF5iSOMjDjcI6hMHVZ1Ab"
+    );
+    assert_eq!(
+        a.local_key.unwrap().key_salt,
+        sbc_teams_leg().srtp_key.unwrap()
+    );
 }
 
 #[test]
 fn plain_rtp_offer_to_an_srtp_leg_is_refused() {
     let plain = TEAMS_OFFER.replace("RTP/SAVP", "RTP/AVP");
     let offer = SessionDescription::parse(&plain).unwrap();
-    assert_eq!(sbc_teams_leg().answer(&offer, origin()), Err(AnswerError::SrtpRequired));
+    assert_eq!(
+        sbc_teams_leg().answer(&offer, origin()),
+        Err(AnswerError::SrtpRequired)
+    );
 }
 
 #[test]
@@ -92,20 +112,32 @@ fn no_common_codec_names_what_was_offered() {
     let offer = SessionDescription::parse(amr).unwrap();
     assert_eq!(
         sbc_teams_leg().answer(&offer, origin()),
-        Err(AnswerError::NoCommonCodec { offered: vec!["AMR".into()] })
+        Err(AnswerError::NoCommonCodec {
+            offered: vec!["AMR".into()]
+        })
     );
 }
 
 #[test]
 fn only_sha1_32_is_not_acceptable() {
-    let offer = SessionDescription::parse(&TEAMS_OFFER.replace("a=crypto:1 AES_CM_128_HMAC_SHA1_80", "a=crypto:1 AES_CM_128_HMAC_SHA1_32")).unwrap();
-    assert!(matches!(sbc_teams_leg().answer(&offer, origin()), Err(AnswerError::NoAcceptableCrypto { .. })));
+    let offer = SessionDescription::parse(&TEAMS_OFFER.replace(
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80",
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_32",
+    ))
+    .unwrap();
+    assert!(matches!(
+        sbc_teams_leg().answer(&offer, origin()),
+        Err(AnswerError::NoAcceptableCrypto { .. })
+    ));
 }
 
 #[test]
 fn ice_lite_offer_has_one_host_candidate() {
     let mut leg = sbc_teams_leg();
-    leg.ice = Some(IceLite { ufrag: "abcd".into(), pwd: "0123456789012345678901".into() });
+    leg.ice = Some(IceLite {
+        ufrag: "abcd".into(),
+        pwd: "0123456789012345678901".into(),
+    });
     let sd = leg.offer(origin());
     let text = sd.to_text();
     assert!(text.contains("a=ice-lite\r\n"));
@@ -115,7 +147,8 @@ fn ice_lite_offer_has_one_host_candidate() {
 
 #[test]
 fn sendonly_is_answered_recvonly() {
-    let offer = SessionDescription::parse(&TEAMS_OFFER.replace("a=sendrecv", "a=sendonly")).unwrap();
+    let offer =
+        SessionDescription::parse(&TEAMS_OFFER.replace("a=sendrecv", "a=sendonly")).unwrap();
     let answer = sbc_teams_leg().answer(&offer, origin()).unwrap();
     assert_eq!(answer.media[0].direction, Some(Direction::RecvOnly));
 }
@@ -124,9 +157,15 @@ fn sendonly_is_answered_recvonly() {
 fn malformed_lines_say_where() {
     let err = SessionDescription::parse("v=0\r\no=- x 1 IN IP4 1.2.3.4\r\n").unwrap_err();
     assert!(matches!(err, SdpError::Syntax { line: 2, .. }), "{err}");
-    assert_eq!(SessionDescription::parse("v=0\r\n").unwrap_err(), SdpError::Missing { line: "o=" });
+    assert_eq!(
+        SessionDescription::parse("v=0\r\n").unwrap_err(),
+        SdpError::Missing { line: "o=" }
+    );
     let no_c = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
-    assert_eq!(SessionDescription::parse(no_c).unwrap_err(), SdpError::NoConnection { media: 0 });
+    assert_eq!(
+        SessionDescription::parse(no_c).unwrap_err(),
+        SdpError::NoConnection { media: 0 }
+    );
     let bad_crypto = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 key:abc\r\n";
     assert!(SessionDescription::parse(bad_crypto).is_err());
 }

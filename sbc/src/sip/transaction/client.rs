@@ -50,23 +50,38 @@ pub struct ClientTransaction {
 impl ClientTransaction {
     /// Start a transaction for `request` (which must carry a top Via with a
     /// branch, and a CSeq) and queue its first transmission.
-    pub fn new(request: Message, reliable: bool, timers: TimerConfig, now: Instant) -> Result<Self, WireError> {
+    pub fn new(
+        request: Message,
+        reliable: bool,
+        timers: TimerConfig,
+        now: Instant,
+    ) -> Result<Self, WireError> {
         let method = request.method().cloned().ok_or(WireError::BadStartLine {
             line: request.summary(),
             reason: "a client transaction starts from a request",
         })?;
         if method == Method::Ack {
-            return Err(WireError::BadStartLine { line: request.summary(), reason: "ACK has no client transaction" });
+            return Err(WireError::BadStartLine {
+                line: request.summary(),
+                reason: "ACK has no client transaction",
+            });
         }
         let key = TransactionKey::for_request(&request)?;
-        let key = TransactionKey { branch: key.branch, method: method.clone() };
+        let key = TransactionKey {
+            branch: key.branch,
+            method: method.clone(),
+        };
         let invite = method == Method::Invite;
         let mut tx = ClientTransaction {
             key,
             invite,
             reliable,
             timers,
-            state: if invite { ClientState::Calling } else { ClientState::Trying },
+            state: if invite {
+                ClientState::Calling
+            } else {
+                ClientState::Trying
+            },
             request: request.clone(),
             ack: None,
             interval: timers.t1,
@@ -75,9 +90,13 @@ impl ClientTransaction {
             events: VecDeque::new(),
         };
         if !reliable {
-            tx.deadlines.arm(if invite { Timer::A } else { Timer::E }, now + timers.t1);
+            tx.deadlines
+                .arm(if invite { Timer::A } else { Timer::E }, now + timers.t1);
         }
-        tx.deadlines.arm(if invite { Timer::B } else { Timer::F }, now + timers.t1x64());
+        tx.deadlines.arm(
+            if invite { Timer::B } else { Timer::F },
+            now + timers.t1x64(),
+        );
         Ok(tx)
     }
 
@@ -124,7 +143,11 @@ impl ClientTransaction {
                 self.ack = Some(ack);
                 self.state = Completed;
                 self.deadlines.clear();
-                let wait = if self.reliable { Duration::ZERO } else { Duration::from_secs(32).max(self.timers.t1x64()) };
+                let wait = if self.reliable {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(32).max(self.timers.t1x64())
+                };
                 self.deadlines.arm(Timer::D, now + wait);
                 self.events.push_back(ClientEvent::Response(resp));
             }
@@ -141,7 +164,11 @@ impl ClientTransaction {
             (false, Trying | Proceeding, _) => {
                 self.state = Completed;
                 self.deadlines.clear();
-                let wait = if self.reliable { Duration::ZERO } else { self.timers.t4 };
+                let wait = if self.reliable {
+                    Duration::ZERO
+                } else {
+                    self.timers.t4
+                };
                 self.deadlines.arm(Timer::K, now + wait);
                 self.events.push_back(ClientEvent::Response(resp));
             }

@@ -32,7 +32,9 @@ mod client;
 mod server;
 mod timers;
 
-pub use client::{build_ack_for_non_2xx, build_cancel, ClientEvent, ClientState, ClientTransaction};
+pub use client::{
+    build_ack_for_non_2xx, build_cancel, ClientEvent, ClientState, ClientTransaction,
+};
 pub use server::{response_to, ServerEvent, ServerState, ServerTransaction};
 pub use timers::{Timer, TimerConfig};
 
@@ -68,8 +70,13 @@ impl TransactionKey {
     /// top Via branch and the CSeq method.
     pub fn for_response(resp: &Message) -> Result<TransactionKey, WireError> {
         let via = resp.top_via()?;
-        let branch = via.branch.ok_or(WireError::MissingHeader { header: "Via branch" })?;
-        Ok(TransactionKey { branch, method: resp.cseq()?.method })
+        let branch = via.branch.ok_or(WireError::MissingHeader {
+            header: "Via branch",
+        })?;
+        Ok(TransactionKey {
+            branch,
+            method: resp.cseq()?.method,
+        })
     }
 }
 

@@ -52,7 +52,12 @@ pub struct ServerTransaction {
 impl ServerTransaction {
     /// Take a new request. For an INVITE a `100 Trying` is queued at once
     /// (§17.2.1 allows the TU 200 ms; answering at once is what the hub does).
-    pub fn new(request: Message, reliable: bool, timers: TimerConfig, _now: Instant) -> Result<Self, WireError> {
+    pub fn new(
+        request: Message,
+        reliable: bool,
+        timers: TimerConfig,
+        _now: Instant,
+    ) -> Result<Self, WireError> {
         let key = TransactionKey::for_request(&request)?;
         let invite = request.method() == Some(&Method::Invite);
         let mut tx = ServerTransaction {
@@ -60,7 +65,11 @@ impl ServerTransaction {
             invite,
             reliable,
             timers,
-            state: if invite { ServerState::Proceeding } else { ServerState::Trying },
+            state: if invite {
+                ServerState::Proceeding
+            } else {
+                ServerState::Trying
+            },
             request,
             last_response: None,
             interval: timers.t1,
@@ -102,7 +111,11 @@ impl ServerTransaction {
             (Completed, true) if self.invite => {
                 self.state = Confirmed;
                 self.deadlines.clear();
-                let wait = if self.reliable { Duration::ZERO } else { self.timers.t4 };
+                let wait = if self.reliable {
+                    Duration::ZERO
+                } else {
+                    self.timers.t4
+                };
                 self.deadlines.arm(Timer::I, now + wait);
             }
             (Accepted, true) => self.ack_2xx(),
@@ -146,7 +159,8 @@ impl ServerTransaction {
                 self.state = Accepted;
                 self.deadlines.arm(Timer::L, now + self.timers.t1x64());
                 if !self.reliable {
-                    self.deadlines.arm(Timer::Retransmit2xx, now + self.timers.t1);
+                    self.deadlines
+                        .arm(Timer::Retransmit2xx, now + self.timers.t1);
                 }
             }
             (true, Proceeding, _) => {
@@ -158,7 +172,11 @@ impl ServerTransaction {
             }
             (false, Trying | Proceeding, _) => {
                 self.state = Completed;
-                let wait = if self.reliable { Duration::ZERO } else { self.timers.t1x64() };
+                let wait = if self.reliable {
+                    Duration::ZERO
+                } else {
+                    self.timers.t1x64()
+                };
                 self.deadlines.arm(Timer::J, now + wait);
             }
             (true, Accepted, 200..=299) => {}
@@ -233,7 +251,12 @@ impl ServerTransaction {
 pub fn response_to(req: &Message, code: u16, reason: &str, to_tag: Option<&str>) -> Message {
     let mut r = Message::response(code, reason);
     for h in &req.headers.0 {
-        if h.is("Via") || h.is("From") || h.is("Call-ID") || h.is("CSeq") || h.is("Record-Route") && (101..300).contains(&code) {
+        if h.is("Via")
+            || h.is("From")
+            || h.is("Call-ID")
+            || h.is("CSeq")
+            || h.is("Record-Route") && (101..300).contains(&code)
+        {
             r.headers.push(h.name.clone(), h.value.clone());
         } else if h.is("To") {
             let mut to = h.value.clone();
@@ -254,5 +277,7 @@ fn has_tag(value: &str) -> bool {
         Some(i) => &value[i..],
         None => value,
     };
-    crate::sip::wire::split_params(params).iter().any(|(k, _)| k.eq_ignore_ascii_case("tag"))
+    crate::sip::wire::split_params(params)
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("tag"))
 }

@@ -1,8 +1,8 @@
 //! Transactions on a fake clock: no sockets, no sleeping.
 
 use super::*;
-use crate::sip::wire::Method;
 use crate::sip::wire::Message;
+use crate::sip::wire::Method;
 use std::time::{Duration, Instant};
 
 fn request(method: &str) -> Message {
@@ -20,12 +20,21 @@ fn request(method: &str) -> Message {
 }
 
 fn respond(req: &Message, code: u16) -> Message {
-    response_to(req, code, "Reason", if code > 100 { Some("to1") } else { None })
+    response_to(
+        req,
+        code,
+        "Reason",
+        if code > 100 { Some("to1") } else { None },
+    )
 }
 
 /// Drive a transaction alone until it terminates (at most `limit` wakes),
 /// returning the offsets (from `t0`) at which it transmitted.
-fn run_client(tx: &mut ClientTransaction, t0: Instant, limit: usize) -> (Vec<Duration>, Vec<ClientEvent>) {
+fn run_client(
+    tx: &mut ClientTransaction,
+    t0: Instant,
+    limit: usize,
+) -> (Vec<Duration>, Vec<ClientEvent>) {
     let mut sent = Vec::new();
     let mut events = Vec::new();
     let mut now = t0;
@@ -54,7 +63,8 @@ fn secs(v: &[f64]) -> Vec<Duration> {
 #[test]
 fn invite_is_retransmitted_until_timer_b() {
     let t0 = Instant::now();
-    let mut tx = ClientTransaction::new(request("INVITE"), false, TimerConfig::default(), t0).unwrap();
+    let mut tx =
+        ClientTransaction::new(request("INVITE"), false, TimerConfig::default(), t0).unwrap();
     let (sent, events) = run_client(&mut tx, t0, 100);
     // Sent at 0, then after intervals of 0.5, 1, 2, 4, 8, 16 s; Timer B at 32 s.
     assert_eq!(sent, secs(&[0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]));
@@ -65,13 +75,17 @@ fn invite_is_retransmitted_until_timer_b() {
 #[test]
 fn invite_over_tls_is_sent_once_and_times_out_at_32s() {
     let t0 = Instant::now();
-    let mut tx = ClientTransaction::new(request("INVITE"), true, TimerConfig::default(), t0).unwrap();
+    let mut tx =
+        ClientTransaction::new(request("INVITE"), true, TimerConfig::default(), t0).unwrap();
     let mut now = t0;
     assert!(tx.poll_transmit().is_some());
     while let Some(at) = tx.poll_timeout() {
         now = at;
         tx.handle_timeout(now);
-        assert!(tx.poll_transmit().is_none(), "retransmitted on a reliable transport");
+        assert!(
+            tx.poll_transmit().is_none(),
+            "retransmitted on a reliable transport"
+        );
     }
     assert_eq!(now - t0, Duration::from_secs(32));
     assert_eq!(tx.poll_event(), Some(ClientEvent::Timeout));
@@ -80,7 +94,8 @@ fn invite_over_tls_is_sent_once_and_times_out_at_32s() {
 #[test]
 fn non_invite_retransmits_cap_at_t2() {
     let t0 = Instant::now();
-    let mut tx = ClientTransaction::new(request("OPTIONS"), false, TimerConfig::default(), t0).unwrap();
+    let mut tx =
+        ClientTransaction::new(request("OPTIONS"), false, TimerConfig::default(), t0).unwrap();
     let (sent, events) = run_client(&mut tx, t0, 100);
     // Intervals 0.5, 1, 2, 4, 4, 4... until Timer F at 32 s.
     let want = secs(&[0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]);
@@ -97,13 +112,19 @@ fn provisional_stops_timer_a_and_non_2xx_is_acked_in_the_transaction() {
     tx.handle_response(respond(&req, 180), t0 + Duration::from_millis(100));
     assert_eq!(tx.state(), ClientState::Proceeding);
     tx.handle_timeout(t0 + Duration::from_secs(5));
-    assert!(tx.poll_transmit().is_none(), "Timer A must stop on a provisional");
+    assert!(
+        tx.poll_transmit().is_none(),
+        "Timer A must stop on a provisional"
+    );
     tx.handle_response(respond(&req, 486), t0 + Duration::from_secs(6));
     let ack = tx.poll_transmit().expect("ACK");
     assert_eq!(ack.method(), Some(&Method::Ack));
     assert_eq!(ack.cseq().unwrap().seq, 7);
     assert_eq!(ack.to_header().unwrap().tag(), Some("to1"));
-    assert_eq!(ack.top_via().unwrap().branch.as_deref(), Some("z9hG4bKtest1"));
+    assert_eq!(
+        ack.top_via().unwrap().branch.as_deref(),
+        Some("z9hG4bKtest1")
+    );
     // A retransmitted 486 is ACKed again and not passed up again.
     tx.handle_response(respond(&req, 486), t0 + Duration::from_secs(7));
     assert!(tx.poll_transmit().is_some());
@@ -135,7 +156,10 @@ fn cancel_copies_the_invite_identity() {
     assert_eq!(cancel.method(), Some(&Method::Cancel));
     assert_eq!(cancel.request_uri(), req.request_uri());
     assert_eq!(cancel.cseq().unwrap().seq, 7);
-    assert_eq!(cancel.top_via().unwrap().branch, req.top_via().unwrap().branch);
+    assert_eq!(
+        cancel.top_via().unwrap().branch,
+        req.top_via().unwrap().branch
+    );
     assert!(cancel.to_header().unwrap().tag().is_none());
     assert!(cancel.validate().is_ok());
 }
@@ -206,7 +230,10 @@ fn server_non_invite_answers_retransmissions_with_last_response() {
     let t0 = Instant::now();
     let req = request("OPTIONS");
     let mut tx = ServerTransaction::new(req.clone(), false, TimerConfig::default(), t0).unwrap();
-    assert!(tx.poll_transmit().is_none(), "no automatic 100 for non-INVITE");
+    assert!(
+        tx.poll_transmit().is_none(),
+        "no automatic 100 for non-INVITE"
+    );
     tx.handle_request(req.clone(), t0);
     assert!(tx.poll_transmit().is_none(), "nothing to resend in Trying");
     tx.send_response(respond(&req, 200), t0).unwrap();
@@ -231,8 +258,17 @@ fn server_non_invite_over_tcp_ends_with_its_final() {
 fn keys_match_ack_to_invite_and_response_to_request() {
     let req = request("INVITE");
     let ack = build_ack_for_non_2xx(&req, &respond(&req, 486));
-    assert_eq!(TransactionKey::for_request(&ack).unwrap(), TransactionKey::for_request(&req).unwrap());
-    assert_eq!(TransactionKey::for_response(&respond(&req, 180)).unwrap(), TransactionKey::for_request(&req).unwrap());
+    assert_eq!(
+        TransactionKey::for_request(&ack).unwrap(),
+        TransactionKey::for_request(&req).unwrap()
+    );
+    assert_eq!(
+        TransactionKey::for_response(&respond(&req, 180)).unwrap(),
+        TransactionKey::for_request(&req).unwrap()
+    );
     let cancel = build_cancel(&req);
-    assert_ne!(TransactionKey::for_request(&cancel).unwrap(), TransactionKey::for_request(&req).unwrap());
+    assert_ne!(
+        TransactionKey::for_request(&cancel).unwrap(),
+        TransactionKey::for_request(&req).unwrap()
+    );
 }

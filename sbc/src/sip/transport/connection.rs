@@ -3,8 +3,11 @@
 //! reads and writes what it is given.
 
 use super::tap::Direction;
-use super::{ConnectionId, Inner, Network, SendError, Source, StreamListener, Target, TlsListen, TransportEvent, TransportKind};
 use super::{tls, DatagramSocket};
+use super::{
+    ConnectionId, Inner, Network, SendError, Source, StreamListener, Target, TlsListen,
+    TransportEvent, TransportKind,
+};
 use crate::sip::wire::{Frame, Message, StreamFramer};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,12 +27,26 @@ pub(crate) struct ConnHandle {
 
 impl ConnHandle {
     pub fn send<N: Network>(&self, inner: &Inner<N>, bytes: Vec<u8>) -> Result<(), SendError> {
-        inner.trace(Direction::Sent, self.local, self.remote, self.kind, bytes.clone());
-        self.tx.send(bytes).map_err(|_| SendError::NoConnection(self.id))
+        inner.trace(
+            Direction::Sent,
+            self.local,
+            self.remote,
+            self.kind,
+            bytes.clone(),
+        );
+        self.tx
+            .send(bytes)
+            .map_err(|_| SendError::NoConnection(self.id))
     }
 
     pub fn source(&self) -> Source {
-        Source { transport: self.kind, local: self.local, remote: self.remote, connection: Some(self.id), peer_names: self.peer_names.clone() }
+        Source {
+            transport: self.kind,
+            local: self.local,
+            remote: self.remote,
+            connection: Some(self.id),
+            peer_names: self.peer_names.clone(),
+        }
     }
 }
 
@@ -37,7 +54,9 @@ pub(crate) async fn udp_receive_loop<N: Network>(inner: Arc<Inner<N>>, sock: Arc
     let local = sock.local_addr().ok();
     let mut buf = vec![0u8; inner.max_message + 1];
     loop {
-        let Ok((n, remote)) = sock.recv_from(&mut buf).await else { continue };
+        let Ok((n, remote)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
         let raw = buf[..n].to_vec();
         // RFC 5626 §4.4.1 keep-alives and stray CRLFs are not messages.
         if raw.iter().all(|b| b.is_ascii_whitespace()) {
@@ -50,9 +69,19 @@ pub(crate) async fn udp_receive_loop<N: Network>(inner: Arc<Inner<N>>, sock: Arc
             connection: None,
             peer_names: Arc::default(),
         };
-        inner.trace(Direction::Received, source.local, remote, TransportKind::Udp, raw.clone());
+        inner.trace(
+            Direction::Received,
+            source.local,
+            remote,
+            TransportKind::Udp,
+            raw.clone(),
+        );
         let event = match Message::parse_with_limit(&raw, inner.max_message) {
-            Ok(message) => TransportEvent::Message { message, raw, source },
+            Ok(message) => TransportEvent::Message {
+                message,
+                raw,
+                source,
+            },
             Err(error) => TransportEvent::Malformed { error, raw, source },
         };
         if inner.events.send(event).is_err() {
@@ -61,17 +90,28 @@ pub(crate) async fn udp_receive_loop<N: Network>(inner: Arc<Inner<N>>, sock: Arc
     }
 }
 
-pub(crate) async fn accept_loop<N: Network>(inner: Arc<Inner<N>>, listener: N::Listener, tls: Option<TlsListen>) {
-    let local = listener.local_addr().ok();
+pub(crate) async fn accept_loop<N: Network>(
+    inner: Arc<Inner<N>>,
+    listener: N::Listener,
+    tls: Option<TlsListen>,
+) {
     loop {
-        let Ok((stream, remote)) = listener.accept().await else { continue };
-        let local = local.unwrap_or(remote);
+        let Ok((stream, local, remote)) = listener.accept().await else {
+            continue;
+        };
         let inner = inner.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
                 None => {
-                    spawn_stream(inner, stream, TransportKind::Tcp, local, remote, Arc::default());
+                    spawn_stream(
+                        inner,
+                        stream,
+                        TransportKind::Tcp,
+                        local,
+                        remote,
+                        Arc::default(),
+                    );
                 }
                 Some(t) => accept_tls(inner, stream, t, local, remote).await,
             }
@@ -79,44 +119,103 @@ pub(crate) async fn accept_loop<N: Network>(inner: Arc<Inner<N>>, listener: N::L
     }
 }
 
-async fn accept_tls<N: Network>(inner: Arc<Inner<N>>, stream: N::Stream, t: TlsListen, local: SocketAddr, remote: SocketAddr) {
+async fn accept_tls<N: Network>(
+    inner: Arc<Inner<N>>,
+    stream: N::Stream,
+    t: TlsListen,
+    local: SocketAddr,
+    remote: SocketAddr,
+) {
     let refuse = |reason: String| {
-        let _ = inner.events.send(TransportEvent::TlsRefused { remote, inbound: true, reason });
+        let _ = inner.events.send(TransportEvent::TlsRefused {
+            remote,
+            inbound: true,
+            reason,
+        });
     };
-    let tls_stream = match tokio_rustls::TlsAcceptor::from(t.config.clone()).accept(stream).await {
+    let tls_stream = match tokio_rustls::TlsAcceptor::from(t.config.clone())
+        .accept(stream)
+        .await
+    {
         Ok(s) => s,
         Err(e) => return refuse(e.to_string()),
     };
     let names = peer_names(tls_stream.get_ref().1.peer_certificates());
     if let Some(allowed) = &t.allowed_client_names {
         if !allowed.iter().any(|fqdn| tls::names_cover(&names, fqdn)) {
-            return refuse(format!("client certificate names {names:?} cover none of {allowed:?}"));
+            return refuse(format!(
+                "client certificate names {names:?} cover none of {allowed:?}"
+            ));
         }
     }
-    spawn_stream(inner, tls_stream, TransportKind::Tls, local, remote, Arc::new(names));
+    spawn_stream(
+        inner,
+        tls_stream,
+        TransportKind::Tls,
+        local,
+        remote,
+        Arc::new(names),
+    );
 }
 
 fn peer_names(certs: Option<&[rustls::pki_types::CertificateDer<'static>]>) -> Vec<String> {
-    certs.and_then(|c| c.first()).map(tls::certificate_dns_names).unwrap_or_default()
+    certs
+        .and_then(|c| c.first())
+        .map(tls::certificate_dns_names)
+        .unwrap_or_default()
 }
 
 /// Open a connection to `target` and start its task.
-pub(crate) async fn connect<N: Network>(inner: Arc<Inner<N>>, target: &Target) -> Result<ConnHandle, SendError> {
-    let (stream, local) = inner.net.connect_tcp(target.addr).await.map_err(SendError::Io)?;
+pub(crate) async fn connect<N: Network>(
+    inner: Arc<Inner<N>>,
+    target: &Target,
+) -> Result<ConnHandle, SendError> {
+    let (stream, local) = inner
+        .net
+        .connect_tcp(target.addr)
+        .await
+        .map_err(SendError::Io)?;
     match target.transport {
-        TransportKind::Tcp => Ok(spawn_stream(inner, stream, TransportKind::Tcp, local, target.addr, Arc::default())),
+        TransportKind::Tcp => Ok(spawn_stream(
+            inner,
+            stream,
+            TransportKind::Tcp,
+            local,
+            target.addr,
+            Arc::default(),
+        )),
         TransportKind::Tls => {
-            let config = inner.tls_client.clone().ok_or(SendError::NotConfigured(TransportKind::Tls))?;
-            let name = target.server_name.clone().unwrap_or_else(|| target.addr.ip().to_string());
+            let config = inner
+                .tls_client
+                .clone()
+                .ok_or(SendError::NotConfigured(TransportKind::Tls))?;
+            let name = target
+                .server_name
+                .clone()
+                .unwrap_or_else(|| target.addr.ip().to_string());
             let server_name = tls::server_name(&name).map_err(|e| SendError::Tls(e.to_string()))?;
-            match tokio_rustls::TlsConnector::from(config).connect(server_name, stream).await {
+            match tokio_rustls::TlsConnector::from(config)
+                .connect(server_name, stream)
+                .await
+            {
                 Ok(s) => {
                     let names = peer_names(s.get_ref().1.peer_certificates());
-                    Ok(spawn_stream(inner, s, TransportKind::Tls, local, target.addr, Arc::new(names)))
+                    Ok(spawn_stream(
+                        inner,
+                        s,
+                        TransportKind::Tls,
+                        local,
+                        target.addr,
+                        Arc::new(names),
+                    ))
                 }
                 Err(e) => {
                     let reason = e.to_string();
-                    let _ = inner.events.send(TransportEvent::TlsRefused { remote: target.addr, inbound: false, reason: reason.clone() });
+                    let _ = inner.events.send(TransportEvent::TlsRefused {
+                        remote: target.addr,
+                        inbound: false,
+                        reason: reason.clone(),
+                    });
                     Err(SendError::Tls(reason))
                 }
             }
@@ -137,7 +236,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = ConnHandle { id: inner.new_id(), kind, local, remote, peer_names, tx };
+    let handle = ConnHandle {
+        id: inner.new_id(),
+        kind,
+        local,
+        remote,
+        peer_names,
+        tx,
+    };
     inner.register(handle.clone());
     let source = handle.source();
     // Only the maps keep the sender: once forgotten, `rx` ends and the task closes.
@@ -145,13 +251,20 @@ where
     tokio::spawn(async move {
         run_stream(&inner, stream, rx, source).await;
         inner.forget(id);
-        let _ = inner.events.send(TransportEvent::ConnectionClosed { connection: id, remote });
+        let _ = inner.events.send(TransportEvent::ConnectionClosed {
+            connection: id,
+            remote,
+        });
     });
     handle
 }
 
-async fn run_stream<N: Network, S>(inner: &Inner<N>, mut stream: S, mut rx: mpsc::UnboundedReceiver<Vec<u8>>, source: Source)
-where
+async fn run_stream<N: Network, S>(
+    inner: &Inner<N>,
+    mut stream: S,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    source: Source,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut framer = StreamFramer::new(inner.max_message);

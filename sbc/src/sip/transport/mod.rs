@@ -81,7 +81,14 @@ pub struct TransportConfig {
 
 impl TransportConfig {
     pub fn new(host: impl Into<String>) -> Self {
-        TransportConfig { host: host.into(), udp: None, tcp: None, tls: None, tls_client: None, max_message: DEFAULT_MAX_MESSAGE }
+        TransportConfig {
+            host: host.into(),
+            udp: None,
+            tcp: None,
+            tls: None,
+            tls_client: None,
+            max_message: DEFAULT_MAX_MESSAGE,
+        }
     }
 }
 
@@ -98,12 +105,27 @@ pub struct Source {
 
 #[derive(Debug)]
 pub enum TransportEvent {
-    Message { message: Message, raw: Vec<u8>, source: Source },
+    Message {
+        message: Message,
+        raw: Vec<u8>,
+        source: Source,
+    },
     /// Bytes that are not SIP. On a stream the connection is closed after this.
-    Malformed { error: WireError, raw: Vec<u8>, source: Source },
+    Malformed {
+        error: WireError,
+        raw: Vec<u8>,
+        source: Source,
+    },
     /// A TLS handshake failed or its certificate was refused.
-    TlsRefused { remote: SocketAddr, inbound: bool, reason: String },
-    ConnectionClosed { connection: ConnectionId, remote: SocketAddr },
+    TlsRefused {
+        remote: SocketAddr,
+        inbound: bool,
+        reason: String,
+    },
+    ConnectionClosed {
+        connection: ConnectionId,
+        remote: SocketAddr,
+    },
 }
 
 /// Where to send a request.
@@ -161,7 +183,9 @@ pub struct SipTransport<N: Network> {
 
 impl<N: Network> Clone for SipTransport<N> {
     fn clone(&self) -> Self {
-        SipTransport { inner: self.inner.clone() }
+        SipTransport {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -232,11 +256,29 @@ impl<N: Network> SipTransport<N> {
         let bytes = msg.to_bytes();
         match target.transport {
             TransportKind::Udp => {
-                let sock = self.inner.udp.as_ref().ok_or(SendError::NotConfigured(TransportKind::Udp))?;
-                sock.send_to(&bytes, target.addr).await.map_err(SendError::Io)?;
+                let sock = self
+                    .inner
+                    .udp
+                    .as_ref()
+                    .ok_or(SendError::NotConfigured(TransportKind::Udp))?;
+                sock.send_to(&bytes, target.addr)
+                    .await
+                    .map_err(SendError::Io)?;
                 let local = self.inner.udp_addr.unwrap_or(target.addr);
-                self.inner.trace(tap::Direction::Sent, local, target.addr, TransportKind::Udp, bytes);
-                Ok(Source { transport: TransportKind::Udp, local, remote: target.addr, connection: None, peer_names: Arc::default() })
+                self.inner.trace(
+                    tap::Direction::Sent,
+                    local,
+                    target.addr,
+                    TransportKind::Udp,
+                    bytes,
+                );
+                Ok(Source {
+                    transport: TransportKind::Udp,
+                    local,
+                    remote: target.addr,
+                    connection: None,
+                    peer_names: Arc::default(),
+                })
             }
             kind => {
                 let handle = match self.inner.existing(kind, target.addr) {
@@ -255,11 +297,21 @@ impl<N: Network> SipTransport<N> {
     pub async fn reply(&self, msg: &Message, to: &Source) -> Result<(), SendError> {
         match to.connection {
             Some(id) => {
-                let handle = self.inner.by_id.lock().ok().and_then(|m| m.get(&id).cloned()).ok_or(SendError::NoConnection(id))?;
+                let handle = self
+                    .inner
+                    .by_id
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&id).cloned())
+                    .ok_or(SendError::NoConnection(id))?;
                 handle.send(&self.inner, msg.to_bytes())
             }
             None => {
-                let target = Target { transport: TransportKind::Udp, addr: to.remote, server_name: None };
+                let target = Target {
+                    transport: TransportKind::Udp,
+                    addr: to.remote,
+                    server_name: None,
+                };
                 self.send(msg, &target).await.map(|_| ())
             }
         }
@@ -277,9 +329,24 @@ impl<N: Network> SipTransport<N> {
 }
 
 impl<N: Network> Inner<N> {
-    fn trace(&self, direction: tap::Direction, local: SocketAddr, remote: SocketAddr, transport: TransportKind, raw: Vec<u8>) {
+    fn trace(
+        &self,
+        direction: tap::Direction,
+        local: SocketAddr,
+        remote: SocketAddr,
+        transport: TransportKind,
+        raw: Vec<u8>,
+    ) {
         if let Some(tap) = &self.tap {
-            tap.record(TraceEvent { at: self.net.elapsed(), host: self.host.clone(), direction, local, remote, transport, raw });
+            tap.record(TraceEvent {
+                at: self.net.elapsed(),
+                host: self.host.clone(),
+                direction,
+                local,
+                remote,
+                transport,
+                raw,
+            });
         }
     }
 

@@ -13,14 +13,23 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub trait DatagramSocket: Send + Sync + 'static {
-    fn send_to(&self, buf: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send;
-    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+    fn send_to(&self, buf: &[u8], to: SocketAddr)
+        -> impl Future<Output = io::Result<usize>> + Send;
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
 pub trait StreamListener: Send + Sync + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+    /// Accept a connection: the stream, its local and its remote address
+    /// (the local address is the connection's, not the wildcard the
+    /// listener may be bound to).
+    fn accept(
+        &self,
+    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr, SocketAddr)>> + Send;
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
@@ -29,11 +38,17 @@ pub trait Network: Clone + Send + Sync + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     type Listener: StreamListener<Stream = Self::Stream>;
 
-    fn bind_udp(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Datagram>> + Send;
-    fn bind_tcp(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
-    fn connect_tcp(&self, addr: SocketAddr) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+    fn bind_udp(&self, addr: SocketAddr)
+        -> impl Future<Output = io::Result<Self::Datagram>> + Send;
+    fn bind_tcp(&self, addr: SocketAddr)
+        -> impl Future<Output = io::Result<Self::Listener>> + Send;
+    fn connect_tcp(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
     /// Resolve a host name (or IP literal) to an address.
-    fn resolve(&self, host: &str, port: u16) -> impl Future<Output = io::Result<SocketAddr>> + Send;
+    fn resolve(&self, host: &str, port: u16)
+        -> impl Future<Output = io::Result<SocketAddr>> + Send;
     /// Time since the world started: simulated in turmoil, since the first
     /// call in the real world. Traces are stamped with it.
     fn elapsed(&self) -> Duration;
@@ -44,10 +59,17 @@ pub trait Network: Clone + Send + Sync + 'static {
 pub struct TokioNet;
 
 impl DatagramSocket for tokio::net::UdpSocket {
-    fn send_to(&self, buf: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send {
+    fn send_to(
+        &self,
+        buf: &[u8],
+        to: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
         tokio::net::UdpSocket::send_to(self, buf, to)
     }
-    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
         tokio::net::UdpSocket::recv_from(self, buf)
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -57,8 +79,11 @@ impl DatagramSocket for tokio::net::UdpSocket {
 
 impl StreamListener for tokio::net::TcpListener {
     type Stream = tokio::net::TcpStream;
-    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send {
-        tokio::net::TcpListener::accept(self)
+    async fn accept(&self) -> io::Result<(Self::Stream, SocketAddr, SocketAddr)> {
+        let (s, remote) = tokio::net::TcpListener::accept(self).await?;
+        s.set_nodelay(true)?;
+        let local = s.local_addr()?;
+        Ok((s, local, remote))
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
         tokio::net::TcpListener::local_addr(self)
@@ -86,7 +111,9 @@ impl Network for TokioNet {
         tokio::net::lookup_host((host, port))
             .await?
             .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no address for {host}")))
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("no address for {host}"))
+            })
     }
     fn elapsed(&self) -> Duration {
         static START: OnceLock<Instant> = OnceLock::new();
@@ -99,10 +126,17 @@ impl Network for TokioNet {
 pub struct TurmoilNet;
 
 impl DatagramSocket for turmoil::net::UdpSocket {
-    fn send_to(&self, buf: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send {
+    fn send_to(
+        &self,
+        buf: &[u8],
+        to: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send {
         turmoil::net::UdpSocket::send_to(self, buf, to)
     }
-    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
         turmoil::net::UdpSocket::recv_from(self, buf)
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -112,8 +146,10 @@ impl DatagramSocket for turmoil::net::UdpSocket {
 
 impl StreamListener for turmoil::net::TcpListener {
     type Stream = turmoil::net::TcpStream;
-    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send {
-        turmoil::net::TcpListener::accept(self)
+    async fn accept(&self) -> io::Result<(Self::Stream, SocketAddr, SocketAddr)> {
+        let (s, remote) = turmoil::net::TcpListener::accept(self).await?;
+        let local = s.local_addr()?;
+        Ok((s, local, remote))
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
         turmoil::net::TcpListener::local_addr(self)

@@ -21,7 +21,10 @@ pub struct TlsIdentity {
 
 impl Clone for TlsIdentity {
     fn clone(&self) -> Self {
-        TlsIdentity { chain: self.chain.clone(), key: self.key.clone_key() }
+        TlsIdentity {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
     }
 }
 
@@ -45,14 +48,19 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn roots(certs: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>, TlsConfigError> {
     let mut store = RootCertStore::empty();
     for c in certs {
-        store.add(c.clone()).map_err(|e| TlsConfigError(format!("bad root certificate: {e}")))?;
+        store
+            .add(c.clone())
+            .map_err(|e| TlsConfigError(format!("bad root certificate: {e}")))?;
     }
     Ok(Arc::new(store))
 }
 
 /// A server that presents `identity` and requires a client certificate
 /// chaining to `client_roots`.
-pub fn server_config(identity: &TlsIdentity, client_roots: Arc<RootCertStore>) -> Result<Arc<ServerConfig>, TlsConfigError> {
+pub fn server_config(
+    identity: &TlsIdentity,
+    client_roots: Arc<RootCertStore>,
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let verifier = WebPkiClientVerifier::builder_with_provider(client_roots, provider())
         .build()
         .map_err(|e| TlsConfigError(format!("client verifier: {e}")))?;
@@ -66,7 +74,10 @@ pub fn server_config(identity: &TlsIdentity, client_roots: Arc<RootCertStore>) -
 }
 
 /// A client that checks the server against `roots` and presents `identity`.
-pub fn client_config(identity: &TlsIdentity, roots: Arc<RootCertStore>) -> Result<Arc<ClientConfig>, TlsConfigError> {
+pub fn client_config(
+    identity: &TlsIdentity,
+    roots: Arc<RootCertStore>,
+) -> Result<Arc<ClientConfig>, TlsConfigError> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError(e.to_string()))?
@@ -77,7 +88,8 @@ pub fn client_config(identity: &TlsIdentity, roots: Arc<RootCertStore>) -> Resul
 }
 
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsConfigError> {
-    ServerName::try_from(host.to_string()).map_err(|e| TlsConfigError(format!("{host:?} is not a valid server name: {e}")))
+    ServerName::try_from(host.to_string())
+        .map_err(|e| TlsConfigError(format!("{host:?} is not a valid server name: {e}")))
 }
 
 /// The DNS names a certificate is issued for: SAN dNSName entries, or the

@@ -22,7 +22,11 @@ pub enum WireError {
     /// A header required by RFC 3261 §8.1.1 (or §18.3 for streams) is absent.
     MissingHeader { header: &'static str },
     /// A header is present but its value does not parse.
-    BadHeaderValue { header: &'static str, value: String, reason: String },
+    BadHeaderValue {
+        header: &'static str,
+        value: String,
+        reason: String,
+    },
     /// The body is not as long as `Content-Length` says.
     BodyLength { declared: usize, actual: usize },
     /// A URI that is neither a valid `sip:`/`sips:` nor a `tel:` URI.
@@ -49,15 +53,28 @@ impl fmt::Display for WireError {
             WireError::TooLarge { limit } => write!(f, "message exceeds the {limit}-byte limit"),
             WireError::NotUtf8 { part } => write!(f, "{part} is not valid UTF-8"),
             WireError::NoHeaderEnd => write!(f, "no empty line ends the header section"),
-            WireError::BadStartLine { line, reason } => write!(f, "bad start line {line:?}: {reason}"),
-            WireError::UnsupportedVersion { version } => write!(f, "unsupported SIP version {version:?}"),
-            WireError::BadHeaderLine { line, reason } => write!(f, "bad header line {line:?}: {reason}"),
+            WireError::BadStartLine { line, reason } => {
+                write!(f, "bad start line {line:?}: {reason}")
+            }
+            WireError::UnsupportedVersion { version } => {
+                write!(f, "unsupported SIP version {version:?}")
+            }
+            WireError::BadHeaderLine { line, reason } => {
+                write!(f, "bad header line {line:?}: {reason}")
+            }
             WireError::MissingHeader { header } => write!(f, "missing {header} header"),
-            WireError::BadHeaderValue { header, value, reason } => {
+            WireError::BadHeaderValue {
+                header,
+                value,
+                reason,
+            } => {
                 write!(f, "bad {header} value {value:?}: {reason}")
             }
             WireError::BodyLength { declared, actual } => {
-                write!(f, "Content-Length says {declared} bytes but the body has {actual}")
+                write!(
+                    f,
+                    "Content-Length says {declared} bytes but the body has {actual}"
+                )
             }
             WireError::BadUri { uri, reason } => write!(f, "bad URI {uri:?}: {reason}"),
         }

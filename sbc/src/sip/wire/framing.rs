@@ -31,7 +31,10 @@ impl Default for StreamFramer {
 
 impl StreamFramer {
     pub fn new(limit: usize) -> Self {
-        StreamFramer { buf: Vec::new(), limit }
+        StreamFramer {
+            buf: Vec::new(),
+            limit,
+        }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
@@ -52,7 +55,11 @@ impl StreamFramer {
         }
         // Lone CRLFs between messages are keep-alive noise (RFC 3261 §7.5);
         // fewer than four at the end of the buffer may still become a ping.
-        let skip = self.buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+        let skip = self
+            .buf
+            .iter()
+            .take_while(|b| **b == b'\r' || **b == b'\n')
+            .count();
         if skip == self.buf.len() && skip < 4 {
             return Ok(None);
         }
@@ -64,7 +71,9 @@ impl StreamFramer {
             return Ok(None);
         };
         let head = parse_head(&self.buf[..head_len])?;
-        let declared = content_length(&head.headers)?.ok_or(WireError::MissingHeader { header: "Content-Length" })?;
+        let declared = content_length(&head.headers)?.ok_or(WireError::MissingHeader {
+            header: "Content-Length",
+        })?;
         let total = body_start + declared;
         if total > self.limit {
             return Err(WireError::TooLarge { limit: self.limit });
@@ -95,7 +104,10 @@ mod tests {
     use super::*;
 
     fn msg(body: &str) -> String {
-        format!("MESSAGE sip:a@b SIP/2.0\r\nCall-ID: x\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        format!(
+            "MESSAGE sip:a@b SIP/2.0\r\nCall-ID: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
     }
 
     #[test]
@@ -139,7 +151,12 @@ mod tests {
     fn stream_without_content_length_is_an_error() {
         let mut f = StreamFramer::default();
         f.push(b"OPTIONS sip:a SIP/2.0\r\nCall-ID: x\r\n\r\n");
-        assert_eq!(f.next_message(), Err(WireError::MissingHeader { header: "Content-Length" }));
+        assert_eq!(
+            f.next_message(),
+            Err(WireError::MissingHeader {
+                header: "Content-Length"
+            })
+        );
     }
 
     #[test]

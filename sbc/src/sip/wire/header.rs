@@ -59,7 +59,10 @@ pub struct Header {
 
 impl Header {
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Header { name: name.into(), value: value.into() }
+        Header {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 
     /// Whether this header is `full` (case-insensitive, compact forms expanded).
@@ -82,7 +85,10 @@ impl Headers {
     /// Every value of header `full`, comma-separated lists split into
     /// elements (RFC 3261 §7.3.1), in order.
     pub fn values<'a>(&'a self, full: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0.iter().filter(move |h| h.is(full)).flat_map(|h| split_list(&h.value))
+        self.0
+            .iter()
+            .filter(move |h| h.is(full))
+            .flat_map(|h| split_list(&h.value))
     }
 
     pub fn contains(&self, full: &str) -> bool {
@@ -209,14 +215,23 @@ mod tests {
     #[test]
     fn list_split_respects_quotes_and_angles() {
         let v = r#""Doe, John" <sip:a@b;x=1,2>;q=1, <sip:c@d>"#;
-        assert_eq!(split_list(v), vec![r#""Doe, John" <sip:a@b;x=1,2>;q=1"#, "<sip:c@d>"]);
+        assert_eq!(
+            split_list(v),
+            vec![r#""Doe, John" <sip:a@b;x=1,2>;q=1"#, "<sip:c@d>"]
+        );
     }
 
     #[test]
     fn remove_first_value_of_a_folded_list() {
         let mut h = Headers::default();
-        h.push("Via", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2");
-        assert_eq!(h.remove_first_value("via").unwrap(), "SIP/2.0/UDP a;branch=z9hG4bK1");
+        h.push(
+            "Via",
+            "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2",
+        );
+        assert_eq!(
+            h.remove_first_value("via").unwrap(),
+            "SIP/2.0/UDP a;branch=z9hG4bK1"
+        );
         assert_eq!(h.get("Via"), Some("SIP/2.0/UDP b;branch=z9hG4bK2"));
     }
 }

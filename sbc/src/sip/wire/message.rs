@@ -108,7 +108,10 @@ pub struct Message {
 impl Message {
     pub fn request(method: Method, uri: impl Into<String>) -> Message {
         Message {
-            start: StartLine::Request { method, uri: uri.into() },
+            start: StartLine::Request {
+                method,
+                uri: uri.into(),
+            },
             headers: Headers::default(),
             body: Vec::new(),
         }
@@ -116,7 +119,10 @@ impl Message {
 
     pub fn response(code: u16, reason: impl Into<String>) -> Message {
         Message {
-            start: StartLine::Response { code, reason: reason.into() },
+            start: StartLine::Response {
+                code,
+                reason: reason.into(),
+            },
             headers: Headers::default(),
             body: Vec::new(),
         }
@@ -176,7 +182,10 @@ impl Message {
         let body = &bytes[body_start..];
         match content_length(&msg.headers)? {
             Some(declared) if declared != body.len() => {
-                return Err(WireError::BodyLength { declared, actual: body.len() })
+                return Err(WireError::BodyLength {
+                    declared,
+                    actual: body.len(),
+                })
             }
             _ => {}
         }
@@ -280,7 +289,9 @@ pub(crate) fn content_length(headers: &Headers) -> Result<Option<usize>, WireErr
 
 /// Parse the start line and headers (everything before the blank line).
 pub(crate) fn parse_head(head: &[u8]) -> Result<Message, WireError> {
-    let text = std::str::from_utf8(head).map_err(|_| WireError::NotUtf8 { part: "header section" })?;
+    let text = std::str::from_utf8(head).map_err(|_| WireError::NotUtf8 {
+        part: "header section",
+    })?;
     let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let first = lines.next().unwrap_or_default();
     let start = parse_start_line(first)?;
@@ -300,10 +311,12 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<Message, WireError> {
             prev.value.push_str(line.trim());
             continue;
         }
-        let (name, value) = line.split_once(':').ok_or_else(|| WireError::BadHeaderLine {
-            line: line.to_string(),
-            reason: "no colon",
-        })?;
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| WireError::BadHeaderLine {
+                line: line.to_string(),
+                reason: "no colon",
+            })?;
         // HCOLON allows whitespace between the name and the colon.
         let name = name.trim_end_matches([' ', '\t']);
         if name.is_empty() || !name.chars().all(is_token_char) {
@@ -314,28 +327,43 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<Message, WireError> {
         }
         headers.push(Header::new(name, value.trim()));
     }
-    Ok(Message { start, headers: Headers(headers), body: Vec::new() })
+    Ok(Message {
+        start,
+        headers: Headers(headers),
+        body: Vec::new(),
+    })
 }
 
 fn parse_start_line(line: &str) -> Result<StartLine, WireError> {
-    let bad = |reason| WireError::BadStartLine { line: line.to_string(), reason };
+    let bad = |reason| WireError::BadStartLine {
+        line: line.to_string(),
+        reason,
+    };
     if let Some(rest) = line.strip_prefix("SIP/") {
         let (version, rest) = rest.split_once(' ').ok_or(bad("no status code"))?;
         if version != "2.0" {
-            return Err(WireError::UnsupportedVersion { version: format!("SIP/{version}") });
+            return Err(WireError::UnsupportedVersion {
+                version: format!("SIP/{version}"),
+            });
         }
         let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
         if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad("status code is not three digits"));
         }
-        let code: u16 = code.parse().map_err(|_| bad("status code is not a number"))?;
+        let code: u16 = code
+            .parse()
+            .map_err(|_| bad("status code is not a number"))?;
         if !(100..=699).contains(&code) {
             return Err(bad("status code outside 100-699"));
         }
-        return Ok(StartLine::Response { code, reason: reason.to_string() });
+        return Ok(StartLine::Response {
+            code,
+            reason: reason.to_string(),
+        });
     }
     let mut parts = line.split(' ');
-    let (Some(method), Some(uri), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(bad("expected `METHOD URI SIP/2.0`"));
     };
@@ -347,9 +375,14 @@ fn parse_start_line(line: &str) -> Result<StartLine, WireError> {
         return Err(bad("no SIP version"));
     }
     if version != "SIP/2.0" {
-        return Err(WireError::UnsupportedVersion { version: version.to_string() });
+        return Err(WireError::UnsupportedVersion {
+            version: version.to_string(),
+        });
     }
-    Ok(StartLine::Request { method, uri: uri.to_string() })
+    Ok(StartLine::Request {
+        method,
+        uri: uri.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -390,12 +423,18 @@ mod tests {
         let long = "SIP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nabc";
         assert_eq!(
             Message::parse(long.as_bytes()),
-            Err(WireError::BodyLength { declared: 2, actual: 3 })
+            Err(WireError::BodyLength {
+                declared: 2,
+                actual: 3
+            })
         );
         let short = "SIP/2.0 200 OK\r\nContent-Length: 5\r\n\r\nabc";
         assert_eq!(
             Message::parse(short.as_bytes()),
-            Err(WireError::BodyLength { declared: 5, actual: 3 })
+            Err(WireError::BodyLength {
+                declared: 5,
+                actual: 3
+            })
         );
     }
 

@@ -24,7 +24,10 @@ pub enum Uri {
 
 impl Uri {
     pub fn parse(text: &str) -> Result<Uri, WireError> {
-        let bad = |reason: String| WireError::BadUri { uri: text.to_string(), reason };
+        let bad = |reason: String| WireError::BadUri {
+            uri: text.to_string(),
+            reason,
+        };
         let text = text.trim();
         let lower = text.get(..4).map(|s| s.to_ascii_lowercase());
         if lower.as_deref() == Some("tel:") {
@@ -33,9 +36,13 @@ impl Uri {
             let number = parts.next().unwrap_or_default();
             let digits = number.strip_prefix('+').unwrap_or(number);
             if digits.is_empty()
-                || !digits.chars().all(|c| c.is_ascii_hexdigit() || "*#-.()".contains(c))
+                || !digits
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || "*#-.()".contains(c))
             {
-                return Err(bad("tel: number has characters outside RFC 3966 phonedigits".into()));
+                return Err(bad(
+                    "tel: number has characters outside RFC 3966 phonedigits".into(),
+                ));
             }
             let params = parts
                 .filter(|p| !p.is_empty())
@@ -44,10 +51,16 @@ impl Uri {
                     None => (p.to_string(), None),
                 })
                 .collect();
-            return Ok(Uri::Tel(TelUri { number: number.to_string(), params }));
+            return Ok(Uri::Tel(TelUri {
+                number: number.to_string(),
+                params,
+            }));
         }
         let scheme_ok = text.len() > 4
-            && (text[..4].eq_ignore_ascii_case("sip:") || text.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("sips:")));
+            && (text[..4].eq_ignore_ascii_case("sip:")
+                || text
+                    .get(..5)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("sips:")));
         if !scheme_ok {
             return Err(bad("scheme is neither sip:, sips: nor tel:".into()));
         }
@@ -113,7 +126,9 @@ mod tests {
 
     #[test]
     fn sip_uri_parts() {
-        let u = Uri::parse("sip:+4989000001@sip.pstnhub.microsoft.com:5061;user=phone;transport=tls").unwrap();
+        let u =
+            Uri::parse("sip:+4989000001@sip.pstnhub.microsoft.com:5061;user=phone;transport=tls")
+                .unwrap();
         assert_eq!(u.user(), Some("+4989000001"));
         assert_eq!(u.host().as_deref(), Some("sip.pstnhub.microsoft.com"));
         assert_eq!(u.port(), Some(5061));
@@ -132,6 +147,9 @@ mod tests {
 
     #[test]
     fn unknown_scheme_is_refused() {
-        assert!(matches!(Uri::parse("http://x"), Err(WireError::BadUri { .. })));
+        assert!(matches!(
+            Uri::parse("http://x"),
+            Err(WireError::BadUri { .. })
+        ));
     }
 }

@@ -32,9 +32,14 @@ impl Via {
             value: value.to_string(),
             reason: reason.to_string(),
         };
-        let (proto, rest) = value.trim().split_once([' ', '\t']).ok_or_else(|| bad("no sent-by"))?;
+        let (proto, rest) = value
+            .trim()
+            .split_once([' ', '\t'])
+            .ok_or_else(|| bad("no sent-by"))?;
         let mut p = proto.split('/');
-        let (Some(name), Some(version), Some(transport), None) = (p.next(), p.next(), p.next(), p.next()) else {
+        let (Some(name), Some(version), Some(transport), None) =
+            (p.next(), p.next(), p.next(), p.next())
+        else {
             return Err(bad("sent-protocol is not SIP/2.0/<transport>"));
         };
         if !name.trim().eq_ignore_ascii_case("SIP") || version.trim() != "2.0" {
@@ -46,7 +51,8 @@ impl Via {
             None => (rest, ""),
         };
         let sent_by = sent_by.trim();
-        let (host, port) = split_host_port(sent_by).ok_or_else(|| bad("sent-by is not host[:port]"))?;
+        let (host, port) =
+            split_host_port(sent_by).ok_or_else(|| bad("sent-by is not host[:port]"))?;
         let mut via = Via {
             transport: transport.trim().to_ascii_uppercase(),
             host: host.to_string(),
@@ -57,7 +63,9 @@ impl Via {
         };
         for (k, v) in split_params(params) {
             match k.to_ascii_lowercase().as_str() {
-                "branch" => via.branch = Some(v.ok_or_else(|| bad("branch without a value"))?.to_string()),
+                "branch" => {
+                    via.branch = Some(v.ok_or_else(|| bad("branch without a value"))?.to_string())
+                }
                 "rport" => via.rport = true,
                 "received" => via.received = v.map(str::to_string),
                 _ => {}
@@ -106,7 +114,9 @@ impl CSeq {
             return Err(bad("expected `<number> <method>`"));
         };
         // RFC 3261 §8.1.1.5: the number is 32-bit unsigned, below 2^31 when chosen.
-        let seq = seq.parse().map_err(|_| bad("sequence number is not a 32-bit integer"))?;
+        let seq = seq
+            .parse()
+            .map_err(|_| bad("sequence number is not a 32-bit integer"))?;
         let method = Method::parse(method).map_err(bad)?;
         Ok(CSeq { seq, method })
     }
@@ -152,7 +162,11 @@ impl NameAddr {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
             .collect();
-        Ok(NameAddr { display, uri: uri.trim().to_string(), params })
+        Ok(NameAddr {
+            display,
+            uri: uri.trim().to_string(),
+            params,
+        })
     }
 
     pub fn param(&self, name: &str) -> Option<&str> {
@@ -186,7 +200,9 @@ fn find_unquoted(s: &str, needle: char) -> Option<usize> {
 /// Typed access to the headers every SIP message carries (RFC 3261 §8.1.1).
 impl Message {
     fn required(&self, header: &'static str) -> Result<&str, WireError> {
-        self.headers.get(header).ok_or(WireError::MissingHeader { header })
+        self.headers
+            .get(header)
+            .ok_or(WireError::MissingHeader { header })
     }
 
     pub fn call_id(&self) -> Result<&str, WireError> {
@@ -198,7 +214,11 @@ impl Message {
     }
 
     pub fn top_via(&self) -> Result<Via, WireError> {
-        let v = self.headers.values("Via").next().ok_or(WireError::MissingHeader { header: "Via" })?;
+        let v = self
+            .headers
+            .values("Via")
+            .next()
+            .ok_or(WireError::MissingHeader { header: "Via" })?;
         Via::parse(v)
     }
 
@@ -212,7 +232,10 @@ impl Message {
 
     /// Every Contact value, in order (only the first counts for Direct Routing).
     pub fn contacts(&self) -> Result<Vec<NameAddr>, WireError> {
-        self.headers.values("Contact").map(|v| NameAddr::parse("Contact", v)).collect()
+        self.headers
+            .values("Contact")
+            .map(|v| NameAddr::parse("Contact", v))
+            .collect()
     }
 
     pub fn max_forwards(&self) -> Result<Option<u32>, WireError> {
@@ -257,7 +280,8 @@ mod tests {
 
     #[test]
     fn via_reads_transport_sent_by_branch_and_rport() {
-        let v = Via::parse("SIP/2.0/tls sbc1.adatum.biz:5058;alias;branch=z9hG4bKac21;rport").unwrap();
+        let v =
+            Via::parse("SIP/2.0/tls sbc1.adatum.biz:5058;alias;branch=z9hG4bKac21;rport").unwrap();
         assert_eq!(v.transport, "TLS");
         assert_eq!(v.host, "sbc1.adatum.biz");
         assert_eq!(v.port, Some(5058));
@@ -270,9 +294,13 @@ mod tests {
 
     #[test]
     fn contact_keeps_teams_x_c_value_whole() {
-        let raw = "<sip:api-du-a-euwe.pstnhub.microsoft.com:443;x-i=ab12;x-c=0a1b/d/8/ff00>;isfocus";
+        let raw =
+            "<sip:api-du-a-euwe.pstnhub.microsoft.com:443;x-i=ab12;x-c=0a1b/d/8/ff00>;isfocus";
         let c = NameAddr::parse("Contact", raw).unwrap();
-        assert_eq!(c.uri, "sip:api-du-a-euwe.pstnhub.microsoft.com:443;x-i=ab12;x-c=0a1b/d/8/ff00");
+        assert_eq!(
+            c.uri,
+            "sip:api-du-a-euwe.pstnhub.microsoft.com:443;x-i=ab12;x-c=0a1b/d/8/ff00"
+        );
         assert_eq!(c.param("isfocus"), Some(""));
     }
 

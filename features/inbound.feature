@@ -1,0 +1,16 @@
+@inbound @call
+Feature: Inbound calls, PSTN to Teams
+  A PSTN phone calls a Teams user's DID over the carrier trunk. The SBC
+  normalises the number to E.164, offers SRTP to the hub over TLS, and
+  relays RTP to SRTP and back.
+
+  Scenario: A PSTN caller reaches a Teams user
+    Given the SBC is registered in the tenant as sbc.example.com
+    And the hub marks the SBC active
+    When PSTN caller +4930123456 calls +4989000001
+    Then the SBC sends the INVITE to sip.pstnhub.microsoft.com with user=phone and E.164 numbers
+    And the Teams user answers
+    And audio flows both ways, decrypted and in order
+    When the PSTN caller hangs up
+    Then both legs end with BYE and 200
+    And the trace matches its snapshot

@@ -1,0 +1,15 @@
+@health
+Feature: SBC health monitoring with SIP OPTIONS
+  Direct Routing waits for the SBC to start the OPTIONS exchange, answers
+  on the SBC's own TLS connection, then pings the SBC's Contact FQDN on a
+  connection of its own. Only when both directions are answered is the
+  SBC shown as Active.
+
+  Scenario: The hub marks the SBC active after OPTIONS both ways
+    Given the SBC is registered in the tenant as sbc.example.com
+    When the SBC starts
+    Then the SBC sends OPTIONS to sip.pstnhub.microsoft.com with its FQDN in Contact
+    And the hub answers 200 on the same connection
+    And the hub sends its own OPTIONS to sbc.example.com
+    And the hub marks the SBC active
+    And the trace matches its snapshot

@@ -1,0 +1,662 @@
+//! One call through the SBC: two legs, their dialogs, the SDP on each, and
+//! the media relay between them.
+
+use super::numbers::{to_e164, to_national};
+use super::{Sbc, SBC_AGENT, SBC_ALLOW};
+use crate::media::{MediaRelay, RelayLeg, RelayPlan, RelayStats, SrtpKey};
+use crate::sip::dialog::Dialog;
+use crate::sip::sdp::offer_answer::{agreed, Agreed, Codec, LocalMedia};
+use crate::sip::sdp::{Origin, SessionDescription};
+use crate::sip::transaction::{response_to, TransactionKey};
+use crate::sip::transport::tls::names_cover;
+use crate::sip::transport::{Network, Source, Target, TransportKind};
+use crate::sip::wire::{Message, Method, NameAddr, Uri};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Carrier → Teams.
+    Inbound,
+    /// Teams → carrier.
+    Outbound,
+}
+
+/// Our side of one leg.
+struct Leg {
+    key: TransactionKey,
+    invite: Message,
+    tag: String,
+    contact: String,
+    target: Target,
+    media: LocalMedia,
+    dialog: Option<Dialog>,
+}
+
+pub(crate) struct Call {
+    direction: Direction,
+    /// The leg that called us (we are its UAS).
+    a: Leg,
+    a_offer: SessionDescription,
+    /// The leg we called (we are its UAC).
+    b: Leg,
+    b_offer: SessionDescription,
+    /// Hub proxies still to try for an inbound call.
+    fallback_hubs: Vec<String>,
+    plan: Option<watch::Sender<Option<RelayPlan>>>,
+    answered: bool,
+    ended: bool,
+}
+
+/// Codecs the SBC relays without transcoding.
+fn relayable(offer: &SessionDescription) -> Vec<Codec> {
+    let Some(m) = offer
+        .media
+        .iter()
+        .find(|m| m.kind == "audio" && m.port != 0)
+    else {
+        return Vec::new();
+    };
+    m.formats
+        .iter()
+        .filter_map(|pt| {
+            let name = m.encoding(*pt)?;
+            let known = ["PCMU", "PCMA", "telephone-event"]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(&name));
+            known.then(|| Codec::new(*pt, &name, 8000))
+        })
+        .collect()
+}
+
+fn uri_user(text: &str) -> String {
+    Uri::parse(text)
+        .ok()
+        .and_then(|u| u.user().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn sdp_of(m: &Message) -> Result<SessionDescription, String> {
+    if m.body.is_empty() {
+        return Err("no SDP".into());
+    }
+    SessionDescription::parse(&String::from_utf8_lossy(&m.body)).map_err(|e| e.to_string())
+}
+
+fn relay_leg(a: &Agreed) -> Option<RelayLeg> {
+    let ip: IpAddr = a.remote_address.parse().ok()?;
+    Some(RelayLeg {
+        remote: SocketAddr::new(ip, a.remote_port),
+        tx_key: a
+            .local_key
+            .as_ref()
+            .and_then(|k| SrtpKey::from_crypto(k).ok()),
+        rx_key: a
+            .remote_key
+            .as_ref()
+            .and_then(|k| SrtpKey::from_crypto(k).ok()),
+    })
+}
+
+impl<N: Network> Sbc<N> {
+    fn origin(&mut self) -> Origin {
+        Origin {
+            username: "drlab-sbc".into(),
+            session_id: self.endpoint.rng.next_u32() as u64,
+            session_version: 1,
+            address: self.ip.to_string(),
+        }
+    }
+
+    fn leg_media(&mut self, port: u16, teams: bool, codecs: Vec<Codec>) -> LocalMedia {
+        let srtp_key = teams.then(|| SrtpKey::generate(&mut self.endpoint.rng).inline());
+        LocalMedia {
+            address: self.ip.to_string(),
+            port,
+            codecs,
+            srtp_key,
+            rtcp_mux: teams,
+            ice: None,
+        }
+    }
+
+    fn reject(
+        &mut self,
+        key: &TransactionKey,
+        request: &Message,
+        code: u16,
+        reason: &str,
+        why: String,
+    ) {
+        self.problem(format!("rejected {} with {code}: {why}", request.summary()));
+        let resp = response_to(request, code, reason, Some(&self.endpoint.rng.tag()));
+        self.endpoint.respond(key, resp);
+    }
+
+    /// A new INVITE: from the carrier (inbound) or from the hub (outbound).
+    pub(crate) async fn on_invite(
+        &mut self,
+        key: TransactionKey,
+        request: Message,
+        source: Source,
+    ) {
+        if self.calls.iter().any(|c| {
+            c.a.dialog
+                .as_ref()
+                .or(c.b.dialog.as_ref())
+                .is_some_and(|d| d.matches(&request))
+        }) {
+            // Re-INVITEs (hold, session refresh) are not relayed yet.
+            return self.reject(
+                &key,
+                &request,
+                488,
+                "Not Acceptable Here",
+                "re-INVITE not supported yet".into(),
+            );
+        }
+        let from_hub = source.transport == TransportKind::Tls;
+        if from_hub
+            && !self
+                .config
+                .hub_fqdns
+                .iter()
+                .any(|h| names_cover(&source.peer_names, h))
+        {
+            return self.reject(
+                &key,
+                &request,
+                403,
+                "Forbidden",
+                format!("TLS peer {:?} is not a hub proxy", source.peer_names),
+            );
+        }
+        let offer = match sdp_of(&request) {
+            Ok(o) => o,
+            Err(e) => return self.reject(&key, &request, 488, "Not Acceptable Here", e),
+        };
+        let codecs = relayable(&offer);
+        if !codecs.iter().any(|c| c.name != "telephone-event") {
+            return self.reject(
+                &key,
+                &request,
+                488,
+                "Not Acceptable Here",
+                "no codec the SBC relays (PCMU, PCMA)".into(),
+            );
+        }
+        let cc = self.config.country_code.clone();
+        let called = uri_user(request.request_uri().unwrap_or_default());
+        let calling = request
+            .from_header()
+            .ok()
+            .map(|f| uri_user(&f.uri))
+            .unwrap_or_default();
+        let (a_port, b_port) = self.allocate_ports();
+        let direction = if from_hub {
+            super::call::Direction::Outbound
+        } else {
+            super::call::Direction::Inbound
+        };
+        let a_media = self.leg_media(a_port, from_hub, codecs.clone());
+        let b_media = self.leg_media(b_port, !from_hub, codecs);
+        // Check now that leg a's offer can be answered at all, before calling leg b.
+        let dry_origin = self.origin();
+        if let Err(e) = a_media.answer(&offer, dry_origin) {
+            return self.reject(&key, &request, 488, "Not Acceptable Here", e.to_string());
+        }
+        let (b_request, b_target, b_contact, fallback_hubs) = match direction {
+            Direction::Inbound => {
+                let (called, calling) = match (to_e164(&called, &cc), to_e164(&calling, &cc)) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    (Err(e), _) | (_, Err(e)) => {
+                        return self.reject(
+                            &key,
+                            &request,
+                            484,
+                            "Address Incomplete",
+                            e.to_string(),
+                        )
+                    }
+                };
+                let hubs = self.config.hub_fqdns.clone();
+                let Some((first, rest)) = hubs.split_first() else {
+                    return self.reject(
+                        &key,
+                        &request,
+                        503,
+                        "Service Unavailable",
+                        "no hub configured".into(),
+                    );
+                };
+                let target = match self.hub_target(first).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return self.reject(
+                            &key,
+                            &request,
+                            503,
+                            "Service Unavailable",
+                            e.to_string(),
+                        )
+                    }
+                };
+                let (m, contact) = self.teams_invite(first, &called, &calling);
+                (m, target, contact, rest.to_vec())
+            }
+            Direction::Outbound => {
+                let target = match self
+                    .net
+                    .resolve(&self.config.carrier_host, self.config.carrier_port)
+                    .await
+                {
+                    Ok(addr) => Target {
+                        transport: TransportKind::Udp,
+                        addr,
+                        server_name: None,
+                    },
+                    Err(e) => {
+                        return self.reject(
+                            &key,
+                            &request,
+                            503,
+                            "Service Unavailable",
+                            e.to_string(),
+                        )
+                    }
+                };
+                let (m, contact) =
+                    self.carrier_invite(&to_national(&called, &cc), &to_national(&calling, &cc));
+                (m, target, contact, Vec::new())
+            }
+        };
+        let origin = self.origin();
+        let b_offer = b_media.offer(origin);
+        let mut b_invite = b_request;
+        b_invite.set_body("application/sdp", b_offer.to_text().into_bytes());
+        let b_key = match self
+            .endpoint
+            .send_request(b_invite.clone(), b_target.clone())
+        {
+            Ok(k) => k,
+            Err(e) => {
+                return self.reject(&key, &request, 500, "Server Internal Error", e.to_string())
+            }
+        };
+        let a_target = match self.a_leg_target(direction, &request).await {
+            Ok(t) => t,
+            Err(e) => return self.reject(&key, &request, 503, "Service Unavailable", e),
+        };
+        let a_contact = match direction {
+            Direction::Inbound => format!(
+                "<sip:{}:{}>",
+                self.config.fqdn, self.config.carrier_listen_port
+            ),
+            Direction::Outbound => format!(
+                "<sip:{}@{}:{};transport=tls>",
+                uri_user(request.request_uri().unwrap_or_default()),
+                self.config.fqdn,
+                self.config.tls_listen_port
+            ),
+        };
+        let (plan_tx, plan_rx) = watch::channel(None);
+        let stats = Arc::new(Mutex::new(RelayStats::default()));
+        let any = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        tokio::spawn(MediaRelay::run(
+            self.net.clone(),
+            SocketAddr::new(any, a_port),
+            SocketAddr::new(any, b_port),
+            plan_rx,
+            stats.clone(),
+        ));
+        {
+            let mut v = self.view();
+            v.calls_started += 1;
+            v.relays.push(stats);
+        }
+        let a_tag = self.endpoint.rng.tag();
+        self.calls.push(Call {
+            direction,
+            a: Leg {
+                key,
+                invite: request,
+                tag: a_tag,
+                contact: a_contact,
+                target: a_target,
+                media: a_media,
+                dialog: None,
+            },
+            a_offer: offer,
+            b: Leg {
+                key: b_key,
+                invite: b_invite,
+                tag: String::new(),
+                contact: b_contact,
+                target: b_target,
+                media: b_media,
+                dialog: None,
+            },
+            b_offer,
+            fallback_hubs,
+            plan: Some(plan_tx),
+            answered: false,
+            ended: false,
+        });
+    }
+
+    /// Where in-dialog requests to leg a go: the carrier's address, or the
+    /// hub proxy in the top Record-Route of its INVITE (behaviour §3.1).
+    async fn a_leg_target(&self, direction: Direction, invite: &Message) -> Result<Target, String> {
+        match direction {
+            Direction::Inbound => {
+                let addr = self
+                    .net
+                    .resolve(&self.config.carrier_host, self.config.carrier_port)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Target {
+                    transport: TransportKind::Udp,
+                    addr,
+                    server_name: None,
+                })
+            }
+            Direction::Outbound => {
+                let rr_host = invite
+                    .headers
+                    .values("Record-Route")
+                    .next()
+                    .and_then(|rr| NameAddr::parse("Record-Route", rr).ok())
+                    .and_then(|na| na.parsed_uri().ok())
+                    .and_then(|u| u.host());
+                let host = rr_host
+                    .or_else(|| self.config.hub_fqdns.first().cloned())
+                    .ok_or("no hub")?;
+                self.hub_target(&host).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The INVITE toward a hub proxy: E.164 with `user=phone`, the SBC FQDN
+    /// in Contact (the hub checks it against the certificate, §3.1).
+    fn teams_invite(&mut self, hub: &str, called: &str, calling: &str) -> (Message, String) {
+        let fqdn = self.config.fqdn.clone();
+        let port = self.config.tls_listen_port;
+        let contact = format!("<sip:{calling}@{fqdn}:{port};transport=tls>");
+        let mut m = Message::request(
+            Method::Invite,
+            format!("sip:{called}@{hub}:{};user=phone", self.config.hub_port),
+        );
+        m.headers.push("Max-Forwards", "70");
+        m.headers.push(
+            "From",
+            format!(
+                "<sip:{calling}@{fqdn}:{port};user=phone>;tag={}",
+                self.endpoint.rng.tag()
+            ),
+        );
+        m.headers.push(
+            "To",
+            format!("<sip:{called}@{hub}:{};user=phone>", self.config.hub_port),
+        );
+        m.headers.push("Call-ID", self.endpoint.rng.call_id(&fqdn));
+        m.headers.push("CSeq", "1 INVITE");
+        m.headers.push("Contact", contact.clone());
+        m.headers.push("Allow", SBC_ALLOW);
+        m.headers.push("X-MS-SBC", SBC_AGENT);
+        (m, contact)
+    }
+
+    fn carrier_invite(&mut self, called: &str, calling: &str) -> (Message, String) {
+        let fqdn = self.config.fqdn.clone();
+        let contact = format!("<sip:{calling}@{fqdn}:{}>", self.config.carrier_listen_port);
+        let carrier = format!("{}:{}", self.config.carrier_host, self.config.carrier_port);
+        let mut m = Message::request(Method::Invite, format!("sip:{called}@{carrier}"));
+        m.headers.push("Max-Forwards", "70");
+        m.headers.push(
+            "From",
+            format!("<sip:{calling}@{fqdn}>;tag={}", self.endpoint.rng.tag()),
+        );
+        m.headers.push("To", format!("<sip:{called}@{carrier}>"));
+        m.headers.push("Call-ID", self.endpoint.rng.call_id(&fqdn));
+        m.headers.push("CSeq", "1 INVITE");
+        m.headers.push("Contact", contact.clone());
+        m.headers.push("Allow", SBC_ALLOW);
+        (m, contact)
+    }
+
+    pub(crate) async fn on_response(&mut self, key: TransactionKey, response: Message) {
+        let Some(idx) = self.calls.iter().position(|c| c.b.key == key) else {
+            return;
+        };
+        let code = response.status().unwrap_or(0);
+        match code {
+            100 => {}
+            101..=199 => {
+                let c = &self.calls[idx];
+                if c.ended || c.answered {
+                    return;
+                }
+                // Early media is not relayed yet: pass the progress without SDP.
+                let mut p = response_to(
+                    &c.a.invite,
+                    code,
+                    response.summary().split_once(' ').map_or("", |x| x.1),
+                    Some(&c.a.tag),
+                );
+                p.headers.push("Contact", c.a.contact.clone());
+                let k = c.a.key.clone();
+                self.endpoint.respond(&k, p);
+            }
+            200..=299 => self.on_answer(idx, &response),
+            _ => {
+                if [408, 503, 504].contains(&code) && self.try_next_hub(idx).await {
+                    return;
+                }
+                let c = &self.calls[idx];
+                if c.ended || c.answered {
+                    return;
+                }
+                let reason = response
+                    .summary()
+                    .split_once(' ')
+                    .map_or(String::new(), |x| x.1.to_string());
+                let resp = response_to(&c.a.invite, code, &reason, Some(&c.a.tag));
+                let k = c.a.key.clone();
+                self.endpoint.respond(&k, resp);
+                self.end(idx);
+            }
+        }
+    }
+
+    fn on_answer(&mut self, idx: usize, response: &Message) {
+        let call = &self.calls[idx];
+        let b_dialog = match &call.b.dialog {
+            Some(d) => d.clone(),
+            None => match Dialog::as_uac(
+                &call.b.invite,
+                response,
+                call.b.contact.clone(),
+                call.b.target.clone(),
+            ) {
+                Ok(d) => d,
+                Err(e) => return self.problem(format!("200 OK on leg b unusable: {e}")),
+            },
+        };
+        // ACK every 2xx, the retransmitted ones too (RFC 3261 §13.2.2.4).
+        let seq = call.b.invite.cseq().map(|c| c.seq).unwrap_or(1);
+        self.endpoint
+            .send_ack(b_dialog.ack(seq), b_dialog.target.clone());
+        if call.answered || call.ended {
+            return;
+        }
+        let b_answer = match sdp_of(response) {
+            Ok(s) => s,
+            Err(e) => return self.problem(format!("leg b answered without usable SDP: {e}")),
+        };
+        let Some(b_agreed) = agreed(&call.b_offer, &b_answer) else {
+            return self.problem("leg b answer shares no codec with our offer".into());
+        };
+        // Answer leg a with the codec leg b chose (no transcoding).
+        let mut a_media = call.a.media.clone();
+        a_media.codecs.retain(|c| {
+            c.name.eq_ignore_ascii_case(&b_agreed.codec.name) || c.name == "telephone-event"
+        });
+        let origin = Origin {
+            username: "drlab-sbc".into(),
+            session_id: self.endpoint.rng.next_u32() as u64,
+            session_version: 1,
+            address: self.ip.to_string(),
+        };
+        let call = &self.calls[idx];
+        let a_answer = match a_media.answer(&call.a_offer, origin) {
+            Ok(a) => a,
+            Err(e) => return self.problem(format!("cannot answer leg a: {e}")),
+        };
+        let plan = agreed(&a_answer, &call.a_offer).and_then(|a| {
+            Some(RelayPlan {
+                a: relay_leg(&a)?,
+                b: relay_leg(&b_agreed)?,
+            })
+        });
+        let mut ok = response_to(&call.a.invite, 200, "OK", Some(&call.a.tag));
+        ok.headers.push("Contact", call.a.contact.clone());
+        ok.headers.push("Allow", SBC_ALLOW);
+        ok.set_body("application/sdp", a_answer.to_text().into_bytes());
+        let a_dialog = Dialog::as_uas(
+            &call.a.invite,
+            &call.a.tag,
+            call.a.contact.clone(),
+            call.a.target.clone(),
+        );
+        let k = call.a.key.clone();
+        self.endpoint.respond(&k, ok);
+        let call = &mut self.calls[idx];
+        call.b.dialog = Some(b_dialog);
+        call.answered = true;
+        match a_dialog {
+            Ok(d) => call.a.dialog = Some(d),
+            Err(e) => {
+                let line = format!("leg a dialog: {e}");
+                self.problem(line);
+            }
+        }
+        let call = &mut self.calls[idx];
+        match (plan, &call.plan) {
+            (Some(p), Some(tx)) => {
+                let _ = tx.send(Some(p));
+            }
+            _ => self.problem("no relay plan: an SDP address is not an IP".into()),
+        }
+    }
+
+    /// Fail an inbound INVITE over to the next hub proxy. `false` when none is left.
+    async fn try_next_hub(&mut self, idx: usize) -> bool {
+        let call = &mut self.calls[idx];
+        if call.direction != Direction::Inbound
+            || call.answered
+            || call.ended
+            || call.fallback_hubs.is_empty()
+        {
+            return false;
+        }
+        let hub = call.fallback_hubs.remove(0);
+        let Ok(target) = self.hub_target(&hub).await else {
+            return false;
+        };
+        let call = &self.calls[idx];
+        let called = uri_user(call.b.invite.request_uri().unwrap_or_default());
+        let calling = call
+            .b
+            .invite
+            .from_header()
+            .ok()
+            .map(|f| uri_user(&f.uri))
+            .unwrap_or_default();
+        let body = call.b.invite.body.clone();
+        let (mut m, contact) = self.teams_invite(&hub, &called, &calling);
+        m.set_body("application/sdp", body);
+        match self.endpoint.send_request(m.clone(), target.clone()) {
+            Ok(key) => {
+                let call = &mut self.calls[idx];
+                call.b.key = key;
+                call.b.invite = m;
+                call.b.contact = contact;
+                call.b.target = target;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub(crate) async fn on_leg_failure(&mut self, key: TransactionKey, code: u16, reason: &str) {
+        let Some(idx) = self.calls.iter().position(|c| c.b.key == key) else {
+            return;
+        };
+        if self.try_next_hub(idx).await {
+            return;
+        }
+        let c = &self.calls[idx];
+        if c.answered || c.ended {
+            return;
+        }
+        let resp = response_to(&c.a.invite, code, reason, Some(&c.a.tag));
+        let k = c.a.key.clone();
+        self.endpoint.respond(&k, resp);
+        self.end(idx);
+    }
+
+    pub(crate) fn on_cancelled(&mut self, key: TransactionKey) {
+        let Some(idx) = self.calls.iter().position(|c| c.a.key == key && !c.ended) else {
+            return;
+        };
+        let c = &self.calls[idx];
+        let resp = response_to(&c.a.invite, 487, "Request Terminated", Some(&c.a.tag));
+        let b_key = c.b.key.clone();
+        self.endpoint.respond(&key, resp);
+        self.endpoint.send_cancel(&b_key);
+        self.end(idx);
+    }
+
+    pub(crate) fn on_bye(&mut self, key: TransactionKey, request: Message) {
+        let found = self.calls.iter().enumerate().find_map(|(i, c)| {
+            if c.ended {
+                return None;
+            }
+            if c.a.dialog.as_ref().is_some_and(|d| d.matches(&request)) {
+                Some((i, true))
+            } else if c.b.dialog.as_ref().is_some_and(|d| d.matches(&request)) {
+                Some((i, false))
+            } else {
+                None
+            }
+        });
+        let Some((idx, from_a)) = found else {
+            let resp = response_to(&request, 481, "Call/Transaction Does Not Exist", None);
+            return self.endpoint.respond(&key, resp);
+        };
+        let ok = response_to(&request, 200, "OK", None);
+        self.endpoint.respond(&key, ok);
+        let call = &mut self.calls[idx];
+        let other = if from_a {
+            call.b.dialog.as_mut()
+        } else {
+            call.a.dialog.as_mut()
+        };
+        if let Some(d) = other {
+            let bye = d.request(Method::Bye);
+            let target = d.target.clone();
+            let _ = self.endpoint.send_request(bye, target);
+        }
+        self.end(idx);
+    }
+
+    fn end(&mut self, idx: usize) {
+        let c = &mut self.calls[idx];
+        if !c.ended {
+            c.ended = true;
+            c.plan = None;
+            self.view().calls_ended += 1;
+        }
+    }
+}

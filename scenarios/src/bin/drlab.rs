@@ -1,0 +1,101 @@
+//! `drlab`: certify an SBC against the simulated Teams Direct Routing hub.
+
+use clap::{Parser, Subcommand};
+use scenarios::certify::{features_dir, junit_xml, render, run, validate, Options};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "drlab",
+    version,
+    about = "An offline lab for Microsoft Teams Direct Routing"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the certification suites against the built-in reference SBC in simulation.
+    Certify {
+        /// Only scenarios whose name matches this regular expression.
+        #[arg(long, short = 'n')]
+        name: Option<String>,
+        /// Only scenarios matching this tag expression, e.g. `@inbound and not @slow`.
+        #[arg(long, short = 't')]
+        tags: Option<String>,
+        /// The world seed: the same seed and build replay the same run.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where the suites are.
+        #[arg(long, default_value_os_t = features_dir())]
+        features: PathBuf,
+        /// Where to write JUnit XML.
+        #[arg(long, default_value = "target/drlab/junit.xml")]
+        junit: PathBuf,
+    },
+    /// List the features and scenarios, with their tags.
+    List {
+        #[arg(long, default_value_os_t = features_dir())]
+        features: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Certify {
+            name,
+            tags,
+            seed,
+            features,
+            junit,
+        } => {
+            let opts = Options {
+                features,
+                name,
+                tags,
+                seed,
+            };
+            if let Err(e) = validate(&opts) {
+                eprintln!("drlab: {e}");
+                return ExitCode::from(2);
+            }
+            let report = match futures::executor::block_on(run(opts)) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("drlab: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            print!("\n{}", render(&report));
+            if let Some(dir) = junit.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            match std::fs::write(&junit, junit_xml(&report)) {
+                Ok(()) => println!("JUnit XML: {}", junit.display()),
+                Err(e) => eprintln!("drlab: cannot write {}: {e}", junit.display()),
+            }
+            if report.results.is_empty() {
+                eprintln!("drlab: no scenario matched the filters");
+                return ExitCode::from(2);
+            }
+            if report.failed() > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::List { features } => match scenarios::certify::list(&features) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("drlab: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}

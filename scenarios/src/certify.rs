@@ -1,0 +1,363 @@
+//! The certification runner: Gherkin features run by cucumber against the
+//! simulated world, one scenario at a time, with per-scenario results, a
+//! closing `N passed, N failed` line, JUnit XML and a replay command for
+//! every failure.
+
+use crate::steps::{DrlabWorld, SEED};
+use cucumber::gherkin::tagexpr::TagOperation;
+use cucumber::tag::Ext as _;
+use cucumber::World as _;
+use futures::FutureExt as _;
+use regex::Regex;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+/// Where the suites live in the source tree.
+pub fn features_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../features"))
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub features: PathBuf,
+    /// Only scenarios whose name matches.
+    pub name: Option<String>,
+    /// A tag expression (`@inbound and not @slow`).
+    pub tags: Option<String>,
+    pub seed: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            features: features_dir(),
+            name: None,
+            tags: None,
+            seed: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioResult {
+    pub feature: String,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub passed: bool,
+    pub failure: Option<String>,
+    pub trace: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub seed: u64,
+    pub results: Vec<ScenarioResult>,
+}
+
+impl Report {
+    pub fn passed(&self) -> usize {
+        self.results.iter().filter(|r| r.passed).count()
+    }
+
+    pub fn failed(&self) -> usize {
+        self.results.len() - self.passed()
+    }
+
+    /// The plain closing line CI and people read.
+    pub fn summary(&self) -> String {
+        format!("{} passed, {} failed", self.passed(), self.failed())
+    }
+}
+
+/// A file-name-safe form of a scenario name.
+pub fn slug(name: &str) -> String {
+    let s: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    s.split('_')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+/// The one command that replays a scenario with the same seed.
+pub fn replay_command(name: &str, seed: u64) -> String {
+    format!(
+        "cargo run -p scenarios --bin drlab -- certify --name '^{}$' --seed {seed}",
+        regex::escape(name)
+    )
+}
+
+/// Check the options before anything runs: a bad regex or tag expression
+/// is the user's mistake and is said so.
+pub fn validate(opts: &Options) -> Result<(), String> {
+    if let Some(n) = &opts.name {
+        Regex::new(n)
+            .map_err(|e| format!("--name {n:?} is not a valid regular expression: {e}"))?;
+    }
+    if let Some(t) = &opts.tags {
+        TagOperation::from_str(t)
+            .map_err(|e| format!("--tags {t:?} is not a tag expression: {e}"))?;
+    }
+    if !opts.features.is_dir() {
+        return Err(format!(
+            "no features directory at {}",
+            opts.features.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Run the suite. Must not be called inside an async runtime (turmoil owns its own).
+pub async fn run(opts: Options) -> Result<Report, String> {
+    validate(&opts)?;
+    SEED.store(opts.seed, Ordering::Relaxed);
+    let name = opts
+        .name
+        .as_deref()
+        .map(Regex::new)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let tags = opts
+        .tags
+        .as_deref()
+        .map(TagOperation::from_str)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let results: Arc<Mutex<Vec<ScenarioResult>>> = Arc::default();
+    let sink = results.clone();
+    DrlabWorld::cucumber()
+        .max_concurrent_scenarios(1)
+        .fail_on_skipped()
+        .with_cli(cucumber::cli::Opts::<_, _, _, cucumber::cli::Empty>::default())
+        .before(|_feature, _rule, scenario, world| {
+            world.scenario = scenario.name.clone();
+            async {}.boxed_local()
+        })
+        .after(move |feature, _rule, scenario, finished, world| {
+            let (passed, failure) = match finished {
+                cucumber::event::ScenarioFinished::StepPassed => (true, None),
+                cucumber::event::ScenarioFinished::StepSkipped => {
+                    (false, Some("a step is not defined".to_string()))
+                }
+                cucumber::event::ScenarioFinished::StepFailed(_, _, err) => {
+                    (false, Some(err.to_string()))
+                }
+                cucumber::event::ScenarioFinished::BeforeHookFailed(_) => {
+                    (false, Some("the before hook failed".to_string()))
+                }
+            };
+            let trace = world.and_then(|w| w.trace());
+            let tags = feature.tags.iter().chain(&scenario.tags).cloned().collect();
+            if let Ok(mut r) = sink.lock() {
+                r.push(ScenarioResult {
+                    feature: feature.name.clone(),
+                    name: scenario.name.clone(),
+                    tags,
+                    passed,
+                    failure,
+                    trace,
+                });
+            }
+            async {}.boxed_local()
+        })
+        .filter_run(opts.features.clone(), move |feature, rule, scenario| {
+            let name_ok = name.as_ref().is_none_or(|re| re.is_match(&scenario.name));
+            let all_tags = feature
+                .tags
+                .iter()
+                .chain(rule.iter().flat_map(|r| &r.tags))
+                .chain(&scenario.tags);
+            let tags_ok = tags.as_ref().is_none_or(|t| t.eval(all_tags));
+            name_ok && tags_ok
+        })
+        .await;
+    let results = results.lock().map(|r| r.clone()).unwrap_or_default();
+    Ok(Report {
+        seed: opts.seed,
+        results,
+    })
+}
+
+/// Every feature and scenario under `dir`, with tags, sorted by file.
+pub fn list(dir: &std::path::Path) -> Result<String, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "feature"))
+        .collect();
+    files.sort();
+    let mut out = String::new();
+    for f in files {
+        let feature =
+            cucumber::gherkin::Feature::parse_path(&f, cucumber::gherkin::GherkinEnv::default())
+                .map_err(|e| format!("{}: {e}", f.display()))?;
+        let tags = |t: &[String]| t.iter().map(|t| format!(" @{t}")).collect::<String>();
+        let _ = writeln!(
+            out,
+            "{}{}  ({})",
+            feature.name,
+            tags(&feature.tags),
+            f.file_name().unwrap_or_default().to_string_lossy()
+        );
+        for s in feature
+            .scenarios
+            .iter()
+            .chain(feature.rules.iter().flat_map(|r| &r.scenarios))
+        {
+            let _ = writeln!(out, "  {}{}", s.name, tags(&s.tags));
+        }
+    }
+    Ok(out)
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// JUnit XML for CI systems: one testsuite per feature.
+pub fn junit_xml(report: &Report) -> String {
+    let mut features: Vec<&str> = Vec::new();
+    for r in &report.results {
+        if !features.contains(&r.feature.as_str()) {
+            features.push(&r.feature);
+        }
+    }
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"drlab certify\" tests=\"{}\" failures=\"{}\">",
+        report.results.len(),
+        report.failed()
+    );
+    for f in features {
+        let cases: Vec<&ScenarioResult> =
+            report.results.iter().filter(|r| r.feature == f).collect();
+        let failures = cases.iter().filter(|r| !r.passed).count();
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\">",
+            xml_escape(f),
+            cases.len(),
+            failures
+        );
+        for c in cases {
+            let _ = write!(
+                out,
+                "    <testcase classname=\"{}\" name=\"{}\"",
+                xml_escape(f),
+                xml_escape(&c.name)
+            );
+            match &c.failure {
+                None => out.push_str("/>\n"),
+                Some(msg) => {
+                    let _ = writeln!(out, ">");
+                    let _ = writeln!(
+                        out,
+                        "      <failure message=\"{}\">{}</failure>",
+                        xml_escape(msg.lines().next().unwrap_or_default()),
+                        xml_escape(msg)
+                    );
+                    let _ = writeln!(
+                        out,
+                        "      <system-out>replay: {}</system-out>",
+                        xml_escape(&replay_command(&c.name, report.seed))
+                    );
+                    out.push_str("    </testcase>\n");
+                }
+            }
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+/// The per-scenario lines, replay commands and the closing line.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    for r in &report.results {
+        let mark = if r.passed { "PASS" } else { "FAIL" };
+        let _ = writeln!(out, "{mark}  {} / {}", r.feature, r.name);
+    }
+    for r in report.results.iter().filter(|r| !r.passed) {
+        let _ = writeln!(out, "\nFAILED: {} / {}", r.feature, r.name);
+        if let Some(f) = &r.failure {
+            for l in f.lines() {
+                let _ = writeln!(out, "  {l}");
+            }
+        }
+        let _ = writeln!(out, "  replay: {}", replay_command(&r.name, report.seed));
+    }
+    let _ = writeln!(out, "\n{}", report.summary());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_and_replay_commands() {
+        assert_eq!(
+            slug("A PSTN caller reaches a Teams user"),
+            "a_pstn_caller_reaches_a_teams_user"
+        );
+        assert_eq!(
+            replay_command("Inbound (a+b)", 7),
+            "cargo run -p scenarios --bin drlab -- certify --name '^Inbound \\(a\\+b\\)$' --seed 7"
+        );
+    }
+
+    #[test]
+    fn bad_filters_are_refused_with_the_flag_named() {
+        let o = Options {
+            name: Some("(".into()),
+            ..Options::default()
+        };
+        assert!(validate(&o).unwrap_err().starts_with("--name"));
+        let o = Options {
+            tags: Some("@a and and".into()),
+            ..Options::default()
+        };
+        assert!(validate(&o).unwrap_err().starts_with("--tags"));
+    }
+
+    #[test]
+    fn junit_marks_failures_with_their_replay() {
+        let report = Report {
+            seed: 3,
+            results: vec![
+                ScenarioResult {
+                    feature: "F".into(),
+                    name: "ok".into(),
+                    tags: vec![],
+                    passed: true,
+                    failure: None,
+                    trace: None,
+                },
+                ScenarioResult {
+                    feature: "F".into(),
+                    name: "bad <x>".into(),
+                    tags: vec![],
+                    passed: false,
+                    failure: Some("expected 200".into()),
+                    trace: None,
+                },
+            ],
+        };
+        let xml = junit_xml(&report);
+        assert!(xml.contains("tests=\"2\" failures=\"1\""));
+        assert!(xml.contains("name=\"bad &lt;x&gt;\""));
+        assert!(xml.contains("--seed 3"));
+        assert!(render(&report).ends_with("1 passed, 1 failed\n"));
+    }
+}

@@ -1,0 +1,563 @@
+//! Step definitions: the domain language of the certification suites.
+//!
+//! Each `Then` checks what crossed the simulated network (the trace) or
+//! what a far end observed (the simulators' views), never the SBC's own
+//! opinion of itself, and says what it expected and what it saw.
+
+use crate::trace::{ladder, sent_messages, Sent};
+use crate::world::{Lab, LabConfig};
+use carrier_sim::trunk::{CarrierCommand, PstnDirection, PstnState};
+use cucumber::{given, then, when, World};
+use sbc::media::MediaStats;
+use sbc::sip::sdp::SessionDescription;
+use sbc::sip::wire::{Message, Method, NameAddr, Uri};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use teams_sim::hub::{CallDirection, CallState, HubCommand, SbcStatus};
+
+/// The seed every world of this run starts from (`drlab certify --seed`).
+pub static SEED: AtomicU64 = AtomicU64::new(REFERENCE_SEED);
+
+/// The seed the committed trace snapshots were recorded with. A run with
+/// another seed draws other Call-IDs, tags and keys, so its traces are
+/// checked for well-formedness instead of compared.
+pub const REFERENCE_SEED: u64 = 1;
+
+#[derive(Debug, Default, World)]
+pub struct DrlabWorld {
+    pub scenario: String,
+    pub lab: Option<Lab>,
+    caller: Option<String>,
+    teams_user: Option<String>,
+}
+
+type StepResult = Result<(), String>;
+
+impl DrlabWorld {
+    fn lab(&mut self) -> Result<&mut Lab, String> {
+        self.lab.as_mut().ok_or_else(|| {
+            "no world yet: start with `Given the SBC is registered in the tenant as <fqdn>`".into()
+        })
+    }
+
+    /// The ladder of everything sent so far.
+    pub fn trace(&self) -> Option<String> {
+        let lab = self.lab.as_ref()?;
+        let sent = sent_messages(&lab.recorder.events(), &lab.names());
+        Some(ladder(
+            &format!("{} (seed {})", self.scenario, lab.config.seed),
+            &sent,
+            &lab.hosts,
+        ))
+    }
+}
+
+fn sent(lab: &Lab) -> Vec<Sent> {
+    sent_messages(&lab.recorder.events(), &lab.names())
+}
+
+/// The arrows of the ladder, for failure messages.
+fn arrows(lab: &Lab) -> String {
+    let s = sent(lab);
+    let text = ladder("trace so far:", &s, &lab.hosts);
+    text.split("\n\n[").next().unwrap_or_default().to_string()
+}
+
+fn fail<T>(lab: &Lab, expected: impl std::fmt::Display) -> Result<T, String> {
+    Err(format!("expected {expected}\n{}", arrows(lab)))
+}
+
+fn lock<T>(m: &Arc<Mutex<T>>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn host_of(uri_text: &str) -> Option<String> {
+    Uri::parse(uri_text).ok()?.host()
+}
+
+fn first_contact(m: &Message) -> Option<NameAddr> {
+    m.contacts().ok()?.into_iter().next()
+}
+
+#[given(expr = "the SBC is registered in the tenant as {word}")]
+async fn registered(w: &mut DrlabWorld, fqdn: String) -> StepResult {
+    let config = LabConfig {
+        seed: SEED.load(Ordering::Relaxed),
+        sbc_fqdn: fqdn,
+        ..LabConfig::default()
+    };
+    w.lab = Some(Lab::new(config).map_err(|e| format!("cannot build the world: {e}"))?);
+    Ok(())
+}
+
+#[when("the SBC starts")]
+async fn sbc_starts(w: &mut DrlabWorld) -> StepResult {
+    w.lab()?
+        .run_for(Duration::from_secs(1))
+        .map_err(|e| e.to_string())
+}
+
+#[then(expr = "the SBC sends OPTIONS to {word} with its FQDN in Contact")]
+async fn sbc_sends_options(w: &mut DrlabWorld, hub: String) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let find = |lab: &Lab| {
+        sent(lab).into_iter().find(|s| {
+            s.from == fqdn
+                && s.to == hub
+                && s.message()
+                    .is_some_and(|m| m.method() == Some(&Method::Options))
+        })
+    };
+    lab.run_until(Duration::from_secs(5), |l| find(l).is_some())
+        .map_err(|e| e.to_string())?;
+    let Some(options) = find(lab) else {
+        return fail(lab, format!("OPTIONS from {fqdn} to {hub}"));
+    };
+    let m = options.message().ok_or("unparsable OPTIONS")?;
+    let contact = first_contact(&m).ok_or("the SBC's OPTIONS has no Contact")?;
+    let uri = Uri::parse(&contact.uri).map_err(|e| e.to_string())?;
+    if uri.host_is_ip() || uri.host().as_deref() != Some(fqdn.as_str()) {
+        return fail(lab, format!("Contact host {fqdn}, got {}", contact.uri));
+    }
+    if options.transport != "TLS" || options.remote.port() != 5061 {
+        return fail(
+            lab,
+            format!(
+                "OPTIONS over TLS to port 5061, got {} to {}",
+                options.transport, options.remote
+            ),
+        );
+    }
+    Ok(())
+}
+
+#[then("the hub answers 200 on the same connection")]
+async fn hub_answers_same_connection(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let s = sent(lab);
+    let Some(options) = s.iter().find(|x| x.from == fqdn && x.label() == "OPTIONS") else {
+        return fail(lab, "an OPTIONS from the SBC");
+    };
+    let call_id = options
+        .message()
+        .and_then(|m| m.call_id().ok().map(str::to_string))
+        .unwrap_or_default();
+    let answer = s.iter().find(|x| {
+        x.to == fqdn
+            && x.message()
+                .is_some_and(|m| m.status().is_some() && m.call_id().ok() == Some(call_id.as_str()))
+    });
+    let Some(answer) = answer else {
+        return fail(lab, format!("an answer to OPTIONS {call_id}"));
+    };
+    let m = answer.message().ok_or("unparsable answer")?;
+    if m.status() != Some(200) {
+        return fail(
+            lab,
+            format!("200 to the SBC's OPTIONS, got {}", m.summary()),
+        );
+    }
+    if answer.local != options.remote || answer.remote != options.local {
+        return fail(
+            lab,
+            format!(
+                "the 200 on the SBC's connection {} <-> {}, it came {} -> {}",
+                options.local, options.remote, answer.local, answer.remote
+            ),
+        );
+    }
+    if m.to_header().map_err(|e| e.to_string())?.tag().is_some() {
+        return fail(lab, "no To-tag on the hub's 200 to OPTIONS");
+    }
+    if m.headers.get("Allow") != Some("INVITE,ACK,OPTIONS,CANCEL,BYE,NOTIFY") {
+        return fail(
+            lab,
+            format!(
+                "Allow: INVITE,ACK,OPTIONS,CANCEL,BYE,NOTIFY, got {:?}",
+                m.headers.get("Allow")
+            ),
+        );
+    }
+    Ok(())
+}
+
+#[then(expr = "the hub sends its own OPTIONS to {word}")]
+async fn hub_sends_options(w: &mut DrlabWorld, fqdn: String) -> StepResult {
+    let lab = w.lab()?;
+    let find = |lab: &Lab| {
+        sent(lab).into_iter().find(|s| {
+            s.to == fqdn
+                && s.from.contains("pstnhub")
+                && s.message()
+                    .is_some_and(|m| m.method() == Some(&Method::Options))
+        })
+    };
+    lab.run_until(Duration::from_secs(5), |l| find(l).is_some())
+        .map_err(|e| e.to_string())?;
+    let Some(ping) = find(lab) else {
+        return fail(lab, format!("an OPTIONS from the hub to {fqdn}"));
+    };
+    let m = ping.message().ok_or("unparsable")?;
+    if host_of(m.request_uri().unwrap_or_default()).as_deref() != Some(fqdn.as_str()) {
+        return fail(lab, format!("Request-URI host {fqdn}, got {}", m.summary()));
+    }
+    if ping.remote.port() != 5061 || ping.local.port() == 5061 {
+        return fail(
+            lab,
+            format!(
+                "a new hub connection to {fqdn}:5061, got {} -> {}",
+                ping.local, ping.remote
+            ),
+        );
+    }
+    if !m
+        .headers
+        .get("User-Agent")
+        .unwrap_or_default()
+        .starts_with("Microsoft.PSTNHub.SIPProxy")
+    {
+        return fail(lab, "the hub's User-Agent Microsoft.PSTNHub.SIPProxy");
+    }
+    Ok(())
+}
+
+#[given("the hub marks the SBC active")]
+#[then("the hub marks the SBC active")]
+async fn hub_marks_active(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let active = |l: &Lab| {
+        lock(&l.hub)
+            .sbcs
+            .get(&fqdn)
+            .is_some_and(|h| h.status == SbcStatus::Active)
+    };
+    lab.run_until(Duration::from_secs(70), active)
+        .map_err(|e| e.to_string())?;
+    if !active(lab) {
+        let health = lock(&lab.hub).sbcs.get(&fqdn).cloned();
+        let problems = lock(&lab.hub).problems.join("\n");
+        return fail(
+            lab,
+            format!("{fqdn} Active within 70 s; hub health {health:?}; hub problems:\n{problems}"),
+        );
+    }
+    Ok(())
+}
+
+#[when(expr = "PSTN caller {word} calls {word}")]
+async fn pstn_calls(w: &mut DrlabWorld, from: String, to: String) -> StepResult {
+    w.caller = Some(from.clone());
+    let lab = w.lab()?;
+    lab.carrier_commands
+        .send(CarrierCommand::Call { from, to })
+        .map_err(|e| e.to_string())?;
+    lab.run_for(Duration::from_millis(100))
+        .map_err(|e| e.to_string())
+}
+
+#[when(expr = "Teams user {word} dials {word}")]
+async fn teams_dials(w: &mut DrlabWorld, user: String, number: String) -> StepResult {
+    w.teams_user = Some(user.clone());
+    let lab = w.lab()?;
+    lab.hub_commands
+        .send(HubCommand::Dial { user, number })
+        .map_err(|e| e.to_string())?;
+    lab.run_for(Duration::from_millis(100))
+        .map_err(|e| e.to_string())
+}
+
+#[then(expr = "the SBC sends the INVITE to {word} with user=phone and E.164 numbers")]
+async fn sbc_invite_to_hub(w: &mut DrlabWorld, hub: String) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let find = |l: &Lab| {
+        sent(l)
+            .into_iter()
+            .find(|s| s.from == fqdn && s.to == hub && s.label() == "INVITE")
+    };
+    lab.run_until(Duration::from_secs(5), |l| find(l).is_some())
+        .map_err(|e| e.to_string())?;
+    let Some(invite) = find(lab) else {
+        return fail(lab, format!("an INVITE from {fqdn} to {hub}"));
+    };
+    let m = invite.message().ok_or("unparsable INVITE")?;
+    let ruri = Uri::parse(m.request_uri().unwrap_or_default()).map_err(|e| e.to_string())?;
+    let user = ruri.user().unwrap_or_default().to_string();
+    if !user.starts_with('+') || ruri.param("user") != Some(Some("phone".into())) {
+        return fail(
+            lab,
+            format!("Request-URI +E.164 with user=phone, got {}", m.summary()),
+        );
+    }
+    let from = m
+        .from_header()
+        .map_err(|e| e.to_string())?
+        .parsed_uri()
+        .map_err(|e| e.to_string())?;
+    if !from.user().unwrap_or_default().starts_with('+') {
+        return fail(
+            lab,
+            format!("From with +E.164, got {:?}", m.headers.get("From")),
+        );
+    }
+    let contact = first_contact(&m).ok_or("INVITE without Contact")?;
+    if host_of(&contact.uri).as_deref() != Some(fqdn.as_str()) {
+        return fail(lab, format!("Contact host {fqdn}, got {}", contact.uri));
+    }
+    let sdp = SessionDescription::parse(&String::from_utf8_lossy(&m.body))
+        .map_err(|e| format!("INVITE SDP: {e}"))?;
+    let audio = sdp.media.first().ok_or("INVITE SDP without media")?;
+    if audio.proto != "RTP/SAVP"
+        || !audio
+            .crypto
+            .iter()
+            .any(|c| c.suite == "AES_CM_128_HMAC_SHA1_80")
+    {
+        return fail(
+            lab,
+            format!(
+                "RTP/SAVP with AES_CM_128_HMAC_SHA1_80, got {} with {:?}",
+                audio.proto, audio.crypto
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn last_hub_call_state(lab: &Lab, dir: CallDirection) -> Option<CallState> {
+    lock(&lab.hub)
+        .calls
+        .iter()
+        .rev()
+        .find(|c| c.direction == dir)
+        .map(|c| c.state.clone())
+}
+
+fn last_pstn_state(lab: &Lab, dir: PstnDirection) -> Option<PstnState> {
+    lock(&lab.carrier)
+        .calls
+        .iter()
+        .rev()
+        .find(|c| c.direction == dir)
+        .map(|c| c.state.clone())
+}
+
+#[then("the Teams user answers")]
+async fn teams_answers(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let done = |l: &Lab| {
+        last_hub_call_state(l, CallDirection::Inbound) == Some(CallState::Answered)
+            && last_pstn_state(l, PstnDirection::FromPstn) == Some(PstnState::Answered)
+    };
+    lab.run_until(Duration::from_secs(10), done)
+        .map_err(|e| e.to_string())?;
+    if !done(lab) {
+        let hub = last_hub_call_state(lab, CallDirection::Inbound);
+        let pstn = last_pstn_state(lab, PstnDirection::FromPstn);
+        let problems = [
+            lock(&lab.sbc).problems.join("; "),
+            lock(&lab.hub).problems.join("; "),
+        ]
+        .join(" | ");
+        return fail(lab, format!("the call answered on both sides; Teams side {hub:?}, PSTN side {pstn:?}; problems: {problems}"));
+    }
+    Ok(())
+}
+
+#[then("the phone rings")]
+async fn phone_rings(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let ringing = |l: &Lab| {
+        matches!(
+            last_pstn_state(l, PstnDirection::ToPstn),
+            Some(PstnState::Ringing | PstnState::Answered)
+        ) && matches!(
+            last_hub_call_state(l, CallDirection::Outbound),
+            Some(CallState::Ringing | CallState::Answered)
+        )
+    };
+    lab.run_until(Duration::from_secs(5), ringing)
+        .map_err(|e| e.to_string())?;
+    if !ringing(lab) {
+        let problems = lock(&lab.sbc).problems.join("; ");
+        return fail(
+            lab,
+            format!("the phone ringing and the Teams side hearing it; SBC problems: {problems}"),
+        );
+    }
+    Ok(())
+}
+
+#[then("the phone answers")]
+async fn phone_answers(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let done = |l: &Lab| {
+        last_pstn_state(l, PstnDirection::ToPstn) == Some(PstnState::Answered)
+            && last_hub_call_state(l, CallDirection::Outbound) == Some(CallState::Answered)
+    };
+    lab.run_until(Duration::from_secs(10), done)
+        .map_err(|e| e.to_string())?;
+    if !done(lab) {
+        let hub = last_hub_call_state(lab, CallDirection::Outbound);
+        let pstn = last_pstn_state(lab, PstnDirection::ToPstn);
+        return fail(
+            lab,
+            format!("the call answered on both sides; Teams side {hub:?}, PSTN side {pstn:?}"),
+        );
+    }
+    Ok(())
+}
+
+fn last_media(lab: &Lab) -> Option<(Arc<Mutex<MediaStats>>, Arc<Mutex<MediaStats>>)> {
+    let teams = lock(&lab.hub).calls.last()?.media.clone();
+    let pstn = lock(&lab.carrier).calls.last()?.media.clone();
+    Some((teams, pstn))
+}
+
+#[then("audio flows both ways, decrypted and in order")]
+async fn audio_flows(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let frames = lab.config.media_frames;
+    let Some((teams, pstn)) = last_media(lab) else {
+        return fail(lab, "a call with media on both sides");
+    };
+    let (t2, p2) = (teams.clone(), pstn.clone());
+    lab.run_until(Duration::from_secs(5), move |_| {
+        lock(&t2).received >= frames && lock(&p2).received >= frames
+    })
+    .map_err(|e| e.to_string())?;
+    let (t, p) = (lock(&teams).clone(), lock(&pstn).clone());
+    for (side, s) in [("Teams media processor", &t), ("PSTN phone", &p)] {
+        if s.received < frames || s.out_of_order > 0 || s.corrupt > 0 || s.unprotect_errors > 0 {
+            let relays: Vec<_> = lock(&lab.sbc)
+                .relays
+                .iter()
+                .map(|r| lock(r).clone())
+                .collect();
+            return fail(lab, format!("{frames} frames at the {side}, intact and in order; it saw {s:?}; SBC relays {relays:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[when("the PSTN caller hangs up")]
+async fn pstn_hangs_up(w: &mut DrlabWorld) -> StepResult {
+    let number = w.caller.clone().ok_or("no PSTN caller in this scenario")?;
+    let lab = w.lab()?;
+    lab.carrier_commands
+        .send(CarrierCommand::HangUp { number })
+        .map_err(|e| e.to_string())?;
+    lab.run_for(Duration::from_millis(10))
+        .map_err(|e| e.to_string())
+}
+
+#[when("the Teams user hangs up")]
+async fn teams_hangs_up(w: &mut DrlabWorld) -> StepResult {
+    let user = w
+        .teams_user
+        .clone()
+        .ok_or("no Teams user in this scenario")?;
+    let lab = w.lab()?;
+    lab.hub_commands
+        .send(HubCommand::HangUp { user })
+        .map_err(|e| e.to_string())?;
+    lab.run_for(Duration::from_millis(10))
+        .map_err(|e| e.to_string())
+}
+
+/// A BYE between `a` and `b` (either way) answered with 200 by the other side.
+fn bye_answered(lab: &Lab, a: &str, b: &str) -> bool {
+    let s = sent(lab);
+    s.iter()
+        .filter(|x| {
+            x.label() == "BYE" && ((x.from == a && x.to == b) || (x.from == b && x.to == a))
+        })
+        .any(|bye| {
+            let call_id = bye
+                .message()
+                .and_then(|m| m.call_id().ok().map(str::to_string));
+            s.iter().any(|r| {
+                r.from == bye.to
+                    && r.to == bye.from
+                    && r.label() == "200 OK (BYE)"
+                    && r.message()
+                        .and_then(|m| m.call_id().ok().map(str::to_string))
+                        == call_id
+            })
+        })
+}
+
+#[then("both legs end with BYE and 200")]
+async fn both_legs_end(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let sbc = lab.config.sbc_fqdn.clone();
+    let done = |l: &Lab| {
+        bye_answered(l, crate::world::CARRIER, &sbc)
+            && l.hosts
+                .iter()
+                .filter(|h| h.contains("pstnhub.microsoft.com") && !h.starts_with("mp"))
+                .any(|h| bye_answered(l, &sbc, h))
+    };
+    lab.run_until(Duration::from_secs(5), done)
+        .map_err(|e| e.to_string())?;
+    if !done(lab) {
+        return fail(
+            lab,
+            "a BYE answered by 200 on the carrier leg and on the Teams leg",
+        );
+    }
+    let ended = |l: &Lab| {
+        matches!(
+            lock(&l.hub).calls.last().map(|c| c.state.clone()),
+            Some(CallState::Ended(_))
+        ) && matches!(
+            lock(&l.carrier).calls.last().map(|c| c.state.clone()),
+            Some(PstnState::Ended(_))
+        )
+    };
+    if !ended(lab) {
+        return fail(lab, "the call ended on the Teams side and on the PSTN side");
+    }
+    Ok(())
+}
+
+#[then("the trace matches its snapshot")]
+async fn trace_snapshot(w: &mut DrlabWorld) -> StepResult {
+    // Let retransmissions and late answers land so the trace is complete.
+    w.lab()?
+        .run_for(Duration::from_secs(1))
+        .map_err(|e| e.to_string())?;
+    let trace = w.trace().ok_or("no world")?;
+    let lab = w.lab()?;
+    if lab.config.seed != REFERENCE_SEED {
+        for s in sent(lab) {
+            if s.message().is_none() {
+                return fail(
+                    lab,
+                    format!(
+                        "every message in the trace to parse; one sent by {} does not",
+                        s.from
+                    ),
+                );
+            }
+        }
+        return Ok(());
+    }
+    let name = crate::certify::slug(&w.scenario);
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        settings.bind(|| insta::assert_snapshot!(name.clone(), trace));
+    }));
+    result.map_err(|_| {
+        format!(
+            "the trace differs from tests/snapshots/{name}.snap (review with `cargo insta review`)"
+        )
+    })
+}
