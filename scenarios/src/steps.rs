@@ -412,7 +412,10 @@ async fn phone_answers(w: &mut DrlabWorld) -> StepResult {
     Ok(())
 }
 
-fn last_media(lab: &Lab) -> Option<(Arc<Mutex<MediaStats>>, Arc<Mutex<MediaStats>>)> {
+type SharedStats = Arc<Mutex<MediaStats>>;
+
+/// The media processor's and the phone's counters for the latest call.
+fn last_media(lab: &Lab) -> Option<(SharedStats, SharedStats)> {
     let teams = lock(&lab.hub).calls.last()?.media.clone();
     let pstn = lock(&lab.carrier).calls.last()?.media.clone();
     Some((teams, pstn))

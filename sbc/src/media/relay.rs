@@ -48,6 +48,9 @@ struct Leg<S> {
     unprotect: Option<Unprotector>,
 }
 
+/// Leg a and leg b of a running relay.
+type Legs<'s, S> = (Leg<&'s S>, Leg<&'s S>);
+
 pub struct MediaRelay;
 
 impl MediaRelay {
@@ -61,7 +64,7 @@ impl MediaRelay {
     ) -> std::io::Result<()> {
         let sock_a = net.bind_udp(local_a).await?;
         let sock_b = net.bind_udp(local_b).await?;
-        let mut legs: Option<(Leg<&N::Datagram>, Leg<&N::Datagram>)> = None;
+        let mut legs: Option<Legs<'_, N::Datagram>> = None;
         let mut early: Vec<(bool, Vec<u8>, SocketAddr)> = Vec::new();
         let mut buf_a = vec![0u8; 2048];
         let mut buf_b = vec![0u8; 2048];
@@ -123,7 +126,7 @@ fn leg<S>(sock: S, plan: &RelayLeg) -> std::io::Result<Leg<S>> {
 }
 
 async fn forward<'s, S: DatagramSocket>(
-    legs: &mut (Leg<&'s S>, Leg<&'s S>),
+    legs: &mut Legs<'s, S>,
     from_a: bool,
     packet: &[u8],
     src: SocketAddr,

@@ -309,6 +309,10 @@ impl<N: Network> Proxy<N> {
 
 /// The hub writes header names in upper case (`FROM:`, `CSEQ:`), as observed.
 pub(crate) fn shout(m: &mut Message) {
+    if !m.headers.contains("Content-Length") {
+        // Serialisation fills in the value; the name keeps the hub's case.
+        m.headers.push("Content-Length", "0");
+    }
     for h in &mut m.headers.0 {
         h.name = h.name.to_ascii_uppercase();
     }
