@@ -375,6 +375,13 @@ impl<N: Network> Trunk<N> {
         }
     }
 
+    /// Answer `request` with a final error, with a To-tag of our own.
+    fn reject(&mut self, key: &TransactionKey, request: &Message, code: u16, reason: &str) {
+        let tag = self.endpoint.rng.tag();
+        let resp = response_to(request, code, reason, Some(&tag));
+        self.endpoint.respond(key, resp);
+    }
+
     fn fail(&mut self, key: &TransactionKey, why: String) {
         if let Some(idx) = self
             .calls
@@ -394,17 +401,10 @@ impl<N: Network> Trunk<N> {
             100 => {}
             101..=199 if !self.calls[idx].ended => self.set_state(idx, PstnState::Ringing),
             200..=299 => {
-                let target = self.sbc.clone();
                 let call = &self.calls[idx];
-                let contact = call
-                    .invite
-                    .headers
-                    .get("Contact")
-                    .unwrap_or_default()
-                    .to_string();
                 let dialog = match &call.dialog {
                     Some(d) => d.clone(),
-                    None => match Dialog::as_uac(&call.invite, &response, contact, target) {
+                    None => match Dialog::as_uac_for(&call.invite, &response, self.sbc.clone()) {
                         Ok(d) => d,
                         Err(e) => return self.problem(format!("200 OK unusable: {e}")),
                     },
@@ -455,20 +455,13 @@ impl<N: Network> Trunk<N> {
             .find(|p| p.number == called || to_national(&p.number, &cc) == called)
             .cloned()
         else {
-            let resp = response_to(&request, 404, "Not Found", Some(&self.endpoint.rng.tag()));
-            return self.endpoint.respond(&key, resp);
+            return self.reject(&key, &request, 404, "Not Found");
         };
         let offer = match SessionDescription::parse(&String::from_utf8_lossy(&request.body)) {
             Ok(o) => o,
             Err(e) => {
                 self.problem(format!("INVITE SDP unreadable: {e}"));
-                let resp = response_to(
-                    &request,
-                    488,
-                    "Not Acceptable Here",
-                    Some(&self.endpoint.rng.tag()),
-                );
-                return self.endpoint.respond(&key, resp);
+                return self.reject(&key, &request, 488, "Not Acceptable Here");
             }
         };
         let (media, plan, stats) = match self.phone_media(&phone).await {
@@ -480,13 +473,7 @@ impl<N: Network> Trunk<N> {
             Ok(a) => a,
             Err(e) => {
                 self.problem(format!("cannot answer offer: {e}"));
-                let resp = response_to(
-                    &request,
-                    488,
-                    "Not Acceptable Here",
-                    Some(&self.endpoint.rng.tag()),
-                );
-                return self.endpoint.respond(&key, resp);
+                return self.reject(&key, &request, 488, "Not Acceptable Here");
             }
         };
         let caller = request
@@ -601,14 +588,5 @@ fn plan_for(
     frames: u32,
     rng: &mut SeededRng,
 ) -> Option<ProbePlan> {
-    let a = agreed(local, remote)?;
-    let ip: IpAddr = a.remote_address.parse().ok()?;
-    Some(ProbePlan {
-        remote: SocketAddr::new(ip, a.remote_port),
-        payload_type: a.codec.payload_type,
-        ssrc: rng.next_u32(),
-        frames,
-        tx_key: None,
-        rx_key: None,
-    })
+    ProbePlan::from_agreed(&agreed(local, remote)?, rng.next_u32(), frames)
 }

@@ -85,17 +85,11 @@ fn sdp_of(m: &Message) -> Result<SessionDescription, String> {
 }
 
 fn relay_leg(a: &Agreed) -> Option<RelayLeg> {
-    let ip: IpAddr = a.remote_address.parse().ok()?;
+    let (tx_key, rx_key) = crate::media::srtp::agreed_keys(a);
     Some(RelayLeg {
-        remote: SocketAddr::new(ip, a.remote_port),
-        tx_key: a
-            .local_key
-            .as_ref()
-            .and_then(|k| SrtpKey::from_crypto(k).ok()),
-        rx_key: a
-            .remote_key
-            .as_ref()
-            .and_then(|k| SrtpKey::from_crypto(k).ok()),
+        remote: a.remote_socket()?,
+        tx_key,
+        rx_key,
     })
 }
 

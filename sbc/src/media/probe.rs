@@ -78,6 +78,26 @@ pub struct ProbePlan {
     pub rx_key: Option<SrtpKey>,
 }
 
+impl ProbePlan {
+    /// The plan for one side of a call from what its SDP agreed: send to
+    /// the far end, protect with our key, unprotect with theirs.
+    pub fn from_agreed(
+        a: &crate::sip::sdp::offer_answer::Agreed,
+        ssrc: u32,
+        frames: u32,
+    ) -> Option<ProbePlan> {
+        let (tx_key, rx_key) = super::srtp::agreed_keys(a);
+        Some(ProbePlan {
+            remote: a.remote_socket()?,
+            payload_type: a.codec.payload_type,
+            ssrc,
+            frames,
+            tx_key,
+            rx_key,
+        })
+    }
+}
+
 /// Packets kept while the plan (and so the key) is not known yet: media can
 /// overtake the signalling that carries the answer.
 const EARLY_BUFFER: usize = 64;

@@ -111,6 +111,15 @@ impl SrtpKey {
     }
 }
 
+/// The keys an SDP agreement gives one side: ours (to protect) and the far
+/// end's (to unprotect). `None` where a leg is plain RTP.
+pub fn agreed_keys(
+    a: &crate::sip::sdp::offer_answer::Agreed,
+) -> (Option<SrtpKey>, Option<SrtpKey>) {
+    let read = |c: &Option<Crypto>| c.as_ref().and_then(|k| SrtpKey::from_crypto(k).ok());
+    (read(&a.local_key), read(&a.remote_key))
+}
+
 /// Protects outgoing RTP with one key.
 pub struct Protector {
     ctx: Context,

@@ -89,6 +89,20 @@ impl Dialog {
         })
     }
 
+    /// [`Dialog::as_uac`] with our Contact taken from the request we sent.
+    pub fn as_uac_for(
+        request: &Message,
+        response: &Message,
+        target: Target,
+    ) -> Result<Dialog, WireError> {
+        let contact = request
+            .headers
+            .get("Contact")
+            .unwrap_or_default()
+            .to_string();
+        Self::as_uac(request, response, contact, target)
+    }
+
     /// The dialog a UAS creates when it answers with `local_tag` (§12.1.1).
     pub fn as_uas(
         request: &Message,

@@ -378,18 +378,7 @@ impl<N: Network> Endpoint<N> {
                 // answered at all (datagrams only: a broken stream is closed).
                 if source.connection.is_none() {
                     if let Ok(head) = Message::parse(&raw).or_else(|_| lenient_head(&raw)) {
-                        if head.is_request()
-                            && head.method() != Some(&Method::Ack)
-                            && head.top_via().is_ok()
-                        {
-                            let resp =
-                                response_to(&head, error.status_code(), &reason_for(&error), None);
-                            let _ = self.outgoing.send(Outgoing {
-                                message: resp,
-                                dest: Dest::Reply(source.clone()),
-                                key: None,
-                            });
-                        }
+                        self.answer_malformed(&head, &error, &source);
                     }
                 }
                 self.queue
@@ -408,16 +397,23 @@ impl<N: Network> Endpoint<N> {
         }
     }
 
+    /// Answer a request that failed to parse or validate with the status
+    /// its fault implies (400, 413, 416, 505), when it can be answered at
+    /// all: a request, not an ACK (RFC 3261 §17.2.1), with a readable Via.
+    fn answer_malformed(&mut self, head: &Message, error: &WireError, source: &Source) {
+        if head.is_request() && head.method() != Some(&Method::Ack) && head.top_via().is_ok() {
+            let resp = response_to(head, error.status_code(), &reason_for(error), None);
+            let _ = self.outgoing.send(Outgoing {
+                message: resp,
+                dest: Dest::Reply(source.clone()),
+                key: None,
+            });
+        }
+    }
+
     fn on_request(&mut self, request: Message, source: Source) {
         if let Err(error) = request.validate() {
-            if request.method() != Some(&Method::Ack) && request.top_via().is_ok() {
-                let resp = response_to(&request, error.status_code(), &reason_for(&error), None);
-                let _ = self.outgoing.send(Outgoing {
-                    message: resp,
-                    dest: Dest::Reply(source.clone()),
-                    key: None,
-                });
-            }
+            self.answer_malformed(&request, &error, &source);
             self.queue
                 .push_back(EndpointEvent::Malformed { error, source });
             return;

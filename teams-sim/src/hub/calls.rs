@@ -497,25 +497,17 @@ impl<N: Network> Proxy<N> {
 
     fn outbound_answered(&mut self, idx: usize, response: &Message) {
         let call = &self.calls[idx];
-        let contact = call
-            .invite
-            .headers
-            .get("Contact")
-            .unwrap_or_default()
-            .to_string();
         let dialog = match &call.dialog {
             Some(d) => d.clone(),
-            None => {
-                match Dialog::as_uac(&call.invite, response, contact, call.sbc_target.clone()) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        self.view()
-                            .problems
-                            .push(format!("SBC 200 OK unusable: {e}"));
-                        return;
-                    }
+            None => match Dialog::as_uac_for(&call.invite, response, call.sbc_target.clone()) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.view()
+                        .problems
+                        .push(format!("SBC 200 OK unusable: {e}"));
+                    return;
                 }
-            }
+            },
         };
         let seq = call.invite.cseq().map(|c| c.seq).unwrap_or(1);
         let mut ack = dialog.ack(seq);
@@ -685,20 +677,5 @@ fn probe_plan(
     frames: u32,
     rng: &mut sbc::sip::rng::SeededRng,
 ) -> Option<ProbePlan> {
-    let a = agreed(local, remote)?;
-    let remote_addr: IpAddr = a.remote_address.parse().ok()?;
-    Some(ProbePlan {
-        remote: std::net::SocketAddr::new(remote_addr, a.remote_port),
-        payload_type: a.codec.payload_type,
-        ssrc: rng.next_u32(),
-        frames,
-        tx_key: a
-            .local_key
-            .as_ref()
-            .and_then(|k| SrtpKey::from_crypto(k).ok()),
-        rx_key: a
-            .remote_key
-            .as_ref()
-            .and_then(|k| SrtpKey::from_crypto(k).ok()),
-    })
+    ProbePlan::from_agreed(&agreed(local, remote)?, rng.next_u32(), frames)
 }

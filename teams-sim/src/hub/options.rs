@@ -172,14 +172,17 @@ impl<N: Network> Proxy<N> {
         }
     }
 
-    /// A response to one of the hub's OPTIONS; `false` if the key is not a ping.
-    pub(crate) fn on_ping_response(&mut self, key: &TransactionKey, response: &Message) -> bool {
-        let Some(fqdn) = self
-            .pings
+    /// The SBC a pending hub OPTIONS went to.
+    fn ping_for(&self, key: &TransactionKey) -> Option<String> {
+        self.pings
             .iter()
             .find(|(_, p)| p.pending.as_ref() == Some(key))
             .map(|(f, _)| f.clone())
-        else {
+    }
+
+    /// A response to one of the hub's OPTIONS; `false` if the key is not a ping.
+    pub(crate) fn on_ping_response(&mut self, key: &TransactionKey, response: &Message) -> bool {
+        let Some(fqdn) = self.ping_for(key) else {
             return false;
         };
         let code = response.status().unwrap_or(0);
@@ -207,12 +210,7 @@ impl<N: Network> Proxy<N> {
 
     /// A ping that failed (timeout, connection or TLS failure); `false` if not a ping.
     pub(crate) fn on_ping_failure(&mut self, key: &TransactionKey, why: &str) -> bool {
-        let Some(fqdn) = self
-            .pings
-            .iter()
-            .find(|(_, p)| p.pending.as_ref() == Some(key))
-            .map(|(f, _)| f.clone())
-        else {
+        let Some(fqdn) = self.ping_for(key) else {
             return false;
         };
         if let Some(p) = self.pings.get_mut(&fqdn) {

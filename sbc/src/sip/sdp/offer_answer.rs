@@ -255,6 +255,15 @@ pub struct Agreed {
     pub rtcp_mux: bool,
 }
 
+impl Agreed {
+    /// Where to send media, when the SDP address is an IP (it always is on
+    /// these legs; a host name would need resolving first).
+    pub fn remote_socket(&self) -> Option<std::net::SocketAddr> {
+        let ip: std::net::IpAddr = self.remote_address.parse().ok()?;
+        Some(std::net::SocketAddr::new(ip, self.remote_port))
+    }
+}
+
 /// Read what was agreed, from `local` (our SDP) and `remote` (theirs); which
 /// was offer and which answer does not matter once the answer is in, since
 /// the answer only holds what both accept.
