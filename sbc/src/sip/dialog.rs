@@ -171,3 +171,89 @@ impl Dialog {
         self.base(Method::Ack, invite_seq)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::transaction::response_to;
+    use crate::sip::transport::TransportKind;
+
+    fn target() -> Target {
+        Target {
+            transport: TransportKind::Tls,
+            addr: "192.0.2.1:5061".parse().unwrap(),
+            server_name: Some("sip.pstnhub.microsoft.com".into()),
+        }
+    }
+
+    fn invite() -> Message {
+        let raw = "INVITE sip:+4989000001@sip.pstnhub.microsoft.com SIP/2.0\r\n\
+            Via: SIP/2.0/TLS sbc.example.com:5061;branch=z9hG4bK1\r\n\
+            From: <sip:+4930123456@sbc.example.com;user=phone>;tag=local1\r\n\
+            To: <sip:+4989000001@sip.pstnhub.microsoft.com;user=phone>\r\n\
+            Call-ID: d1\r\nCSeq: 5 INVITE\r\n\
+            Contact: <sip:+4930123456@sbc.example.com:5061;transport=tls>\r\n\
+            Record-Route: <sip:edge.example.com;lr>\r\nContent-Length: 0\r\n\r\n";
+        Message::parse(raw.as_bytes()).unwrap()
+    }
+
+    fn ok() -> Message {
+        let mut r = response_to(&invite(), 200, "OK", Some("remote1"));
+        r.headers.push("Record-Route", "<sip:p2.example.com;lr>");
+        r.headers.push("Record-Route", "<sip:p1.example.com;lr>");
+        r.headers
+            .push("Contact", "<sip:api.example.com:443;x-c=ab/d/8/cd>");
+        r
+    }
+
+    #[test]
+    fn uac_dialog_reverses_record_route_and_targets_the_contact() {
+        let mut d = Dialog::as_uac_for(&invite(), &ok(), target()).unwrap();
+        assert_eq!(
+            d.route_set,
+            [
+                "<sip:p1.example.com;lr>",
+                "<sip:p2.example.com;lr>",
+                "<sip:edge.example.com;lr>"
+            ]
+        );
+        let bye = d.request(Method::Bye);
+        assert_eq!(
+            bye.request_uri(),
+            Some("sip:api.example.com:443;x-c=ab/d/8/cd")
+        );
+        assert_eq!(bye.cseq().unwrap().seq, 6);
+        assert_eq!(bye.from_header().unwrap().tag(), Some("local1"));
+        assert_eq!(bye.to_header().unwrap().tag(), Some("remote1"));
+        assert_eq!(
+            bye.headers.values("Route").next(),
+            Some("<sip:p1.example.com;lr>")
+        );
+        let ack = d.ack(5);
+        assert_eq!(ack.cseq().unwrap().seq, 5);
+        assert!(d.matches(&ok()));
+    }
+
+    #[test]
+    fn uas_dialog_keeps_record_route_order_and_matches_both_directions() {
+        let d = Dialog::as_uas(&invite(), "mine", "<sip:hub>".into(), target()).unwrap();
+        assert_eq!(d.route_set, ["<sip:edge.example.com;lr>"]);
+        assert_eq!(d.remote_tag, "local1");
+        assert_eq!(
+            d.local_uri,
+            "<sip:+4989000001@sip.pstnhub.microsoft.com;user=phone>"
+        );
+        let mut bye = invite();
+        bye.headers
+            .set("To", "<sip:+4989000001@sip.pstnhub.microsoft.com>;tag=mine");
+        assert!(d.matches(&bye));
+        bye.headers.set("Call-ID", "other");
+        assert!(!d.matches(&bye));
+    }
+
+    #[test]
+    fn a_2xx_without_to_tag_makes_no_dialog() {
+        let r = response_to(&invite(), 200, "OK", None);
+        assert!(Dialog::as_uac_for(&invite(), &r, target()).is_err());
+    }
+}

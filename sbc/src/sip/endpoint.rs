@@ -552,22 +552,29 @@ fn reason_for(error: &WireError) -> String {
     }
 }
 
-/// The head of a message whose body is wrong, so that a 400 can still be sent.
+/// The head of a message whose body or version is wrong, read leniently so
+/// that a 400 or 505 can still be sent: Content-Length is dropped and the
+/// Request-Line's version is read as SIP/2.0.
 fn lenient_head(raw: &[u8]) -> Result<Message, WireError> {
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .ok_or(WireError::NoHeaderEnd)?;
-    let mut head = raw[..end + 4].to_vec();
-    // Drop Content-Length so the head parses on its own.
-    let text = String::from_utf8_lossy(&head).to_string();
-    let kept: Vec<&str> = text
+    let text = String::from_utf8_lossy(&raw[..end + 4]).to_string();
+    let mut lines: Vec<String> = text
         .split("\r\n")
         .filter(|l| {
             !l.split_once(':')
                 .is_some_and(|(name, _)| crate::sip::wire::name_is(name.trim(), "Content-Length"))
         })
+        .map(str::to_string)
         .collect();
-    head = kept.join("\r\n").into_bytes();
-    Message::parse(&head)
+    if let Some(first) = lines.first_mut() {
+        if let Some((line, version)) = first.rsplit_once(' ') {
+            if version.starts_with("SIP/") && !first.starts_with("SIP/") {
+                *first = format!("{line} SIP/2.0");
+            }
+        }
+    }
+    Message::parse(lines.join("\r\n").as_bytes())
 }
