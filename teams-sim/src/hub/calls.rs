@@ -154,7 +154,7 @@ impl<N: Network> Proxy<N> {
             Ok(id) => id,
             Err(r) => return self.refuse(&key, &request, r),
         };
-        match self.check_invite(&request) {
+        match super::rules::check_invite(&request) {
             Ok(()) => {}
             Err(r) => return self.refuse(&key, &request, r),
         }
@@ -258,43 +258,6 @@ impl<N: Network> Proxy<N> {
             sbc_target: target,
             ended: false,
         });
-    }
-
-    /// Rules an SBC's INVITE must meet before it reaches a user (§9.17, 9.23, 9.24, 9.27).
-    fn check_invite(&self, request: &Message) -> Result<(), Refusal> {
-        if request
-            .headers
-            .values("Require")
-            .any(|r| r.eq_ignore_ascii_case("100rel"))
-        {
-            return Err(Refusal::Requires100rel);
-        }
-        if request.body.is_empty() {
-            return Err(Refusal::NoSdp);
-        }
-        let sdp =
-            SessionDescription::parse(&String::from_utf8_lossy(&request.body)).map_err(|e| {
-                Refusal::BadSdp {
-                    reason: e.to_string(),
-                }
-            })?;
-        if (0..sdp.media.len()).any(|i| sdp.media_address(i) == Some("0.0.0.0")) {
-            return Err(Refusal::ZeroConnectionAddress);
-        }
-        if !sdp.media.iter().any(|m| m.is_secure()) {
-            return Err(Refusal::SrtpRequired);
-        }
-        let number = Uri::parse(request.request_uri().unwrap_or_default())
-            .ok()
-            .and_then(|u| u.user().map(str::to_string))
-            .unwrap_or_default();
-        if !number.starts_with('+')
-            || number.len() < 4
-            || !number[1..].bytes().all(|b| b.is_ascii_digit())
-        {
-            return Err(Refusal::NotE164 { number });
-        }
-        Ok(())
     }
 
     fn add_view(

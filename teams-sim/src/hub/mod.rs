@@ -3,6 +3,7 @@
 mod calls;
 mod options;
 mod refusal;
+pub mod rules;
 
 pub use refusal::Refusal;
 

@@ -4,9 +4,8 @@
 
 use super::{shout, Proxy, Refusal, SbcStatus, HUB_AGENT, HUB_ALLOW};
 use sbc::sip::transaction::{response_to, TransactionKey};
-use sbc::sip::transport::tls::names_cover;
 use sbc::sip::transport::{Network, Source, Target, TransportKind};
-use sbc::sip::wire::{Message, Method, Uri};
+use sbc::sip::wire::{Message, Method};
 use tokio::time::Instant;
 
 /// The hub's OPTIONS loop toward one SBC.
@@ -18,55 +17,12 @@ pub(crate) struct Ping {
 }
 
 impl<N: Network> Proxy<N> {
-    /// Who the SBC says it is: the top Record-Route, else the first Contact
-    /// (only the first counts), checked against the tenant and the TLS
-    /// certificate. Returns the FQDN and the port it gave.
     pub(crate) fn identify_sbc(
         &self,
         request: &Message,
         source: &Source,
     ) -> Result<(String, Option<u16>), Refusal> {
-        let (header, value) = match request.headers.values("Record-Route").next() {
-            Some(rr) => ("Record-Route", rr.to_string()),
-            None => (
-                "Contact",
-                request
-                    .headers
-                    .values("Contact")
-                    .next()
-                    .ok_or(Refusal::NoContact)?
-                    .to_string(),
-            ),
-        };
-        let na =
-            sbc::sip::wire::NameAddr::parse("Contact", &value).map_err(|_| Refusal::NoContact)?;
-        let uri = Uri::parse(&na.uri).map_err(|_| Refusal::NoContact)?;
-        let host = uri.host().unwrap_or_default();
-        if uri.host_is_ip() {
-            return Err(Refusal::IpInContact { header, host });
-        }
-        let fqdn = host.to_ascii_lowercase();
-        // Carrier model: a derived trunk is the FQDN with its host label removed (§3.1).
-        let parent = fqdn
-            .split_once('.')
-            .map(|(_, p)| p.to_string())
-            .unwrap_or_default();
-        let known = self
-            .config
-            .tenant
-            .sbcs
-            .iter()
-            .any(|s| s.eq_ignore_ascii_case(&fqdn) || s.eq_ignore_ascii_case(&parent));
-        if !known {
-            return Err(Refusal::UnknownTrunk { fqdn });
-        }
-        if source.transport == TransportKind::Tls && !names_cover(&source.peer_names, &fqdn) {
-            return Err(Refusal::CertificateMismatch {
-                fqdn,
-                names: source.peer_names.to_vec(),
-            });
-        }
-        Ok((fqdn, uri.port()))
+        super::rules::identify_sbc(request, source, &self.config.tenant)
     }
 
     pub(crate) fn refuse(&mut self, key: &TransactionKey, request: &Message, refusal: Refusal) {

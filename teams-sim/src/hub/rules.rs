@@ -1,0 +1,253 @@
+//! The checks the hub makes on what an SBC sends, as pure functions of the
+//! message and the tenant, so each refusal can be tested on its own.
+
+use super::{Refusal, Tenant};
+use sbc::sip::sdp::SessionDescription;
+use sbc::sip::transport::tls::names_cover;
+use sbc::sip::transport::{Source, TransportKind};
+use sbc::sip::wire::{Message, NameAddr, Uri};
+
+/// Who the SBC says it is: the top Record-Route, else the first Contact
+/// (only the first counts, §9.21), checked against the tenant's trunks and
+/// the TLS certificate (§9.8–9.11, 9.19–9.20). Returns the FQDN and the
+/// port it gave.
+pub fn identify_sbc(
+    request: &Message,
+    source: &Source,
+    tenant: &Tenant,
+) -> Result<(String, Option<u16>), Refusal> {
+    let (header, value) = match request.headers.values("Record-Route").next() {
+        Some(rr) => ("Record-Route", rr),
+        None => (
+            "Contact",
+            request
+                .headers
+                .values("Contact")
+                .next()
+                .ok_or(Refusal::NoContact)?,
+        ),
+    };
+    let na = NameAddr::parse("Contact", value).map_err(|_| Refusal::NoContact)?;
+    let uri = Uri::parse(&na.uri).map_err(|_| Refusal::NoContact)?;
+    let host = uri.host().unwrap_or_default();
+    if uri.host_is_ip() {
+        return Err(Refusal::IpInContact { header, host });
+    }
+    let fqdn = host.to_ascii_lowercase();
+    // Carrier model: a derived trunk is the FQDN with its host label removed (§3.1).
+    let parent = fqdn
+        .split_once('.')
+        .map(|(_, p)| p.to_string())
+        .unwrap_or_default();
+    if !tenant
+        .sbcs
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(&fqdn) || s.eq_ignore_ascii_case(&parent))
+    {
+        return Err(Refusal::UnknownTrunk { fqdn });
+    }
+    if source.transport == TransportKind::Tls && !names_cover(&source.peer_names, &fqdn) {
+        return Err(Refusal::CertificateMismatch {
+            fqdn,
+            names: source.peer_names.to_vec(),
+        });
+    }
+    Ok((fqdn, uri.port()))
+}
+
+/// Rules an SBC's INVITE must meet before it reaches a user (§9.17, 9.18,
+/// 9.23, 9.24, 9.27).
+pub fn check_invite(request: &Message) -> Result<(), Refusal> {
+    if request
+        .headers
+        .values("Require")
+        .any(|r| r.eq_ignore_ascii_case("100rel"))
+    {
+        return Err(Refusal::Requires100rel);
+    }
+    if request.body.is_empty() {
+        return Err(Refusal::NoSdp);
+    }
+    let sdp = SessionDescription::parse(&String::from_utf8_lossy(&request.body)).map_err(|e| {
+        Refusal::BadSdp {
+            reason: e.to_string(),
+        }
+    })?;
+    if (0..sdp.media.len()).any(|i| sdp.media_address(i) == Some("0.0.0.0")) {
+        return Err(Refusal::ZeroConnectionAddress);
+    }
+    if !sdp.media.iter().any(|m| m.is_secure()) {
+        return Err(Refusal::SrtpRequired);
+    }
+    let number = Uri::parse(request.request_uri().unwrap_or_default())
+        .ok()
+        .and_then(|u| u.user().map(str::to_string))
+        .unwrap_or_default();
+    if !number.starts_with('+')
+        || number.len() < 4
+        || !number[1..].bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(Refusal::NotE164 { number });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn tenant() -> Tenant {
+        Tenant {
+            sbcs: vec!["sbc.example.com".into(), "customers.carrier.net".into()],
+            sbc_port: 5061,
+            users: vec![],
+        }
+    }
+
+    fn tls(names: &[&str]) -> Source {
+        Source {
+            transport: TransportKind::Tls,
+            local: "192.0.2.2:5061".parse().unwrap(),
+            remote: "192.0.2.1:40000".parse().unwrap(),
+            connection: None,
+            peer_names: Arc::new(names.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    const SDP: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n";
+
+    fn request(extra: &str, body: &str) -> Message {
+        let raw = format!(
+            "INVITE sip:+4989000001@sip.pstnhub.microsoft.com SIP/2.0\r\nVia: SIP/2.0/TLS sbc.example.com;branch=z9hG4bK1\r\n\
+             From: <sip:+4930123456@sbc.example.com>;tag=1\r\nTo: <sip:+4989000001@sip.pstnhub.microsoft.com>\r\n\
+             Call-ID: r1\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        Message::parse(raw.as_bytes()).unwrap()
+    }
+
+    fn contact(c: &str) -> Message {
+        request(&format!("Contact: {c}\r\n"), SDP)
+    }
+
+    #[test]
+    fn a_known_fqdn_with_a_matching_certificate_is_identified() {
+        let got = identify_sbc(
+            &contact("<sip:sbc.example.com:5061;transport=tls>"),
+            &tls(&["sbc.example.com"]),
+            &tenant(),
+        );
+        assert_eq!(got, Ok(("sbc.example.com".into(), Some(5061))));
+    }
+
+    #[test]
+    fn contact_rules_refuse_like_the_hub() {
+        let t = tenant();
+        let ok = tls(&["sbc.example.com"]);
+        assert_eq!(
+            identify_sbc(&request("", SDP), &ok, &t),
+            Err(Refusal::NoContact)
+        );
+        assert_eq!(
+            identify_sbc(&contact("<sip:192.0.2.1:5061>"), &ok, &t),
+            Err(Refusal::IpInContact {
+                header: "Contact",
+                host: "192.0.2.1".into()
+            })
+        );
+        assert_eq!(
+            identify_sbc(&contact("<sip:other.example.com>"), &ok, &t),
+            Err(Refusal::UnknownTrunk {
+                fqdn: "other.example.com".into()
+            })
+        );
+        assert!(matches!(
+            identify_sbc(
+                &contact("<sip:sbc.example.com>"),
+                &tls(&["x.example.com"]),
+                &t
+            ),
+            Err(Refusal::CertificateMismatch { .. })
+        ));
+        // Only the first Contact counts (§9.21).
+        let two = contact("<sip:192.0.2.9>, <sip:sbc.example.com>");
+        assert!(matches!(
+            identify_sbc(&two, &ok, &t),
+            Err(Refusal::IpInContact { .. })
+        ));
+    }
+
+    #[test]
+    fn record_route_wins_over_contact() {
+        let m = request(
+            "Record-Route: <sip:192.0.2.7;lr>\r\nContact: <sip:sbc.example.com>\r\n",
+            SDP,
+        );
+        assert_eq!(
+            identify_sbc(&m, &tls(&["sbc.example.com"]), &tenant()),
+            Err(Refusal::IpInContact {
+                header: "Record-Route",
+                host: "192.0.2.7".into()
+            })
+        );
+    }
+
+    #[test]
+    fn derived_trunks_are_found_by_their_parent_domain_and_wildcard() {
+        let m = contact("<sip:sbc1.customers.carrier.net>");
+        let got = identify_sbc(&m, &tls(&["*.customers.carrier.net"]), &tenant());
+        assert_eq!(got, Ok(("sbc1.customers.carrier.net".into(), None)));
+    }
+
+    #[test]
+    fn invite_rules() {
+        assert_eq!(check_invite(&request("", SDP)), Ok(()));
+        assert_eq!(
+            check_invite(&request("Require: 100rel\r\n", SDP)),
+            Err(Refusal::Requires100rel)
+        );
+        assert_eq!(check_invite(&request("", "")), Err(Refusal::NoSdp));
+        assert_eq!(
+            check_invite(&request("", &SDP.replace("RTP/SAVP", "RTP/AVP"))),
+            Err(Refusal::SrtpRequired)
+        );
+        assert_eq!(
+            check_invite(&request(
+                "",
+                &SDP.replace("c=IN IP4 192.0.2.1", "c=IN IP4 0.0.0.0")
+            )),
+            Err(Refusal::ZeroConnectionAddress)
+        );
+        assert!(matches!(
+            check_invite(&request("", "v=0\r\n")),
+            Err(Refusal::BadSdp { .. })
+        ));
+        let mut national = request("", SDP);
+        national.start = sbc::sip::wire::StartLine::Request {
+            method: sbc::sip::wire::Method::Invite,
+            uri: "sip:089000001@sip.pstnhub.microsoft.com".into(),
+        };
+        assert_eq!(
+            check_invite(&national),
+            Err(Refusal::NotE164 {
+                number: "089000001".into()
+            })
+        );
+    }
+
+    #[test]
+    fn refusals_carry_the_documented_status_and_code() {
+        assert_eq!(Refusal::UnknownTrunk { fqdn: "x".into() }.status().0, 403);
+        assert_eq!(
+            Refusal::UnknownTrunk { fqdn: "x".into() }.ms_code(),
+            Some(510532)
+        );
+        assert_eq!(Refusal::Requires100rel.status(), (420, "Bad Extension"));
+        assert_eq!(Refusal::SrtpRequired.status().0, 488);
+        assert_eq!(
+            Refusal::NotE164 { number: "1".into() }.to_string(),
+            "404 1 is not E.164 with a leading + (511404)"
+        );
+    }
+}
