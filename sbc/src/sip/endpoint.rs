@@ -98,20 +98,9 @@ impl<N: Network> Endpoint<N> {
         config: EndpointConfig,
         rng: SeededRng,
     ) -> Self {
-        let (outgoing, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
+        let (outgoing, out_rx) = mpsc::unbounded_channel::<Outgoing>();
         let (fail_tx, failures) = mpsc::unbounded_channel();
-        let sender = transport.clone();
-        tokio::spawn(async move {
-            while let Some(o) = out_rx.recv().await {
-                let result = match &o.dest {
-                    Dest::Target(t) => sender.send(&o.message, t).await.map(|_| ()),
-                    Dest::Reply(s) => sender.reply(&o.message, s).await,
-                };
-                if let (Err(e), Some(key)) = (result, o.key) {
-                    let _ = fail_tx.send((key, e.to_string()));
-                }
-            }
-        });
+        tokio::spawn(send_loop(transport.clone(), out_rx, fail_tx));
         Endpoint {
             transport,
             events,
@@ -528,6 +517,52 @@ impl<N: Network> Endpoint<N> {
                 .push_back(EndpointEvent::Response { key, response }),
             None => {}
         }
+    }
+}
+
+/// Sends in order per destination. Each stream target gets a queue of its
+/// own, so a slow connect or TLS handshake to one peer (or one that never
+/// answers) holds up only what goes to that peer.
+async fn send_loop<N: Network>(
+    transport: SipTransport<N>,
+    mut out_rx: mpsc::UnboundedReceiver<Outgoing>,
+    failures: mpsc::UnboundedSender<(TransactionKey, String)>,
+) {
+    let mut per_target: BTreeMap<(TransportKind, SocketAddr), mpsc::UnboundedSender<Outgoing>> =
+        BTreeMap::new();
+    while let Some(o) = out_rx.recv().await {
+        let queue_key = match &o.dest {
+            Dest::Target(t) if t.transport.is_reliable() => (t.transport, t.addr),
+            _ => {
+                send_one(&transport, o, &failures).await;
+                continue;
+            }
+        };
+        let queue = per_target.entry(queue_key).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+            let (transport, failures) = (transport.clone(), failures.clone());
+            tokio::spawn(async move {
+                while let Some(o) = rx.recv().await {
+                    send_one(&transport, o, &failures).await;
+                }
+            });
+            tx
+        });
+        let _ = queue.send(o);
+    }
+}
+
+async fn send_one<N: Network>(
+    transport: &SipTransport<N>,
+    o: Outgoing,
+    failures: &mpsc::UnboundedSender<(TransactionKey, String)>,
+) {
+    let result = match &o.dest {
+        Dest::Target(t) => transport.send(&o.message, t).await.map(|_| ()),
+        Dest::Reply(s) => transport.reply(&o.message, s).await,
+    };
+    if let (Err(e), Some(key)) = (result, o.key) {
+        let _ = failures.send((key, e.to_string()));
     }
 }
 

@@ -14,6 +14,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+/// How long a TCP connect (and so the first send to a peer) may take.
+pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// The sending side of one connection.
 #[derive(Clone)]
 pub(crate) struct ConnHandle {
@@ -170,10 +173,15 @@ pub(crate) async fn connect<N: Network>(
     inner: Arc<Inner<N>>,
     target: &Target,
 ) -> Result<ConnHandle, SendError> {
-    let (stream, local) = inner
-        .net
-        .connect_tcp(target.addr)
+    // A peer that never answers the SYN must not hold its queue for ever;
+    // RFC 3261 leaves this to the transport, Timer B/F (32 s) bound it above.
+    let connecting = inner.net.connect_tcp(target.addr);
+    let (stream, local) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
+        .map_err(|_| {
+            let why = format!("connect to {} timed out", target.addr);
+            SendError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, why))
+        })?
         .map_err(SendError::Io)?;
     match target.transport {
         TransportKind::Tcp => Ok(spawn_stream(
