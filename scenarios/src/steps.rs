@@ -91,6 +91,19 @@ async fn registered(w: &mut DrlabWorld, fqdn: String) -> StepResult {
     Ok(())
 }
 
+#[given(expr = "the hub proxy {word} is down")]
+async fn proxy_down(w: &mut DrlabWorld, host: String) -> StepResult {
+    let lab = w.lab()?;
+    if !lab.hosts.contains(&host) {
+        return Err(format!(
+            "no host {host} in this world; hosts: {}",
+            lab.hosts.join(", ")
+        ));
+    }
+    lab.sim.crash(host.as_str());
+    Ok(())
+}
+
 #[when("the SBC starts")]
 async fn sbc_starts(w: &mut DrlabWorld) -> StepResult {
     w.lab()?
@@ -279,7 +292,7 @@ async fn sbc_invite_to_hub(w: &mut DrlabWorld, hub: String) -> StepResult {
             .into_iter()
             .find(|s| s.from == fqdn && s.to == hub && s.label() == "INVITE")
     };
-    lab.run_until(Duration::from_secs(5), |l| find(l).is_some())
+    lab.run_until(Duration::from_secs(10), |l| find(l).is_some())
         .map_err(|e| e.to_string())?;
     let Some(invite) = find(lab) else {
         return fail(lab, format!("an INVITE from {fqdn} to {hub}"));
@@ -366,6 +379,56 @@ async fn teams_answers(w: &mut DrlabWorld) -> StepResult {
         return fail(lab, format!("the call answered on both sides; Teams side {hub:?}, PSTN side {pstn:?}; problems: {problems}"));
     }
     Ok(())
+}
+
+#[then(expr = "the hub refuses the INVITE with {int}")]
+async fn hub_refuses(w: &mut DrlabWorld, code: u16) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let find = |l: &Lab| {
+        sent(l).into_iter().find(|s| {
+            s.to == fqdn
+                && s.from.contains("pstnhub")
+                && s.message().is_some_and(|m| {
+                    m.status().is_some_and(|c| c >= 300)
+                        && m.cseq().is_ok_and(|c| c.method == Method::Invite)
+                })
+        })
+    };
+    lab.run_until(Duration::from_secs(5), |l| find(l).is_some())
+        .map_err(|e| e.to_string())?;
+    let Some(answer) = find(lab) else {
+        return fail(lab, format!("a {code} from the hub to the SBC's INVITE"));
+    };
+    let m = answer.message().ok_or("unparsable")?;
+    if m.status() != Some(code) {
+        return fail(lab, format!("{code} from the hub, got {}", m.summary()));
+    }
+    // The hub's view must say why, so a report can name the rule.
+    if lock(&lab.hub).refusals.is_empty() {
+        return fail(lab, "the hub to record the refusal");
+    }
+    Ok(())
+}
+
+#[then(expr = "the PSTN caller hears {int}")]
+async fn pstn_hears(w: &mut DrlabWorld, code: u16) -> StepResult {
+    let lab = w.lab()?;
+    let ended = |l: &Lab| {
+        matches!(
+            last_pstn_state(l, PstnDirection::FromPstn),
+            Some(PstnState::Ended(_))
+        )
+    };
+    lab.run_until(Duration::from_secs(5), ended)
+        .map_err(|e| e.to_string())?;
+    match last_pstn_state(lab, PstnDirection::FromPstn) {
+        Some(PstnState::Ended(why)) if why.starts_with(&code.to_string()) => Ok(()),
+        other => fail(
+            lab,
+            format!("the PSTN call to end with {code}, it is {other:?}"),
+        ),
+    }
 }
 
 #[then("the phone rings")]

@@ -534,7 +534,7 @@ async fn send_loop<N: Network>(
         let queue_key = match &o.dest {
             Dest::Target(t) if t.transport.is_reliable() => (t.transport, t.addr),
             _ => {
-                send_one(&transport, o, &failures).await;
+                let _ = send_one(&transport, o, &failures).await;
                 continue;
             }
         };
@@ -543,7 +543,15 @@ async fn send_loop<N: Network>(
             let (transport, failures) = (transport.clone(), failures.clone());
             tokio::spawn(async move {
                 while let Some(o) = rx.recv().await {
-                    send_one(&transport, o, &failures).await;
+                    if let Err(reason) = send_one(&transport, o, &failures).await {
+                        // What queued up behind a failed connect would fail the
+                        // same way, one timeout after another: fail it now.
+                        while let Ok(queued) = rx.try_recv() {
+                            if let Some(key) = queued.key {
+                                let _ = failures.send((key, reason.clone()));
+                            }
+                        }
+                    }
                 }
             });
             tx
@@ -556,14 +564,18 @@ async fn send_one<N: Network>(
     transport: &SipTransport<N>,
     o: Outgoing,
     failures: &mpsc::UnboundedSender<(TransactionKey, String)>,
-) {
+) -> Result<(), String> {
     let result = match &o.dest {
         Dest::Target(t) => transport.send(&o.message, t).await.map(|_| ()),
         Dest::Reply(s) => transport.reply(&o.message, s).await,
     };
-    if let (Err(e), Some(key)) = (result, o.key) {
-        let _ = failures.send((key, e.to_string()));
-    }
+    result.map_err(|e| {
+        let reason = e.to_string();
+        if let Some(key) = o.key {
+            let _ = failures.send((key, reason.clone()));
+        }
+        reason
+    })
 }
 
 fn now() -> Instant {
