@@ -9,6 +9,7 @@
 //! test certificates.
 
 pub mod b2bua;
+pub mod config;
 pub mod media;
 pub mod pki;
 pub mod sip;

@@ -178,6 +178,43 @@ impl TestPki {
     }
 }
 
+/// PEM text for one DER object (RFC 7468).
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+impl TestPki {
+    /// Write a lab's files into `dir`: `ca.pem` (the root), `<fqdn>.pem` and
+    /// `<fqdn>.key` for the SBC, `hub.pem` and `hub.key` for the hub's
+    /// proxies. For running the binaries against each other on real sockets.
+    pub fn write_pem(&self, dir: &std::path::Path, sbc_fqdn: &str) -> std::io::Result<()> {
+        let write_identity = |name: &str, id: &TlsIdentity| -> std::io::Result<()> {
+            let chain: String = id
+                .chain
+                .iter()
+                .map(|c| pem("CERTIFICATE", c.as_ref()))
+                .collect();
+            std::fs::write(dir.join(format!("{name}.pem")), chain)?;
+            std::fs::write(
+                dir.join(format!("{name}.key")),
+                pem("PRIVATE KEY", id.key.secret_der()),
+            )
+        };
+        let other = |e: PkiError| std::io::Error::other(e.to_string());
+        std::fs::write(dir.join("ca.pem"), pem("CERTIFICATE", self.root().as_ref()))?;
+        write_identity(sbc_fqdn, &self.good(&[sbc_fqdn]).map_err(other)?)?;
+        write_identity("hub", &self.hub().map_err(other)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,6 +151,7 @@ impl Lab {
         // The SBC.
         let sbc_config = SbcConfig {
             fqdn: config.sbc_fqdn.clone(),
+            advertised_ip: None,
             carrier_host: CARRIER.into(),
             carrier_port: 5060,
             country_code: "49".into(),

@@ -29,10 +29,12 @@ use tokio::time::Instant;
 pub const SBC_ALLOW: &str = "INVITE,ACK,OPTIONS,CANCEL,BYE";
 pub const SBC_AGENT: &str = "drlab-sbc/0.1";
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SbcConfig {
     /// The FQDN paired with the tenant, in the certificate, Contact and Via.
     pub fqdn: String,
+    /// The address for SDP and media; `None`: what the FQDN resolves to.
+    pub advertised_ip: Option<IpAddr>,
     /// The carrier trunk's address and its number format.
     pub carrier_host: String,
     pub carrier_port: u16,
@@ -83,10 +85,13 @@ pub async fn run_sbc<N: Network>(
     view: Arc<Mutex<SbcView>>,
     tap: Option<Arc<dyn Tap>>,
 ) -> std::io::Result<()> {
-    let ip = net
-        .resolve(&config.fqdn, config.tls_listen_port)
-        .await?
-        .ip();
+    let ip = match config.advertised_ip {
+        Some(ip) => ip,
+        None => net
+            .resolve(&config.fqdn, config.tls_listen_port)
+            .await?
+            .ip(),
+    };
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     let mut tc = TransportConfig::new(config.fqdn.clone());
     tc.udp = Some(SocketAddr::new(any, config.carrier_listen_port));

@@ -1,0 +1,400 @@
+//! The SBC's configuration file (TOML). Bad configuration is refused at
+//! start with the file, the key and the reason. `sbc/examples/sbc.toml`
+//! documents every key.
+
+use crate::b2bua::SbcConfig;
+use crate::pki::HUB_FQDNS;
+use crate::sip::transport::tls::{client_config, roots, server_config, TlsIdentity};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// The key at fault (`tls.certificate`), or empty for the whole file.
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The FQDN paired with the tenant (`New-CsOnlinePSTNGateway -Fqdn`).
+    pub fqdn: String,
+    /// The address written in SDP and where media ports are opened.
+    pub media_ip: IpAddr,
+    #[serde(default = "default_media_port_base")]
+    pub media_port_base: u16,
+    /// Seed for Call-IDs, tags, branches and keys; random when absent.
+    pub seed: Option<u64>,
+    pub carrier: CarrierSection,
+    #[serde(default)]
+    pub hub: HubSection,
+    pub tls: TlsSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarrierSection {
+    pub host: String,
+    #[serde(default = "default_sip_port")]
+    pub port: u16,
+    #[serde(default = "default_sip_port")]
+    pub listen_port: u16,
+    /// Country code for national numbers on the trunk (`49`).
+    pub country_code: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSection {
+    #[serde(default = "default_proxies")]
+    pub proxies: Vec<String>,
+    #[serde(default = "default_tls_port")]
+    pub port: u16,
+    /// The SBC's SipSignalingPort.
+    #[serde(default = "default_tls_port")]
+    pub listen_port: u16,
+    #[serde(default = "default_options_interval")]
+    pub options_interval_secs: u64,
+}
+
+impl Default for HubSection {
+    fn default() -> Self {
+        HubSection {
+            proxies: default_proxies(),
+            port: default_tls_port(),
+            listen_port: default_tls_port(),
+            options_interval_secs: default_options_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM: the SBC's certificate followed by its intermediates.
+    pub certificate: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM: the roots the hub's certificates chain to.
+    pub trust: PathBuf,
+}
+
+fn default_media_port_base() -> u16 {
+    40000
+}
+fn default_sip_port() -> u16 {
+    5060
+}
+fn default_tls_port() -> u16 {
+    5061
+}
+fn default_options_interval() -> u64 {
+    60
+}
+fn default_proxies() -> Vec<String> {
+    HUB_FQDNS.iter().map(|s| s.to_string()).collect()
+}
+
+/// Read, check and turn a configuration file into a running configuration.
+pub fn load(path: &Path) -> Result<(SbcConfig, Option<u64>), ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| err(path, "", format!("cannot read: {e}")))?;
+    let file: FileConfig = toml::from_str(&text).map_err(|e| {
+        let key = e.span().map(|s| key_at(&text, s.start)).unwrap_or_default();
+        err(path, &key, e.message().to_string())
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    check(path, &file)?;
+    let identity = TlsIdentity {
+        chain: certs(path, "tls.certificate", &base.join(&file.tls.certificate))?,
+        key: key(path, &base.join(&file.tls.key))?,
+    };
+    let trust = certs(path, "tls.trust", &base.join(&file.tls.trust))?;
+    let roots = roots(&trust).map_err(|e| err(path, "tls.trust", e.to_string()))?;
+    let tls_server = server_config(&identity, roots.clone())
+        .map_err(|e| err(path, "tls.certificate", e.to_string()))?;
+    let tls_client =
+        client_config(&identity, roots).map_err(|e| err(path, "tls.certificate", e.to_string()))?;
+    let config = SbcConfig {
+        fqdn: file.fqdn.to_ascii_lowercase(),
+        advertised_ip: Some(file.media_ip),
+        carrier_host: file.carrier.host,
+        carrier_port: file.carrier.port,
+        country_code: file.carrier.country_code,
+        carrier_listen_port: file.carrier.listen_port,
+        hub_fqdns: file.hub.proxies,
+        hub_port: file.hub.port,
+        tls_listen_port: file.hub.listen_port,
+        tls_server,
+        tls_client,
+        options_interval: Duration::from_secs(file.hub.options_interval_secs),
+        media_port_base: file.media_port_base,
+        seed: file.seed.unwrap_or(0),
+    };
+    Ok((config, file.seed))
+}
+
+fn err(file: &Path, key: &str, reason: String) -> ConfigError {
+    ConfigError {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        reason,
+    }
+}
+
+/// The dotted key whose line holds byte `offset` (best effort, for messages).
+fn key_at(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let section = before
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')))
+        .unwrap_or("");
+    let line = before.lines().last().unwrap_or("");
+    let key = text[before.len() - line.len()..]
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split('=')
+        .next()
+        .unwrap_or("")
+        .trim();
+    match (section.is_empty(), key.is_empty() || key.starts_with('[')) {
+        (_, true) => section.to_string(),
+        (true, false) => key.to_string(),
+        (false, false) => format!("{section}.{key}"),
+    }
+}
+
+fn check(path: &Path, f: &FileConfig) -> Result<(), ConfigError> {
+    let fqdn_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.split('.').count() >= 2
+            && s.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+    };
+    if !fqdn_ok(&f.fqdn) || f.fqdn.parse::<IpAddr>().is_ok() {
+        return Err(err(
+            path,
+            "fqdn",
+            format!(
+                "{:?} is not a fully qualified domain name (Direct Routing refuses IPs)",
+                f.fqdn
+            ),
+        ));
+    }
+    // Direct Routing: SBC FQDNs up to 63 characters.
+    if f.fqdn.len() > 63 {
+        return Err(err(
+            path,
+            "fqdn",
+            format!(
+                "{} characters; Direct Routing accepts at most 63",
+                f.fqdn.len()
+            ),
+        ));
+    }
+    if f.media_ip.is_unspecified() {
+        return Err(err(
+            path,
+            "media_ip",
+            "must be the address peers send media to, not 0.0.0.0".into(),
+        ));
+    }
+    for (key, port) in [
+        ("carrier.port", f.carrier.port),
+        ("carrier.listen_port", f.carrier.listen_port),
+        ("hub.port", f.hub.port),
+        ("hub.listen_port", f.hub.listen_port),
+    ] {
+        if port == 0 {
+            return Err(err(path, key, "port 0 is not a port".into()));
+        }
+    }
+    if f.media_port_base < 1024 || f.media_port_base > 60000 {
+        return Err(err(
+            path,
+            "media_port_base",
+            format!("{} is outside 1024-60000", f.media_port_base),
+        ));
+    }
+    if f.carrier.country_code.is_empty()
+        || !f.carrier.country_code.bytes().all(|b| b.is_ascii_digit())
+        || f.carrier.country_code.len() > 3
+    {
+        return Err(err(
+            path,
+            "carrier.country_code",
+            format!(
+                "{:?} is not an ITU country code (1-3 digits)",
+                f.carrier.country_code
+            ),
+        ));
+    }
+    if f.hub.proxies.is_empty() {
+        return Err(err(
+            path,
+            "hub.proxies",
+            "at least one hub proxy is needed".into(),
+        ));
+    }
+    if f.hub.options_interval_secs == 0 || f.hub.options_interval_secs > 300 {
+        return Err(err(
+            path,
+            "hub.options_interval_secs",
+            "must be 1-300: the hub demotes an SBC silent for 5 minutes".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn certs(
+    file: &Path,
+    key_name: &str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let list: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(file, key_name, format!("{}: {e}", path.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(file, key_name, format!("{}: {e}", path.display())))?;
+    if list.is_empty() {
+        return Err(err(
+            file,
+            key_name,
+            format!("{}: no certificate in it", path.display()),
+        ));
+    }
+    Ok(list)
+}
+
+fn key(file: &Path, path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| err(file, "tls.key", format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::TestPki;
+
+    fn write_pki(dir: &Path) {
+        let pki = TestPki::new().unwrap();
+        pki.write_pem(dir, "sbc.example.com").unwrap();
+    }
+
+    fn with_file(body: &str) -> (tempdir::Dir, PathBuf) {
+        let dir = tempdir::Dir::new();
+        write_pki(dir.path());
+        let p = dir.path().join("sbc.toml");
+        std::fs::write(&p, body).unwrap();
+        (dir, p)
+    }
+
+    const GOOD: &str = r#"
+fqdn = "sbc.example.com"
+media_ip = "192.0.2.10"
+
+[carrier]
+host = "carrier.example.net"
+country_code = "49"
+
+[tls]
+certificate = "sbc.example.com.pem"
+key = "sbc.example.com.key"
+trust = "ca.pem"
+"#;
+
+    #[test]
+    fn a_good_file_loads_with_defaults() {
+        let (_d, p) = with_file(GOOD);
+        let (c, seed) = load(&p).unwrap();
+        assert_eq!(c.fqdn, "sbc.example.com");
+        assert_eq!(c.hub_fqdns.len(), 3);
+        assert_eq!(
+            (c.carrier_port, c.tls_listen_port, c.media_port_base),
+            (5060, 5061, 40000)
+        );
+        assert_eq!(seed, None);
+    }
+
+    #[test]
+    fn errors_name_the_file_key_and_reason() {
+        let (_d, p) = with_file(&GOOD.replace("\"sbc.example.com\"", "\"10.0.0.1\""));
+        let e = load(&p).unwrap_err();
+        assert_eq!(e.key, "fqdn");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: fqdn:", p.display())),
+            "{e}"
+        );
+
+        let (_d, p) = with_file(&GOOD.replace("country_code = \"49\"", "country_code = \"+49\""));
+        assert_eq!(load(&p).unwrap_err().key, "carrier.country_code");
+
+        let (_d, p) =
+            with_file(&GOOD.replace("key = \"sbc.example.com.key\"", "key = \"missing.key\""));
+        let e = load(&p).unwrap_err();
+        assert_eq!(e.key, "tls.key");
+        assert!(e.reason.contains("missing.key"), "{e}");
+
+        let (_d, p) = with_file(&format!("{GOOD}\nbogus = 1\n"));
+        let e = load(&p).unwrap_err();
+        assert!(e.reason.contains("unknown field"), "{e}");
+
+        let (_d, p) = with_file(&GOOD.replace("media_ip = \"192.0.2.10\"", "media_ip = \"nope\""));
+        assert_eq!(load(&p).unwrap_err().key, "media_ip");
+    }
+
+    /// A temporary directory removed on drop (no extra dependency for tests).
+    mod tempdir {
+        use std::path::{Path, PathBuf};
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        pub struct Dir(PathBuf);
+        static N: AtomicU32 = AtomicU32::new(0);
+
+        impl Dir {
+            pub fn new() -> Dir {
+                let p = std::env::temp_dir().join(format!(
+                    "drlab-config-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+            pub fn path(&self) -> &Path {
+                &self.0
+            }
+        }
+
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+}
