@@ -362,9 +362,20 @@ fn last_pstn_state(lab: &Lab, dir: PstnDirection) -> Option<PstnState> {
 #[then("the Teams user answers")]
 async fn teams_answers(w: &mut DrlabWorld) -> StepResult {
     let lab = w.lab()?;
+    // Answered on both sides, and the SBC ACKed the hub's 200 (without the
+    // ACK the hub drops the call after 4 s).
+    let acked = |l: &Lab| {
+        lock(&l.hub)
+            .calls
+            .iter()
+            .rev()
+            .find(|c| c.direction == CallDirection::Inbound)
+            .is_some_and(|c| c.acked)
+    };
     let done = |l: &Lab| {
         last_hub_call_state(l, CallDirection::Inbound) == Some(CallState::Answered)
             && last_pstn_state(l, PstnDirection::FromPstn) == Some(PstnState::Answered)
+            && acked(l)
     };
     lab.run_until(Duration::from_secs(10), done)
         .map_err(|e| e.to_string())?;
@@ -376,7 +387,8 @@ async fn teams_answers(w: &mut DrlabWorld) -> StepResult {
             lock(&lab.hub).problems.join("; "),
         ]
         .join(" | ");
-        return fail(lab, format!("the call answered on both sides; Teams side {hub:?}, PSTN side {pstn:?}; problems: {problems}"));
+        let acked = acked(lab);
+        return fail(lab, format!("the call answered on both sides and the hub's 200 ACKed; Teams side {hub:?} (ACKed: {acked}), PSTN side {pstn:?}; problems: {problems}"));
     }
     Ok(())
 }

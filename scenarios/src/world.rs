@@ -198,6 +198,7 @@ impl Lab {
                     media_frames: frames,
                     ring_delay: Duration::from_millis(500),
                     answer_delay: Duration::from_secs(2),
+                    no_ack_timeout: Duration::from_secs(4),
                     options_interval: Duration::from_secs(60),
                     seed,
                 };

@@ -7,7 +7,7 @@ use sbc::media::{MediaStats, ProbeOpen, ProbePlan, SrtpKey};
 use sbc::sip::dialog::Dialog;
 use sbc::sip::sdp::offer_answer::{agreed, AnswerError, Codec, LocalMedia};
 use sbc::sip::sdp::{Origin, SessionDescription};
-use sbc::sip::transaction::{response_to, ServerEvent, TransactionKey};
+use sbc::sip::transaction::{response_to, TransactionKey};
 use sbc::sip::transport::{Network, Source, Target, TransportKind};
 use sbc::sip::wire::{Message, Method, Uri};
 use std::net::IpAddr;
@@ -24,6 +24,8 @@ pub(crate) struct HubCall {
     local_tag: String,
     dialog: Option<Dialog>,
     ring_at: Option<Instant>,
+    /// When the hub gives up waiting for the ACK of its 200 (behaviour §9.32).
+    ack_deadline: Option<Instant>,
     answer_at: Option<Instant>,
     plan: Option<watch::Sender<Option<ProbePlan>>>,
     local_sdp: Option<SessionDescription>,
@@ -37,7 +39,10 @@ impl HubCall {
         if self.ended {
             return None;
         }
-        self.ring_at.or(self.answer_at)
+        [self.ring_at, self.answer_at, self.ack_deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -252,6 +257,7 @@ impl<N: Network> Proxy<N> {
             dialog: None,
             ring_at: Some(now + self.config.ring_delay),
             answer_at: None,
+            ack_deadline: None,
             plan: Some(plan),
             local_sdp: Some(answer),
             remote_sdp: Some(offer),
@@ -277,6 +283,7 @@ impl<N: Network> Proxy<N> {
             user: user.to_string(),
             remote_number: remote.to_string(),
             state: CallState::Setup,
+            acked: false,
             media,
         });
         view.calls.len() - 1
@@ -314,7 +321,15 @@ impl<N: Network> Proxy<N> {
             }
             if self.calls[idx].answer_at.is_some_and(|t| t <= now) {
                 self.calls[idx].answer_at = None;
+                self.calls[idx].ack_deadline = Some(now + self.config.no_ack_timeout);
                 self.answer(idx);
+            }
+            if self.calls[idx].ack_deadline.is_some_and(|t| t <= now) && !self.calls[idx].ended {
+                // §9.32: no ACK for the 200: the call "drops after approximately
+                // four seconds", recorded as 408 / 1106.
+                self.calls[idx].ack_deadline = None;
+                self.send_bye(idx, Some("Q.850;cause=102;text=\"1106;Acknowledgement was not received for the call acceptance\""));
+                self.end(idx, "no ACK for 200 OK (408/1106)".into());
             }
         }
     }
@@ -358,11 +373,17 @@ impl<N: Network> Proxy<N> {
     }
 
     pub(crate) fn on_ack(&mut self, request: &Message) {
-        // The ACK confirms the dialog; nothing else to do for these flows.
-        let _ = self
+        let found = self
             .calls
             .iter()
-            .position(|c| c.dialog.as_ref().is_some_and(|d| d.matches(request)));
+            .position(|c| !c.ended && c.dialog.as_ref().is_some_and(|d| d.matches(request)));
+        if let Some(idx) = found {
+            self.calls[idx].ack_deadline = None;
+            let view_idx = self.calls[idx].view_idx;
+            if let Some(c) = self.view().calls.get_mut(view_idx) {
+                c.acked = true;
+            }
+        }
     }
 
     pub(crate) fn on_bye(&mut self, key: TransactionKey, request: Message) {
@@ -399,20 +420,6 @@ impl<N: Network> Proxy<N> {
             let k = key.clone();
             self.respond(&k, resp);
             self.end(idx, "cancelled by SBC".into());
-        }
-    }
-
-    pub(crate) fn on_server_event(&mut self, key: &TransactionKey, event: ServerEvent) {
-        if event == ServerEvent::NoAckFor2xx {
-            // §9.32: no ACK for the 200: the hub ends the call (408 / 1106).
-            if let Some(idx) = self
-                .calls
-                .iter()
-                .position(|c| &c.invite_key == key && !c.ended)
-            {
-                self.send_bye(idx);
-                self.end(idx, "no ACK for 200 OK (408/1106)".into());
-            }
         }
     }
 
@@ -504,12 +511,17 @@ impl<N: Network> Proxy<N> {
         self.set_state(idx, CallState::Answered);
     }
 
-    fn send_bye(&mut self, idx: usize) {
+    /// BYE on a call's dialog, with a Reason header (RFC 3326) when the hub
+    /// ends the call itself.
+    fn send_bye(&mut self, idx: usize, reason: Option<&str>) {
         let Some(dialog) = self.calls[idx].dialog.as_mut() else {
             return;
         };
         let mut bye = dialog.request(Method::Bye);
         bye.headers.push("User-Agent", HUB_AGENT);
+        if let Some(r) = reason {
+            bye.headers.push("Reason", r);
+        }
         shout(&mut bye);
         let target = dialog.target.clone();
         let _ = self.endpoint.send_request(bye, target);
@@ -521,7 +533,7 @@ impl<N: Network> Proxy<N> {
             .iter()
             .position(|c| !c.ended && c.user == user && c.dialog.is_some());
         if let Some(idx) = found {
-            self.send_bye(idx);
+            self.send_bye(idx, None);
             self.end(idx, format!("hung up by Teams user {user}"));
         }
     }
@@ -624,6 +636,7 @@ impl<N: Network> Proxy<N> {
             dialog: None,
             ring_at: None,
             answer_at: None,
+            ack_deadline: None,
             plan: Some(plan),
             local_sdp: Some(offer),
             remote_sdp: None,

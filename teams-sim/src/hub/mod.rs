@@ -59,6 +59,9 @@ pub struct HubConfig {
     /// From INVITE to 180, and from 180 to the Teams user answering.
     pub ring_delay: Duration,
     pub answer_delay: Duration,
+    /// How long the hub waits for the ACK of its 200 before ending the call
+    /// (Direct Routing: about 4 s).
+    pub no_ack_timeout: Duration,
     pub options_interval: Duration,
     pub seed: u64,
 }
@@ -105,6 +108,8 @@ pub struct HubCallView {
     pub user: String,
     pub remote_number: String,
     pub state: CallState,
+    /// The SBC ACKed the hub's 200 (inbound calls).
+    pub acked: bool,
     /// What the media processor received and sent on this call.
     pub media: Arc<Mutex<MediaStats>>,
 }
@@ -272,7 +277,9 @@ impl<N: Network> Proxy<N> {
                 self.on_failure(&key, &format!("send failed: {reason}"))
             }
             EndpointEvent::Cancelled { key } => self.on_cancelled(&key),
-            EndpointEvent::Server { key, event } => self.on_server_event(&key, event),
+            // The hub's own 4 s ACK timer (calls.rs) ends unacknowledged calls
+            // long before the transaction's Timer L would.
+            EndpointEvent::Server { .. } => {}
             EndpointEvent::Malformed { error, source } => self.view().problems.push(format!(
                 "{}: malformed from {}: {error}",
                 self.config.fqdn, source.remote
