@@ -3,6 +3,8 @@
 //! ([`certify`]) behind the `drlab` command.
 
 pub mod certify;
+pub mod conformance;
 pub mod steps;
+pub mod tester;
 pub mod trace;
 pub mod world;

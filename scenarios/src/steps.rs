@@ -30,12 +30,15 @@ pub struct DrlabWorld {
     pub lab: Option<Lab>,
     caller: Option<String>,
     teams_user: Option<String>,
+    /// Call-ID of the tester's last request, and how many it sent.
+    pub(crate) tester_call: Option<String>,
+    pub(crate) tester_sent: u32,
 }
 
 type StepResult = Result<(), String>;
 
 impl DrlabWorld {
-    fn lab(&mut self) -> Result<&mut Lab, String> {
+    pub(crate) fn lab(&mut self) -> Result<&mut Lab, String> {
         self.lab.as_mut().ok_or_else(|| {
             "no world yet: start with `Given the SBC is registered in the tenant as <fqdn>`".into()
         })
@@ -53,22 +56,22 @@ impl DrlabWorld {
     }
 }
 
-fn sent(lab: &Lab) -> Vec<Sent> {
+pub(crate) fn sent(lab: &Lab) -> Vec<Sent> {
     sent_messages(&lab.recorder.events(), &lab.names())
 }
 
 /// The arrows of the ladder, for failure messages.
-fn arrows(lab: &Lab) -> String {
+pub(crate) fn arrows(lab: &Lab) -> String {
     let s = sent(lab);
     let text = ladder("trace so far:", &s, &lab.hosts);
     text.split("\n\n[").next().unwrap_or_default().to_string()
 }
 
-fn fail<T>(lab: &Lab, expected: impl std::fmt::Display) -> Result<T, String> {
+pub(crate) fn fail<T>(lab: &Lab, expected: impl std::fmt::Display) -> Result<T, String> {
     Err(format!("expected {expected}\n{}", arrows(lab)))
 }
 
-fn lock<T>(m: &Arc<Mutex<T>>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Arc<Mutex<T>>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

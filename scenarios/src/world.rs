@@ -2,6 +2,7 @@
 //! hub proxies, a media processor, the carrier trunk and PSTN phones, each
 //! a host with its own address, all driven from one seed.
 
+use crate::tester::{run_tester, TesterCommand, TesterView, TESTER};
 use carrier_sim::trunk::{run_trunk, CarrierCommand, CarrierConfig, CarrierView, Phone};
 use sbc::b2bua::{run_sbc, SbcConfig, SbcView};
 use sbc::media::{media_host, ProbeOpen};
@@ -95,6 +96,9 @@ pub struct Lab {
     pub sbc: Arc<Mutex<SbcView>>,
     pub hub_commands: mpsc::UnboundedSender<HubCommand>,
     pub carrier_commands: mpsc::UnboundedSender<CarrierCommand>,
+    /// The scripted client with the SBC's certificate.
+    pub tester: Arc<Mutex<TesterView>>,
+    pub tester_commands: mpsc::UnboundedSender<TesterCommand>,
     /// Host names in ladder order.
     pub hosts: Vec<String>,
 }
@@ -124,7 +128,8 @@ impl Lab {
         let hub_server = server_config(&hub_id, root.clone()).map_err(|e| err(&e))?;
         let hub_client = client_config(&hub_id, root.clone()).map_err(|e| err(&e))?;
         let sbc_server = server_config(&sbc_id, root.clone()).map_err(|e| err(&e))?;
-        let sbc_client = client_config(&sbc_id, root).map_err(|e| err(&e))?;
+        let sbc_client = client_config(&sbc_id, root.clone()).map_err(|e| err(&e))?;
+        let tester_client = client_config(&sbc_id, root).map_err(|e| err(&e))?;
 
         let mut sim = turmoil::Builder::new()
             .rng_seed(config.seed)
@@ -254,9 +259,21 @@ impl Lab {
                 async move { Ok(run_trunk(TurmoilNet, c, v, rx, Some(t)).await?) }
             });
         }
+        // Registered last so that adding it moved no other host's address.
+        let tester_view = Arc::new(Mutex::new(TesterView::default()));
+        let (tester_tx, tester_rx) = once::<TesterCommand>();
+        {
+            let (view, tap) = (tester_view.clone(), tap.clone());
+            sim.host(TESTER, move || {
+                let (v, t, c) = (view.clone(), tap.clone(), tester_client.clone());
+                let rx = take(&tester_rx);
+                async move { Ok(run_tester(TurmoilNet, c, rx, v, Some(t)).await?) }
+            });
+        }
         let mut ordered = vec![CARRIER.to_string()];
         ordered.extend(phone_hosts);
         ordered.extend(hosts);
+        ordered.push(TESTER.into());
         Ok(Lab {
             config,
             sim,
@@ -266,6 +283,8 @@ impl Lab {
             sbc: sbc_view,
             hub_commands: hub_tx,
             carrier_commands: carrier_tx,
+            tester: tester_view,
+            tester_commands: tester_tx,
             hosts: ordered,
         })
     }

@@ -1,0 +1,34 @@
+@hub @conformance
+Feature: What the hub refuses, and how
+  A scripted client holding the SBC's certificate sends what a faulty SBC
+  would; the simulated hub must refuse it the way Direct Routing does.
+
+  Background:
+    Given the SBC is registered in the tenant as sbc.example.com
+
+  Scenario: OPTIONS with an IP address in Contact is refused with 403
+    When a client with the SBC's certificate sends OPTIONS with Contact <sip:192.0.2.10:5061;transport=tls>
+    Then the hub answers it with 403
+
+  Scenario: OPTIONS from an FQDN no trunk is configured for is refused with 403
+    When a client with the SBC's certificate sends OPTIONS with Contact <sip:sbc9.example.org:5061;transport=tls>
+    Then the hub answers it with 403
+
+  Scenario: An INVITE offering plain RTP is refused with 488
+    When a client with the SBC's certificate sends an INVITE for +4989000001 offering RTP/AVP
+    Then the hub answers it with 488
+
+  Scenario: An INVITE requiring 100rel is refused with 420
+    When a client with the SBC's certificate sends an INVITE for +4989000001 with Require: 100rel
+    Then the hub answers it with 420
+    And the answer carries Unsupported: 100rel
+
+  Scenario: An INVITE to a number without a leading + is refused with 404
+    When a client with the SBC's certificate sends an INVITE for 089000001
+    Then the hub answers it with 404
+
+  Scenario: A 200 OK the SBC never ACKs ends the call after about four seconds
+    When a client with the SBC's certificate sends an INVITE for +4989000001 and never ACKs
+    Then the hub answers it with 200
+    And the hub ends the call with a BYE giving reason 1106 about 4 seconds after its 200
+    And the trace matches its snapshot

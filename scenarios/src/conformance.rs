@@ -1,0 +1,186 @@
+//! Steps that check what the hub refuses and how, driven through the
+//! scripted client (`tester.example.com`, holding the SBC's certificate).
+
+use crate::steps::{fail, lock, sent, DrlabWorld};
+use crate::tester::TesterCommand;
+use cucumber::{then, when};
+use sbc::pki::HUB_FQDNS;
+use sbc::sip::wire::{Message, Method};
+use std::time::Duration;
+
+type StepResult = Result<(), String>;
+
+const SRTP_SDP: &str = "v=0\r\no=- 7 7 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
+m=audio 40000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\na=rtcp-mux\r\n";
+
+fn send(
+    w: &mut DrlabWorld,
+    method: Method,
+    ruri: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> StepResult {
+    w.tester_sent += 1;
+    let n = w.tester_sent;
+    let call_id = format!("tester-{n}@tester.example.com");
+    let mut m = Message::request(method.clone(), ruri);
+    m.headers.push(
+        "Via",
+        format!("SIP/2.0/TLS sbc.example.com:5061;branch=z9hG4bKtester{n}"),
+    );
+    m.headers.push("Max-Forwards", "70");
+    m.headers.push(
+        "From",
+        format!("<sip:+4930123456@sbc.example.com:5061;user=phone>;tag=tester{n}"),
+    );
+    m.headers.push("To", format!("<{ruri}>"));
+    m.headers.push("Call-ID", call_id.clone());
+    m.headers.push("CSeq", format!("1 {method}"));
+    for (k, v) in headers {
+        m.headers.push(*k, v.clone());
+    }
+    if !body.is_empty() {
+        m.set_body("application/sdp", body.as_bytes().to_vec());
+    }
+    w.tester_call = Some(call_id);
+    let lab = w.lab()?;
+    lab.tester_commands
+        .send(TesterCommand {
+            host: HUB_FQDNS[0].into(),
+            port: 5061,
+            message: m,
+        })
+        .map_err(|e| e.to_string())?;
+    lab.run_for(Duration::from_millis(10))
+        .map_err(|e| e.to_string())
+}
+
+#[when(regex = r"^a client with the SBC's certificate sends OPTIONS with Contact (\S+)$")]
+async fn tester_options(w: &mut DrlabWorld, contact: String) -> StepResult {
+    let ruri = format!("sip:{}:5061", HUB_FQDNS[0]);
+    send(w, Method::Options, &ruri, &[("Contact", contact)], "")
+}
+
+#[when(
+    regex = r"^a client with the SBC's certificate sends an INVITE for (\+?\d+)(?: (offering RTP/AVP|with Require: 100rel|and never ACKs))?$"
+)]
+async fn tester_invite(w: &mut DrlabWorld, number: String, variant: String) -> StepResult {
+    let ruri = format!("sip:{number}@{}:5061;user=phone", HUB_FQDNS[0]);
+    let mut headers = vec![(
+        "Contact",
+        "<sip:+4930123456@sbc.example.com:5061;transport=tls>".to_string(),
+    )];
+    let mut body = SRTP_SDP.to_string();
+    match variant.as_str() {
+        "offering RTP/AVP" => body = body.replace("RTP/SAVP", "RTP/AVP").replace("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n", ""),
+        "with Require: 100rel" => headers.push(("Require", "100rel".into())),
+        _ => {}
+    }
+    send(w, Method::Invite, &ruri, &headers, &body)
+}
+
+/// The final response the tester got to its last request.
+fn final_answer(w: &DrlabWorld) -> Option<Message> {
+    let call = w.tester_call.as_deref()?;
+    let lab = w.lab.as_ref()?;
+    let view = lock(&lab.tester);
+    view.received
+        .iter()
+        .find(|m| m.status().is_some_and(|c| c >= 200) && m.call_id().ok() == Some(call))
+        .cloned()
+}
+
+#[then(expr = "the hub answers it with {int}")]
+async fn hub_answers_with(w: &mut DrlabWorld, code: u16) -> StepResult {
+    let call = w.tester_call.clone().ok_or("the client sent nothing")?;
+    let view = w.lab()?.tester.clone();
+    let done = move |_: &crate::world::Lab| {
+        lock(&view).received.iter().any(|m| {
+            m.status().is_some_and(|c| c >= 200) && m.call_id().ok() == Some(call.as_str())
+        })
+    };
+    // The hub answers at once, or after its Teams user rings and answers.
+    w.lab()?
+        .run_until(Duration::from_secs(5), done)
+        .map_err(|e| e.to_string())?;
+    let got = final_answer(w);
+    let lab = w.lab()?;
+    match got {
+        Some(m) if m.status() == Some(code) => Ok(()),
+        Some(m) => fail(lab, format!("{code} from the hub, got {}", m.summary())),
+        None => {
+            let problems = lock(&lab.tester).problems.join("; ");
+            fail(
+                lab,
+                format!("{code} from the hub, got no final answer; client problems: {problems}"),
+            )
+        }
+    }
+}
+
+#[then(regex = r"^the answer carries (\S+): (.+)$")]
+async fn answer_carries(w: &mut DrlabWorld, name: String, value: String) -> StepResult {
+    let m = final_answer(w).ok_or("no answer yet")?;
+    if m.headers
+        .values(&name)
+        .any(|v| v.eq_ignore_ascii_case(&value))
+    {
+        Ok(())
+    } else {
+        fail(
+            w.lab()?,
+            format!(
+                "{name}: {value} in {}, it has {:?}",
+                m.summary(),
+                m.headers.get(&name)
+            ),
+        )
+    }
+}
+
+#[then(
+    expr = "the hub ends the call with a BYE giving reason {int} about {int} seconds after its 200"
+)]
+async fn hub_byes_unacked(w: &mut DrlabWorld, ms_code: u32, secs: u64) -> StepResult {
+    let call = w.tester_call.clone().ok_or("the client sent nothing")?;
+    let lab = w.lab()?;
+    let find_bye = |l: &crate::world::Lab| {
+        sent(l).into_iter().find(|s| {
+            s.label() == "BYE"
+                && s.message()
+                    .is_some_and(|m| m.call_id().ok() == Some(call.as_str()))
+        })
+    };
+    lab.run_until(Duration::from_secs(secs + 2), |l| find_bye(l).is_some())
+        .map_err(|e| e.to_string())?;
+    let Some(bye) = find_bye(lab) else {
+        return fail(
+            lab,
+            format!("a BYE from the hub for {call} within {} s", secs + 2),
+        );
+    };
+    let ok = sent(lab).into_iter().find(|s| {
+        s.label() == "200 OK (INVITE)"
+            && s.message()
+                .is_some_and(|m| m.call_id().ok() == Some(call.as_str()))
+    });
+    let Some(ok) = ok else {
+        return fail(lab, "the hub's 200 before its BYE");
+    };
+    let after = (bye.at_ms - ok.at_ms) / 1000.0;
+    if (after - secs as f64).abs() > 0.5 {
+        return fail(
+            lab,
+            format!("the BYE about {secs} s after the 200, it came {after:.3} s after"),
+        );
+    }
+    let reason = bye
+        .message()
+        .and_then(|m| m.headers.get("Reason").map(str::to_string))
+        .unwrap_or_default();
+    if !reason.contains(&ms_code.to_string()) {
+        return fail(lab, format!("a Reason with {ms_code}, got {reason:?}"));
+    }
+    Ok(())
+}
