@@ -35,3 +35,17 @@ Feature: Inbound calls, PSTN to Teams
     Then the hub refuses the INVITE with 404
     And the PSTN caller hears 404
     And the trace matches its snapshot
+
+  @latency
+  Scenario: A PSTN caller reaches a Teams user over a 150 ms link to the hub
+    Given the SBC is registered in the tenant as sbc.example.com
+    And the link between the SBC and the hub has 150 ms of latency
+    And the link between the SBC and the media processor has 150 ms of latency
+    And the hub marks the SBC active
+    When PSTN caller +4930123456 calls +4989000001
+    Then the SBC sends the INVITE to sip.pstnhub.microsoft.com with user=phone and E.164 numbers
+    And the Teams user answers
+    And audio flows both ways, decrypted and in order
+    When the PSTN caller hangs up
+    Then both legs end with BYE and 200
+    And the trace matches its snapshot

@@ -107,6 +107,13 @@ async fn proxy_down(w: &mut DrlabWorld, host: String) -> StepResult {
     Ok(())
 }
 
+#[given(regex = r"^the link between (.+) and (.+) has (\d+) ms of latency$")]
+async fn link_latency(w: &mut DrlabWorld, a: String, b: String, ms: u64) -> StepResult {
+    w.lab()?
+        .set_latency(&a, &b, Duration::from_millis(ms))
+        .map_err(|e| e.to_string())
+}
+
 #[when("the SBC starts")]
 async fn sbc_starts(w: &mut DrlabWorld) -> StepResult {
     w.lab()?

@@ -313,6 +313,35 @@ impl Lab {
         Ok(done(self))
     }
 
+    /// Host names for a party as steps name it: `the SBC`, `the hub` (its
+    /// three proxies), `the carrier`, `the media processor`, or a host name.
+    pub fn party(&self, name: &str) -> Result<Vec<String>, LabError> {
+        let hosts: Vec<String> = match name {
+            "the SBC" => vec![self.config.sbc_fqdn.clone()],
+            "the hub" => HUB_FQDNS.iter().map(|s| s.to_string()).collect(),
+            "the carrier" => vec![CARRIER.into()],
+            "the media processor" => vec![MEDIA_PROCESSOR.into()],
+            host if self.hosts.iter().any(|h| h == host) => vec![host.to_string()],
+            other => {
+                return Err(LabError(format!(
+                    "no party {other:?}; hosts are: {}",
+                    self.hosts.join(", ")
+                )))
+            }
+        };
+        Ok(hosts)
+    }
+
+    /// Fix the one-way latency between two parties (both directions).
+    pub fn set_latency(&mut self, a: &str, b: &str, latency: Duration) -> Result<(), LabError> {
+        for x in self.party(a)? {
+            for y in self.party(b)? {
+                self.sim.set_link_latency(x.as_str(), y.as_str(), latency);
+            }
+        }
+        Ok(())
+    }
+
     /// Let `d` of simulated time pass.
     pub fn run_for(&mut self, d: Duration) -> Result<(), LabError> {
         self.run_until(d, |_| false).map(|_| ())
