@@ -49,6 +49,7 @@ pub struct ScenarioResult {
     pub passed: bool,
     pub failure: Option<String>,
     pub trace: Option<String>,
+    pub pcap: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -152,7 +153,8 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                     (false, Some("the before hook failed".to_string()))
                 }
             };
-            let trace = world.and_then(|w| w.trace());
+            let trace = world.as_ref().and_then(|w| w.trace());
+            let pcap = world.as_ref().and_then(|w| w.pcap());
             let tags = feature.tags.iter().chain(&scenario.tags).cloned().collect();
             if let Ok(mut r) = sink.lock() {
                 r.push(ScenarioResult {
@@ -162,6 +164,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                     passed,
                     failure,
                     trace,
+                    pcap,
                 });
             }
             async {}.boxed_local()
@@ -182,6 +185,31 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         seed: opts.seed,
         results,
     })
+}
+
+/// Write what a run produced under `dir`: `junit.xml`, and per scenario
+/// `traces/<scenario>.txt` (the ladder) and `traces/<scenario>.pcap`.
+/// Returns the files written.
+pub fn write_outputs(report: &Report, dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    let traces = dir.join("traces");
+    std::fs::create_dir_all(&traces)?;
+    let mut written = Vec::new();
+    let junit = dir.join("junit.xml");
+    std::fs::write(&junit, junit_xml(report))?;
+    written.push(junit);
+    for r in &report.results {
+        if let Some(t) = &r.trace {
+            let p = traces.join(format!("{}.txt", slug(&r.name)));
+            std::fs::write(&p, t)?;
+            written.push(p);
+        }
+        if let Some(pcap) = &r.pcap {
+            let p = traces.join(format!("{}.pcap", slug(&r.name)));
+            std::fs::write(&p, pcap)?;
+            written.push(p);
+        }
+    }
+    Ok(written)
 }
 
 /// Every feature and scenario under `dir`, with tags, sorted by file.
@@ -343,6 +371,7 @@ mod tests {
                     passed: true,
                     failure: None,
                     trace: None,
+                    pcap: None,
                 },
                 ScenarioResult {
                     feature: "F".into(),
@@ -351,6 +380,7 @@ mod tests {
                     passed: false,
                     failure: Some("expected 200".into()),
                     trace: None,
+                    pcap: None,
                 },
             ],
         };

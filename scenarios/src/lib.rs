@@ -4,6 +4,7 @@
 
 pub mod certify;
 pub mod conformance;
+pub mod pcap;
 pub mod steps;
 pub mod tester;
 pub mod trace;

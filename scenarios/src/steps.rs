@@ -44,6 +44,12 @@ impl DrlabWorld {
         })
     }
 
+    /// Everything sent so far as a pcap file (see [`crate::pcap`]).
+    pub fn pcap(&self) -> Option<Vec<u8>> {
+        let lab = self.lab.as_ref()?;
+        Some(crate::pcap::write(&sent(lab), crate::world::EPOCH_SECS))
+    }
+
     /// The ladder of everything sent so far.
     pub fn trace(&self) -> Option<String> {
         let lab = self.lab.as_ref()?;

@@ -17,6 +17,8 @@ use tokio::sync::mpsc;
 
 pub const SBC_FQDN: &str = "sbc.example.com";
 pub const CARRIER: &str = "carrier.example.net";
+/// The wall-clock second simulated time starts at (pinned for determinism).
+pub const EPOCH_SECS: u32 = 1_800_000_000;
 pub const MEDIA_PROCESSOR: &str = "mp1.media.pstnhub.microsoft.com";
 
 /// How a world is built. Defaults are the reference lab.
@@ -133,7 +135,7 @@ impl Lab {
 
         let mut sim = turmoil::Builder::new()
             .rng_seed(config.seed)
-            .epoch(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+            .epoch(std::time::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS.into()))
             .simulation_duration(config.duration)
             .tick_duration(config.tick)
             .min_message_latency(config.latency)

@@ -1,7 +1,7 @@
 //! `drlab`: certify an SBC against the simulated Teams Direct Routing hub.
 
 use clap::{Parser, Subcommand};
-use scenarios::certify::{features_dir, junit_xml, render, run, validate, Options};
+use scenarios::certify::{features_dir, render, run, validate, write_outputs, Options};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,9 +32,9 @@ enum Command {
         /// Where the suites are.
         #[arg(long, default_value_os_t = features_dir())]
         features: PathBuf,
-        /// Where to write JUnit XML.
-        #[arg(long, default_value = "target/drlab/junit.xml")]
-        junit: PathBuf,
+        /// Where to write junit.xml and traces/<scenario>.txt|.pcap.
+        #[arg(long, default_value = "target/drlab")]
+        out: PathBuf,
     },
     /// List the features and scenarios, with their tags.
     List {
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
             tags,
             seed,
             features,
-            junit,
+            out,
         } => {
             let opts = Options {
                 features,
@@ -70,12 +70,13 @@ fn main() -> ExitCode {
                 }
             };
             print!("\n{}", render(&report));
-            if let Some(dir) = junit.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            match std::fs::write(&junit, junit_xml(&report)) {
-                Ok(()) => println!("JUnit XML: {}", junit.display()),
-                Err(e) => eprintln!("drlab: cannot write {}: {e}", junit.display()),
+            match write_outputs(&report, &out) {
+                Ok(files) => println!(
+                    "JUnit XML and {} trace files (ladders, pcaps) in {}",
+                    files.len() - 1,
+                    out.display()
+                ),
+                Err(e) => eprintln!("drlab: cannot write to {}: {e}", out.display()),
             }
             if report.results.is_empty() {
                 eprintln!("drlab: no scenario matched the filters");
