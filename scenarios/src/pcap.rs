@@ -97,7 +97,7 @@ mod tests {
             transport: "TLS".into(),
             raw: b"OPTIONS sip:b SIP/2.0\r\n\r\n".to_vec(),
         };
-        let p = write(&[s.clone()], 1_800_000_000);
+        let p = write(std::slice::from_ref(&s), 1_800_000_000);
         assert_eq!(&p[..4], &0xa1b2_c3d4u32.to_le_bytes());
         assert_eq!(u32::from_le_bytes(p[20..24].try_into().unwrap()), 252);
         let rec = &p[24..];
