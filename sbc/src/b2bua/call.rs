@@ -49,6 +49,31 @@ pub(crate) struct Call {
     ended: bool,
 }
 
+/// Why an INVITE is refused, and what leg a is answered.
+struct Rejection {
+    code: u16,
+    reason: &'static str,
+    why: String,
+}
+
+impl Rejection {
+    fn not_acceptable(why: String) -> Self {
+        Rejection {
+            code: 488,
+            reason: "Not Acceptable Here",
+            why,
+        }
+    }
+
+    fn unavailable(why: String) -> Self {
+        Rejection {
+            code: 503,
+            reason: "Service Unavailable",
+            why,
+        }
+    }
+}
+
 /// Codecs the SBC relays without transcoding.
 fn relayable(offer: &SessionDescription) -> Vec<Codec> {
     let Some(m) = offer
@@ -135,153 +160,46 @@ impl<N: Network> Sbc<N> {
         request: Message,
         source: Source,
     ) {
-        if self.calls.iter().any(|c| {
-            c.a.dialog
-                .as_ref()
-                .or(c.b.dialog.as_ref())
-                .is_some_and(|d| d.matches(&request))
-        }) {
-            // Re-INVITEs (hold, session refresh) are not relayed yet.
-            return self.reject(
-                &key,
-                &request,
-                488,
-                "Not Acceptable Here",
-                "re-INVITE not supported yet".into(),
-            );
+        if let Err(r) = self.set_up(key.clone(), request.clone(), source).await {
+            self.reject(&key, &request, r.code, r.reason, r.why);
         }
-        let from_hub = source.transport == TransportKind::Tls;
-        if from_hub
-            && !self
-                .config
-                .hub_fqdns
-                .iter()
-                .any(|h| names_cover(&source.peer_names, h))
-        {
-            return self.reject(
-                &key,
-                &request,
-                403,
-                "Forbidden",
-                format!("TLS peer {:?} is not a hub proxy", source.peer_names),
-            );
-        }
-        let offer = match sdp_of(&request) {
-            Ok(o) => o,
-            Err(e) => return self.reject(&key, &request, 488, "Not Acceptable Here", e),
-        };
-        let codecs = relayable(&offer);
-        if !codecs.iter().any(|c| c.name != "telephone-event") {
-            return self.reject(
-                &key,
-                &request,
-                488,
-                "Not Acceptable Here",
-                "no codec the SBC relays (PCMU, PCMA)".into(),
-            );
-        }
-        let cc = self.config.country_code.clone();
-        let called = uri_user(request.request_uri().unwrap_or_default());
-        let calling = request
-            .from_header()
-            .ok()
-            .map(|f| uri_user(&f.uri))
-            .unwrap_or_default();
+    }
+
+    /// Check the INVITE, call leg b and start the relay; a rejection says
+    /// what to answer leg a.
+    async fn set_up(
+        &mut self,
+        key: TransactionKey,
+        request: Message,
+        source: Source,
+    ) -> Result<(), Rejection> {
+        let (direction, offer, codecs) = self.admit(&request, &source)?;
+        let from_hub = direction == Direction::Outbound;
         let (a_port, b_port) = self.allocate_ports();
-        let direction = if from_hub {
-            super::call::Direction::Outbound
-        } else {
-            super::call::Direction::Inbound
-        };
         let a_media = self.leg_media(a_port, from_hub, codecs.clone());
         let b_media = self.leg_media(b_port, !from_hub, codecs);
         // Check now that leg a's offer can be answered at all, before calling leg b.
         let dry_origin = self.origin();
-        if let Err(e) = a_media.answer(&offer, dry_origin) {
-            return self.reject(&key, &request, 488, "Not Acceptable Here", e.to_string());
-        }
-        let (b_request, b_target, b_contact, fallback_hubs) = match direction {
-            Direction::Inbound => {
-                let (called, calling) = match (to_e164(&called, &cc), to_e164(&calling, &cc)) {
-                    (Ok(a), Ok(b)) => (a, b),
-                    (Err(e), _) | (_, Err(e)) => {
-                        return self.reject(
-                            &key,
-                            &request,
-                            484,
-                            "Address Incomplete",
-                            e.to_string(),
-                        )
-                    }
-                };
-                let hubs = self.config.hub_fqdns.clone();
-                let Some((first, rest)) = hubs.split_first() else {
-                    return self.reject(
-                        &key,
-                        &request,
-                        503,
-                        "Service Unavailable",
-                        "no hub configured".into(),
-                    );
-                };
-                let target = match self.hub_target(first).await {
-                    Ok(t) => t,
-                    Err(e) => {
-                        return self.reject(
-                            &key,
-                            &request,
-                            503,
-                            "Service Unavailable",
-                            e.to_string(),
-                        )
-                    }
-                };
-                let (m, contact) = self.teams_invite(first, &called, &calling);
-                (m, target, contact, rest.to_vec())
-            }
-            Direction::Outbound => {
-                let target = match self
-                    .net
-                    .resolve(&self.config.carrier_host, self.config.carrier_port)
-                    .await
-                {
-                    Ok(addr) => Target {
-                        transport: TransportKind::Udp,
-                        addr,
-                        server_name: None,
-                    },
-                    Err(e) => {
-                        return self.reject(
-                            &key,
-                            &request,
-                            503,
-                            "Service Unavailable",
-                            e.to_string(),
-                        )
-                    }
-                };
-                let (m, contact) =
-                    self.carrier_invite(&to_national(&called, &cc), &to_national(&calling, &cc));
-                (m, target, contact, Vec::new())
-            }
-        };
+        a_media
+            .answer(&offer, dry_origin)
+            .map_err(|e| Rejection::not_acceptable(e.to_string()))?;
+        let (mut b_invite, b_target, b_contact, fallback_hubs) =
+            self.b_leg_request(direction, &request).await?;
         let origin = self.origin();
         let b_offer = b_media.offer(origin);
-        let mut b_invite = b_request;
         b_invite.set_body("application/sdp", b_offer.to_text().into_bytes());
-        let b_key = match self
+        let b_key = self
             .endpoint
             .send_request(b_invite.clone(), b_target.clone())
-        {
-            Ok(k) => k,
-            Err(e) => {
-                return self.reject(&key, &request, 500, "Server Internal Error", e.to_string())
-            }
-        };
-        let a_target = match self.a_leg_target(direction, &request).await {
-            Ok(t) => t,
-            Err(e) => return self.reject(&key, &request, 503, "Service Unavailable", e),
-        };
+            .map_err(|e| Rejection {
+                code: 500,
+                reason: "Server Internal Error",
+                why: e.to_string(),
+            })?;
+        let a_target = self
+            .a_leg_target(direction, &request)
+            .await
+            .map_err(Rejection::unavailable)?;
         let a_contact = match direction {
             Direction::Inbound => format!(
                 "<sip:{}:{}>",
@@ -337,6 +255,106 @@ impl<N: Network> Sbc<N> {
             answered: false,
             ended: false,
         });
+        Ok(())
+    }
+
+    /// Which way the call goes, its offer and the codecs it can be relayed with.
+    fn admit(
+        &self,
+        request: &Message,
+        source: &Source,
+    ) -> Result<(Direction, SessionDescription, Vec<Codec>), Rejection> {
+        if self.calls.iter().any(|c| {
+            c.a.dialog
+                .as_ref()
+                .or(c.b.dialog.as_ref())
+                .is_some_and(|d| d.matches(request))
+        }) {
+            // Re-INVITEs (hold, session refresh) are not relayed yet.
+            return Err(Rejection::not_acceptable(
+                "re-INVITE not supported yet".into(),
+            ));
+        }
+        let from_hub = source.transport == TransportKind::Tls;
+        if from_hub
+            && !self
+                .config
+                .hub_fqdns
+                .iter()
+                .any(|h| names_cover(&source.peer_names, h))
+        {
+            let why = format!("TLS peer {:?} is not a hub proxy", source.peer_names);
+            return Err(Rejection {
+                code: 403,
+                reason: "Forbidden",
+                why,
+            });
+        }
+        let offer = sdp_of(request).map_err(Rejection::not_acceptable)?;
+        let codecs = relayable(&offer);
+        if !codecs.iter().any(|c| c.name != "telephone-event") {
+            return Err(Rejection::not_acceptable(
+                "no codec the SBC relays (PCMU, PCMA)".into(),
+            ));
+        }
+        let direction = if from_hub {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        };
+        Ok((direction, offer, codecs))
+    }
+
+    /// Leg b's INVITE (without SDP), where it goes, our Contact on it, and
+    /// the hub proxies left for failover.
+    async fn b_leg_request(
+        &mut self,
+        direction: Direction,
+        request: &Message,
+    ) -> Result<(Message, Target, String, Vec<String>), Rejection> {
+        let cc = self.config.country_code.clone();
+        let called = uri_user(request.request_uri().unwrap_or_default());
+        let calling = request
+            .from_header()
+            .ok()
+            .map(|f| uri_user(&f.uri))
+            .unwrap_or_default();
+        match direction {
+            Direction::Inbound => {
+                let incomplete = |e: super::numbers::BadNumber| Rejection {
+                    code: 484,
+                    reason: "Address Incomplete",
+                    why: e.to_string(),
+                };
+                let called = to_e164(&called, &cc).map_err(incomplete)?;
+                let calling = to_e164(&calling, &cc).map_err(incomplete)?;
+                let hubs = self.config.hub_fqdns.clone();
+                let (first, rest) = hubs
+                    .split_first()
+                    .ok_or_else(|| Rejection::unavailable("no hub configured".into()))?;
+                let target = self
+                    .hub_target(first)
+                    .await
+                    .map_err(|e| Rejection::unavailable(e.to_string()))?;
+                let (m, contact) = self.teams_invite(first, &called, &calling);
+                Ok((m, target, contact, rest.to_vec()))
+            }
+            Direction::Outbound => {
+                let addr = self
+                    .net
+                    .resolve(&self.config.carrier_host, self.config.carrier_port)
+                    .await
+                    .map_err(|e| Rejection::unavailable(e.to_string()))?;
+                let target = Target {
+                    transport: TransportKind::Udp,
+                    addr,
+                    server_name: None,
+                };
+                let (m, contact) =
+                    self.carrier_invite(&to_national(&called, &cc), &to_national(&calling, &cc));
+                Ok((m, target, contact, Vec::new()))
+            }
+        }
     }
 
     /// Where in-dialog requests to leg a go: the carrier's address, or the
