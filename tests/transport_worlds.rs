@@ -132,12 +132,14 @@ fn real_sockets_on_loopback() {
     let tap = Arc::new(Recorder::default());
     let answers = rt.block_on(async {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let server = start_server(TokioNet, SocketAddr::new(ip, 0), tap.clone())
+        let server = start_server(TokioNet::default(), SocketAddr::new(ip, 0), tap.clone())
             .await
             .unwrap();
         let tcp = server.local_addr(TransportKind::Tcp).unwrap();
         let udp = server.local_addr(TransportKind::Udp).unwrap();
-        ask(TokioNet, ip, tcp, udp, tap.clone()).await.unwrap()
+        ask(TokioNet::default(), ip, tcp, udp, tap.clone())
+            .await
+            .unwrap()
     });
     check(&answers, &tap);
 }

@@ -29,6 +29,8 @@ pub struct Phone {
 #[derive(Debug, Clone)]
 pub struct CarrierConfig {
     pub fqdn: String,
+    /// The UDP port the trunk listens on (and writes in Contact).
+    pub listen_port: u16,
     /// The SBC's carrier-side address.
     pub sbc_host: String,
     pub sbc_port: u16,
@@ -105,7 +107,7 @@ struct Trunk<N: Network> {
     next_port: u16,
 }
 
-/// Run the trunk (UDP on 5060) until its host stops. Every SIP message
+/// Run the trunk (UDP on `listen_port`) until its host stops. Every SIP message
 /// goes to `tap`, if given.
 pub async fn run_trunk<N: Network>(
     net: N,
@@ -117,10 +119,10 @@ pub async fn run_trunk<N: Network>(
     let mut tc = TransportConfig::new(config.fqdn.clone());
     tc.udp = Some(SocketAddr::new(
         IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        5060,
+        config.listen_port,
     ));
     let (transport, events) = SipTransport::start(net.clone(), tc, tap).await?;
-    let ip = net.resolve(&config.fqdn, 5060).await?.ip();
+    let ip = net.resolve(&config.fqdn, config.listen_port).await?.ip();
     let ep = EndpointConfig {
         via_host: ip.to_string(),
         timers: TimerConfig::default(),
@@ -305,9 +307,10 @@ impl<N: Network> Trunk<N> {
             .push("Call-ID", self.endpoint.rng.call_id(&self.config.fqdn));
         invite.headers.push("CSeq", "1 INVITE");
         invite.headers.push("Max-Forwards", "70");
-        invite
-            .headers
-            .push("Contact", format!("<sip:{calling}@{}:5060>", self.ip));
+        invite.headers.push(
+            "Contact",
+            format!("<sip:{calling}@{}:{}>", self.ip, self.config.listen_port),
+        );
         invite
             .headers
             .push("Allow", "INVITE,ACK,BYE,CANCEL,OPTIONS");
@@ -517,9 +520,10 @@ impl<N: Network> Trunk<N> {
                 self.calls[idx].answer_at = Some(now + self.config.answer_delay);
                 let c = &self.calls[idx];
                 let mut ringing = response_to(&c.invite, 180, "Ringing", Some(&c.local_tag));
-                ringing
-                    .headers
-                    .push("Contact", format!("<sip:{}:5060>", self.ip));
+                ringing.headers.push(
+                    "Contact",
+                    format!("<sip:{}:{}>", self.ip, self.config.listen_port),
+                );
                 let key = c.invite_key.clone();
                 self.endpoint.respond(&key, ringing);
                 self.set_state(idx, PstnState::Ringing);
@@ -532,7 +536,7 @@ impl<N: Network> Trunk<N> {
     }
 
     fn answer(&mut self, idx: usize) {
-        let contact = format!("<sip:{}:5060>", self.ip);
+        let contact = format!("<sip:{}:{}>", self.ip, self.config.listen_port);
         let c = &self.calls[idx];
         let mut ok = response_to(&c.invite, 200, "OK", Some(&c.local_tag));
         ok.headers.push("Contact", contact.clone());

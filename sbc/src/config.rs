@@ -8,6 +8,7 @@ use crate::sip::transport::tls::{client_config, roots, server_config, TlsIdentit
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,19 @@ pub struct FileConfig {
     #[serde(default)]
     pub hub: HubSection,
     pub tls: TlsSection,
+    /// Static name → address entries that win over DNS, for labs on one
+    /// machine (`"sip.pstnhub.microsoft.com" = "127.0.0.1"`).
+    #[serde(default)]
+    pub hosts: BTreeMap<String, IpAddr>,
+}
+
+/// A loaded configuration: what the SBC runs with, the seed the file
+/// pinned (if any) and its static host entries.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: SbcConfig,
+    pub seed: Option<u64>,
+    pub hosts: BTreeMap<String, IpAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,7 +129,7 @@ fn default_proxies() -> Vec<String> {
 }
 
 /// Read, check and turn a configuration file into a running configuration.
-pub fn load(path: &Path) -> Result<(SbcConfig, Option<u64>), ConfigError> {
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| err(path, "", format!("cannot read: {e}")))?;
     let file: FileConfig = toml::from_str(&text).map_err(|e| {
@@ -150,7 +164,11 @@ pub fn load(path: &Path) -> Result<(SbcConfig, Option<u64>), ConfigError> {
         media_port_base: file.media_port_base,
         seed: file.seed.unwrap_or(0),
     };
-    Ok((config, file.seed))
+    Ok(Loaded {
+        config,
+        seed: file.seed,
+        hosts: file.hosts,
+    })
 }
 
 fn err(file: &Path, key: &str, reason: String) -> ConfigError {
@@ -330,7 +348,12 @@ trust = "ca.pem"
     #[test]
     fn a_good_file_loads_with_defaults() {
         let (_d, p) = with_file(GOOD);
-        let (c, seed) = load(&p).unwrap();
+        let Loaded {
+            config: c,
+            seed,
+            hosts,
+        } = load(&p).unwrap();
+        assert!(hosts.is_empty());
         assert_eq!(c.fqdn, "sbc.example.com");
         assert_eq!(c.hub_fqdns.len(), 3);
         assert_eq!(

@@ -90,7 +90,11 @@ fn main() -> ExitCode {
         eprintln!("sbc: --config <file> is required (see sbc/examples/sbc.toml)");
         return ExitCode::from(2);
     };
-    let (mut config, seed) = match sbc::config::load(&path) {
+    let sbc::config::Loaded {
+        mut config,
+        seed,
+        hosts,
+    } = match sbc::config::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sbc: {e}");
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
         }
     };
     let view = Arc::new(Mutex::new(SbcView::default()));
+    let net = TokioNet::with_hosts(hosts);
     let tap: Option<Arc<dyn Tap>> = if cli.trace {
         Some(Arc::new(StderrTap))
     } else {
@@ -125,7 +130,7 @@ fn main() -> ExitCode {
         "sbc: {} listening: carrier UDP {}, Teams TLS {}",
         config.fqdn, config.carrier_listen_port, config.tls_listen_port
     );
-    match runtime.block_on(run_sbc(TokioNet, config, view, tap)) {
+    match runtime.block_on(run_sbc(net, config, view, tap)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sbc: {e}");

@@ -196,6 +196,8 @@ impl Lab {
             sim.host(name.as_str(), move || {
                 let hc = HubConfig {
                     fqdn: fqdn.clone(),
+                    listen_port: 5061,
+                    advertised_ip: None,
                     internal_name: internal.clone(),
                     tenant: tenant.clone(),
                     tls_server: server.clone(),
@@ -243,6 +245,7 @@ impl Lab {
         }
         let carrier_config = CarrierConfig {
             fqdn: CARRIER.into(),
+            listen_port: 5060,
             sbc_host: config.sbc_fqdn.clone(),
             sbc_port: 5060,
             country_code: "49".into(),

@@ -86,7 +86,10 @@ impl<N: Network> Proxy<N> {
     }
 
     fn record_route(&self) -> String {
-        format!("<sip:{}:5061;transport=tls;lr>", self.config.fqdn)
+        format!(
+            "<sip:{}:{};transport=tls;lr>",
+            self.config.fqdn, self.config.listen_port
+        )
     }
 
     async fn media_processor(&mut self) -> Result<(IpAddr, u16, SrtpKey), String> {

@@ -46,6 +46,10 @@ pub struct Tenant {
 pub struct HubConfig {
     /// This proxy's public name (`sip.pstnhub.microsoft.com`).
     pub fqdn: String,
+    /// The TLS port it listens on (5061 for Microsoft's proxies).
+    pub listen_port: u16,
+    /// The address written in its Via; `None`: what `fqdn` resolves to.
+    pub advertised_ip: Option<IpAddr>,
     /// The name it uses in its own From/Contact (`sip-du-a-eu.pstnhub.microsoft.com`).
     pub internal_name: String,
     pub tenant: Tenant,
@@ -184,10 +188,13 @@ pub async fn run_proxy<N: Network>(
     mut commands: mpsc::UnboundedReceiver<HubCommand>,
     tap: Option<Arc<dyn Tap>>,
 ) -> std::io::Result<()> {
-    let ip = net.resolve(&config.fqdn, 5061).await?.ip();
+    let ip = match config.advertised_ip {
+        Some(ip) => ip,
+        None => net.resolve(&config.fqdn, config.listen_port).await?.ip(),
+    };
     let mut tc = TransportConfig::new(config.fqdn.clone());
     tc.tls = Some(TlsListen {
-        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5061),
+        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), config.listen_port),
         config: config.tls_server.clone(),
         // The tenant check happens on the SIP layer, against Contact (§1).
         allowed_client_names: None,

@@ -54,9 +54,26 @@ pub trait Network: Clone + Send + Sync + 'static {
     fn elapsed(&self) -> Duration;
 }
 
-/// Operating-system sockets.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TokioNet;
+/// Operating-system sockets, with optional static name → address entries
+/// that win over DNS (a lab on one machine names its parties
+/// `sip.pstnhub.microsoft.com` or `sbc.example.com` without touching
+/// /etc/hosts).
+#[derive(Debug, Clone, Default)]
+pub struct TokioNet {
+    hosts: std::sync::Arc<std::collections::BTreeMap<String, std::net::IpAddr>>,
+}
+
+impl TokioNet {
+    pub fn with_hosts(hosts: std::collections::BTreeMap<String, std::net::IpAddr>) -> Self {
+        let hosts = hosts
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        TokioNet {
+            hosts: std::sync::Arc::new(hosts),
+        }
+    }
+}
 
 impl DatagramSocket for tokio::net::UdpSocket {
     fn send_to(
@@ -108,6 +125,9 @@ impl Network for TokioNet {
         Ok((s, local))
     }
     async fn resolve(&self, host: &str, port: u16) -> io::Result<SocketAddr> {
+        if let Some(ip) = self.hosts.get(&host.to_ascii_lowercase()) {
+            return Ok(SocketAddr::new(*ip, port));
+        }
         tokio::net::lookup_host((host, port))
             .await?
             .next()
