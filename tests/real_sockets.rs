@@ -87,6 +87,7 @@ fn a_call_through_real_sockets() {
         let (_hub_commands, hub_rx) = mpsc::unbounded_channel();
         let hub = HubConfig {
             fqdn: "sip.pstnhub.microsoft.com".into(),
+            listen_ip: LOCAL,
             listen_port: hub_port,
             advertised_ip: Some(LOCAL),
             internal_name: "sip-du-a-eu.pstnhub.microsoft.com".into(),
@@ -107,6 +108,7 @@ fn a_call_through_real_sockets() {
         let sbc_view = Arc::new(Mutex::new(SbcView::default()));
         let sbc = SbcConfig {
             fqdn: "sbc.example.com".into(),
+            listen_ip: LOCAL,
             advertised_ip: Some(LOCAL),
             carrier_host: "carrier.example.net".into(),
             carrier_port: carrier_udp,

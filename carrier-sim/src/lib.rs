@@ -6,4 +6,5 @@
 //! opened on the phone's address), so media crosses the simulated network
 //! from the phone itself.
 
+pub mod config;
 pub mod trunk;

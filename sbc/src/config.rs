@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +42,9 @@ pub struct FileConfig {
     pub fqdn: String,
     /// The address written in SDP and where media ports are opened.
     pub media_ip: IpAddr,
+    /// The address the SIP listeners bind; all addresses when absent.
+    #[serde(default = "default_listen_ip")]
+    pub listen_ip: IpAddr,
     #[serde(default = "default_media_port_base")]
     pub media_port_base: u16,
     /// Seed for Call-IDs, tags, branches and keys; random when absent.
@@ -112,6 +116,9 @@ pub struct TlsSection {
     pub trust: PathBuf,
 }
 
+fn default_listen_ip() -> IpAddr {
+    IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+}
 fn default_media_port_base() -> u16 {
     40000
 }
@@ -129,27 +136,73 @@ fn default_proxies() -> Vec<String> {
 }
 
 /// Read, check and turn a configuration file into a running configuration.
-pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+/// Read a TOML file into `T`, refusing unknown keys (with `deny_unknown_fields`)
+/// and naming the key at fault. Shared by the sbc, teams-sim and carrier-sim
+/// configurations.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| err(path, "", format!("cannot read: {e}")))?;
-    let file: FileConfig = toml::from_str(&text).map_err(|e| {
+    toml::from_str(&text).map_err(|e| {
         let key = e.span().map(|s| key_at(&text, s.start)).unwrap_or_default();
         err(path, &key, e.message().to_string())
-    })?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    check(path, &file)?;
+    })
+}
+
+/// The PEM certificates in `file` (a path relative to the configuration
+/// file `config`), for the key `key_name`.
+pub fn read_certs(
+    config: &Path,
+    key_name: &str,
+    file: &Path,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    certs(
+        config,
+        key_name,
+        &config.parent().unwrap_or(Path::new(".")).join(file),
+    )
+}
+
+/// The PEM private key in `file` (relative to the configuration file).
+pub fn read_key(
+    config: &Path,
+    key_name: &str,
+    file: &Path,
+) -> Result<PrivateKeyDer<'static>, ConfigError> {
+    let path = config.parent().unwrap_or(Path::new(".")).join(file);
+    PrivateKeyDer::from_pem_file(&path)
+        .map_err(|e| err(config, key_name, format!("{}: {e}", path.display())))
+}
+
+/// Mutual-TLS server and client configurations from a `[tls]` section.
+pub fn read_tls(
+    path: &Path,
+    tls: &TlsSection,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), ConfigError> {
     let identity = TlsIdentity {
-        chain: certs(path, "tls.certificate", &base.join(&file.tls.certificate))?,
-        key: key(path, &base.join(&file.tls.key))?,
+        chain: read_certs(path, "tls.certificate", &tls.certificate)?,
+        key: read_key(path, "tls.key", &tls.key)?,
     };
-    let trust = certs(path, "tls.trust", &base.join(&file.tls.trust))?;
+    let trust = read_certs(path, "tls.trust", &tls.trust)?;
     let roots = roots(&trust).map_err(|e| err(path, "tls.trust", e.to_string()))?;
-    let tls_server = server_config(&identity, roots.clone())
+    let server = server_config(&identity, roots.clone())
         .map_err(|e| err(path, "tls.certificate", e.to_string()))?;
-    let tls_client =
+    let client =
         client_config(&identity, roots).map_err(|e| err(path, "tls.certificate", e.to_string()))?;
+    Ok((server, client))
+}
+
+/// A configuration error for `key` in `file`.
+pub fn error(file: &Path, key: &str, reason: impl Into<String>) -> ConfigError {
+    err(file, key, reason.into())
+}
+
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let file: FileConfig = read_toml(path)?;
+    check(path, &file)?;
+    let (tls_server, tls_client) = read_tls(path, &file.tls)?;
     let config = SbcConfig {
         fqdn: file.fqdn.to_ascii_lowercase(),
+        listen_ip: file.listen_ip,
         advertised_ip: Some(file.media_ip),
         carrier_host: file.carrier.host,
         carrier_port: file.carrier.port,
@@ -308,11 +361,6 @@ fn certs(
     Ok(list)
 }
 
-fn key(file: &Path, path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| err(file, "tls.key", format!("{}: {e}", path.display())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,6 +443,7 @@ trust = "ca.pem"
     mod tempdir {
         use std::path::{Path, PathBuf};
         use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::Arc;
 
         pub struct Dir(PathBuf);
         static N: AtomicU32 = AtomicU32::new(0);

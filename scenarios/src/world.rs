@@ -158,6 +158,7 @@ impl Lab {
         // The SBC.
         let sbc_config = SbcConfig {
             fqdn: config.sbc_fqdn.clone(),
+            listen_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             advertised_ip: None,
             carrier_host: CARRIER.into(),
             carrier_port: 5060,
@@ -196,6 +197,7 @@ impl Lab {
             sim.host(name.as_str(), move || {
                 let hc = HubConfig {
                     fqdn: fqdn.clone(),
+                    listen_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
                     listen_port: 5061,
                     advertised_ip: None,
                     internal_name: internal.clone(),

@@ -7,4 +7,5 @@
 //! `shared/teams-hub-behaviour.md`; the numbers in comments (`§9.7`) are
 //! its conformance cases.
 
+pub mod config;
 pub mod hub;

@@ -20,7 +20,7 @@ use crate::sip::transport::{
 };
 use crate::sip::wire::{Message, Method};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -33,6 +33,8 @@ pub const SBC_AGENT: &str = "drlab-sbc/0.1";
 pub struct SbcConfig {
     /// The FQDN paired with the tenant, in the certificate, Contact and Via.
     pub fqdn: String,
+    /// The address the SIP listeners bind (0.0.0.0 for all).
+    pub listen_ip: IpAddr,
     /// The address for SDP and media; `None`: what the FQDN resolves to.
     pub advertised_ip: Option<IpAddr>,
     /// The carrier trunk's address and its number format.
@@ -92,7 +94,7 @@ pub async fn run_sbc<N: Network>(
             .await?
             .ip(),
     };
-    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let any = config.listen_ip;
     let mut tc = TransportConfig::new(config.fqdn.clone());
     tc.udp = Some(SocketAddr::new(any, config.carrier_listen_port));
     tc.tls = Some(TlsListen {

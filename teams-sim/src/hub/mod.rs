@@ -14,7 +14,7 @@ use sbc::sip::transaction::TimerConfig;
 use sbc::sip::transport::{Network, SipTransport, Tap, TlsListen, TransportConfig};
 use sbc::sip::wire::Message;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -46,7 +46,8 @@ pub struct Tenant {
 pub struct HubConfig {
     /// This proxy's public name (`sip.pstnhub.microsoft.com`).
     pub fqdn: String,
-    /// The TLS port it listens on (5061 for Microsoft's proxies).
+    /// The address and TLS port it listens on (5061 for Microsoft's proxies).
+    pub listen_ip: IpAddr,
     pub listen_port: u16,
     /// The address written in its Via; `None`: what `fqdn` resolves to.
     pub advertised_ip: Option<IpAddr>,
@@ -194,7 +195,7 @@ pub async fn run_proxy<N: Network>(
     };
     let mut tc = TransportConfig::new(config.fqdn.clone());
     tc.tls = Some(TlsListen {
-        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), config.listen_port),
+        addr: SocketAddr::new(config.listen_ip, config.listen_port),
         config: config.tls_server.clone(),
         // The tenant check happens on the SIP layer, against Contact (§1).
         allowed_client_names: None,

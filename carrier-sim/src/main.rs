@@ -1,0 +1,174 @@
+//! `carrier-sim`: a carrier trunk and PSTN phones on real sockets, for an
+//! SBC under test. Commands on standard input:
+//!
+//!     call <from> <to>     a PSTN phone calls a number (E.164)
+//!     hangup <number>      a phone hangs up
+//!     status               calls and what each phone heard
+
+use carrier_sim::trunk::{run_trunk, CarrierCommand, CarrierConfig, CarrierView, Phone};
+use clap::Parser;
+use sbc::media::media_host;
+use sbc::sip::transport::tap::Direction;
+use sbc::sip::transport::{Tap, TokioNet, TraceEvent};
+use std::hash::BuildHasher;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
+
+#[derive(Parser)]
+#[command(
+    name = "carrier-sim",
+    version,
+    about = "A simulated carrier SIP trunk and PSTN phones"
+)]
+struct Cli {
+    /// The configuration file (see carrier-sim/examples/carrier.toml).
+    #[arg(long, short)]
+    config: PathBuf,
+    #[arg(long)]
+    check: bool,
+    /// Print every SIP message sent and received to stderr.
+    #[arg(long)]
+    trace: bool,
+}
+
+struct StderrTap;
+
+impl Tap for StderrTap {
+    fn record(&self, e: TraceEvent) {
+        let arrow = if e.direction == Direction::Sent {
+            "->"
+        } else {
+            "<-"
+        };
+        eprintln!(
+            "{:>10.3} {} {} {} {}\n{}",
+            e.at.as_secs_f64(),
+            e.transport,
+            e.local,
+            arrow,
+            e.remote,
+            String::from_utf8_lossy(&e.raw)
+        );
+    }
+}
+
+fn status(view: &CarrierView) -> String {
+    let mut out = String::new();
+    for c in &view.calls {
+        let m = c.media.lock().map(|m| m.clone()).unwrap_or_default();
+        out.push_str(&format!(
+            "{:?} {} <-> {}: {:?}; media sent {} received {} lost-order {} bad {}\n",
+            c.direction, c.phone, c.peer, c.state, m.sent, m.received, m.out_of_order, m.corrupt
+        ));
+    }
+    for p in &view.problems {
+        out.push_str(&format!("problem: {p}\n"));
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let file = match carrier_sim::config::load(&cli.config) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("carrier-sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check {
+        println!("{}: OK", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("carrier-sim: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let mut hosts = file.hosts.clone();
+        // The phones' audio comes from media_ip; the trunk's own name resolves there too unless mapped.
+        hosts
+            .entry("phones.carrier-sim".into())
+            .or_insert(file.media_ip);
+        hosts.entry(file.fqdn.clone()).or_insert(file.media_ip);
+        let net = TokioNet::with_hosts(hosts);
+        let (media_tx, media_rx) = mpsc::unbounded_channel();
+        tokio::spawn(media_host(net.clone(), media_rx));
+        let phones = file
+            .phones
+            .iter()
+            .map(|n| Phone {
+                number: n.clone(),
+                media_host: "phones.carrier-sim".into(),
+                media: media_tx.clone(),
+            })
+            .collect();
+        let config = CarrierConfig {
+            fqdn: file.fqdn.clone(),
+            listen_port: file.listen_port,
+            sbc_host: file.sbc_host.clone(),
+            sbc_port: file.sbc_port,
+            country_code: file.country_code.clone(),
+            phones,
+            ring_delay: file.ring_delay,
+            answer_delay: file.answer_delay,
+            media_frames: file.media_frames,
+            seed: file
+                .seed
+                .unwrap_or_else(|| std::collections::hash_map::RandomState::new().hash_one(0u8)),
+        };
+        let view = Arc::new(Mutex::new(CarrierView::default()));
+        let (commands, rx) = mpsc::unbounded_channel();
+        let tap: Option<Arc<dyn Tap>> = if cli.trace {
+            Some(Arc::new(StderrTap))
+        } else {
+            None
+        };
+        let trunk_view = view.clone();
+        tokio::spawn(async move {
+            if let Err(e) = run_trunk(net, config, trunk_view, rx, tap).await {
+                eprintln!("carrier-sim: trunk stopped: {e}");
+            }
+        });
+        eprintln!(
+            "carrier-sim: {} listening on UDP {}, SBC at {}:{}",
+            file.fqdn, file.listen_port, file.sbc_host, file.sbc_port
+        );
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["call", from, to] => {
+                    let _ = commands.send(CarrierCommand::Call {
+                        from: from.to_string(),
+                        to: to.to_string(),
+                    });
+                }
+                ["hangup", number] => {
+                    let _ = commands.send(CarrierCommand::HangUp {
+                        number: number.to_string(),
+                    });
+                }
+                ["status"] => print!(
+                    "{}",
+                    status(&view.lock().unwrap_or_else(|e| e.into_inner()))
+                ),
+                [] => {}
+                _ => eprintln!(
+                    "carrier-sim: commands are `call <from> <to>`, `hangup <number>`, `status`"
+                ),
+            }
+        }
+        std::future::pending::<()>().await;
+    });
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,219 @@
+//! The teams-sim configuration file (TOML): which proxies to run, the
+//! tenant, TLS files, and static host entries. `teams-sim/examples/hub.toml`
+//! documents every key.
+
+use crate::hub::{TeamsUser, Tenant};
+use sbc::config::{error, read_tls, read_toml, ConfigError, TlsSection};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    /// Where the media processor opens its ports (and what SDP says).
+    media_ip: IpAddr,
+    seed: Option<u64>,
+    #[serde(default = "default_ring")]
+    ring_delay_ms: u64,
+    #[serde(default = "default_answer")]
+    answer_delay_ms: u64,
+    /// Audio frames the media processor sends per call (20 ms each).
+    #[serde(default = "default_frames")]
+    media_frames: u32,
+    proxy: Vec<ProxySection>,
+    tenant: TenantSection,
+    tls: TlsSection,
+    #[serde(default)]
+    hosts: BTreeMap<String, IpAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProxySection {
+    fqdn: String,
+    listen: SocketAddr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantSection {
+    sbcs: Vec<String>,
+    #[serde(default = "default_sbc_port")]
+    sbc_port: u16,
+    users: Vec<UserSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserSection {
+    number: String,
+    name: String,
+}
+
+fn default_ring() -> u64 {
+    500
+}
+fn default_answer() -> u64 {
+    2000
+}
+fn default_frames() -> u32 {
+    250
+}
+fn default_sbc_port() -> u16 {
+    5061
+}
+
+/// One proxy to run.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    pub fqdn: String,
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug)]
+pub struct HubFile {
+    pub proxies: Vec<Proxy>,
+    pub tenant: Tenant,
+    pub media_ip: IpAddr,
+    pub seed: Option<u64>,
+    pub ring_delay: Duration,
+    pub answer_delay: Duration,
+    pub media_frames: u32,
+    pub tls_server: Arc<rustls::ServerConfig>,
+    pub tls_client: Arc<rustls::ClientConfig>,
+    pub hosts: BTreeMap<String, IpAddr>,
+}
+
+pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
+    let f: FileConfig = read_toml(path)?;
+    if f.proxy.is_empty() {
+        return Err(error(path, "proxy", "at least one [[proxy]] is needed"));
+    }
+    for (i, p) in f.proxy.iter().enumerate() {
+        if p.fqdn.parse::<IpAddr>().is_ok() || !p.fqdn.contains('.') {
+            return Err(error(
+                path,
+                &format!("proxy[{i}].fqdn"),
+                format!("{:?} is not an FQDN", p.fqdn),
+            ));
+        }
+        if p.listen.port() == 0 {
+            return Err(error(
+                path,
+                &format!("proxy[{i}].listen"),
+                "port 0 is not a port",
+            ));
+        }
+    }
+    if f.tenant.sbcs.is_empty() {
+        return Err(error(
+            path,
+            "tenant.sbcs",
+            "a tenant pairs at least one SBC FQDN",
+        ));
+    }
+    for (i, u) in f.tenant.users.iter().enumerate() {
+        let digits = u.number.strip_prefix('+').unwrap_or_default();
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(error(
+                path,
+                &format!("tenant.users[{i}].number"),
+                format!("{:?} is not E.164 with a leading +", u.number),
+            ));
+        }
+    }
+    if f.media_ip.is_unspecified() {
+        return Err(error(
+            path,
+            "media_ip",
+            "must be an address peers can send media to, not 0.0.0.0",
+        ));
+    }
+    let (tls_server, tls_client) = read_tls(path, &f.tls)?;
+    Ok(HubFile {
+        proxies: f
+            .proxy
+            .into_iter()
+            .map(|p| Proxy {
+                fqdn: p.fqdn.to_ascii_lowercase(),
+                listen: p.listen,
+            })
+            .collect(),
+        tenant: Tenant {
+            sbcs: f
+                .tenant
+                .sbcs
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
+            sbc_port: f.tenant.sbc_port,
+            users: f
+                .tenant
+                .users
+                .into_iter()
+                .map(|u| TeamsUser {
+                    number: u.number,
+                    name: u.name,
+                })
+                .collect(),
+        },
+        media_ip: f.media_ip,
+        seed: f.seed,
+        ring_delay: Duration::from_millis(f.ring_delay_ms),
+        answer_delay: Duration::from_millis(f.answer_delay_ms),
+        media_frames: f.media_frames,
+        tls_server,
+        tls_client,
+        hosts: f.hosts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lab_file_loads_and_mistakes_name_their_key() {
+        let dir = std::env::temp_dir().join(format!("drlab-hub-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        sbc::pki::TestPki::new()
+            .unwrap()
+            .write_pem(&dir, "sbc.example.com")
+            .unwrap();
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hub.toml"),
+        )
+        .unwrap();
+        let text = example.replace("../../target/lab/", "");
+        let p = dir.join("hub.toml");
+        std::fs::write(&p, &text).unwrap();
+        let f = load(&p).unwrap();
+        assert_eq!(f.proxies.len(), 3);
+        assert_eq!(f.tenant.users[1].name, "Bob");
+        for (bad, key) in [
+            (
+                text.replace("\"+4989000002\"", "\"089000002\""),
+                "tenant.users[1].number",
+            ),
+            (
+                text.replace(
+                    "fqdn = \"sip2.pstnhub.microsoft.com\"",
+                    "fqdn = \"10.0.0.2\"",
+                ),
+                "proxy[1].fqdn",
+            ),
+            (
+                text.replace("key = \"hub.key\"", "key = \"nope.key\""),
+                "tls.key",
+            ),
+        ] {
+            std::fs::write(&p, bad).unwrap();
+            assert_eq!(load(&p).unwrap_err().key, key);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
