@@ -443,7 +443,6 @@ trust = "ca.pem"
     mod tempdir {
         use std::path::{Path, PathBuf};
         use std::sync::atomic::{AtomicU32, Ordering};
-        use std::sync::Arc;
 
         pub struct Dir(PathBuf);
         static N: AtomicU32 = AtomicU32::new(0);
