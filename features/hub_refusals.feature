@@ -32,3 +32,27 @@ Feature: What the hub refuses, and how
     Then the hub answers it with 200
     And the hub ends the call with a BYE giving reason 1106 about 4 seconds after its 200
     And the trace matches its snapshot
+
+  Scenario: An INVITE offering only codecs Teams does not support is refused with 488
+    When a client with the SBC's certificate sends an INVITE for +4989000001 offering only AMR
+    Then the hub answers it with 488
+
+  Scenario: An INVITE with c=0.0.0.0 is refused with 488
+    When a client with the SBC's certificate sends an INVITE for +4989000001 with c=0.0.0.0
+    Then the hub answers it with 488
+
+  Scenario: An INVITE without SDP is refused: no delayed offer
+    When a client with the SBC's certificate sends an INVITE for +4989000001 without SDP
+    Then the hub answers it with 488
+
+  Scenario: An INVITE with a Replaces header is rejected
+    When a client with the SBC's certificate sends an INVITE for +4989000001 with a Replaces header
+    Then the hub answers it with 403
+
+  Scenario: An INVITE with an IP address in Record-Route is refused with 403
+    When a client with the SBC's certificate sends an INVITE for +4989000001 with an IP address in Record-Route
+    Then the hub answers it with 403
+
+  Scenario: Only the first Contact counts
+    When a client with the SBC's certificate sends an INVITE for +4989000001 with an IP address first of two Contacts
+    Then the hub answers it with 403

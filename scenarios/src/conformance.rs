@@ -63,7 +63,7 @@ async fn tester_options(w: &mut DrlabWorld, contact: String) -> StepResult {
 }
 
 #[when(
-    regex = r"^a client with the SBC's certificate sends an INVITE for (\+?\d+)(?: (offering RTP/AVP|with Require: 100rel|and never ACKs))?$"
+    regex = r"^a client with the SBC's certificate sends an INVITE for (\+?\d+)(?: (offering RTP/AVP|offering only AMR|with Require: 100rel|with c=0\.0\.0\.0|without SDP|with a Replaces header|with an IP address in Record-Route|with an IP address first of two Contacts|and never ACKs))?$"
 )]
 async fn tester_invite(w: &mut DrlabWorld, number: String, variant: String) -> StepResult {
     let ruri = format!("sip:{number}@{}:5061;user=phone", HUB_FQDNS[0]);
@@ -74,7 +74,13 @@ async fn tester_invite(w: &mut DrlabWorld, number: String, variant: String) -> S
     let mut body = SRTP_SDP.to_string();
     match variant.as_str() {
         "offering RTP/AVP" => body = body.replace("RTP/SAVP", "RTP/AVP").replace("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n", ""),
+        "offering only AMR" => body = body.replace("RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000", "RTP/SAVP 96\r\na=rtpmap:96 AMR/8000"),
         "with Require: 100rel" => headers.push(("Require", "100rel".into())),
+        "with c=0.0.0.0" => body = body.replace("c=IN IP4 192.0.2.10", "c=IN IP4 0.0.0.0"),
+        "without SDP" => body.clear(),
+        "with a Replaces header" => headers.push(("Replaces", "abc@sbc.example.com;to-tag=1;from-tag=2".into())),
+        "with an IP address in Record-Route" => headers.push(("Record-Route", "<sip:192.0.2.10:5061;transport=tls;lr>".into())),
+        "with an IP address first of two Contacts" => headers[0].1 = format!("<sip:192.0.2.10:5061>, {}", headers[0].1),
         _ => {}
     }
     send(w, Method::Invite, &ruri, &headers, &body)

@@ -29,6 +29,9 @@ pub enum Refusal {
     NoCommonCodec { reason: String },
     /// §9.27: `c=IN IP4 0.0.0.0` (531052).
     ZeroConnectionAddress,
+    /// §9.22: since April 2022 Direct Routing rejects SBC requests with a
+    /// Replaces header; the code is undocumented (we answer 403).
+    Replaces,
 }
 
 impl Refusal {
@@ -38,7 +41,8 @@ impl Refusal {
             Refusal::NoContact => (400, "Bad Request"),
             Refusal::IpInContact { .. }
             | Refusal::UnknownTrunk { .. }
-            | Refusal::CertificateMismatch { .. } => (403, "Forbidden"),
+            | Refusal::CertificateMismatch { .. }
+            | Refusal::Replaces => (403, "Forbidden"),
             Refusal::NotE164 { .. } | Refusal::UnknownNumber { .. } => (404, "Not Found"),
             Refusal::Requires100rel => (420, "Bad Extension"),
             Refusal::NoSdp
@@ -83,6 +87,7 @@ impl fmt::Display for Refusal {
             Refusal::SrtpRequired => write!(f, "SRTP encryption required"),
             Refusal::NoCommonCodec { reason } => write!(f, "cannot support any media: {reason}"),
             Refusal::ZeroConnectionAddress => write!(f, "c=0.0.0.0 is not accepted"),
+            Refusal::Replaces => write!(f, "requests with Replaces are rejected"),
         }?;
         if let Some(ms) = self.ms_code() {
             write!(f, " ({ms})")?;

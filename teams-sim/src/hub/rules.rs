@@ -56,8 +56,11 @@ pub fn identify_sbc(
 }
 
 /// Rules an SBC's INVITE must meet before it reaches a user (§9.17, 9.18,
-/// 9.23, 9.24, 9.27).
+/// 9.22, 9.23, 9.24, 9.27).
 pub fn check_invite(request: &Message) -> Result<(), Refusal> {
+    if request.headers.contains("Replaces") {
+        return Err(Refusal::Replaces);
+    }
     if request
         .headers
         .values("Require")
