@@ -130,6 +130,23 @@ fn main() -> ExitCode {
         "sbc: {} listening: carrier UDP {}, Teams TLS {}",
         config.fqdn, config.carrier_listen_port, config.tls_listen_port
     );
+    // The SBC records what goes wrong (refused TLS, rejected calls, failed
+    // sends) in its view; an operator sees each line once, as it happens.
+    let log_view = view.clone();
+    runtime.spawn(async move {
+        let mut shown = 0;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let problems = log_view
+                .lock()
+                .map(|v| v.problems.clone())
+                .unwrap_or_default();
+            for p in problems.iter().skip(shown) {
+                eprintln!("sbc: {p}");
+            }
+            shown = problems.len();
+        }
+    });
     match runtime.block_on(run_sbc(net, config, view, tap)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
