@@ -99,6 +99,7 @@ fn start_hub_and_sbc(carrier_udp: u16) -> Lab {
         media_host: "127.0.0.1".into(),
         media: mp_tx,
         media_frames: 25,
+        forks: 2,
         ring_delay: Duration::from_millis(100),
         answer_delay: Duration::from_millis(200),
         no_ack_timeout: Duration::from_secs(4),

@@ -207,6 +207,7 @@ impl Lab {
                     media_host: MEDIA_PROCESSOR.into(),
                     media: media.clone(),
                     media_frames: frames,
+                    forks: 2,
                     ring_delay: Duration::from_millis(500),
                     answer_delay: Duration::from_secs(2),
                     no_ack_timeout: Duration::from_secs(4),

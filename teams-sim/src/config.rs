@@ -24,6 +24,9 @@ struct FileConfig {
     /// Audio frames the media processor sends per call (20 ms each).
     #[serde(default = "default_frames")]
     media_frames: u32,
+    /// How many Teams endpoints of a user ring on an inbound call.
+    #[serde(default = "default_forks")]
+    forks: usize,
     proxy: Vec<ProxySection>,
     tenant: TenantSection,
     tls: TlsSection,
@@ -63,6 +66,9 @@ fn default_answer() -> u64 {
 fn default_frames() -> u32 {
     250
 }
+fn default_forks() -> usize {
+    2
+}
 fn default_sbc_port() -> u16 {
     5061
 }
@@ -83,6 +89,7 @@ pub struct HubFile {
     pub ring_delay: Duration,
     pub answer_delay: Duration,
     pub media_frames: u32,
+    pub forks: usize,
     pub tls_server: Arc<rustls::ServerConfig>,
     pub tls_client: Arc<rustls::ClientConfig>,
     pub hosts: BTreeMap<String, IpAddr>,
@@ -166,6 +173,7 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         ring_delay: Duration::from_millis(f.ring_delay_ms),
         answer_delay: Duration::from_millis(f.answer_delay_ms),
         media_frames: f.media_frames,
+        forks: f.forks.clamp(1, 8),
         tls_server,
         tls_client,
         hosts: f.hosts,

@@ -147,6 +147,7 @@ fn main() -> ExitCode {
                 media_host: file.media_ip.to_string(),
                 media: mp_tx.clone(),
                 media_frames: file.media_frames,
+                forks: file.forks,
                 ring_delay: file.ring_delay,
                 answer_delay: file.answer_delay,
                 no_ack_timeout: std::time::Duration::from_secs(4),

@@ -46,6 +46,8 @@ pub(crate) struct Call {
     fallback_hubs: Vec<String>,
     plan: Option<watch::Sender<Option<RelayPlan>>>,
     answered: bool,
+    /// Provisional codes already passed to leg a.
+    progress_sent: Vec<u16>,
     ended: bool,
 }
 
@@ -253,6 +255,7 @@ impl<N: Network> Sbc<N> {
             fallback_hubs,
             plan: Some(plan_tx),
             answered: false,
+            progress_sent: Vec::new(),
             ended: false,
         });
         Ok(())
@@ -445,10 +448,15 @@ impl<N: Network> Sbc<N> {
         match code {
             100 => {}
             101..=199 => {
-                let c = &self.calls[idx];
-                if c.ended || c.answered {
+                let c = &mut self.calls[idx];
+                // Forked calls ring from every fork (a 180 per To-tag): leg a hears
+                // each kind of progress once (behaviour §6: many SBCs forward only
+                // the first 18x, since some PSTN networks stop ringback on repeats).
+                if c.ended || c.answered || c.progress_sent.contains(&code) {
                     return;
                 }
+                c.progress_sent.push(code);
+                let c = &self.calls[idx];
                 // Early media is not relayed yet: pass the progress without SDP.
                 let mut p = response_to(
                     &c.a.invite,

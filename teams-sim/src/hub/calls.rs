@@ -313,13 +313,25 @@ impl<N: Network> Proxy<N> {
             if self.calls[idx].ring_at.is_some_and(|t| t <= now) {
                 self.calls[idx].ring_at = None;
                 self.calls[idx].answer_at = Some(now + self.config.answer_delay);
-                let call = &self.calls[idx];
-                let mut ringing = response_to(&call.invite, 180, "Ringing", Some(&call.local_tag));
-                ringing.headers.push("Record-Route", self.record_route());
-                let contact = self.contact();
-                ringing.headers.push("Contact", contact);
+                // §9.28: each of the user's Teams endpoints rings with a To-tag of
+                // its own; the last one answers, so the 200 comes from a
+                // different fork than the first 180.
+                let mut tags = vec![self.calls[idx].local_tag.clone()];
+                for _ in 1..self.config.forks.max(1) {
+                    tags.push(self.endpoint.rng.tag());
+                }
                 let key = self.calls[idx].invite_key.clone();
-                self.respond(&key, ringing);
+                for tag in &tags {
+                    let mut ringing =
+                        response_to(&self.calls[idx].invite, 180, "Ringing", Some(tag));
+                    ringing.headers.push("Record-Route", self.record_route());
+                    let contact = self.contact();
+                    ringing.headers.push("Contact", contact);
+                    self.respond(&key, ringing);
+                }
+                if let Some(answering) = tags.pop() {
+                    self.calls[idx].local_tag = answering;
+                }
                 self.set_state(idx, CallState::Ringing);
             }
             if self.calls[idx].answer_at.is_some_and(|t| t <= now) {

@@ -61,6 +61,8 @@ pub struct HubConfig {
     pub media: mpsc::UnboundedSender<ProbeOpen>,
     /// Audio frames the media processor sends per call (20 ms each).
     pub media_frames: u32,
+    /// How many of the user's Teams endpoints ring (each 180 has its own To-tag).
+    pub forks: usize,
     /// From INVITE to 180, and from 180 to the Teams user answering.
     pub ring_delay: Duration,
     pub answer_delay: Duration,
