@@ -8,21 +8,28 @@
 //!    transport) and `poll_event()` (what the transaction user must know);
 //! 3. sleeps until `poll_timeout()`, then calls `handle_timeout(now)`.
 //!
-//! ```no_run
+//! ```
 //! # use sbc::sip::transaction::*;
 //! # use sbc::sip::wire::Message;
-//! # fn send(_: Message) {}
-//! # fn wait_until(_: std::time::Instant) -> std::time::Instant { unimplemented!() }
-//! # let request: Message = unimplemented!();
-//! # let now = std::time::Instant::now();
-//! let mut tx = ClientTransaction::new(request, false, TimerConfig::default(), now).unwrap();
-//! loop {
-//!     while let Some(m) = tx.poll_transmit() { send(m) }
-//!     while let Some(ev) = tx.poll_event() { println!("{ev:?}") }
-//!     let Some(deadline) = tx.poll_timeout() else { break };
-//!     let now = wait_until(deadline); // or a response arrives: tx.handle_response(..)
-//!     tx.handle_timeout(now);
+//! # use std::time::Instant;
+//! /// Drive one transaction with no peer: it retransmits, then times out.
+//! fn drive(request: Message, start: Instant, mut send: impl FnMut(Message)) -> Vec<ClientEvent> {
+//!     let mut tx = ClientTransaction::new(request, false, TimerConfig::default(), start).unwrap();
+//!     let mut events = Vec::new();
+//!     loop {
+//!         while let Some(m) = tx.poll_transmit() { send(m) }
+//!         while let Some(ev) = tx.poll_event() { events.push(ev) }
+//!         // A real driver sleeps until the deadline or a response arrives
+//!         // (then calls tx.handle_response); here time just jumps.
+//!         let Some(deadline) = tx.poll_timeout() else { return events };
+//!         tx.handle_timeout(deadline);
+//!     }
 //! }
+//! # let raw = "OPTIONS sip:b SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a>;tag=1\r\nTo: <sip:b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+//! let mut sent = 0;
+//! let events = drive(Message::parse(raw.as_bytes()).unwrap(), Instant::now(), |_| sent += 1);
+//! assert_eq!(events, vec![ClientEvent::Timeout]);
+//! assert_eq!(sent, 11); // Timer E: 0.5, 1, 2, 4, 4, 4... until Timer F at 32 s
 //! ```
 //!
 //! Retransmission happens on unreliable transports only (§17.1.1.2,
