@@ -8,9 +8,8 @@
 use carrier_sim::trunk::{run_trunk, CarrierCommand, CarrierConfig, CarrierView, Phone};
 use clap::Parser;
 use sbc::media::media_host;
-use sbc::sip::transport::tap::Direction;
-use sbc::sip::transport::{Tap, TokioNet, TraceEvent};
-use std::hash::BuildHasher;
+use sbc::sip::transport::tap::StderrTap;
+use sbc::sip::transport::{Tap, TokioNet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -32,27 +31,6 @@ struct Cli {
     /// Print every SIP message sent and received to stderr.
     #[arg(long)]
     trace: bool,
-}
-
-struct StderrTap;
-
-impl Tap for StderrTap {
-    fn record(&self, e: TraceEvent) {
-        let arrow = if e.direction == Direction::Sent {
-            "->"
-        } else {
-            "<-"
-        };
-        eprintln!(
-            "{:>10.3} {} {} {} {}\n{}",
-            e.at.as_secs_f64(),
-            e.transport,
-            e.local,
-            arrow,
-            e.remote,
-            String::from_utf8_lossy(&e.raw)
-        );
-    }
 }
 
 fn status(view: &CarrierView) -> String {
@@ -122,9 +100,7 @@ fn main() -> ExitCode {
             ring_delay: file.ring_delay,
             answer_delay: file.answer_delay,
             media_frames: file.media_frames,
-            seed: file
-                .seed
-                .unwrap_or_else(|| std::collections::hash_map::RandomState::new().hash_one(0u8)),
+            seed: file.seed.unwrap_or_else(sbc::sip::rng::unpredictable_seed),
         };
         let view = Arc::new(Mutex::new(CarrierView::default()));
         let (commands, rx) = mpsc::unbounded_channel();

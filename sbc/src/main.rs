@@ -6,9 +6,8 @@
 
 use clap::{Parser, Subcommand};
 use sbc::b2bua::{run_sbc, SbcView};
-use sbc::sip::transport::tap::Direction;
-use sbc::sip::transport::{Tap, TokioNet, TraceEvent};
-use std::hash::BuildHasher;
+use sbc::sip::transport::tap::StderrTap;
+use sbc::sip::transport::{Tap, TokioNet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -42,27 +41,6 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-}
-
-/// Prints each message with its addresses.
-struct StderrTap;
-
-impl Tap for StderrTap {
-    fn record(&self, e: TraceEvent) {
-        let arrow = match e.direction {
-            Direction::Sent => "->",
-            Direction::Received => "<-",
-        };
-        eprintln!(
-            "{:>10.3} {} {} {} {}\n{}",
-            e.at.as_secs_f64(),
-            e.transport,
-            e.local,
-            arrow,
-            e.remote,
-            String::from_utf8_lossy(&e.raw)
-        );
-    }
 }
 
 fn main() -> ExitCode {
@@ -107,8 +85,7 @@ fn main() -> ExitCode {
     }
     // Outside simulation identifiers need only be unpredictable: seed from
     // the OS-keyed hasher unless the file pins a seed for reproducible runs.
-    config.seed =
-        seed.unwrap_or_else(|| std::collections::hash_map::RandomState::new().hash_one(0u8));
+    config.seed = seed.unwrap_or_else(sbc::sip::rng::unpredictable_seed);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,9 +7,8 @@
 
 use clap::Parser;
 use sbc::media::media_host;
-use sbc::sip::transport::tap::Direction;
-use sbc::sip::transport::{Tap, TokioNet, TraceEvent};
-use std::hash::BuildHasher;
+use sbc::sip::transport::tap::StderrTap;
+use sbc::sip::transport::{Tap, TokioNet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -33,28 +32,6 @@ struct Cli {
     /// Print every SIP message sent and received to stderr.
     #[arg(long)]
     trace: bool,
-}
-
-struct StderrTap;
-
-impl Tap for StderrTap {
-    fn record(&self, e: TraceEvent) {
-        let arrow = if e.direction == Direction::Sent {
-            "->"
-        } else {
-            "<-"
-        };
-        eprintln!(
-            "{:>10.3} {} {} {} {} {}\n{}",
-            e.at.as_secs_f64(),
-            e.host,
-            e.transport,
-            e.local,
-            arrow,
-            e.remote,
-            String::from_utf8_lossy(&e.raw)
-        );
-    }
 }
 
 fn status(view: &HubView) -> String {
@@ -103,9 +80,7 @@ fn main() -> ExitCode {
         println!("{}: OK", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    let seed = file
-        .seed
-        .unwrap_or_else(|| std::collections::hash_map::RandomState::new().hash_one(0u8));
+    let seed = file.seed.unwrap_or_else(sbc::sip::rng::unpredictable_seed);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

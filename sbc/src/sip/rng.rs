@@ -55,6 +55,14 @@ impl SeededRng {
     }
 }
 
+/// A seed nobody can predict, for the real-socket binaries when their
+/// configuration pins none (simulated worlds always take theirs from the
+/// scenario). The OS-keyed std hasher avoids another dependency.
+pub fn unpredictable_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u8)
+}
+
 /// FNV-1a, 64-bit: stable across platforms and Rust versions (std's hasher is not promised to be).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {

@@ -46,3 +46,27 @@ impl Tap for Recorder {
         }
     }
 }
+
+/// Prints every message with its time, host, transport and addresses to
+/// standard error: the `--trace` of the binaries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StderrTap;
+
+impl Tap for StderrTap {
+    fn record(&self, e: TraceEvent) {
+        let arrow = match e.direction {
+            Direction::Sent => "->",
+            Direction::Received => "<-",
+        };
+        eprintln!(
+            "{:>10.3} {} {} {} {} {}\n{}",
+            e.at.as_secs_f64(),
+            e.host,
+            e.transport,
+            e.local,
+            arrow,
+            e.remote,
+            String::from_utf8_lossy(&e.raw)
+        );
+    }
+}
