@@ -37,6 +37,11 @@ fn server(sim: &mut turmoil::Sim<'_>) {
                 {
                     ep.respond(&key, response_to(&request, 180, "Ringing", Some("t1")));
                 }
+                EndpointEvent::Request { key, request, .. }
+                    if request.method() == Some(&Method::Options) =>
+                {
+                    ep.respond(&key, response_to(&request, 200, "OK", None));
+                }
                 EndpointEvent::Cancelled { key } => {
                     let invite = ep
                         .server_request(&key)
@@ -178,4 +183,43 @@ fn cancel_ends_a_ringing_invite_with_487_and_an_unknown_cancel_gets_481() {
             "481 Call/Transaction Does Not Exist CANCEL"
         ]
     );
+}
+
+#[test]
+fn garbage_datagrams_leave_the_endpoint_answering() {
+    let mut sim = sim();
+    server(&mut sim);
+    let seen = Arc::new(Mutex::new(None));
+    let out = seen.clone();
+    sim.client("raw", async move {
+        let sock = TurmoilNet.bind_udp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5060)).await?;
+        let uas = SocketAddr::new(turmoil::lookup("uas"), 5060);
+        let valid = b"OPTIONS sip:uas SIP/2.0\r\nVia: SIP/2.0/UDP raw:5060;branch=z9hG4bKg\r\nFrom: <sip:raw>;tag=1\r\nTo: <sip:uas>\r\nCall-ID: g\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        let mut rng = SeededRng::new(99);
+        for i in 0..300u32 {
+            let mut junk = valid.to_vec();
+            match i % 3 {
+                0 => {
+                    let at = (rng.next_u32() as usize) % junk.len();
+                    junk[at] = rng.next_u32() as u8;
+                }
+                1 => junk.truncate((rng.next_u32() as usize) % junk.len()),
+                _ => {
+                    junk = vec![0u8; (rng.next_u32() % 600) as usize];
+                    rng.fill(&mut junk);
+                }
+            }
+            sock.send_to(&junk, uas).await?;
+        }
+        // Drain whatever 400s came back, then ask properly.
+        let mut buf = vec![0u8; 4096];
+        while tokio::time::timeout(Duration::from_millis(200), sock.recv_from(&mut buf)).await.is_ok() {}
+        sock.send_to(valid, uas).await?;
+        if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await {
+            *out.lock().unwrap() = Message::parse(&buf[..n]).ok().map(|m| m.summary());
+        }
+        Ok(())
+    });
+    sim.run().unwrap();
+    assert_eq!(seen.lock().unwrap().as_deref(), Some("200 OK"));
 }
