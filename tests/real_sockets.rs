@@ -100,6 +100,7 @@ fn start_hub_and_sbc(carrier_udp: u16) -> Lab {
         media: mp_tx,
         media_frames: 25,
         forks: 2,
+        early_media: true,
         ring_delay: Duration::from_millis(100),
         answer_delay: Duration::from_millis(200),
         no_ack_timeout: Duration::from_secs(4),

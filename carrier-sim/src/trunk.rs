@@ -92,6 +92,8 @@ struct PstnCall {
     answer_at: Option<Instant>,
     plan: Option<watch::Sender<Option<ProbePlan>>>,
     remote_sdp: Option<SessionDescription>,
+    /// The phone's probe has its plan.
+    media_started: bool,
     ended: bool,
 }
 
@@ -332,6 +334,7 @@ impl<N: Network> Trunk<N> {
             answer_at: None,
             plan: Some(plan),
             remote_sdp: None,
+            media_started: false,
             ended: false,
         });
         Ok(())
@@ -402,7 +405,13 @@ impl<N: Network> Trunk<N> {
         let code = response.status().unwrap_or(0);
         match code {
             100 => {}
-            101..=199 if !self.calls[idx].ended => self.set_state(idx, PstnState::Ringing),
+            101..=199 if !self.calls[idx].ended => {
+                // A 183 with SDP brings early media (ringback from the far end).
+                if !response.body.is_empty() {
+                    self.start_media(idx, &response);
+                }
+                self.set_state(idx, PstnState::Ringing)
+            }
             200..=299 => {
                 let call = &self.calls[idx];
                 let dialog = match &call.dialog {
@@ -418,29 +427,38 @@ impl<N: Network> Trunk<N> {
                 if self.calls[idx].dialog.is_some() || self.calls[idx].ended {
                     return;
                 }
-                let remote =
-                    SessionDescription::parse(&String::from_utf8_lossy(&response.body)).ok();
-                let plan = remote.as_ref().and_then(|r| {
-                    plan_for(
-                        &self.calls[idx].local_sdp,
-                        r,
-                        self.config.media_frames,
-                        &mut self.endpoint.rng,
-                    )
-                });
-                let call = &mut self.calls[idx];
-                call.dialog = Some(dialog);
-                call.remote_sdp = remote;
-                match (&call.plan, plan) {
-                    (Some(tx), Some(p)) => {
-                        let _ = tx.send(Some(p));
-                    }
-                    _ => self.problem("answer SDP has no usable audio".into()),
-                }
+                self.calls[idx].dialog = Some(dialog);
+                self.start_media(idx, &response);
                 self.set_state(idx, PstnState::Answered);
             }
             _ if !self.calls[idx].ended => self.end(idx, response.summary()),
             _ => {}
+        }
+    }
+
+    /// Give the phone's probe its plan from the SBC's SDP in `response`,
+    /// once per call (a 183 may already have done it).
+    fn start_media(&mut self, idx: usize, response: &Message) {
+        if self.calls[idx].media_started {
+            return;
+        }
+        let remote = SessionDescription::parse(&String::from_utf8_lossy(&response.body)).ok();
+        let plan = remote.as_ref().and_then(|r| {
+            plan_for(
+                &self.calls[idx].local_sdp,
+                r,
+                self.config.media_frames,
+                &mut self.endpoint.rng,
+            )
+        });
+        let call = &mut self.calls[idx];
+        call.remote_sdp = remote;
+        match (&call.plan, plan) {
+            (Some(tx), Some(p)) => {
+                let _ = tx.send(Some(p));
+                call.media_started = true;
+            }
+            _ => self.problem(format!("{} SDP has no usable audio", response.summary())),
         }
     }
 
@@ -505,6 +523,7 @@ impl<N: Network> Trunk<N> {
             answer_at: None,
             plan: Some(plan),
             remote_sdp: Some(offer),
+            media_started: false,
             ended: false,
         });
     }

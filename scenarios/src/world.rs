@@ -34,7 +34,8 @@ pub struct LabConfig {
     pub tick: Duration,
     /// The longest a scenario may run, in simulated time.
     pub duration: Duration,
-    /// Audio frames each far end sends per call (20 ms each).
+    /// Audio frames each far end sends per call (20 ms each); the default
+    /// keeps them talking until the call ends.
     pub media_frames: u32,
 }
 
@@ -57,7 +58,7 @@ impl Default for LabConfig {
             latency: Duration::from_millis(10),
             tick: Duration::from_millis(1),
             duration: Duration::from_secs(3600),
-            media_frames: 50,
+            media_frames: 100_000,
         }
     }
 }
@@ -208,6 +209,7 @@ impl Lab {
                     media: media.clone(),
                     media_frames: frames,
                     forks: 2,
+                    early_media: true,
                     ring_delay: Duration::from_millis(500),
                     answer_delay: Duration::from_secs(2),
                     no_ack_timeout: Duration::from_secs(4),

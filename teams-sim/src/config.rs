@@ -27,6 +27,9 @@ struct FileConfig {
     /// How many Teams endpoints of a user ring on an inbound call.
     #[serde(default = "default_forks")]
     forks: usize,
+    /// Send one 183 with SDP and start media before the answer.
+    #[serde(default = "default_early_media")]
+    early_media: bool,
     proxy: Vec<ProxySection>,
     tenant: TenantSection,
     tls: TlsSection,
@@ -66,6 +69,9 @@ fn default_answer() -> u64 {
 fn default_frames() -> u32 {
     250
 }
+fn default_early_media() -> bool {
+    true
+}
 fn default_forks() -> usize {
     2
 }
@@ -90,6 +96,7 @@ pub struct HubFile {
     pub answer_delay: Duration,
     pub media_frames: u32,
     pub forks: usize,
+    pub early_media: bool,
     pub tls_server: Arc<rustls::ServerConfig>,
     pub tls_client: Arc<rustls::ClientConfig>,
     pub hosts: BTreeMap<String, IpAddr>,
@@ -174,6 +181,7 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         answer_delay: Duration::from_millis(f.answer_delay_ms),
         media_frames: f.media_frames,
         forks: f.forks.clamp(1, 8),
+        early_media: f.early_media,
         tls_server,
         tls_client,
         hosts: f.hosts,

@@ -123,6 +123,7 @@ fn main() -> ExitCode {
                 media: mp_tx.clone(),
                 media_frames: file.media_frames,
                 forks: file.forks,
+                early_media: file.early_media,
                 ring_delay: file.ring_delay,
                 answer_delay: file.answer_delay,
                 no_ack_timeout: std::time::Duration::from_secs(4),

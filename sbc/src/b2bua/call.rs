@@ -48,6 +48,8 @@ pub(crate) struct Call {
     answered: bool,
     /// Provisional codes already passed to leg a.
     progress_sent: Vec<u16>,
+    /// The answer leg a was given (in a 183 or the 200): it does not change.
+    a_answer: Option<SessionDescription>,
     ended: bool,
 }
 
@@ -256,6 +258,7 @@ impl<N: Network> Sbc<N> {
             plan: Some(plan_tx),
             answered: false,
             progress_sent: Vec::new(),
+            a_answer: None,
             ended: false,
         });
         Ok(())
@@ -456,6 +459,9 @@ impl<N: Network> Sbc<N> {
                     return;
                 }
                 c.progress_sent.push(code);
+                if !response.body.is_empty() {
+                    return self.on_early_media(idx, &response);
+                }
                 let c = &self.calls[idx];
                 // Early media is not relayed yet: pass the progress without SDP.
                 let mut p = response_to(
@@ -489,6 +495,67 @@ impl<N: Network> Sbc<N> {
         }
     }
 
+    /// Leg a's answer for leg b's SDP in `response` (the codec leg b chose;
+    /// no transcoding), and the relay plan. Once leg a has had an answer
+    /// (in a 183), it keeps it: RFC 3261 §13.2.1 allows one answer per offer.
+    fn answer_leg_a(
+        &mut self,
+        idx: usize,
+        response: &Message,
+    ) -> Result<(SessionDescription, Option<RelayPlan>), String> {
+        let b_answer =
+            sdp_of(response).map_err(|e| format!("leg b answered without usable SDP: {e}"))?;
+        let call = &self.calls[idx];
+        let b_agreed = agreed(&call.b_offer, &b_answer)
+            .ok_or("leg b answer shares no codec with our offer")?;
+        let a_answer = match &call.a_answer {
+            Some(a) => a.clone(),
+            None => {
+                let mut a_media = call.a.media.clone();
+                a_media.codecs.retain(|c| {
+                    c.name.eq_ignore_ascii_case(&b_agreed.codec.name) || c.name == "telephone-event"
+                });
+                let origin = Origin {
+                    username: "drlab-sbc".into(),
+                    session_id: self.endpoint.rng.next_u32() as u64,
+                    session_version: 1,
+                    address: self.ip.to_string(),
+                };
+                let call = &self.calls[idx];
+                a_media
+                    .answer(&call.a_offer, origin)
+                    .map_err(|e| format!("cannot answer leg a: {e}"))?
+            }
+        };
+        let call = &mut self.calls[idx];
+        call.a_answer = Some(a_answer.clone());
+        let plan = agreed(&a_answer, &call.a_offer).and_then(|a| {
+            Some(RelayPlan {
+                a: relay_leg(&a)?,
+                b: relay_leg(&b_agreed)?,
+            })
+        });
+        Ok((a_answer, plan))
+    }
+
+    /// A 183 with SDP from leg b: early media (the hub's ringback or
+    /// announcements). Leg a gets a 183 with its answer and the relay starts.
+    fn on_early_media(&mut self, idx: usize, response: &Message) {
+        let (a_answer, plan) = match self.answer_leg_a(idx, response) {
+            Ok(x) => x,
+            Err(e) => return self.problem(e),
+        };
+        let c = &self.calls[idx];
+        let mut p = response_to(&c.a.invite, 183, "Session Progress", Some(&c.a.tag));
+        p.headers.push("Contact", c.a.contact.clone());
+        p.set_body("application/sdp", a_answer.to_text().into_bytes());
+        let k = c.a.key.clone();
+        self.endpoint.respond(&k, p);
+        if let (Some(p), Some(tx)) = (plan, &self.calls[idx].plan) {
+            let _ = tx.send(Some(p));
+        }
+    }
+
     fn on_answer(&mut self, idx: usize, response: &Message) {
         let call = &self.calls[idx];
         let b_dialog = match &call.b.dialog {
@@ -510,35 +577,11 @@ impl<N: Network> Sbc<N> {
         if call.answered || call.ended {
             return;
         }
-        let b_answer = match sdp_of(response) {
-            Ok(s) => s,
-            Err(e) => return self.problem(format!("leg b answered without usable SDP: {e}")),
-        };
-        let Some(b_agreed) = agreed(&call.b_offer, &b_answer) else {
-            return self.problem("leg b answer shares no codec with our offer".into());
-        };
-        // Answer leg a with the codec leg b chose (no transcoding).
-        let mut a_media = call.a.media.clone();
-        a_media.codecs.retain(|c| {
-            c.name.eq_ignore_ascii_case(&b_agreed.codec.name) || c.name == "telephone-event"
-        });
-        let origin = Origin {
-            username: "drlab-sbc".into(),
-            session_id: self.endpoint.rng.next_u32() as u64,
-            session_version: 1,
-            address: self.ip.to_string(),
+        let (a_answer, plan) = match self.answer_leg_a(idx, response) {
+            Ok(x) => x,
+            Err(e) => return self.problem(e),
         };
         let call = &self.calls[idx];
-        let a_answer = match a_media.answer(&call.a_offer, origin) {
-            Ok(a) => a,
-            Err(e) => return self.problem(format!("cannot answer leg a: {e}")),
-        };
-        let plan = agreed(&a_answer, &call.a_offer).and_then(|a| {
-            Some(RelayPlan {
-                a: relay_leg(&a)?,
-                b: relay_leg(&b_agreed)?,
-            })
-        });
         let mut ok = response_to(&call.a.invite, 200, "OK", Some(&call.a.tag));
         ok.headers.push("Contact", call.a.contact.clone());
         ok.headers.push("Allow", SBC_ALLOW);

@@ -26,6 +26,8 @@ pub(crate) struct HubCall {
     ring_at: Option<Instant>,
     /// When the hub gives up waiting for the ACK of its 200 (behaviour §9.32).
     ack_deadline: Option<Instant>,
+    /// The media processor has its plan (from a 183 or the 200).
+    media_started: bool,
     answer_at: Option<Instant>,
     plan: Option<watch::Sender<Option<ProbePlan>>>,
     local_sdp: Option<SessionDescription>,
@@ -261,6 +263,7 @@ impl<N: Network> Proxy<N> {
             ring_at: Some(now + self.config.ring_delay),
             answer_at: None,
             ack_deadline: None,
+            media_started: false,
             plan: Some(plan),
             local_sdp: Some(answer),
             remote_sdp: Some(offer),
@@ -329,6 +332,21 @@ impl<N: Network> Proxy<N> {
                     ringing.headers.push("Contact", contact);
                     self.respond(&key, ringing);
                 }
+                if self.config.early_media {
+                    // Non-bypass: the media processor answers early on the first
+                    // fork (one 183 with SDP) and media starts (behaviour §9.28).
+                    let call = &self.calls[idx];
+                    if let Some(sdp) = call.local_sdp.clone() {
+                        let mut progress =
+                            response_to(&call.invite, 183, "Session Progress", Some(&tags[0]));
+                        progress.headers.push("Record-Route", self.record_route());
+                        let contact = self.contact();
+                        progress.headers.push("Contact", contact);
+                        progress.set_body("application/sdp", sdp.to_text().into_bytes());
+                        self.respond(&key, progress);
+                        self.start_media(idx);
+                    }
+                }
                 if let Some(answering) = tags.pop() {
                     self.calls[idx].local_tag = answering;
                 }
@@ -368,23 +386,36 @@ impl<N: Network> Proxy<N> {
             call.sbc_target.clone(),
         )
         .ok();
-        let plan = call.remote_sdp.as_ref().and_then(|remote| {
-            probe_plan(
-                &sdp,
-                remote,
-                self.config.media_frames,
-                &mut self.endpoint.rng,
-            )
-        });
         let key = call.invite_key.clone();
         self.respond(&key, ok);
-        let call = &mut self.calls[idx];
-        call.dialog = dialog;
-        // Teams starts media with its 200 OK.
-        if let (Some(tx), Some(p)) = (&call.plan, plan) {
-            let _ = tx.send(Some(p));
-        }
+        self.calls[idx].dialog = dialog;
+        // Teams starts media with its 200 OK, unless it did with a 183.
+        self.start_media(idx);
         self.set_state(idx, CallState::Answered);
+    }
+
+    /// Give the media processor its plan (once per call).
+    fn start_media(&mut self, idx: usize) {
+        if self.calls[idx].media_started {
+            return;
+        }
+        let call = &self.calls[idx];
+        let (Some(local), Some(remote)) = (call.local_sdp.clone(), call.remote_sdp.clone()) else {
+            return;
+        };
+        let Some(plan) = probe_plan(
+            &local,
+            &remote,
+            self.config.media_frames,
+            &mut self.endpoint.rng,
+        ) else {
+            return;
+        };
+        let call = &mut self.calls[idx];
+        if let Some(tx) = &call.plan {
+            let _ = tx.send(Some(plan));
+        }
+        call.media_started = true;
     }
 
     pub(crate) fn on_ack(&mut self, request: &Message) {
@@ -652,6 +683,7 @@ impl<N: Network> Proxy<N> {
             ring_at: None,
             answer_at: None,
             ack_deadline: None,
+            media_started: false,
             plan: Some(plan),
             local_sdp: Some(offer),
             remote_sdp: None,

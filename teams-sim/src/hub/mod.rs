@@ -63,6 +63,9 @@ pub struct HubConfig {
     pub media_frames: u32,
     /// How many of the user's Teams endpoints ring (each 180 has its own To-tag).
     pub forks: usize,
+    /// Answer early with one 183 and SDP and start media before the 200
+    /// (non-bypass ringback from the media processor).
+    pub early_media: bool,
     /// From INVITE to 180, and from 180 to the Teams user answering.
     pub ring_delay: Duration,
     pub answer_delay: Duration,
