@@ -13,7 +13,6 @@ use sbc::sip::transport::{Tap, TokioNet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
 #[derive(Parser)]
@@ -119,10 +118,9 @@ fn main() -> ExitCode {
             "carrier-sim: {} listening on UDP {}, SBC at {}:{}",
             file.fqdn, file.listen_port, file.sbc_host, file.sbc_port
         );
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
+        let help = "`call <from> <to>`, `hangup <number>`, `status`";
+        sbc::console::serve_stdin("carrier-sim", help, |words| {
+            match words {
                 ["call", from, to] => {
                     let _ = commands.send(CarrierCommand::Call {
                         from: from.to_string(),
@@ -138,13 +136,11 @@ fn main() -> ExitCode {
                     "{}",
                     status(&view.lock().unwrap_or_else(|e| e.into_inner()))
                 ),
-                [] => {}
-                _ => eprintln!(
-                    "carrier-sim: commands are `call <from> <to>`, `hangup <number>`, `status`"
-                ),
+                _ => return false,
             }
-        }
-        std::future::pending::<()>().await;
+            true
+        })
+        .await;
     });
     ExitCode::SUCCESS
 }

@@ -10,6 +10,7 @@
 
 pub mod b2bua;
 pub mod config;
+pub mod console;
 pub mod media;
 pub mod pki;
 pub mod sip;

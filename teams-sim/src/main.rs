@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use teams_sim::hub::{run_proxy, HubCommand, HubConfig, HubView};
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
 #[derive(Parser)]
@@ -141,10 +140,9 @@ fn main() -> ExitCode {
         let Some(commands) = first_commands else {
             return ExitCode::from(2);
         };
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
+        let help = "`dial <user> <number>`, `hangup <user>`, `status`";
+        sbc::console::serve_stdin("teams-sim", help, |words| {
+            match words {
                 ["dial", user, number] => {
                     let _ = commands.send(HubCommand::Dial {
                         user: user.to_string(),
@@ -160,14 +158,11 @@ fn main() -> ExitCode {
                     "{}",
                     status(&view.lock().unwrap_or_else(|e| e.into_inner()))
                 ),
-                [] => {}
-                _ => eprintln!(
-                    "teams-sim: commands are `dial <user> <number>`, `hangup <user>`, `status`"
-                ),
+                _ => return false,
             }
-        }
-        // Standard input closed: keep serving until interrupted.
-        std::future::pending::<()>().await;
+            true
+        })
+        .await;
         ExitCode::SUCCESS
     });
     code
