@@ -123,8 +123,12 @@ impl ClientTransaction {
         match (self.invite, self.state, code) {
             (_, Terminated, _) => {}
             (true, Calling | Proceeding, 100..=199) => {
+                // §17.1.1.2: a provisional ends retransmission (Timer A) and,
+                // since Timer B only fires "still in the Calling state", the
+                // transaction timeout too: a callee may ring for minutes.
                 self.state = Proceeding;
                 self.deadlines.cancel(Timer::A);
+                self.deadlines.cancel(Timer::B);
                 self.events.push_back(ClientEvent::Response(resp));
             }
             (true, Calling | Proceeding | Accepted, 200..=299) => {

@@ -272,3 +272,26 @@ fn keys_match_ack_to_invite_and_response_to_request() {
         TransactionKey::for_request(&req).unwrap()
     );
 }
+
+#[test]
+fn timer_b_stops_once_a_provisional_arrives() {
+    // RFC 3261 §17.1.1.2: Timer B only matters in Calling. A callee that
+    // rings for 45 s before answering must not see its INVITE time out.
+    for reliable in [false, true] {
+        let t0 = Instant::now();
+        let req = request("INVITE");
+        let mut tx =
+            ClientTransaction::new(req.clone(), reliable, TimerConfig::default(), t0).unwrap();
+        tx.handle_response(respond(&req, 180), t0 + Duration::from_secs(1));
+        assert_eq!(tx.poll_timeout(), None, "no timer runs in Proceeding");
+        tx.handle_timeout(t0 + Duration::from_secs(45));
+        assert_eq!(tx.state(), ClientState::Proceeding);
+        tx.handle_response(respond(&req, 200), t0 + Duration::from_secs(46));
+        let events: Vec<_> = std::iter::from_fn(|| tx.poll_event()).collect();
+        assert!(
+            !events.contains(&ClientEvent::Timeout),
+            "reliable={reliable}: {events:?}"
+        );
+        assert_eq!(tx.state(), ClientState::Accepted);
+    }
+}
