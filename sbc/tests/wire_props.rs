@@ -117,12 +117,43 @@ proptest! {
         exercise(&bytes);
     }
 
+    /// Arbitrary UTF-8 (multibyte characters included) at every URI and
+    /// header position of a real INVITE: a reader that slices text by byte
+    /// index off a char boundary panics here (the `text[..4]` of a URI
+    /// scheme check did, on one datagram).
+    #[test]
+    fn arbitrary_utf8_in_any_uri_or_header_never_panics(
+        slot in 0usize..UTF8_SLOTS.len(),
+        text in "\\PC{0,12}",
+        prefix in prop_oneof![Just(""), Just("sip:"), Just("tel:"), Just("sips:"), Just("sip"), Just("<sip:")],
+    ) {
+        let raw = UTF8_SLOTS[slot].replace("{X}", &format!("{prefix}{text}"));
+        exercise(raw.as_bytes());
+        let _ = Uri::parse(&format!("{prefix}{text}"));
+        let _ = Uri::parse(&text);
+    }
+
     #[test]
     fn sdp_round_trips(sd in session()) {
         let text = sd.to_text();
         prop_assert_eq!(SessionDescription::parse(&text).unwrap(), sd);
     }
 }
+
+/// An INVITE with one position left open; each entry opens another.
+const UTF8_SLOTS: &[&str] = &[
+    "INVITE {X} SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:a@h>\r\nContent-Length: 0\r\n\r\n",
+    "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP {X};branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:a@h>\r\nContent-Length: 0\r\n\r\n",
+    "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <{X}>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:a@h>\r\nContent-Length: 0\r\n\r\n",
+    "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: {X};tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:a@h>\r\nContent-Length: 0\r\n\r\n",
+    "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <{X}>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:a@h>\r\nContent-Length: 0\r\n\r\n",
+    "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: {X}\r\nCSeq: 1 INVITE\r\nContact: <sip:a@h>\r\nContent-Length: 0\r\n\r\n",
+    "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: {X}\r\nContact: <sip:a@h>\r\nContent-Length: 0\r\n\r\n",
+    "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: <{X}>\r\nContent-Length: 0\r\n\r\n",
+    "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: {X}\r\nRecord-Route: <{X}>\r\nMax-Forwards: {X}\r\nRequire: {X}\r\nContent-Length: 0\r\n\r\n",
+    "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch={X}\r\nFrom: <sip:a@h>;tag={X}\r\nTo: <sip:b@h>;tag={X}\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:a@h>\r\n{X}: {X}\r\nContent-Length: 0\r\n\r\n",
+    "SIP/2.0 200 {X}\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: <{X}>\r\nContent-Length: 0\r\n\r\n",
+];
 
 /// Every reading a layer above may make of untrusted bytes.
 fn exercise(bytes: &[u8]) {
@@ -131,6 +162,17 @@ fn exercise(bytes: &[u8]) {
         let _ = m.top_via();
         let _ = m.contacts();
         let _ = m.from_header().map(|f| f.parsed_uri());
+        let _ = m.to_header().map(|f| f.parsed_uri());
+        let _ = m.cseq();
+        let _ = m.call_id();
+        for c in m.contacts().unwrap_or_default() {
+            let _ = c
+                .parsed_uri()
+                .map(|u| (u.user().map(str::to_string), u.host(), u.port()));
+        }
+        for rr in m.headers.values("Record-Route") {
+            let _ = sbc::sip::wire::NameAddr::parse("Record-Route", rr).map(|n| n.parsed_uri());
+        }
         let _ = m.max_forwards();
         if let Some(uri) = m.request_uri() {
             let _ = Uri::parse(uri);

@@ -56,11 +56,13 @@ impl Uri {
                 params,
             }));
         }
-        let scheme_ok = text.len() > 4
-            && (text[..4].eq_ignore_ascii_case("sip:")
-                || text
-                    .get(..5)
-                    .is_some_and(|s| s.eq_ignore_ascii_case("sips:")));
+        // `get` rather than `[..n]`: byte n may fall inside a multibyte
+        // character of hostile input, and slicing there panics.
+        let has_scheme = |scheme: &str| {
+            text.get(..scheme.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+        };
+        let scheme_ok = text.len() > 4 && (has_scheme("sip:") || has_scheme("sips:"));
         if !scheme_ok {
             return Err(bad("scheme is neither sip:, sips: nor tel:".into()));
         }
@@ -143,6 +145,20 @@ mod tests {
         assert_eq!(u.user(), Some("+4930123456"));
         assert_eq!(u.param("ext"), Some(Some("12".into())));
         assert!(Uri::parse("tel:hello").is_err());
+    }
+
+    #[test]
+    fn a_multibyte_character_across_the_scheme_is_an_error_not_a_panic() {
+        // 'é' is two bytes: byte 4 falls inside it.
+        for text in [
+            "sip\u{e9}x@h",
+            "si\u{e9}:x@h",
+            "\u{20ac}\u{20ac}",
+            "sip:\u{e9}@h\u{e9}",
+        ] {
+            let _ = Uri::parse(text);
+        }
+        assert!(Uri::parse("sip\u{e9}x@h").is_err());
     }
 
     #[test]
