@@ -3,6 +3,9 @@
 //! panics, never transmits after termination, and always terminates once
 //! time runs far enough ahead.
 
+// Wall-clock deadlines for tests on real sockets, or a fake clock's origin.
+#![allow(clippy::disallowed_methods)]
+
 use proptest::prelude::*;
 use sbc::sip::transaction::{response_to, ClientTransaction, ServerTransaction, TimerConfig};
 use sbc::sip::wire::Message;
@@ -67,11 +70,14 @@ proptest! {
             while tx.poll_event().is_some() {}
             if let Some(d) = tx.poll_timeout() { prop_assert!(d >= t0) }
         }
-        // Far enough ahead every transaction has ended.
+        // Far enough ahead every transaction has ended, but an INVITE that
+        // got a provisional: it waits, with no timer, for its final response
+        // or its TU's CANCEL (RFC 3261 §17.1.1.2: Timer B only in Calling).
         for _ in 0..200 {
             match tx.poll_timeout() { Some(d) => tx.handle_timeout(d), None => break }
         }
-        prop_assert!(tx.is_terminated());
+        let waits = invite && tx.state() == sbc::sip::transaction::ClientState::Proceeding;
+        prop_assert!(tx.is_terminated() || (waits && tx.poll_timeout().is_none()), "{:?}", tx.state());
     }
 
     #[test]
