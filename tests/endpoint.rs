@@ -1,69 +1,82 @@
-//! The endpoint (transaction user core) between two simulated hosts:
-//! malformed requests are answered with the status their fault implies,
-//! CANCEL ends a pending INVITE with 487 (RFC 3261 §9.2), and an unknown
-//! CANCEL gets 481.
+//! The user agent core between two simulated hosts, each run by the
+//! driver: malformed requests are answered with the status their fault
+//! implies, CANCEL ends a pending INVITE with 487 (RFC 3261 §9.2), an
+//! unknown CANCEL gets 481, and garbage never stops the host answering.
 
-use sbc::sip::endpoint::{Endpoint, EndpointConfig, EndpointEvent};
+use sbc::driver::{run, HostSetup, NoMedia, Role};
+use sbc::sip::endpoint::EndpointConfig;
 use sbc::sip::rng::SeededRng;
-use sbc::sip::transaction::{response_to, TimerConfig};
-use sbc::sip::transport::{
-    Network, SipTransport, Target, TransportConfig, TransportKind, TurmoilNet,
-};
+use sbc::sip::session::{Hop, Reply, RequestBuilder, SessionConfig, SessionEvent, SessionId};
+use sbc::sip::transport::{Network, Target, TransportConfig, TransportKind, TurmoilNet};
+use sbc::sip::ua::{UaConfig, UaEvent, UserAgent};
 use sbc::sip::wire::{Message, Method};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
-async fn endpoint(host: &str, port: u16) -> std::io::Result<Endpoint<TurmoilNet>> {
-    let mut cfg = TransportConfig::new(host);
-    cfg.udp = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
-    let (t, ev) = SipTransport::start(TurmoilNet, cfg, None).await?;
-    let ec = EndpointConfig {
-        via_host: host.into(),
-        timers: TimerConfig::default(),
-        user_agent: None,
-    };
-    Ok(Endpoint::new(t, ev, ec, SeededRng::for_host(1, host)))
+fn setup(host: &str, port: u16) -> HostSetup {
+    let mut transport = TransportConfig::new(host);
+    transport.udp = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    HostSetup {
+        transport,
+        ua: UaConfig {
+            endpoint: EndpointConfig::new(host),
+            session: SessionConfig::new(format!("<sip:{host}:{port}>")),
+        },
+        names: vec![],
+        rng: SeededRng::for_host(1, host),
+    }
 }
 
-/// A UAS that rings on every INVITE and answers a CANCEL with 487.
+/// A UAS that rings on every INVITE and answers OPTIONS with 200; CANCEL
+/// and 487 are the session layer's.
+struct Ringer;
+
+impl Role for Ringer {
+    type Command = ();
+    type MediaCommand = ();
+    type MediaEvent = ();
+    fn start(&mut self, _: Instant, _: &mut UserAgent) {}
+    fn on_event(&mut self, now: Instant, ev: UaEvent, ua: &mut UserAgent) {
+        match ev {
+            UaEvent::Session {
+                id,
+                event: SessionEvent::Incoming { .. },
+            } => {
+                let _ = ua.provisional(now, id, 0, Reply::new(180, "Ringing"));
+            }
+            UaEvent::Request { key, request, .. } if request.method() == Some(&Method::Options) => {
+                ua.reply(now, &key, 200, "OK", vec![]);
+            }
+            _ => {}
+        }
+    }
+    fn on_command(&mut self, _: Instant, _: (), _: &mut UserAgent) {}
+    fn on_media(&mut self, _: Instant, _: (), _: &mut UserAgent) {}
+    fn on_timeout(&mut self, _: Instant, _: &mut UserAgent) {}
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn poll_media(&mut self) -> Option<()> {
+        None
+    }
+}
+
 fn server(sim: &mut turmoil::Sim<'_>) {
     sim.host("uas", || async {
-        let mut ep = endpoint("uas", 5060).await?;
-        loop {
-            match ep.next_event(None).await {
-                EndpointEvent::Request { key, request, .. }
-                    if request.method() == Some(&Method::Invite) =>
-                {
-                    ep.respond(&key, response_to(&request, 180, "Ringing", Some("t1")));
-                }
-                EndpointEvent::Request { key, request, .. }
-                    if request.method() == Some(&Method::Options) =>
-                {
-                    ep.respond(&key, response_to(&request, 200, "OK", None));
-                }
-                EndpointEvent::Cancelled { key } => {
-                    let invite = ep
-                        .server_request(&key)
-                        .cloned()
-                        .expect("the INVITE is pending");
-                    ep.respond(
-                        &key,
-                        response_to(&invite, 487, "Request Terminated", Some("t1")),
-                    );
-                }
-                _ => {}
-            }
-        }
+        let (_tx, rx) = mpsc::unbounded_channel();
+        run(
+            TurmoilNet,
+            setup("uas", 5060),
+            Ringer,
+            rx,
+            NoMedia::default(),
+            None,
+        )
+        .await?;
+        Ok(())
     });
-}
-
-fn invite(branch_free: &str) -> Message {
-    let raw = format!(
-        "INVITE sip:+4989000001@uas SIP/2.0\r\nFrom: <sip:a@uac>;tag=f1\r\nTo: <sip:+4989000001@uas>\r\n\
-         Call-ID: {branch_free}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-    );
-    Message::parse(raw.as_bytes()).unwrap()
 }
 
 fn sim() -> turmoil::Sim<'static> {
@@ -114,6 +127,81 @@ fn malformed_requests_are_answered_with_their_status() {
     assert_eq!(seen[2], "505 Version Not Supported");
 }
 
+/// A UAC that calls `uas`, CANCELs on the 180, then sends a CANCEL that
+/// matches nothing; it records every final and provisional it hears.
+struct Canceller {
+    seen: Arc<Mutex<Vec<String>>>,
+    call: Option<SessionId>,
+    lone: Option<sbc::sip::transaction::TransactionKey>,
+}
+
+fn target() -> Hop {
+    Hop::Target(Target {
+        transport: TransportKind::Udp,
+        addr: SocketAddr::new(turmoil::lookup("uas"), 5060),
+        server_name: None,
+    })
+}
+
+impl Role for Canceller {
+    type Command = ();
+    type MediaCommand = ();
+    type MediaEvent = ();
+    fn start(&mut self, now: Instant, ua: &mut UserAgent) {
+        let m = RequestBuilder::new(
+            Method::Invite,
+            "sip:+4989000001@uas",
+            "<sip:a@uac>",
+            "<sip:+4989000001@uas>",
+        )
+        .build(ua.rng(), "uac");
+        self.call = ua.invite(now, m, None, target()).ok();
+    }
+    fn on_event(&mut self, now: Instant, ev: UaEvent, ua: &mut UserAgent) {
+        match ev {
+            UaEvent::Session {
+                id,
+                event: SessionEvent::Progress { response, .. },
+            } => {
+                self.seen.lock().unwrap().push(response.summary());
+                let _ = ua.cancel(now, id);
+            }
+            UaEvent::Session {
+                event: SessionEvent::Ended { reason },
+                ..
+            } => {
+                self.seen.lock().unwrap().push(format!("ended: {reason}"));
+                // A CANCEL whose branch matches no INVITE at the UAS.
+                let mut inv =
+                    RequestBuilder::new(Method::Invite, "sip:x@uas", "<sip:a@uac>", "<sip:x@uas>")
+                        .build(ua.rng(), "uac");
+                inv.headers
+                    .push_front("Via", "SIP/2.0/UDP uac:5060;branch=z9hG4bKnosuch");
+                let mut lone = sbc::sip::transaction::build_cancel(&inv);
+                lone.headers.remove("Via");
+                self.lone = ua.send_request(now, lone, target()).ok();
+            }
+            UaEvent::Response { key, response } if Some(&key) == self.lone.as_ref() => {
+                self.seen.lock().unwrap().push(format!(
+                    "{} {}",
+                    response.summary(),
+                    response.cseq().unwrap().method
+                ));
+            }
+            _ => {}
+        }
+    }
+    fn on_command(&mut self, _: Instant, _: (), _: &mut UserAgent) {}
+    fn on_media(&mut self, _: Instant, _: (), _: &mut UserAgent) {}
+    fn on_timeout(&mut self, _: Instant, _: &mut UserAgent) {}
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn poll_media(&mut self) -> Option<()> {
+        None
+    }
+}
+
 #[test]
 fn cancel_ends_a_ringing_invite_with_487_and_an_unknown_cancel_gets_481() {
     let mut sim = sim();
@@ -121,54 +209,21 @@ fn cancel_ends_a_ringing_invite_with_487_and_an_unknown_cancel_gets_481() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let out = seen.clone();
     sim.client("uac", async move {
-        let mut ep = endpoint("uac", 5060).await?;
-        let target = Target {
-            transport: TransportKind::Udp,
-            addr: SocketAddr::new(turmoil::lookup("uas"), 5060),
-            server_name: None,
+        let role = Canceller {
+            seen: out,
+            call: None,
+            lone: None,
         };
-        let key = ep
-            .send_request(invite("call-1"), target.clone())
-            .map_err(std::io::Error::other)?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let mut cancelled = false;
-        loop {
-            match ep.next_event(Some(deadline)).await {
-                EndpointEvent::Response { key: k, response } => {
-                    let line =
-                        format!("{} {}", response.summary(), response.cseq().unwrap().method);
-                    out.lock().unwrap().push(line);
-                    if k == key && response.status() == Some(180) && !cancelled {
-                        cancelled = true;
-                        ep.send_cancel(&key).expect("INVITE still pending");
-                    }
-                    if response.status() == Some(487) {
-                        break;
-                    }
-                }
-                EndpointEvent::Wake => break,
-                _ => {}
-            }
-        }
-        // A CANCEL whose branch matches no INVITE at the UAS.
-        let lone = sbc::sip::transaction::build_cancel(&invite("call-2"));
-        let key = ep
-            .send_request(lone, target)
-            .map_err(std::io::Error::other)?;
-        loop {
-            match ep.next_event(Some(deadline)).await {
-                EndpointEvent::Response { key: k, response } if k == key => {
-                    out.lock().unwrap().push(format!(
-                        "{} {}",
-                        response.summary(),
-                        response.cseq().unwrap().method
-                    ));
-                    break;
-                }
-                EndpointEvent::Wake => break,
-                _ => {}
-            }
-        }
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let run = run(
+            TurmoilNet,
+            setup("uac", 5060),
+            role,
+            rx,
+            NoMedia::default(),
+            None,
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(5), run).await;
         Ok(())
     });
     sim.run().unwrap();
@@ -176,10 +231,8 @@ fn cancel_ends_a_ringing_invite_with_487_and_an_unknown_cancel_gets_481() {
     assert_eq!(
         seen,
         [
-            "100 Trying INVITE",
-            "180 Ringing INVITE",
-            "200 OK CANCEL",
-            "487 Request Terminated INVITE",
+            "180 Ringing",
+            "ended: cancelled",
             "481 Call/Transaction Does Not Exist CANCEL"
         ]
     );

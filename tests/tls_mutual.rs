@@ -3,7 +3,7 @@
 //! wrongly named or incomplete one; the SBC refuses a hub certificate
 //! without the serverAuth EKU.
 
-use sbc::pki::{Eku, LeafSpec, TestPki};
+use drlab_sim::pki::{Eku, LeafSpec, TestPki};
 use sbc::sip::transport::tls::{client_config, roots, server_config, TlsIdentity};
 use sbc::sip::transport::{
     SipTransport, Target, TlsListen, TransportConfig, TransportEvent, TransportKind, TurmoilNet,

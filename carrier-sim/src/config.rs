@@ -27,6 +27,11 @@ struct FileConfig {
     answer_delay_ms: u64,
     #[serde(default = "default_frames")]
     media_frames: u32,
+    /// The phones' RTP ports (each with its RTCP neighbour).
+    #[serde(default = "default_media_port_min")]
+    media_port_min: u16,
+    #[serde(default = "default_media_port_max")]
+    media_port_max: u16,
     seed: Option<u64>,
     #[serde(default)]
     hosts: BTreeMap<String, IpAddr>,
@@ -44,6 +49,12 @@ fn default_answer() -> u64 {
 fn default_frames() -> u32 {
     250
 }
+fn default_media_port_min() -> u16 {
+    20000
+}
+fn default_media_port_max() -> u16 {
+    29999
+}
 
 #[derive(Debug)]
 pub struct CarrierFile {
@@ -57,6 +68,7 @@ pub struct CarrierFile {
     pub ring_delay: Duration,
     pub answer_delay: Duration,
     pub media_frames: u32,
+    pub media_ports: std::ops::RangeInclusive<u16>,
     pub seed: Option<u64>,
     pub hosts: BTreeMap<String, IpAddr>,
 }
@@ -104,6 +116,9 @@ pub fn load(path: &Path) -> Result<CarrierFile, ConfigError> {
             "port 0 is not a port",
         ));
     }
+    if let Err(e) = sbc::media::PortAllocator::new(f.media_port_min..=f.media_port_max) {
+        return Err(error(path, "media_port_min", e.to_string()));
+    }
     Ok(CarrierFile {
         fqdn: f.fqdn,
         listen_port: f.listen_port,
@@ -115,6 +130,7 @@ pub fn load(path: &Path) -> Result<CarrierFile, ConfigError> {
         ring_delay: Duration::from_millis(f.ring_delay_ms),
         answer_delay: Duration::from_millis(f.answer_delay_ms),
         media_frames: f.media_frames,
+        media_ports: f.media_port_min..=f.media_port_max,
         seed: f.seed,
         hosts: f.hosts,
     })

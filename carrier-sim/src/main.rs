@@ -7,7 +7,7 @@
 
 use carrier_sim::trunk::{run_trunk, CarrierCommand, CarrierConfig, CarrierView, Phone};
 use clap::Parser;
-use sbc::media::media_host;
+use drlab_sim::{media_host, media_host_channel};
 use sbc::sip::transport::tap::StderrTap;
 use sbc::sip::transport::{Tap, TokioNet};
 use std::path::PathBuf;
@@ -41,7 +41,7 @@ fn status(view: &CarrierView) -> String {
             c.direction, c.phone, c.peer, c.state, m.sent, m.received, m.out_of_order, m.corrupt
         ));
     }
-    for p in &view.problems {
+    for p in view.problems.lines() {
         out.push_str(&format!("problem: {p}\n"));
     }
     out
@@ -78,15 +78,20 @@ fn main() -> ExitCode {
             .or_insert(file.media_ip);
         hosts.entry(file.fqdn.clone()).or_insert(file.media_ip);
         let net = TokioNet::with_hosts(hosts);
-        let (media_tx, media_rx) = mpsc::unbounded_channel();
-        tokio::spawn(media_host(net.clone(), media_rx));
+        let (handle, media_rx) = media_host_channel();
+        tokio::spawn(media_host(
+            net.clone(),
+            file.media_ip,
+            media_rx,
+            handle.live.clone(),
+        ));
         let phones = file
             .phones
             .iter()
             .map(|n| Phone {
                 number: n.clone(),
                 media_host: "phones.carrier-sim".into(),
-                media: media_tx.clone(),
+                media: handle.clone(),
             })
             .collect();
         let config = CarrierConfig {
@@ -96,9 +101,13 @@ fn main() -> ExitCode {
             sbc_port: file.sbc_port,
             country_code: file.country_code.clone(),
             phones,
-            ring_delay: file.ring_delay,
-            answer_delay: file.answer_delay,
+            answering: drlab_sim::far_end::Answering {
+                ring_after: file.ring_delay,
+                answer_after: file.answer_delay,
+            },
             media_frames: file.media_frames,
+            media_ports: file.media_ports.clone(),
+            timers: Default::default(),
             seed: file.seed.unwrap_or_else(sbc::sip::rng::unpredictable_seed),
         };
         let view = Arc::new(Mutex::new(CarrierView::default()));
@@ -119,7 +128,7 @@ fn main() -> ExitCode {
             file.fqdn, file.listen_port, file.sbc_host, file.sbc_port
         );
         let help = "`call <from> <to>`, `hangup <number>`, `status`";
-        sbc::console::serve_stdin("carrier-sim", help, |words| {
+        drlab_sim::console::serve_stdin("carrier-sim", help, |words| {
             match words {
                 ["call", from, to] => {
                     let _ = commands.send(CarrierCommand::Call {

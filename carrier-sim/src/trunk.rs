@@ -1,29 +1,41 @@
 //! The carrier trunk: places calls from PSTN phones to the SBC, answers
-//! calls the SBC sends to PSTN numbers, and hangs up.
+//! calls the SBC sends to PSTN numbers, and hangs up. Policy only, on the
+//! SIP stack's user agent; the phones ring, answer and talk the way every
+//! simulated far end does ([`drlab_sim::far_end`]).
 
-use sbc::b2bua::numbers::to_national;
-use sbc::media::{MediaStats, ProbeOpen, ProbePlan};
-use sbc::sip::dialog::Dialog;
-use sbc::sip::endpoint::{Endpoint, EndpointConfig, EndpointEvent};
+use drlab_sim::far_end::{Answering, Callee, CalleeStep, Talk};
+use drlab_sim::{MediaHostHandle, MediaStats, ProbeCommand, ProbeDriver};
+use sbc::driver::{HostSetup, Role};
+use sbc::media::PortAllocator;
+use sbc::problems::ProblemLog;
+use sbc::sip::endpoint::EndpointConfig;
 use sbc::sip::rng::SeededRng;
-use sbc::sip::sdp::offer_answer::{agreed, Codec, LocalMedia};
+use sbc::sip::sdp::offer_answer::{Codec, LocalMedia};
 use sbc::sip::sdp::{Origin, SessionDescription};
-use sbc::sip::transaction::{response_to, TimerConfig, TransactionKey};
-use sbc::sip::transport::{Network, SipTransport, Tap, Target, TransportConfig, TransportKind};
+use sbc::sip::session::{
+    EndReason, Hop, Reply, RequestBuilder, SessionConfig, SessionEvent, SessionId,
+};
+use sbc::sip::transaction::TimerConfig;
+use sbc::sip::transport::{Network, Tap, TransportConfig};
+use sbc::sip::ua::{UaConfig, UaCounts, UaEvent, UserAgent};
 use sbc::sip::wire::{Message, Method, Uri};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+const CARRIER_ALLOW: &str = "INVITE,ACK,BYE,CANCEL,OPTIONS";
+/// How many calls the view keeps (the counter keeps counting).
+pub const VIEW_HISTORY: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct Phone {
     /// E.164 with `+`.
     pub number: String,
-    /// The host its audio comes from.
+    /// The host its audio comes from, and the handle that opens probes there.
     pub media_host: String,
-    pub media: mpsc::UnboundedSender<ProbeOpen>,
+    pub media: MediaHostHandle,
 }
 
 #[derive(Debug, Clone)]
@@ -37,9 +49,12 @@ pub struct CarrierConfig {
     /// Country code for the national number format on the trunk.
     pub country_code: String,
     pub phones: Vec<Phone>,
-    pub ring_delay: Duration,
-    pub answer_delay: Duration,
+    /// When a called phone rings and answers.
+    pub answering: Answering,
     pub media_frames: u32,
+    /// The phones' RTP ports.
+    pub media_ports: std::ops::RangeInclusive<u16>,
+    pub timers: TimerConfig,
     pub seed: u64,
 }
 
@@ -61,6 +76,7 @@ pub enum PstnState {
 
 #[derive(Debug, Clone)]
 pub struct PstnCallView {
+    pub serial: u64,
     pub phone: String,
     pub peer: String,
     pub direction: PstnDirection,
@@ -70,43 +86,36 @@ pub struct PstnCallView {
 
 #[derive(Debug, Clone, Default)]
 pub struct CarrierView {
-    pub calls: Vec<PstnCallView>,
-    pub problems: Vec<String>,
+    /// The latest calls (at most [`VIEW_HISTORY`]).
+    pub calls: VecDeque<PstnCallView>,
+    pub calls_total: u64,
+    pub problems: ProblemLog,
+    pub ua: UaCounts,
+    pub live_calls: usize,
+    /// Phone media ports allocated now.
+    pub media_ports: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CarrierCommand {
-    Call { from: String, to: String },
-    HangUp { number: String },
+    Call {
+        from: String,
+        to: String,
+    },
+    HangUp {
+        number: String,
+    },
+    /// From now on, called phones ring and answer this way.
+    Answering(Answering),
 }
 
 struct PstnCall {
-    view_idx: usize,
+    serial: u64,
     phone: String,
-    invite_key: TransactionKey,
-    invite: Message,
-    local_tag: String,
-    local_sdp: SessionDescription,
-    dialog: Option<Dialog>,
-    ring_at: Option<Instant>,
-    answer_at: Option<Instant>,
-    plan: Option<watch::Sender<Option<ProbePlan>>>,
-    remote_sdp: Option<SessionDescription>,
-    /// The phone's probe has its plan.
-    media_started: bool,
-    ended: bool,
-}
-
-struct Trunk<N: Network> {
-    net: N,
-    config: CarrierConfig,
-    endpoint: Endpoint<N>,
-    view: Arc<Mutex<CarrierView>>,
-    ip: IpAddr,
-    /// The SBC's carrier-side address: every request and in-dialog request goes there.
-    sbc: Target,
-    calls: Vec<PstnCall>,
-    next_port: u16,
+    callee: Option<Callee>,
+    talk: Talk,
+    port: u16,
+    why: Option<String>,
 }
 
 /// Run the trunk (UDP on `listen_port`) until its host stops. Every SIP message
@@ -115,94 +124,115 @@ pub async fn run_trunk<N: Network>(
     net: N,
     config: CarrierConfig,
     view: Arc<Mutex<CarrierView>>,
-    mut commands: mpsc::UnboundedReceiver<CarrierCommand>,
+    commands: mpsc::UnboundedReceiver<CarrierCommand>,
     tap: Option<Arc<dyn Tap>>,
 ) -> std::io::Result<()> {
-    let mut tc = TransportConfig::new(config.fqdn.clone());
-    tc.udp = Some(SocketAddr::new(
-        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        config.listen_port,
-    ));
-    let (transport, events) = SipTransport::start(net.clone(), tc, tap).await?;
     let ip = net.resolve(&config.fqdn, config.listen_port).await?.ip();
-    let ep = EndpointConfig {
-        via_host: ip.to_string(),
-        timers: TimerConfig::default(),
-        user_agent: Some("drlab carrier-sim".into()),
+    let mut tc = TransportConfig::new(config.fqdn.clone());
+    tc.udp = Some(SocketAddr::new(ip, config.listen_port));
+    let mut endpoint = EndpointConfig::new(ip.to_string());
+    endpoint.timers = config.timers;
+    endpoint.user_agent = Some("drlab carrier-sim".into());
+    let session = SessionConfig::new(format!("<sip:{ip}:{}>", config.listen_port));
+    let mut names = vec![config.sbc_host.clone()];
+    names.extend(config.phones.iter().map(|p| p.media_host.clone()));
+    let setup = HostSetup {
+        transport: tc,
+        ua: UaConfig { endpoint, session },
+        names,
+        rng: SeededRng::for_host(config.seed, &config.fqdn),
     };
-    let rng = SeededRng::for_host(config.seed, &config.fqdn);
-    let endpoint = Endpoint::new(transport, events, ep, rng);
-    let sbc_addr = net.resolve(&config.sbc_host, config.sbc_port).await?;
-    let sbc = Target {
-        transport: TransportKind::Udp,
-        addr: sbc_addr,
-        server_name: None,
-    };
-    let mut trunk = Trunk {
-        net,
+    let media = ProbeDriver::new(
+        config
+            .phones
+            .iter()
+            .map(|p| (p.media_host.clone(), p.media.clone()))
+            .collect(),
+    );
+    let ports = PortAllocator::new(config.media_ports.clone())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let trunk = Trunk {
         config,
-        endpoint,
         view,
         ip,
-        sbc,
-        calls: Vec::new(),
-        next_port: 20000,
+        ports,
+        calls: BTreeMap::new(),
+        next_media: 0,
+        media_out: VecDeque::new(),
     };
-    let mut commands_open = true;
-    loop {
-        let wake = trunk
-            .calls
-            .iter()
-            .filter(|c| !c.ended)
-            .filter_map(|c| c.ring_at.or(c.answer_at))
-            .min();
-        tokio::select! {
-            biased;
-            c = commands.recv(), if commands_open => match c {
-                Some(c) => trunk.on_command(c).await,
-                None => commands_open = false,
-            },
-            e = trunk.endpoint.next_event(wake) => trunk.on_event(e).await,
-        }
-    }
+    sbc::driver::run(net, setup, trunk, commands, media, tap).await
 }
 
 fn phone_codecs() -> Vec<Codec> {
     vec![Codec::pcma(), Codec::pcmu(), Codec::telephone_event()]
 }
 
-impl<N: Network> Trunk<N> {
+/// E.164 to the national format carriers use: `+4930123456` → `030123456`,
+/// another country → `00…`.
+pub fn national(e164: &str, country_code: &str) -> String {
+    match e164.strip_prefix('+') {
+        Some(rest) => match rest.strip_prefix(country_code) {
+            Some(n) => format!("0{n}"),
+            None => format!("00{rest}"),
+        },
+        None => e164.to_string(),
+    }
+}
+
+struct Trunk {
+    config: CarrierConfig,
+    view: Arc<Mutex<CarrierView>>,
+    ip: IpAddr,
+    ports: PortAllocator,
+    calls: BTreeMap<SessionId, PstnCall>,
+    next_media: u64,
+    media_out: VecDeque<ProbeCommand>,
+}
+
+impl Trunk {
     fn view(&self) -> std::sync::MutexGuard<'_, CarrierView> {
         self.view.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn problem(&self, p: String) {
-        self.view().problems.push(p);
+    fn problem(&self, kind: &'static str, p: String) {
+        self.view().problems.push(kind, p);
     }
 
-    /// A phone's media: its host's address and a fresh port pair.
-    async fn phone_media(
-        &mut self,
-        phone: &Phone,
-    ) -> std::io::Result<(
-        LocalMedia,
-        watch::Sender<Option<ProbePlan>>,
-        Arc<Mutex<MediaStats>>,
-    )> {
-        let ip = self.net.resolve(&phone.media_host, 0).await?.ip();
-        let port = self.next_port;
-        self.next_port = if self.next_port >= 29998 {
-            20000
-        } else {
-            self.next_port + 2
-        };
-        let (tx, rx) = watch::channel(None);
-        let stats = Arc::new(Mutex::new(MediaStats::default()));
-        let _ = phone.media.send(ProbeOpen {
-            port,
-            plan: rx,
-            stats: stats.clone(),
+    fn add_view(&self, phone: &str, peer: &str, direction: PstnDirection, talk: &Talk) -> u64 {
+        let mut v = self.view();
+        v.calls_total += 1;
+        let serial = v.calls_total;
+        v.calls.push_back(PstnCallView {
+            serial,
+            phone: phone.into(),
+            peer: peer.into(),
+            direction,
+            state: PstnState::Dialing,
+            media: talk.stats.clone(),
         });
+        if v.calls.len() > VIEW_HISTORY {
+            v.calls.pop_front();
+        }
+        serial
+    }
+
+    fn set_state(&self, serial: u64, state: PstnState) {
+        let mut v = self.view();
+        if let Some(c) = v.calls.iter_mut().rev().find(|c| c.serial == serial) {
+            c.state = state;
+        }
+    }
+
+    /// A phone's media: its host's address and a port from the range.
+    fn phone_media(&mut self, ua: &UserAgent, phone: &Phone) -> Result<(LocalMedia, Talk), String> {
+        let ip = ua
+            .routing()
+            .address(&phone.media_host)
+            .map_err(|e| e.to_string())?;
+        let port = self.ports.allocate().ok_or("no free phone media port")?;
+        self.next_media += 1;
+        let (talk, open) = Talk::open(self.next_media, &phone.media_host, port);
+        self.media_out.push_back(open);
         let media = LocalMedia {
             address: ip.to_string(),
             port,
@@ -211,259 +241,156 @@ impl<N: Network> Trunk<N> {
             rtcp_mux: false,
             ice: None,
         };
-        Ok((media, tx, stats))
+        Ok((media, talk))
     }
 
-    fn add_view(
-        &self,
-        phone: &str,
-        peer: &str,
-        direction: PstnDirection,
-        state: PstnState,
-        media: Arc<Mutex<MediaStats>>,
-    ) -> usize {
-        let mut v = self.view();
-        v.calls.push(PstnCallView {
-            phone: phone.into(),
-            peer: peer.into(),
-            direction,
-            state,
-            media,
-        });
-        v.calls.len() - 1
-    }
-
-    fn set_state(&self, idx: usize, state: PstnState) {
-        let view_idx = self.calls[idx].view_idx;
-        if let Some(c) = self.view().calls.get_mut(view_idx) {
-            c.state = state;
-        }
-    }
-
-    fn end(&mut self, idx: usize, why: String) {
-        let c = &mut self.calls[idx];
-        c.ended = true;
-        c.plan = None;
-        c.ring_at = None;
-        c.answer_at = None;
-        self.set_state(idx, PstnState::Ended(why));
-    }
-
-    fn origin(&mut self, address: &str) -> Origin {
+    fn origin(ua: &mut UserAgent, address: &str) -> Origin {
         Origin {
             username: "-".into(),
-            session_id: self.endpoint.rng.next_u32() as u64,
+            session_id: ua.rng().next_u32() as u64,
             session_version: 1,
             address: address.into(),
         }
     }
 
-    async fn on_command(&mut self, c: CarrierCommand) {
-        match c {
-            CarrierCommand::Call { from, to } => {
-                if let Err(e) = self.call(&from, &to).await {
-                    self.problem(format!("call from {from} to {to} failed to start: {e}"));
-                }
-            }
-            CarrierCommand::HangUp { number } => {
-                if let Some(idx) = self
-                    .calls
-                    .iter()
-                    .position(|c| !c.ended && c.phone == number && c.dialog.is_some())
-                {
-                    let dialog = self.calls[idx].dialog.as_mut().expect("checked above");
-                    let bye = dialog.request(Method::Bye);
-                    let target = dialog.target.clone();
-                    let _ = self.endpoint.send_request(bye, target);
-                    self.end(idx, format!("{number} hung up"));
-                }
-            }
-        }
-    }
-
     /// A PSTN phone calls `to` (E.164) through the trunk.
-    async fn call(&mut self, from: &str, to: &str) -> std::io::Result<()> {
+    fn call(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        from: &str,
+        to: &str,
+    ) -> Result<(), String> {
         let phone = self
             .config
             .phones
             .iter()
             .find(|p| p.number == from)
             .cloned()
-            .ok_or_else(|| std::io::Error::other(format!("no PSTN phone {from}")))?;
-        let (media, plan, stats) = self.phone_media(&phone).await?;
-        let origin = self.origin(&media.address);
+            .ok_or_else(|| format!("no PSTN phone {from}"))?;
+        let (media, mut talk) = self.phone_media(ua, &phone)?;
+        let origin = Self::origin(ua, &media.address);
         let offer = media.offer(origin);
-        let target = self.sbc.clone();
         let cc = self.config.country_code.clone();
-        let (calling, called) = (to_national(from, &cc), to_national(to, &cc));
+        let (calling, called) = (national(from, &cc), national(to, &cc));
         let sbc = format!("{}:{}", self.config.sbc_host, self.config.sbc_port);
-        let tag = self.endpoint.rng.tag();
-        let mut invite = Message::request(Method::Invite, format!("sip:{called}@{sbc}"));
-        invite.headers.push(
-            "From",
-            format!("<sip:{calling}@{}>;tag={tag}", self.config.fqdn),
-        );
-        invite.headers.push("To", format!("<sip:{called}@{sbc}>"));
-        invite
-            .headers
-            .push("Call-ID", self.endpoint.rng.call_id(&self.config.fqdn));
-        invite.headers.push("CSeq", "1 INVITE");
-        invite.headers.push("Max-Forwards", "70");
-        invite.headers.push(
-            "Contact",
-            format!("<sip:{calling}@{}:{}>", self.ip, self.config.listen_port),
-        );
-        invite
-            .headers
-            .push("Allow", "INVITE,ACK,BYE,CANCEL,OPTIONS");
-        invite.set_body("application/sdp", offer.to_text().into_bytes());
-        let key = self
-            .endpoint
-            .send_request(invite.clone(), target)
-            .map_err(std::io::Error::other)?;
-        let view_idx = self.add_view(from, to, PstnDirection::FromPstn, PstnState::Dialing, stats);
-        self.calls.push(PstnCall {
-            view_idx,
-            phone: from.to_string(),
-            invite_key: key,
+        let invite = RequestBuilder::new(
+            Method::Invite,
+            format!("sip:{called}@{sbc}"),
+            format!("<sip:{calling}@{}>", self.config.fqdn),
+            format!("<sip:{called}@{sbc}>"),
+        )
+        .contact(format!(
+            "<sip:{calling}@{}:{}>",
+            self.ip, self.config.listen_port
+        ))
+        .header("Allow", CARRIER_ALLOW)
+        .build(ua.rng(), &self.config.fqdn);
+        let id = match ua.invite(
+            now,
             invite,
-            local_tag: tag,
-            local_sdp: offer,
-            dialog: None,
-            ring_at: None,
-            answer_at: None,
-            plan: Some(plan),
-            remote_sdp: None,
-            media_started: false,
-            ended: false,
-        });
+            Some(offer.clone()),
+            Hop::Uri(format!("sip:{sbc}")),
+        ) {
+            Ok(id) => id,
+            Err(e) => {
+                self.ports.release(talk.port);
+                if let Some(c) = talk.close() {
+                    self.media_out.push_back(c);
+                }
+                return Err(e.to_string());
+            }
+        };
+        talk.local = Some(offer);
+        let serial = self.add_view(from, to, PstnDirection::FromPstn, &talk);
+        self.calls.insert(
+            id,
+            PstnCall {
+                serial,
+                phone: from.to_string(),
+                callee: None,
+                port: talk.port,
+                talk,
+                why: None,
+            },
+        );
         Ok(())
     }
 
-    async fn on_event(&mut self, e: EndpointEvent) {
-        match e {
-            EndpointEvent::Request { key, request, .. } => match request.method() {
-                Some(Method::Invite) => self.on_invite(key, request).await,
-                Some(Method::Bye) => self.on_bye(key, request),
-                Some(Method::Options) => {
-                    let mut ok = response_to(&request, 200, "OK", None);
-                    ok.headers.push("Allow", "INVITE,ACK,BYE,CANCEL,OPTIONS");
-                    self.endpoint.respond(&key, ok);
-                }
-                _ => {
-                    let resp = response_to(&request, 501, "Not Implemented", None);
-                    self.endpoint.respond(&key, resp);
-                }
-            },
-            EndpointEvent::Response { key, response } => self.on_response(key, response).await,
-            EndpointEvent::Timeout { key } => self.fail(&key, "408 timeout".into()),
-            EndpointEvent::SendFailed { key, reason } => self.fail(&key, reason),
-            EndpointEvent::Cancelled { key } => {
-                if let Some(idx) = self
-                    .calls
-                    .iter()
-                    .position(|c| c.invite_key == key && !c.ended)
-                {
-                    let c = &self.calls[idx];
-                    let resp =
-                        response_to(&c.invite, 487, "Request Terminated", Some(&c.local_tag));
-                    self.endpoint.respond(&key, resp);
-                    self.end(idx, "cancelled".into());
-                }
+    fn start_talk(&mut self, ua: &mut UserAgent, id: SessionId) {
+        let frames = self.config.media_frames;
+        if let Some(c) = self.calls.get_mut(&id) {
+            if let Some(cmd) = c.talk.start(frames, ua.rng()) {
+                self.media_out.push_back(cmd);
             }
-            EndpointEvent::Malformed { error, source } => {
-                self.problem(format!("malformed from {}: {error}", source.remote))
-            }
-            EndpointEvent::Wake => self.on_wake(),
-            EndpointEvent::Ack { .. }
-            | EndpointEvent::Server { .. }
-            | EndpointEvent::TlsRefused { .. } => {}
         }
     }
 
-    /// Answer `request` with a final error, with a To-tag of our own.
-    fn reject(&mut self, key: &TransactionKey, request: &Message, code: u16, reason: &str) {
-        let tag = self.endpoint.rng.tag();
-        let resp = response_to(request, code, reason, Some(&tag));
-        self.endpoint.respond(key, resp);
-    }
-
-    fn fail(&mut self, key: &TransactionKey, why: String) {
-        if let Some(idx) = self
-            .calls
-            .iter()
-            .position(|c| &c.invite_key == key && !c.ended)
-        {
-            self.end(idx, why);
+    fn on_session(&mut self, now: Instant, ua: &mut UserAgent, id: SessionId, event: SessionEvent) {
+        match event {
+            SessionEvent::Incoming { request, .. } => self.on_invite(now, ua, id, &request),
+            SessionEvent::Progress { sdp, .. } => {
+                let Some(c) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                let serial = c.serial;
+                // A 183 with SDP brings early media (ringback from the far end).
+                if let Some(sd) = sdp {
+                    c.talk.remote = Some(sd);
+                    self.start_talk(ua, id);
+                }
+                self.set_state(serial, PstnState::Ringing);
+            }
+            SessionEvent::Answered { sdp, .. } => {
+                let Some(c) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                let serial = c.serial;
+                if let Some(sd) = sdp {
+                    c.talk.remote = Some(sd);
+                }
+                self.start_talk(ua, id);
+                if !self.calls[&id].talk.is_started() {
+                    self.problem("media", "200 OK SDP has no usable audio".into());
+                }
+                self.set_state(serial, PstnState::Answered);
+            }
+            SessionEvent::Ended { reason } => self.on_ended(id, reason),
+            SessionEvent::ReInvite { .. } => {
+                let _ = ua.reject_reinvite(now, id, Reply::new(488, "Not Acceptable Here"));
+            }
+            SessionEvent::Request { key, request } => {
+                let _ = ua.respond_in_dialog(
+                    now,
+                    id,
+                    key,
+                    &request,
+                    Reply::new(501, "Not Implemented"),
+                );
+            }
+            SessionEvent::Confirmed | SessionEvent::ReInviteDone { .. } => {}
         }
     }
 
-    async fn on_response(&mut self, key: TransactionKey, response: Message) {
-        let Some(idx) = self.calls.iter().position(|c| c.invite_key == key) else {
+    fn on_ended(&mut self, id: SessionId, reason: EndReason) {
+        let Some(mut c) = self.calls.remove(&id) else {
             return;
         };
-        let code = response.status().unwrap_or(0);
-        match code {
-            100 => {}
-            101..=199 if !self.calls[idx].ended => {
-                // A 183 with SDP brings early media (ringback from the far end).
-                if !response.body.is_empty() {
-                    self.start_media(idx, &response);
-                }
-                self.set_state(idx, PstnState::Ringing)
-            }
-            200..=299 => {
-                let call = &self.calls[idx];
-                let dialog = match &call.dialog {
-                    Some(d) => d.clone(),
-                    None => match Dialog::as_uac_for(&call.invite, &response, self.sbc.clone()) {
-                        Ok(d) => d,
-                        Err(e) => return self.problem(format!("200 OK unusable: {e}")),
-                    },
-                };
-                let seq = call.invite.cseq().map(|c| c.seq).unwrap_or(1);
-                self.endpoint
-                    .send_ack(dialog.ack(seq), dialog.target.clone());
-                if self.calls[idx].dialog.is_some() || self.calls[idx].ended {
-                    return;
-                }
-                self.calls[idx].dialog = Some(dialog);
-                self.start_media(idx, &response);
-                self.set_state(idx, PstnState::Answered);
-            }
-            _ if !self.calls[idx].ended => self.end(idx, response.summary()),
-            _ => {}
+        if let Some(cmd) = c.talk.close() {
+            self.media_out.push_back(cmd);
         }
-    }
-
-    /// Give the phone's probe its plan from the SBC's SDP in `response`,
-    /// once per call (a 183 may already have done it).
-    fn start_media(&mut self, idx: usize, response: &Message) {
-        if self.calls[idx].media_started {
-            return;
-        }
-        let remote = SessionDescription::parse(&String::from_utf8_lossy(&response.body)).ok();
-        let plan = remote.as_ref().and_then(|r| {
-            plan_for(
-                &self.calls[idx].local_sdp,
-                r,
-                self.config.media_frames,
-                &mut self.endpoint.rng,
-            )
+        self.ports.release(c.port);
+        let why = c.why.take().unwrap_or_else(|| match reason {
+            EndReason::RemoteBye { .. } => "BYE from SBC".into(),
+            EndReason::Rejected { code, reason } => format!("{code} {reason}"),
+            EndReason::Cancelled => "cancelled".into(),
+            other => other.to_string(),
         });
-        let call = &mut self.calls[idx];
-        call.remote_sdp = remote;
-        match (&call.plan, plan) {
-            (Some(tx), Some(p)) => {
-                let _ = tx.send(Some(p));
-                call.media_started = true;
-            }
-            _ => self.problem(format!("{} SDP has no usable audio", response.summary())),
-        }
+        self.set_state(c.serial, PstnState::Ended(why));
     }
 
     /// The SBC calls a PSTN number.
-    async fn on_invite(&mut self, key: TransactionKey, request: Message) {
+    fn on_invite(&mut self, now: Instant, ua: &mut UserAgent, id: SessionId, request: &Message) {
         let called = Uri::parse(request.request_uri().unwrap_or_default())
             .ok()
             .and_then(|u| u.user().map(str::to_string))
@@ -473,28 +400,39 @@ impl<N: Network> Trunk<N> {
             .config
             .phones
             .iter()
-            .find(|p| p.number == called || to_national(&p.number, &cc) == called)
+            .find(|p| p.number == called || national(&p.number, &cc) == called)
             .cloned()
         else {
-            return self.reject(&key, &request, 404, "Not Found");
+            let _ = ua.reject(now, id, Reply::new(404, "Not Found"));
+            return;
         };
         let offer = match SessionDescription::parse(&String::from_utf8_lossy(&request.body)) {
             Ok(o) => o,
             Err(e) => {
-                self.problem(format!("INVITE SDP unreadable: {e}"));
-                return self.reject(&key, &request, 488, "Not Acceptable Here");
+                self.problem("sdp", format!("INVITE SDP unreadable: {e}"));
+                let _ = ua.reject(now, id, Reply::new(488, "Not Acceptable Here"));
+                return;
             }
         };
-        let (media, plan, stats) = match self.phone_media(&phone).await {
+        let (media, mut talk) = match self.phone_media(ua, &phone) {
             Ok(m) => m,
-            Err(e) => return self.problem(format!("phone media: {e}")),
+            Err(e) => {
+                self.problem("media", format!("phone media: {e}"));
+                let _ = ua.reject(now, id, Reply::new(503, "Service Unavailable"));
+                return;
+            }
         };
-        let origin = self.origin(&media.address);
+        let origin = Self::origin(ua, &media.address);
         let answer = match media.answer(&offer, origin) {
             Ok(a) => a,
             Err(e) => {
-                self.problem(format!("cannot answer offer: {e}"));
-                return self.reject(&key, &request, 488, "Not Acceptable Here");
+                self.problem("sdp", format!("cannot answer offer: {e}"));
+                self.ports.release(talk.port);
+                if let Some(c) = talk.close() {
+                    self.media_out.push_back(c);
+                }
+                let _ = ua.reject(now, id, Reply::new(488, "Not Acceptable Here"));
+                return;
             }
         };
         let caller = request
@@ -503,113 +441,150 @@ impl<N: Network> Trunk<N> {
             .and_then(|f| f.parsed_uri().ok())
             .and_then(|u| u.user().map(str::to_string))
             .unwrap_or_default();
-        let view_idx = self.add_view(
-            &phone.number,
-            &caller,
-            PstnDirection::ToPstn,
-            PstnState::Dialing,
-            stats,
+        talk.local = Some(answer);
+        talk.remote = Some(offer);
+        let serial = self.add_view(&phone.number, &caller, PstnDirection::ToPstn, &talk);
+        self.calls.insert(
+            id,
+            PstnCall {
+                serial,
+                phone: phone.number.clone(),
+                callee: Some(Callee::new(now, self.config.answering)),
+                port: talk.port,
+                talk,
+                why: None,
+            },
         );
-        let tag = self.endpoint.rng.tag();
-        self.calls.push(PstnCall {
-            view_idx,
-            phone: phone.number.clone(),
-            invite_key: key,
-            invite: request,
-            local_tag: tag,
-            local_sdp: answer,
-            dialog: None,
-            ring_at: Some(Instant::now() + self.config.ring_delay),
-            answer_at: None,
-            plan: Some(plan),
-            remote_sdp: Some(offer),
-            media_started: false,
-            ended: false,
-        });
     }
 
-    fn on_wake(&mut self) {
-        let now = Instant::now();
-        for idx in 0..self.calls.len() {
-            if self.calls[idx].ended {
-                continue;
-            }
-            if self.calls[idx].ring_at.is_some_and(|t| t <= now) {
-                self.calls[idx].ring_at = None;
-                self.calls[idx].answer_at = Some(now + self.config.answer_delay);
-                let c = &self.calls[idx];
-                let mut ringing = response_to(&c.invite, 180, "Ringing", Some(&c.local_tag));
-                ringing.headers.push(
-                    "Contact",
-                    format!("<sip:{}:{}>", self.ip, self.config.listen_port),
-                );
-                let key = c.invite_key.clone();
-                self.endpoint.respond(&key, ringing);
-                self.set_state(idx, PstnState::Ringing);
-            }
-            if self.calls[idx].answer_at.is_some_and(|t| t <= now) {
-                self.calls[idx].answer_at = None;
-                self.answer(idx);
-            }
-        }
-    }
-
-    fn answer(&mut self, idx: usize) {
-        let contact = format!("<sip:{}:{}>", self.ip, self.config.listen_port);
-        let c = &self.calls[idx];
-        let mut ok = response_to(&c.invite, 200, "OK", Some(&c.local_tag));
-        ok.headers.push("Contact", contact.clone());
-        ok.headers.push("Allow", "INVITE,ACK,BYE,CANCEL,OPTIONS");
-        ok.set_body("application/sdp", c.local_sdp.to_text().into_bytes());
-        let dialog = Dialog::as_uas(
-            &self.calls[idx].invite,
-            &self.calls[idx].local_tag,
-            contact,
-            self.sbc.clone(),
-        )
-        .ok();
-        let plan = self.calls[idx].remote_sdp.as_ref().and_then(|r| {
-            plan_for(
-                &self.calls[idx].local_sdp,
-                r,
-                self.config.media_frames,
-                &mut self.endpoint.rng,
-            )
-        });
-        let key = self.calls[idx].invite_key.clone();
-        self.endpoint.respond(&key, ok);
-        let c = &mut self.calls[idx];
-        c.dialog = dialog;
-        if let (Some(tx), Some(p)) = (&c.plan, plan) {
-            let _ = tx.send(Some(p));
-        }
-        self.set_state(idx, PstnState::Answered);
-    }
-
-    fn on_bye(&mut self, key: TransactionKey, request: Message) {
-        match self
+    fn calls_due(&mut self, now: Instant, ua: &mut UserAgent) {
+        let ids: Vec<SessionId> = self
             .calls
             .iter()
-            .position(|c| !c.ended && c.dialog.as_ref().is_some_and(|d| d.matches(&request)))
-        {
-            Some(idx) => {
-                let ok = response_to(&request, 200, "OK", None);
-                self.endpoint.respond(&key, ok);
-                self.end(idx, "BYE from SBC".into());
-            }
-            None => {
-                let resp = response_to(&request, 481, "Call/Transaction Does Not Exist", None);
-                self.endpoint.respond(&key, resp);
+            .filter(|(_, c)| {
+                c.callee
+                    .as_ref()
+                    .and_then(|x| x.poll_timeout())
+                    .is_some_and(|t| t <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let contact = format!("<sip:{}:{}>", self.ip, self.config.listen_port);
+        for id in ids {
+            loop {
+                let step = self
+                    .calls
+                    .get_mut(&id)
+                    .and_then(|c| c.callee.as_mut())
+                    .and_then(|c| c.handle_timeout(now));
+                let serial = self.calls.get(&id).map(|c| c.serial).unwrap_or(0);
+                match step {
+                    Some(CalleeStep::Ring) => {
+                        let reply = Reply::new(180, "Ringing").header("Contact", contact.clone());
+                        let _ = ua.provisional(now, id, 0, reply);
+                        self.set_state(serial, PstnState::Ringing);
+                    }
+                    Some(CalleeStep::Answer) => {
+                        let Some(sd) = self.calls.get(&id).and_then(|c| c.talk.local.clone())
+                        else {
+                            break;
+                        };
+                        let reply = Reply::new(200, "OK")
+                            .header("Contact", contact.clone())
+                            .header("Allow", CARRIER_ALLOW)
+                            .sdp(sd);
+                        if ua.accept(now, id, 0, reply).is_ok() {
+                            self.start_talk(ua, id);
+                            self.set_state(serial, PstnState::Answered);
+                        }
+                    }
+                    None => break,
+                }
             }
         }
     }
 }
 
-fn plan_for(
-    local: &SessionDescription,
-    remote: &SessionDescription,
-    frames: u32,
-    rng: &mut SeededRng,
-) -> Option<ProbePlan> {
-    ProbePlan::from_agreed(&agreed(local, remote)?, rng.next_u32(), frames)
+impl Role for Trunk {
+    type Command = CarrierCommand;
+    type MediaCommand = ProbeCommand;
+    type MediaEvent = ();
+
+    fn start(&mut self, _now: Instant, _ua: &mut UserAgent) {}
+
+    fn on_event(&mut self, now: Instant, event: UaEvent, ua: &mut UserAgent) {
+        match event {
+            UaEvent::Session { id, event } => self.on_session(now, ua, id, event),
+            UaEvent::Request { key, request, .. } => match request.method() {
+                Some(Method::Options) => {
+                    let allow = vec![("Allow".to_string(), CARRIER_ALLOW.to_string())];
+                    ua.reply(now, &key, 200, "OK", allow);
+                }
+                _ => {
+                    ua.reply(now, &key, 501, "Not Implemented", vec![]);
+                }
+            },
+            UaEvent::Refused { request, code, why } => self.problem(
+                "rejected",
+                format!("refused {} with {code}: {why}", request.summary()),
+            ),
+            UaEvent::Malformed { error, source } => self.problem(
+                "malformed",
+                format!("malformed from {}: {error}", source.remote),
+            ),
+            UaEvent::Response { .. } | UaEvent::Failed { .. } | UaEvent::TlsRefused { .. } => {}
+        }
+    }
+
+    fn on_command(&mut self, now: Instant, command: CarrierCommand, ua: &mut UserAgent) {
+        match command {
+            CarrierCommand::Call { from, to } => {
+                if let Err(e) = self.call(now, ua, &from, &to) {
+                    self.problem(
+                        "call",
+                        format!("call from {from} to {to} failed to start: {e}"),
+                    );
+                }
+            }
+            CarrierCommand::HangUp { number } => {
+                let found = self
+                    .calls
+                    .iter_mut()
+                    .find(|(_, c)| c.phone == number && c.why.is_none());
+                if let Some((&id, c)) = found {
+                    c.why = Some(format!("{number} hung up"));
+                    if let Some(callee) = c.callee.as_mut() {
+                        callee.stop();
+                    }
+                    ua.hang_up(now, id, Reply::new(480, "Temporarily Unavailable"), vec![]);
+                }
+            }
+            CarrierCommand::Answering(a) => self.config.answering = a,
+        }
+    }
+
+    fn on_media(&mut self, _now: Instant, _event: (), _ua: &mut UserAgent) {}
+
+    fn on_timeout(&mut self, now: Instant, ua: &mut UserAgent) {
+        self.calls_due(now, ua);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.calls
+            .values()
+            .filter_map(|c| c.callee.as_ref().and_then(|x| x.poll_timeout()))
+            .min()
+    }
+
+    fn poll_media(&mut self) -> Option<ProbeCommand> {
+        self.media_out.pop_front()
+    }
+
+    fn observe(&mut self, ua: &UserAgent) {
+        let (calls, ports) = (self.calls.len(), self.ports.in_use());
+        let mut v = self.view();
+        v.ua = ua.counts();
+        v.live_calls = calls;
+        v.media_ports = ports;
+    }
 }

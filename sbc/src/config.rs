@@ -3,7 +3,7 @@
 //! documents every key.
 
 use crate::b2bua::SbcConfig;
-use crate::pki::HUB_FQDNS;
+use crate::direct_routing::HUB_FQDNS;
 use crate::sip::transport::tls::{client_config, roots, server_config, TlsIdentity};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -45,8 +45,13 @@ pub struct FileConfig {
     /// The address the SIP listeners bind; all addresses when absent.
     #[serde(default = "default_listen_ip")]
     pub listen_ip: IpAddr,
-    #[serde(default = "default_media_port_base")]
-    pub media_port_base: u16,
+    /// Media ports: the first and last of the range (two RTP ports per
+    /// call, each with its RTCP neighbour). Keep it apart from other
+    /// parties' ranges on the same host.
+    #[serde(default = "default_media_port_min")]
+    pub media_port_min: u16,
+    #[serde(default = "default_media_port_max")]
+    pub media_port_max: u16,
     /// Seed for Call-IDs, tags, branches and keys; random when absent.
     pub seed: Option<u64>,
     pub carrier: CarrierSection,
@@ -119,8 +124,11 @@ pub struct TlsSection {
 fn default_listen_ip() -> IpAddr {
     IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
 }
-fn default_media_port_base() -> u16 {
+fn default_media_port_min() -> u16 {
     40000
+}
+fn default_media_port_max() -> u16 {
+    44999
 }
 fn default_sip_port() -> u16 {
     5060
@@ -214,7 +222,9 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         tls_server,
         tls_client,
         options_interval: Duration::from_secs(file.hub.options_interval_secs),
-        media_port_base: file.media_port_base,
+        media_ports: file.media_port_min..=file.media_port_max,
+        max_ringing: Duration::from_secs(180),
+        timers: crate::sip::transaction::TimerConfig::default(),
         seed: file.seed.unwrap_or(0),
     };
     Ok(Loaded {
@@ -305,12 +315,8 @@ fn check(path: &Path, f: &FileConfig) -> Result<(), ConfigError> {
             return Err(err(path, key, "port 0 is not a port".into()));
         }
     }
-    if f.media_port_base < 1024 || f.media_port_base > 60000 {
-        return Err(err(
-            path,
-            "media_port_base",
-            format!("{} is outside 1024-60000", f.media_port_base),
-        ));
+    if let Err(e) = crate::media::PortAllocator::new(f.media_port_min..=f.media_port_max) {
+        return Err(err(path, "media_port_min", e.to_string()));
     }
     if f.carrier.country_code.is_empty()
         || !f.carrier.country_code.bytes().all(|b| b.is_ascii_digit())
@@ -359,113 +365,4 @@ fn certs(
         ));
     }
     Ok(list)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pki::TestPki;
-
-    fn write_pki(dir: &Path) {
-        let pki = TestPki::new().unwrap();
-        pki.write_pem(dir, "sbc.example.com").unwrap();
-    }
-
-    fn with_file(body: &str) -> (tempdir::Dir, PathBuf) {
-        let dir = tempdir::Dir::new();
-        write_pki(dir.path());
-        let p = dir.path().join("sbc.toml");
-        std::fs::write(&p, body).unwrap();
-        (dir, p)
-    }
-
-    const GOOD: &str = r#"
-fqdn = "sbc.example.com"
-media_ip = "192.0.2.10"
-
-[carrier]
-host = "carrier.example.net"
-country_code = "49"
-
-[tls]
-certificate = "sbc.example.com.pem"
-key = "sbc.example.com.key"
-trust = "ca.pem"
-"#;
-
-    #[test]
-    fn a_good_file_loads_with_defaults() {
-        let (_d, p) = with_file(GOOD);
-        let Loaded {
-            config: c,
-            seed,
-            hosts,
-        } = load(&p).unwrap();
-        assert!(hosts.is_empty());
-        assert_eq!(c.fqdn, "sbc.example.com");
-        assert_eq!(c.hub_fqdns.len(), 3);
-        assert_eq!(
-            (c.carrier_port, c.tls_listen_port, c.media_port_base),
-            (5060, 5061, 40000)
-        );
-        assert_eq!(seed, None);
-    }
-
-    #[test]
-    fn errors_name_the_file_key_and_reason() {
-        let (_d, p) = with_file(&GOOD.replace("\"sbc.example.com\"", "\"10.0.0.1\""));
-        let e = load(&p).unwrap_err();
-        assert_eq!(e.key, "fqdn");
-        assert!(
-            e.to_string()
-                .starts_with(&format!("{}: fqdn:", p.display())),
-            "{e}"
-        );
-
-        let (_d, p) = with_file(&GOOD.replace("country_code = \"49\"", "country_code = \"+49\""));
-        assert_eq!(load(&p).unwrap_err().key, "carrier.country_code");
-
-        let (_d, p) =
-            with_file(&GOOD.replace("key = \"sbc.example.com.key\"", "key = \"missing.key\""));
-        let e = load(&p).unwrap_err();
-        assert_eq!(e.key, "tls.key");
-        assert!(e.reason.contains("missing.key"), "{e}");
-
-        let (_d, p) = with_file(&format!("{GOOD}\nbogus = 1\n"));
-        let e = load(&p).unwrap_err();
-        assert!(e.reason.contains("unknown field"), "{e}");
-
-        let (_d, p) = with_file(&GOOD.replace("media_ip = \"192.0.2.10\"", "media_ip = \"nope\""));
-        assert_eq!(load(&p).unwrap_err().key, "media_ip");
-    }
-
-    /// A temporary directory removed on drop (no extra dependency for tests).
-    mod tempdir {
-        use std::path::{Path, PathBuf};
-        use std::sync::atomic::{AtomicU32, Ordering};
-
-        pub struct Dir(PathBuf);
-        static N: AtomicU32 = AtomicU32::new(0);
-
-        impl Dir {
-            pub fn new() -> Dir {
-                let p = std::env::temp_dir().join(format!(
-                    "drlab-config-{}-{}",
-                    std::process::id(),
-                    N.fetch_add(1, Ordering::Relaxed)
-                ));
-                std::fs::create_dir_all(&p).unwrap();
-                Dir(p)
-            }
-            pub fn path(&self) -> &Path {
-                &self.0
-            }
-        }
-
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-    }
 }

@@ -2,9 +2,11 @@
 //!
 //!     sbc --config sbc.toml            run
 //!     sbc --config sbc.toml --check    check the configuration and exit
-//!     sbc test-pki --fqdn sbc.example.com --out lab/   mint a lab PKI
+//!
+//! (A lab PKI comes from `teams-sim test-pki`: the SBC binary carries no
+//! simulator code.)
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use sbc::b2bua::{run_sbc, SbcView};
 use sbc::sip::transport::tap::StderrTap;
 use sbc::sip::transport::{Tap, TokioNet};
@@ -28,42 +30,10 @@ struct Cli {
     /// Print every SIP message sent and received to stderr.
     #[arg(long)]
     trace: bool,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Write a test PKI for a lab: ca.pem, <fqdn>.pem/.key, hub.pem/.key.
-    TestPki {
-        #[arg(long)]
-        fqdn: String,
-        #[arg(long)]
-        out: PathBuf,
-    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::TestPki { fqdn, out }) = cli.command {
-        let result = std::fs::create_dir_all(&out)
-            .map_err(|e| e.to_string())
-            .and_then(|_| sbc::pki::TestPki::new().map_err(|e| e.to_string()))
-            .and_then(|pki| pki.write_pem(&out, &fqdn).map_err(|e| e.to_string()));
-        return match result {
-            Ok(()) => {
-                println!(
-                    "wrote ca.pem, {fqdn}.pem, {fqdn}.key, hub.pem, hub.key to {}",
-                    out.display()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("sbc: test-pki: {e}");
-                ExitCode::from(2)
-            }
-        };
-    }
     let Some(path) = cli.config else {
         eprintln!("sbc: --config <file> is required (see sbc/examples/sbc.toml)");
         return ExitCode::from(2);
@@ -111,17 +81,23 @@ fn main() -> ExitCode {
     // sends) in its view; an operator sees each line once, as it happens.
     let log_view = view.clone();
     runtime.spawn(async move {
-        let mut shown = 0;
+        let mut next = 0;
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            let problems = log_view
+            // Only what is new since the last look is copied out of the
+            // (bounded) log; lines that fell out of it meanwhile are counted.
+            let (lines, seq) = log_view
                 .lock()
-                .map(|v| v.problems.clone())
+                .map(|v| v.problems.since(next))
                 .unwrap_or_default();
-            for p in problems.iter().skip(shown) {
+            let missed = (seq - next).saturating_sub(lines.len() as u64);
+            if missed > 0 {
+                eprintln!("sbc: ({missed} more problems not shown)");
+            }
+            for p in lines {
                 eprintln!("sbc: {p}");
             }
-            shown = problems.len();
+            next = seq;
         }
     });
     match runtime.block_on(run_sbc(net, config, view, tap)) {

@@ -91,7 +91,7 @@ fn sipp_talks_to_the_sbc_over_udp() {
     }
     let dir = std::env::temp_dir().join(format!("drlab-sipp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    sbc::pki::TestPki::new()
+    drlab_sim::pki::TestPki::new()
         .unwrap()
         .write_pem(&dir, "sbc.example.com")
         .unwrap();

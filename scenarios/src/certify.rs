@@ -15,6 +15,59 @@ use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+/// The step every scenario ends with: appended by [`ClosingStep`], so no
+/// suite can forget it and no party can keep state unnoticed.
+pub const CLOSING_STEP: &str = "no party holds a call, session, transaction or media port";
+
+/// The Gherkin parser with one addition: after the last step of every
+/// scenario, [`CLOSING_STEP`].
+#[derive(Debug, Default, Clone)]
+pub struct ClosingStep(cucumber::parser::Basic);
+
+fn with_closing_step(
+    f: cucumber::parser::Result<cucumber::gherkin::Feature>,
+) -> cucumber::parser::Result<cucumber::gherkin::Feature> {
+    let mut f = f?;
+    let close = |s: &mut cucumber::gherkin::Scenario| {
+        let mut step = cucumber::gherkin::Step {
+            keyword: "Then ".into(),
+            ty: cucumber::gherkin::StepType::Then,
+            value: CLOSING_STEP.into(),
+            docstring: None,
+            table: None,
+            span: s.span,
+            position: s.position,
+        };
+        if let Some(last) = s.steps.last() {
+            step.span = last.span;
+            step.position = last.position;
+        }
+        s.steps.push(step);
+    };
+    f.scenarios.iter_mut().for_each(close);
+    for r in &mut f.rules {
+        r.scenarios.iter_mut().for_each(close);
+    }
+    Ok(f)
+}
+
+impl<I: AsRef<std::path::Path>> cucumber::Parser<I> for ClosingStep {
+    type Cli = <cucumber::parser::Basic as cucumber::Parser<I>>::Cli;
+    type Output = futures::stream::Map<
+        <cucumber::parser::Basic as cucumber::Parser<I>>::Output,
+        fn(
+            cucumber::parser::Result<cucumber::gherkin::Feature>,
+        ) -> cucumber::parser::Result<cucumber::gherkin::Feature>,
+    >;
+
+    fn parse(self, input: I, cli: Self::Cli) -> Self::Output {
+        use futures::StreamExt as _;
+        self.0
+            .parse(input, cli)
+            .map(with_closing_step as fn(_) -> _)
+    }
+}
+
 /// Where the suites live in the source tree.
 pub fn features_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../features"))
@@ -132,7 +185,8 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         .map_err(|e| e.to_string())?;
     let results: Arc<Mutex<Vec<ScenarioResult>>> = Arc::default();
     let sink = results.clone();
-    DrlabWorld::cucumber()
+    DrlabWorld::cucumber::<PathBuf>()
+        .with_parser(ClosingStep::default())
         .max_concurrent_scenarios(1)
         .fail_on_skipped()
         .with_cli(cucumber::cli::Opts::<_, _, _, cucumber::cli::Empty>::default())

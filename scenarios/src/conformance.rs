@@ -4,7 +4,7 @@
 use crate::steps::{fail, lock, sent, DrlabWorld};
 use crate::tester::TesterCommand;
 use cucumber::{then, when};
-use sbc::pki::HUB_FQDNS;
+use sbc::direct_routing::HUB_FQDNS;
 use sbc::sip::wire::{Message, Method};
 use std::time::Duration;
 

@@ -8,9 +8,12 @@ use crate::trace::{ladder, sent_messages, Sent};
 use crate::world::{Lab, LabConfig};
 use carrier_sim::trunk::{CarrierCommand, PstnDirection, PstnState};
 use cucumber::{given, then, when, World};
-use sbc::media::MediaStats;
+use drlab_sim::far_end::Answering;
+use drlab_sim::MediaStats;
+use rsip::headers::{ToTypedHeader, UntypedHeader};
+use rsip::message::HeadersExt;
 use sbc::sip::sdp::SessionDescription;
-use sbc::sip::wire::{Message, Method, NameAddr, Uri};
+use sbc::sip::wire::{Method, Uri};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +36,8 @@ pub struct DrlabWorld {
     /// Call-ID of the tester's last request, and how many it sent.
     pub(crate) tester_call: Option<String>,
     pub(crate) tester_sent: u32,
+    /// How long the far ends take to answer in this scenario.
+    answer_after: Duration,
 }
 
 type StepResult = Result<(), String>;
@@ -81,12 +86,43 @@ pub(crate) fn lock<T>(m: &Arc<Mutex<T>>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn host_of(uri_text: &str) -> Option<String> {
-    Uri::parse(uri_text).ok()?.host()
+/// What the SBC under test logged, if it is ours.
+fn sbc_problems(lab: &Lab) -> String {
+    lab.sbc_view()
+        .map(|v| lock(&v).problems.joined("; "))
+        .unwrap_or_default()
 }
 
-fn first_contact(m: &Message) -> Option<NameAddr> {
-    m.contacts().ok()?.into_iter().next()
+/// The user part and host of a URI, read by rsip (the second parser).
+fn rsip_user_host(uri: &rsip::Uri) -> (String, String) {
+    (
+        uri.auth
+            .as_ref()
+            .map(|a| a.user.clone())
+            .unwrap_or_default(),
+        uri.host_with_port.host.to_string(),
+    )
+}
+
+/// A request as rsip reads it, or why it does not.
+fn rsip_request(s: &Sent) -> Result<rsip::Request, String> {
+    match s.rsip() {
+        Some(rsip::SipMessage::Request(r)) => Ok(r),
+        Some(_) => Err("a response where a request was expected".into()),
+        None => Err(format!("rsip cannot read what {} sent", s.from)),
+    }
+}
+
+fn rsip_header<'a>(headers: &'a rsip::Headers, name: &str) -> Option<&'a str> {
+    headers.iter().find_map(|h| match h {
+        rsip::Header::Other(n, v) if n.eq_ignore_ascii_case(name) => Some(v.as_str()),
+        rsip::Header::Allow(a) if name.eq_ignore_ascii_case("Allow") => Some(a.value()),
+        _ => None,
+    })
+}
+
+fn host_of(uri_text: &str) -> Option<String> {
+    Uri::parse(uri_text).ok()?.host()
 }
 
 #[given(expr = "the SBC is registered in the tenant as {word}")]
@@ -97,6 +133,86 @@ async fn registered(w: &mut DrlabWorld, fqdn: String) -> StepResult {
         ..LabConfig::default()
     };
     w.lab = Some(Lab::new(config).map_err(|e| format!("cannot build the world: {e}"))?);
+    w.answer_after = Answering::default().answer_after;
+    Ok(())
+}
+
+#[given(regex = r"^Teams users answer (\d+) s after ringing$")]
+async fn teams_answer_after(w: &mut DrlabWorld, secs: u64) -> StepResult {
+    let answer_after = Duration::from_secs(secs);
+    w.answer_after = w.answer_after.max(answer_after);
+    let a = Answering {
+        answer_after,
+        ..Answering::default()
+    };
+    w.lab()?
+        .hub_commands
+        .send(HubCommand::Answering(a))
+        .map_err(|e| e.to_string())
+}
+
+#[given(regex = r"^PSTN phones answer (\d+) s after ringing$")]
+async fn phones_answer_after(w: &mut DrlabWorld, secs: u64) -> StepResult {
+    let answer_after = Duration::from_secs(secs);
+    w.answer_after = w.answer_after.max(answer_after);
+    let a = Answering {
+        answer_after,
+        ..Answering::default()
+    };
+    w.lab()?
+        .carrier_commands
+        .send(CarrierCommand::Answering(a))
+        .map_err(|e| e.to_string())
+}
+
+#[then(regex = r"^nobody sent a CANCEL$")]
+async fn no_cancel(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    if let Some(c) = sent(lab).iter().find(|s| s.label() == "CANCEL") {
+        return fail(
+            lab,
+            format!("no CANCEL, but {} sent one to {}", c.from, c.to),
+        );
+    }
+    Ok(())
+}
+
+#[then(regex = r"^the SBC sent exactly one INVITE to the hub$")]
+async fn one_invite_to_hub(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let invites: Vec<String> = sent(lab)
+        .iter()
+        .filter(|s| s.from == fqdn && s.to.contains("pstnhub") && s.label() == "INVITE")
+        .map(|s| s.to.clone())
+        .collect();
+    if invites.len() != 1 {
+        return fail(
+            lab,
+            format!("one INVITE from the SBC to the hub (no failover), got {invites:?}"),
+        );
+    }
+    Ok(())
+}
+
+/// Run after every scenario (the runner appends it, see
+/// [`crate::certify`]): the world runs on until every party has let go of
+/// every call, session, transaction and media port, or fails saying what
+/// is still held. 70 s covers 64·T1 of lingering transactions on UDP and
+/// one OPTIONS round.
+#[then("no party holds a call, session, transaction or media port")]
+pub async fn nothing_held(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let start = lab.now();
+    lab.run_until(Duration::from_secs(70), |l| l.holdings().is_empty())
+        .map_err(|e| e.to_string())?;
+    let h = lab.holdings();
+    if !h.is_empty() {
+        return fail(
+            lab,
+            format!("every party to hold nothing within 70 s after {start:?}; still held: {h}"),
+        );
+    }
     Ok(())
 }
 
@@ -144,10 +260,14 @@ async fn sbc_sends_options(w: &mut DrlabWorld, hub: String) -> StepResult {
     let Some(options) = find(lab) else {
         return fail(lab, format!("OPTIONS from {fqdn} to {hub}"));
     };
-    let m = options.message().ok_or("unparsable OPTIONS")?;
-    let contact = first_contact(&m).ok_or("the SBC's OPTIONS has no Contact")?;
-    let uri = Uri::parse(&contact.uri).map_err(|e| e.to_string())?;
-    if uri.host_is_ip() || uri.host().as_deref() != Some(fqdn.as_str()) {
+    let r = rsip_request(&options)?;
+    let contact = r
+        .contact_header()
+        .map_err(|e| format!("the SBC's OPTIONS has no Contact: {e}"))?
+        .typed()
+        .map_err(|e| format!("Contact unreadable: {e}"))?;
+    let (_, host) = rsip_user_host(&contact.uri);
+    if matches!(contact.uri.host_with_port.host, rsip::Host::IpAddr(_)) || host != fqdn {
         return fail(lab, format!("Contact host {fqdn}, got {}", contact.uri));
     }
     if options.transport != "TLS" || options.remote.port() != 5061 {
@@ -182,11 +302,14 @@ async fn hub_answers_same_connection(w: &mut DrlabWorld) -> StepResult {
     let Some(answer) = answer else {
         return fail(lab, format!("an answer to OPTIONS {call_id}"));
     };
-    let m = answer.message().ok_or("unparsable answer")?;
-    if m.status() != Some(200) {
+    let m = match answer.rsip() {
+        Some(rsip::SipMessage::Response(r)) => r,
+        _ => return fail(lab, "the hub's answer to read as a response (rsip)"),
+    };
+    if m.status_code.code() != 200 {
         return fail(
             lab,
-            format!("200 to the SBC's OPTIONS, got {}", m.summary()),
+            format!("200 to the SBC's OPTIONS, got {}", m.status_code),
         );
     }
     if answer.local != options.remote || answer.remote != options.local {
@@ -198,16 +321,19 @@ async fn hub_answers_same_connection(w: &mut DrlabWorld) -> StepResult {
             ),
         );
     }
-    if m.to_header().map_err(|e| e.to_string())?.tag().is_some() {
+    let to = m
+        .to_header()
+        .map_err(|e| e.to_string())?
+        .typed()
+        .map_err(|e| e.to_string())?;
+    if to.tag().is_some() {
         return fail(lab, "no To-tag on the hub's 200 to OPTIONS");
     }
-    if m.headers.get("Allow") != Some("INVITE,ACK,OPTIONS,CANCEL,BYE,NOTIFY") {
+    let allow = rsip_header(&m.headers, "Allow");
+    if allow != Some("INVITE,ACK,OPTIONS,CANCEL,BYE,NOTIFY") {
         return fail(
             lab,
-            format!(
-                "Allow: INVITE,ACK,OPTIONS,CANCEL,BYE,NOTIFY, got {:?}",
-                m.headers.get("Allow")
-            ),
+            format!("Allow: INVITE,ACK,OPTIONS,CANCEL,BYE,NOTIFY, got {allow:?}"),
         );
     }
     Ok(())
@@ -268,7 +394,7 @@ async fn hub_marks_active(w: &mut DrlabWorld) -> StepResult {
         .map_err(|e| e.to_string())?;
     if !active(lab) {
         let health = lock(&lab.hub).sbcs.get(&fqdn).cloned();
-        let problems = lock(&lab.hub).problems.join("\n");
+        let problems = lock(&lab.hub).problems.joined("\n");
         return fail(
             lab,
             format!("{fqdn} Active within 70 s; hub health {health:?}; hub problems:\n{problems}"),
@@ -313,30 +439,37 @@ async fn sbc_invite_to_hub(w: &mut DrlabWorld, hub: String) -> StepResult {
     let Some(invite) = find(lab) else {
         return fail(lab, format!("an INVITE from {fqdn} to {hub}"));
     };
-    let m = invite.message().ok_or("unparsable INVITE")?;
-    let ruri = Uri::parse(m.request_uri().unwrap_or_default()).map_err(|e| e.to_string())?;
-    let user = ruri.user().unwrap_or_default().to_string();
-    if !user.starts_with('+') || ruri.param("user") != Some(Some("phone".into())) {
+    // Read with rsip, not with the stack that wrote it.
+    let r = rsip_request(&invite)?;
+    let (user, _) = rsip_user_host(&r.uri);
+    let user_phone = r
+        .uri
+        .params
+        .iter()
+        .any(|p| p.to_string().eq_ignore_ascii_case(";user=phone"));
+    if !user.starts_with('+') || !user_phone {
         return fail(
             lab,
-            format!("Request-URI +E.164 with user=phone, got {}", m.summary()),
+            format!("Request-URI +E.164 with user=phone, got {}", r.uri),
         );
     }
-    let from = m
+    let from = r
         .from_header()
         .map_err(|e| e.to_string())?
-        .parsed_uri()
+        .typed()
         .map_err(|e| e.to_string())?;
-    if !from.user().unwrap_or_default().starts_with('+') {
-        return fail(
-            lab,
-            format!("From with +E.164, got {:?}", m.headers.get("From")),
-        );
+    if !rsip_user_host(&from.uri).0.starts_with('+') {
+        return fail(lab, format!("From with +E.164, got {}", from.uri));
     }
-    let contact = first_contact(&m).ok_or("INVITE without Contact")?;
-    if host_of(&contact.uri).as_deref() != Some(fqdn.as_str()) {
+    let contact = r
+        .contact_header()
+        .map_err(|_| "INVITE without Contact".to_string())?
+        .typed()
+        .map_err(|e| e.to_string())?;
+    if rsip_user_host(&contact.uri).1 != fqdn {
         return fail(lab, format!("Contact host {fqdn}, got {}", contact.uri));
     }
+    let m = invite.message().ok_or("unparsable INVITE")?;
     let sdp = SessionDescription::parse(&String::from_utf8_lossy(&m.body))
         .map_err(|e| format!("INVITE SDP: {e}"))?;
     let audio = sdp.media.first().ok_or("INVITE SDP without media")?;
@@ -377,7 +510,6 @@ fn last_pstn_state(lab: &Lab, dir: PstnDirection) -> Option<PstnState> {
 
 #[then("the Teams user answers")]
 async fn teams_answers(w: &mut DrlabWorld) -> StepResult {
-    let lab = w.lab()?;
     // Answered on both sides, and the SBC ACKed the hub's 200 (without the
     // ACK the hub drops the call after 4 s).
     let acked = |l: &Lab| {
@@ -393,16 +525,13 @@ async fn teams_answers(w: &mut DrlabWorld) -> StepResult {
             && last_pstn_state(l, PstnDirection::FromPstn) == Some(PstnState::Answered)
             && acked(l)
     };
-    lab.run_until(Duration::from_secs(10), done)
-        .map_err(|e| e.to_string())?;
+    let wait = w.answer_after + Duration::from_secs(10);
+    let lab = w.lab()?;
+    lab.run_until(wait, done).map_err(|e| e.to_string())?;
     if !done(lab) {
         let hub = last_hub_call_state(lab, CallDirection::Inbound);
         let pstn = last_pstn_state(lab, PstnDirection::FromPstn);
-        let problems = [
-            lock(&lab.sbc).problems.join("; "),
-            lock(&lab.hub).problems.join("; "),
-        ]
-        .join(" | ");
+        let problems = [sbc_problems(lab), lock(&lab.hub).problems.joined("; ")].join(" | ");
         let acked = acked(lab);
         return fail(lab, format!("the call answered on both sides and the hub's 200 ACKed; Teams side {hub:?} (ACKed: {acked}), PSTN side {pstn:?}; problems: {problems}"));
     }
@@ -474,7 +603,7 @@ async fn phone_rings(w: &mut DrlabWorld) -> StepResult {
     lab.run_until(Duration::from_secs(5), ringing)
         .map_err(|e| e.to_string())?;
     if !ringing(lab) {
-        let problems = lock(&lab.sbc).problems.join("; ");
+        let problems = sbc_problems(lab);
         return fail(
             lab,
             format!("the phone ringing and the Teams side hearing it; SBC problems: {problems}"),
@@ -485,13 +614,13 @@ async fn phone_rings(w: &mut DrlabWorld) -> StepResult {
 
 #[then("the phone answers")]
 async fn phone_answers(w: &mut DrlabWorld) -> StepResult {
+    let wait = w.answer_after + Duration::from_secs(10);
     let lab = w.lab()?;
     let done = |l: &Lab| {
         last_pstn_state(l, PstnDirection::ToPstn) == Some(PstnState::Answered)
             && last_hub_call_state(l, CallDirection::Outbound) == Some(CallState::Answered)
     };
-    lab.run_until(Duration::from_secs(10), done)
-        .map_err(|e| e.to_string())?;
+    lab.run_until(wait, done).map_err(|e| e.to_string())?;
     if !done(lab) {
         let hub = last_hub_call_state(lab, CallDirection::Outbound);
         let pstn = last_pstn_state(lab, PstnDirection::ToPstn);
@@ -507,8 +636,8 @@ type SharedStats = Arc<Mutex<MediaStats>>;
 
 /// The media processor's and the phone's counters for the latest call.
 fn last_media(lab: &Lab) -> Option<(SharedStats, SharedStats)> {
-    let teams = lock(&lab.hub).calls.last()?.media.clone();
-    let pstn = lock(&lab.carrier).calls.last()?.media.clone();
+    let teams = lock(&lab.hub).calls.back()?.media.clone();
+    let pstn = lock(&lab.carrier).calls.back()?.media.clone();
     Some((teams, pstn))
 }
 
@@ -534,11 +663,10 @@ async fn audio_flows(w: &mut DrlabWorld) -> StepResult {
             || s.corrupt > 0
             || s.unprotect_errors > 0
         {
-            let relays: Vec<_> = lock(&lab.sbc)
-                .relays
-                .iter()
-                .map(|r| lock(r).clone())
-                .collect();
+            let relays: Vec<_> = lab
+                .sbc_view()
+                .map(|v| lock(&v).relays.iter().map(|r| lock(r).clone()).collect())
+                .unwrap_or_default();
             return fail(lab, format!("{FRAMES} more frames at the {side}, intact and in order; it saw {s:?}; SBC relays {relays:?}"));
         }
     }
@@ -613,10 +741,10 @@ async fn both_legs_end(w: &mut DrlabWorld) -> StepResult {
     }
     let ended = |l: &Lab| {
         matches!(
-            lock(&l.hub).calls.last().map(|c| c.state.clone()),
+            lock(&l.hub).calls.back().map(|c| c.state.clone()),
             Some(CallState::Ended(_))
         ) && matches!(
-            lock(&l.carrier).calls.last().map(|c| c.state.clone()),
+            lock(&l.carrier).calls.back().map(|c| c.state.clone()),
             Some(PstnState::Ended(_))
         )
     };

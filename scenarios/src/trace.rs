@@ -23,8 +23,16 @@ pub struct Sent {
 }
 
 impl Sent {
+    /// The message as drlab's SIP stack reads it.
     pub fn message(&self) -> Option<Message> {
         Message::parse(&self.raw).ok()
+    }
+
+    /// The same bytes read by rsip, a parser drlab's stack does not share:
+    /// assertions about the wire read this one, so a bug in our own parser
+    /// cannot make a wrong message look right.
+    pub fn rsip(&self) -> Option<rsip::SipMessage> {
+        rsip::SipMessage::try_from(self.raw.as_slice()).ok()
     }
 
     /// `INVITE`, `200 OK (INVITE)` ...

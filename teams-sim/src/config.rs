@@ -30,6 +30,12 @@ struct FileConfig {
     /// Send one 183 with SDP and start media before the answer.
     #[serde(default = "default_early_media")]
     early_media: bool,
+    /// The media processor's ports (Direct Routing: 49152–53247). Keep it
+    /// apart from the SBC's range when both run on one host.
+    #[serde(default = "default_media_port_min")]
+    media_port_min: u16,
+    #[serde(default = "default_media_port_max")]
+    media_port_max: u16,
     proxy: Vec<ProxySection>,
     tenant: TenantSection,
     tls: TlsSection,
@@ -72,6 +78,12 @@ fn default_frames() -> u32 {
 fn default_early_media() -> bool {
     true
 }
+fn default_media_port_min() -> u16 {
+    49152
+}
+fn default_media_port_max() -> u16 {
+    53247
+}
 fn default_forks() -> usize {
     2
 }
@@ -97,6 +109,7 @@ pub struct HubFile {
     pub media_frames: u32,
     pub forks: usize,
     pub early_media: bool,
+    pub media_ports: std::ops::RangeInclusive<u16>,
     pub tls_server: Arc<rustls::ServerConfig>,
     pub tls_client: Arc<rustls::ClientConfig>,
     pub hosts: BTreeMap<String, IpAddr>,
@@ -147,6 +160,9 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
             "must be an address peers can send media to, not 0.0.0.0",
         ));
     }
+    if let Err(e) = sbc::media::PortAllocator::new(f.media_port_min..=f.media_port_max) {
+        return Err(error(path, "media_port_min", e.to_string()));
+    }
     let (tls_server, tls_client) = read_tls(path, &f.tls)?;
     Ok(HubFile {
         proxies: f
@@ -182,6 +198,7 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         media_frames: f.media_frames,
         forks: f.forks.clamp(1, 8),
         early_media: f.early_media,
+        media_ports: f.media_port_min..=f.media_port_max,
         tls_server,
         tls_client,
         hosts: f.hosts,
@@ -196,7 +213,7 @@ mod tests {
     fn a_lab_file_loads_and_mistakes_name_their_key() {
         let dir = std::env::temp_dir().join(format!("drlab-hub-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        sbc::pki::TestPki::new()
+        drlab_sim::pki::TestPki::new()
             .unwrap()
             .write_pem(&dir, "sbc.example.com")
             .unwrap();

@@ -4,9 +4,12 @@
 //!     dial <user> <number>     a Teams user calls a PSTN number
 //!     hangup <user>            a Teams user hangs up
 //!     status                   SBC health, calls, refusals, problems
+//!
+//! `teams-sim test-pki --fqdn sbc.example.com --out target/lab` mints the
+//! lab's certificates (a CA, the SBC's and the hub's).
 
-use clap::Parser;
-use sbc::media::media_host;
+use clap::{Parser, Subcommand};
+use drlab_sim::{media_host, media_host_channel};
 use sbc::sip::transport::tap::StderrTap;
 use sbc::sip::transport::{Tap, TokioNet};
 use std::path::PathBuf;
@@ -24,13 +27,26 @@ use tokio::sync::mpsc;
 struct Cli {
     /// The configuration file (see teams-sim/examples/hub.toml).
     #[arg(long, short)]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
     /// Print every SIP message sent and received to stderr.
     #[arg(long)]
     trace: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a test PKI for a lab: ca.pem, <fqdn>.pem/.key, hub.pem/.key.
+    TestPki {
+        #[arg(long)]
+        fqdn: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn status(view: &HubView) -> String {
@@ -60,15 +76,42 @@ fn status(view: &HubView) -> String {
     for (proxy, r) in &view.refusals {
         out.push_str(&format!("refused by {proxy}: {r}\n"));
     }
-    for p in &view.problems {
+    for p in view.problems.lines() {
         out.push_str(&format!("problem: {p}\n"));
     }
     out
 }
 
+fn test_pki(fqdn: &str, out: &std::path::Path) -> ExitCode {
+    let result = std::fs::create_dir_all(out)
+        .map_err(|e| e.to_string())
+        .and_then(|_| drlab_sim::pki::TestPki::new().map_err(|e| e.to_string()))
+        .and_then(|pki| pki.write_pem(out, fqdn).map_err(|e| e.to_string()));
+    match result {
+        Ok(()) => {
+            println!(
+                "wrote ca.pem, {fqdn}.pem, {fqdn}.key, hub.pem, hub.key to {}",
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("teams-sim: test-pki: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let file = match teams_sim::config::load(&cli.config) {
+    if let Some(Command::TestPki { fqdn, out }) = &cli.command {
+        return test_pki(fqdn, out);
+    }
+    let Some(path) = cli.config.clone() else {
+        eprintln!("teams-sim: --config <file> is required (see teams-sim/examples/hub.toml)");
+        return ExitCode::from(2);
+    };
+    let file = match teams_sim::config::load(&path) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("teams-sim: {e}");
@@ -76,7 +119,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        println!("{}: OK", cli.config.display());
+        println!("{}: OK", path.display());
         return ExitCode::SUCCESS;
     }
     let seed = file.seed.unwrap_or_else(sbc::sip::rng::unpredictable_seed);
@@ -90,11 +133,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(async move {
+    runtime.block_on(async move {
+        // The media processor: named after its address, so that name
+        // resolves (to itself) without DNS.
+        let media_name = file.media_ip.to_string();
         let net = TokioNet::with_hosts(file.hosts.clone());
-        let view = Arc::new(Mutex::new(HubView::new(&file.tenant)));
-        let (mp_tx, mp_rx) = mpsc::unbounded_channel();
-        tokio::spawn(media_host(net.clone(), mp_rx));
+        let mut view = HubView::new(&file.tenant);
+        view.media_ports = match sbc::media::PortAllocator::new(file.media_ports.clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("teams-sim: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let view = Arc::new(Mutex::new(view));
+        let (handle, mp_rx) = media_host_channel();
+        tokio::spawn(media_host(
+            net.clone(),
+            file.media_ip,
+            mp_rx,
+            handle.live.clone(),
+        ));
         let tap: Option<Arc<dyn Tap>> = if cli.trace {
             Some(Arc::new(StderrTap))
         } else {
@@ -118,15 +177,18 @@ fn main() -> ExitCode {
                 tenant: file.tenant.clone(),
                 tls_server: file.tls_server.clone(),
                 tls_client: file.tls_client.clone(),
-                media_host: file.media_ip.to_string(),
-                media: mp_tx.clone(),
+                media_host: media_name.clone(),
+                media: handle.clone(),
                 media_frames: file.media_frames,
                 forks: file.forks,
                 early_media: file.early_media,
-                ring_delay: file.ring_delay,
-                answer_delay: file.answer_delay,
+                answering: drlab_sim::far_end::Answering {
+                    ring_after: file.ring_delay,
+                    answer_after: file.answer_delay,
+                },
                 no_ack_timeout: std::time::Duration::from_secs(4),
                 options_interval: std::time::Duration::from_secs(60),
+                timers: Default::default(),
                 seed,
             };
             let (net, view, tap, fqdn) = (net.clone(), view.clone(), tap.clone(), p.fqdn.clone());
@@ -141,7 +203,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         };
         let help = "`dial <user> <number>`, `hangup <user>`, `status`";
-        sbc::console::serve_stdin("teams-sim", help, |words| {
+        drlab_sim::console::serve_stdin("teams-sim", help, |words| {
             match words {
                 ["dial", user, number] => {
                     let _ = commands.send(HubCommand::Dial {
@@ -164,6 +226,5 @@ fn main() -> ExitCode {
         })
         .await;
         ExitCode::SUCCESS
-    });
-    code
+    })
 }

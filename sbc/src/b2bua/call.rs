@@ -1,19 +1,23 @@
-//! One call through the SBC: two legs, their dialogs, the SDP on each, and
-//! the media relay between them.
+//! One call through the SBC: its legs (each an INVITE session: leg a the
+//! side that called us, then one leg b per destination tried), the SDP on
+//! each, and the media relay between them. Policy only: each leg's SIP is
+//! its session's.
 
 use super::numbers::{to_e164, to_national};
 use super::{Sbc, SBC_AGENT, SBC_ALLOW};
-use crate::media::{MediaRelay, RelayLeg, RelayPlan, RelayStats, SrtpKey};
-use crate::sip::dialog::Dialog;
+use crate::media::{RelayCommand, RelayEvent, RelayLeg, RelayPlan, RelayStats, SrtpKey};
 use crate::sip::sdp::offer_answer::{agreed, Agreed, Codec, LocalMedia};
 use crate::sip::sdp::{Origin, SessionDescription};
-use crate::sip::transaction::{response_to, TransactionKey};
+use crate::sip::session::{
+    EndReason, Hop, Reply, RequestBuilder, SessionEvent, SessionId, SessionState,
+};
 use crate::sip::transport::tls::names_cover;
-use crate::sip::transport::{Network, Source, Target, TransportKind};
-use crate::sip::wire::{Message, Method, NameAddr, Uri};
-use std::net::{IpAddr, SocketAddr};
+use crate::sip::transport::{Source, TransportKind};
+use crate::sip::ua::UserAgent;
+use crate::sip::wire::{Message, Method, Uri};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Direction {
@@ -23,34 +27,56 @@ pub(crate) enum Direction {
     Outbound,
 }
 
-/// Our side of one leg.
+/// One leg: an INVITE session and what we offered or answered on it.
+#[derive(Debug)]
 struct Leg {
-    key: TransactionKey,
-    invite: Message,
-    tag: String,
-    contact: String,
-    target: Target,
+    session: SessionId,
+    /// Our media on this leg (address, port, codecs, SRTP key).
     media: LocalMedia,
-    dialog: Option<Dialog>,
 }
 
+#[derive(Debug)]
 pub(crate) struct Call {
+    id: u64,
     direction: Direction,
-    /// The leg that called us (we are its UAS).
-    a: Leg,
+    /// `legs[0]` is leg a (we are its UAS); later ones are leg b attempts
+    /// (we are their UAC), the last one current.
+    legs: Vec<Leg>,
     a_offer: SessionDescription,
-    /// The leg we called (we are its UAC).
-    b: Leg,
+    /// Leg b's offer body, the same on every attempt.
     b_offer: SessionDescription,
     /// Hub proxies still to try for an inbound call.
-    fallback_hubs: Vec<String>,
-    plan: Option<watch::Sender<Option<RelayPlan>>>,
-    answered: bool,
+    hubs_left: Vec<String>,
+    /// The called and calling numbers as leg b writes them.
+    called: String,
+    calling: Option<String>,
+    max_forwards: u32,
+    /// Leg a's answer (in a 183 or the 200): it does not change (RFC 3261
+    /// §13.2.1 allows one answer per offer).
+    a_answer: Option<SessionDescription>,
     /// Provisional codes already passed to leg a.
     progress_sent: Vec<u16>,
-    /// The answer leg a was given (in a 183 or the 200): it does not change.
-    a_answer: Option<SessionDescription>,
-    ended: bool,
+    answered: bool,
+    /// Leg b must answer by then, or it is CANCELled (`max_ringing`).
+    ring_deadline: Option<Instant>,
+    ports: (u16, u16),
+    media_open: bool,
+    /// The relay is closed (or was never opened): its ports are free.
+    media_closed: bool,
+}
+
+impl Call {
+    pub(crate) fn wake(&self) -> Option<Instant> {
+        self.ring_deadline
+    }
+
+    fn a(&self) -> SessionId {
+        self.legs[0].session
+    }
+
+    fn b(&self) -> Option<SessionId> {
+        self.legs.get(1..).and_then(|l| l.last()).map(|l| l.session)
+    }
 }
 
 /// Why an INVITE is refused, and what leg a is answered.
@@ -61,19 +87,11 @@ struct Rejection {
 }
 
 impl Rejection {
-    fn not_acceptable(why: String) -> Self {
+    fn new(code: u16, reason: &'static str, why: impl Into<String>) -> Self {
         Rejection {
-            code: 488,
-            reason: "Not Acceptable Here",
-            why,
-        }
-    }
-
-    fn unavailable(why: String) -> Self {
-        Rejection {
-            code: 503,
-            reason: "Service Unavailable",
-            why,
+            code,
+            reason,
+            why: why.into(),
         }
     }
 }
@@ -106,9 +124,22 @@ fn uri_user(text: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Whether a From names no one: `anonymous` as user or the RFC 3323
+/// `anonymous.invalid` host.
+fn is_anonymous(from: &Message) -> bool {
+    let Ok(f) = from.from_header() else {
+        return false;
+    };
+    let Ok(u) = f.parsed_uri() else { return false };
+    u.user()
+        .is_some_and(|x| x.eq_ignore_ascii_case("anonymous"))
+        || u.host()
+            .is_some_and(|h| h.eq_ignore_ascii_case("anonymous.invalid"))
+}
+
 fn sdp_of(m: &Message) -> Result<SessionDescription, String> {
     if m.body.is_empty() {
-        return Err("no SDP".into());
+        return Err("no SDP (delayed offer is not relayed)".into());
     }
     SessionDescription::parse(&String::from_utf8_lossy(&m.body)).map_err(|e| e.to_string())
 }
@@ -122,18 +153,34 @@ fn relay_leg(a: &Agreed) -> Option<RelayLeg> {
     })
 }
 
-impl<N: Network> Sbc<N> {
-    fn origin(&mut self) -> Origin {
+fn code_for(reason: &EndReason) -> (u16, String) {
+    match reason {
+        EndReason::Rejected { code, reason } => (*code, reason.clone()),
+        EndReason::Timeout => (408, "Request Timeout".into()),
+        EndReason::TransportError(_) => (503, "Service Unavailable".into()),
+        EndReason::Cancelled => (487, "Request Terminated".into()),
+        _ => (500, "Server Internal Error".into()),
+    }
+}
+
+impl Sbc {
+    fn origin(&self, ua: &mut UserAgent) -> Origin {
         Origin {
             username: "drlab-sbc".into(),
-            session_id: self.endpoint.rng.next_u32() as u64,
+            session_id: ua.rng().next_u32() as u64,
             session_version: 1,
             address: self.ip.to_string(),
         }
     }
 
-    fn leg_media(&mut self, port: u16, teams: bool, codecs: Vec<Codec>) -> LocalMedia {
-        let srtp_key = teams.then(|| SrtpKey::generate(&mut self.endpoint.rng).inline());
+    fn leg_media(
+        &self,
+        ua: &mut UserAgent,
+        port: u16,
+        teams: bool,
+        codecs: Vec<Codec>,
+    ) -> LocalMedia {
+        let srtp_key = teams.then(|| SrtpKey::generate(ua.rng()).inline());
         LocalMedia {
             address: self.ip.to_string(),
             port,
@@ -144,143 +191,86 @@ impl<N: Network> Sbc<N> {
         }
     }
 
-    fn reject(
+    /// Our Contact on leg a / toward the carrier: the carrier reaches us by
+    /// address; toward the hub: the FQDN (the hub checks it, behaviour §3.1).
+    fn carrier_contact(&self, user: Option<&str>) -> String {
+        let at = user.map(|u| format!("{u}@")).unwrap_or_default();
+        format!("<sip:{at}{}:{}>", self.ip, self.config.carrier_listen_port)
+    }
+
+    fn teams_contact(&self, user: Option<&str>) -> String {
+        let at = user.map(|u| format!("{u}@")).unwrap_or_default();
+        format!(
+            "<sip:{at}{}:{};transport=tls>",
+            self.config.fqdn, self.config.tls_listen_port
+        )
+    }
+
+    pub(crate) fn on_session(
         &mut self,
-        key: &TransactionKey,
-        request: &Message,
-        code: u16,
-        reason: &str,
-        why: String,
+        now: Instant,
+        ua: &mut UserAgent,
+        id: SessionId,
+        event: SessionEvent,
     ) {
-        self.problem(format!("rejected {} with {code}: {why}", request.summary()));
-        let resp = response_to(request, code, reason, Some(&self.endpoint.rng.tag()));
-        self.endpoint.respond(key, resp);
+        if let SessionEvent::Incoming {
+            request, source, ..
+        } = event
+        {
+            return self.on_invite(now, ua, id, request, source);
+        }
+        let Some(&call_id) = self.by_session.get(&id) else {
+            return;
+        };
+        let is_a = self.calls.get(&call_id).is_some_and(|c| c.a() == id);
+        match event {
+            SessionEvent::Incoming { .. } => {}
+            SessionEvent::Progress { response, sdp } if !is_a => {
+                self.on_progress(now, ua, call_id, id, &response, sdp)
+            }
+            SessionEvent::Answered { sdp, .. } if !is_a => {
+                self.on_answer(now, ua, call_id, id, sdp)
+            }
+            SessionEvent::Ended { reason } => self.on_leg_ended(now, ua, call_id, id, is_a, reason),
+            SessionEvent::ReInvite { .. } => {
+                // Re-INVITEs (hold, refresh) are not relayed yet.
+                let reply = Reply::new(488, "Not Acceptable Here")
+                    .header("Warning", "399 drlab-sbc \"re-INVITE not supported yet\"");
+                let _ = ua.reject_reinvite(now, id, reply);
+            }
+            SessionEvent::Request { key, request } => {
+                let reply = Reply::new(501, "Not Implemented").header("Allow", SBC_ALLOW);
+                let _ = ua.respond_in_dialog(now, id, key, &request, reply);
+            }
+            _ => {}
+        }
     }
 
     /// A new INVITE: from the carrier (inbound) or from the hub (outbound).
-    pub(crate) async fn on_invite(
+    fn on_invite(
         &mut self,
-        key: TransactionKey,
+        now: Instant,
+        ua: &mut UserAgent,
+        id: SessionId,
         request: Message,
         source: Source,
     ) {
-        if let Err(r) = self.set_up(key.clone(), request.clone(), source).await {
-            self.reject(&key, &request, r.code, r.reason, r.why);
+        if let Err(r) = self.set_up(now, ua, id, &request, &source) {
+            self.problem(
+                "rejected",
+                format!("rejected {} with {}: {}", request.summary(), r.code, r.why),
+            );
+            let _ = ua.reject(now, id, Reply::new(r.code, r.reason));
         }
     }
 
-    /// Check the INVITE, call leg b and start the relay; a rejection says
-    /// what to answer leg a.
-    async fn set_up(
-        &mut self,
-        key: TransactionKey,
-        request: Message,
-        source: Source,
-    ) -> Result<(), Rejection> {
-        let (direction, offer, codecs) = self.admit(&request, &source)?;
-        let from_hub = direction == Direction::Outbound;
-        let (a_port, b_port) = self.allocate_ports();
-        let a_media = self.leg_media(a_port, from_hub, codecs.clone());
-        let b_media = self.leg_media(b_port, !from_hub, codecs);
-        // Check now that leg a's offer can be answered at all, before calling leg b.
-        let dry_origin = self.origin();
-        a_media
-            .answer(&offer, dry_origin)
-            .map_err(|e| Rejection::not_acceptable(e.to_string()))?;
-        let (mut b_invite, b_target, b_contact, fallback_hubs) =
-            self.b_leg_request(direction, &request).await?;
-        let origin = self.origin();
-        let b_offer = b_media.offer(origin);
-        b_invite.set_body("application/sdp", b_offer.to_text().into_bytes());
-        let b_key = self
-            .endpoint
-            .send_request(b_invite.clone(), b_target.clone())
-            .map_err(|e| Rejection {
-                code: 500,
-                reason: "Server Internal Error",
-                why: e.to_string(),
-            })?;
-        let a_target = self
-            .a_leg_target(direction, &request)
-            .await
-            .map_err(Rejection::unavailable)?;
-        let a_contact = match direction {
-            Direction::Inbound => format!(
-                "<sip:{}:{}>",
-                self.config.fqdn, self.config.carrier_listen_port
-            ),
-            Direction::Outbound => format!(
-                "<sip:{}@{}:{};transport=tls>",
-                uri_user(request.request_uri().unwrap_or_default()),
-                self.config.fqdn,
-                self.config.tls_listen_port
-            ),
-        };
-        let (plan_tx, plan_rx) = watch::channel(None);
-        let stats = Arc::new(Mutex::new(RelayStats::default()));
-        let any = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
-        tokio::spawn(MediaRelay::run(
-            self.net.clone(),
-            SocketAddr::new(any, a_port),
-            SocketAddr::new(any, b_port),
-            plan_rx,
-            stats.clone(),
-        ));
-        {
-            let mut v = self.view();
-            v.calls_started += 1;
-            v.relays.push(stats);
-        }
-        let a_tag = self.endpoint.rng.tag();
-        self.calls.push(Call {
-            direction,
-            a: Leg {
-                key,
-                invite: request,
-                tag: a_tag,
-                contact: a_contact,
-                target: a_target,
-                media: a_media,
-                dialog: None,
-            },
-            a_offer: offer,
-            b: Leg {
-                key: b_key,
-                invite: b_invite,
-                tag: String::new(),
-                contact: b_contact,
-                target: b_target,
-                media: b_media,
-                dialog: None,
-            },
-            b_offer,
-            fallback_hubs,
-            plan: Some(plan_tx),
-            answered: false,
-            progress_sent: Vec::new(),
-            a_answer: None,
-            ended: false,
-        });
-        Ok(())
-    }
-
-    /// Which way the call goes, its offer and the codecs it can be relayed with.
+    /// Which way the call goes, its offer and the codecs it can be relayed
+    /// with, or why it is refused.
     fn admit(
         &self,
         request: &Message,
         source: &Source,
-    ) -> Result<(Direction, SessionDescription, Vec<Codec>), Rejection> {
-        if self.calls.iter().any(|c| {
-            c.a.dialog
-                .as_ref()
-                .or(c.b.dialog.as_ref())
-                .is_some_and(|d| d.matches(request))
-        }) {
-            // Re-INVITEs (hold, session refresh) are not relayed yet.
-            return Err(Rejection::not_acceptable(
-                "re-INVITE not supported yet".into(),
-            ));
-        }
+    ) -> Result<(Direction, SessionDescription, Vec<Codec>, u32), Rejection> {
         let from_hub = source.transport == TransportKind::Tls;
         if from_hub
             && !self
@@ -290,17 +280,23 @@ impl<N: Network> Sbc<N> {
                 .any(|h| names_cover(&source.peer_names, h))
         {
             let why = format!("TLS peer {:?} is not a hub proxy", source.peer_names);
-            return Err(Rejection {
-                code: 403,
-                reason: "Forbidden",
-                why,
-            });
+            return Err(Rejection::new(403, "Forbidden", why));
         }
-        let offer = sdp_of(request).map_err(Rejection::not_acceptable)?;
+        // RFC 3261 §16.3 step 3 (a B2BUA forwards like a proxy here): a
+        // request that may not be forwarded again gets 483.
+        let max_forwards = match request.max_forwards() {
+            Ok(Some(0)) => return Err(Rejection::new(483, "Too Many Hops", "Max-Forwards is 0")),
+            Ok(Some(n)) => n.min(70) - 1,
+            Ok(None) => 69,
+            Err(e) => return Err(Rejection::new(400, "Bad Request", e.to_string())),
+        };
+        let offer = sdp_of(request).map_err(|e| Rejection::new(488, "Not Acceptable Here", e))?;
         let codecs = relayable(&offer);
         if !codecs.iter().any(|c| c.name != "telephone-event") {
-            return Err(Rejection::not_acceptable(
-                "no codec the SBC relays (PCMU, PCMA)".into(),
+            return Err(Rejection::new(
+                488,
+                "Not Acceptable Here",
+                "no codec the SBC relays (PCMU, PCMA)",
             ));
         }
         let direction = if from_hub {
@@ -308,226 +304,287 @@ impl<N: Network> Sbc<N> {
         } else {
             Direction::Inbound
         };
-        Ok((direction, offer, codecs))
+        Ok((direction, offer, codecs, max_forwards))
     }
 
-    /// Leg b's INVITE (without SDP), where it goes, our Contact on it, and
-    /// the hub proxies left for failover.
-    async fn b_leg_request(
+    /// Check the INVITE, open the relay and call leg b.
+    fn set_up(
         &mut self,
-        direction: Direction,
+        now: Instant,
+        ua: &mut UserAgent,
+        a: SessionId,
         request: &Message,
-    ) -> Result<(Message, Target, String, Vec<String>), Rejection> {
+        source: &Source,
+    ) -> Result<(), Rejection> {
+        let (direction, offer, codecs, max_forwards) = self.admit(request, source)?;
+        let from_hub = direction == Direction::Outbound;
         let cc = self.config.country_code.clone();
-        let called = uri_user(request.request_uri().unwrap_or_default());
-        let calling = request
+        let called_raw = uri_user(request.request_uri().unwrap_or_default());
+        let calling_raw = request
             .from_header()
             .ok()
             .map(|f| uri_user(&f.uri))
             .unwrap_or_default();
-        match direction {
+        let anonymous = is_anonymous(request);
+        let (called, calling) = match direction {
             Direction::Inbound => {
-                let incomplete = |e: super::numbers::BadNumber| Rejection {
-                    code: 484,
-                    reason: "Address Incomplete",
-                    why: e.to_string(),
+                let incomplete = |e: super::numbers::BadNumber| {
+                    Rejection::new(484, "Address Incomplete", e.to_string())
                 };
-                let called = to_e164(&called, &cc).map_err(incomplete)?;
-                let calling = to_e164(&calling, &cc).map_err(incomplete)?;
-                let hubs = self.config.hub_fqdns.clone();
-                let (first, rest) = hubs
-                    .split_first()
-                    .ok_or_else(|| Rejection::unavailable("no hub configured".into()))?;
-                let target = self
-                    .hub_target(first)
-                    .await
-                    .map_err(|e| Rejection::unavailable(e.to_string()))?;
-                let (m, contact) = self.teams_invite(first, &called, &calling);
-                Ok((m, target, contact, rest.to_vec()))
+                let called = to_e164(&called_raw, &cc).map_err(incomplete)?;
+                // An anonymous caller goes through as such: Teams accepts
+                // `anonymous@anonymous.invalid` (behaviour §9.55).
+                let calling = if anonymous {
+                    None
+                } else {
+                    Some(to_e164(&calling_raw, &cc).map_err(incomplete)?)
+                };
+                (called, calling)
             }
-            Direction::Outbound => {
-                let addr = self
-                    .net
-                    .resolve(&self.config.carrier_host, self.config.carrier_port)
-                    .await
-                    .map_err(|e| Rejection::unavailable(e.to_string()))?;
-                let target = Target {
-                    transport: TransportKind::Udp,
-                    addr,
-                    server_name: None,
-                };
-                let (m, contact) =
-                    self.carrier_invite(&to_national(&called, &cc), &to_national(&calling, &cc));
-                Ok((m, target, contact, Vec::new()))
+            Direction::Outbound => (
+                to_national(&called_raw, &cc),
+                (!anonymous).then(|| to_national(&calling_raw, &cc)),
+            ),
+        };
+        let a_port = self.ports.allocate();
+        let b_port = self.ports.allocate();
+        let (Some(a_port), Some(b_port)) = (a_port, b_port) else {
+            a_port
+                .into_iter()
+                .chain(b_port)
+                .for_each(|p| self.ports.release(p));
+            return Err(Rejection::new(
+                503,
+                "Service Unavailable",
+                "no free media ports in the configured range",
+            ));
+        };
+        let a_media = self.leg_media(ua, a_port, from_hub, codecs.clone());
+        let b_media = self.leg_media(ua, b_port, !from_hub, codecs);
+        // Check now that leg a's offer can be answered at all.
+        let dry = self.origin(ua);
+        if let Err(e) = a_media.answer(&offer, dry) {
+            self.ports.release(a_port);
+            self.ports.release(b_port);
+            return Err(Rejection::new(488, "Not Acceptable Here", e.to_string()));
+        }
+        let origin = self.origin(ua);
+        let b_offer = b_media.offer(origin);
+        self.next_call += 1;
+        let call_id = self.next_call;
+        let stats = Arc::new(Mutex::new(RelayStats::default()));
+        let mut call = Call {
+            id: call_id,
+            direction,
+            legs: vec![Leg {
+                session: a,
+                media: a_media,
+            }],
+            a_offer: offer,
+            b_offer,
+            hubs_left: if from_hub {
+                Vec::new()
+            } else {
+                self.config.hub_fqdns.clone()
+            },
+            called,
+            calling,
+            max_forwards,
+            a_answer: None,
+            progress_sent: Vec::new(),
+            answered: false,
+            ring_deadline: Some(now + self.config.max_ringing),
+            ports: (a_port, b_port),
+            media_open: true,
+            media_closed: false,
+        };
+        self.media_out.push_back(RelayCommand::Open {
+            id: call_id,
+            a: SocketAddr::new(self.ip, a_port),
+            b: SocketAddr::new(self.ip, b_port),
+            stats: stats.clone(),
+        });
+        self.by_session.insert(a, call_id);
+        if !self.call_next(now, ua, &mut call, b_media) {
+            // Nothing could even be sent: answer at once.
+            self.calls.insert(call_id, call);
+            self.fail_a(now, ua, call_id, 503, "Service Unavailable".into());
+            return Ok(());
+        }
+        {
+            let mut v = self.view();
+            v.calls_started += 1;
+            v.relays.push_back(stats);
+            if v.relays.len() > 16 {
+                v.relays.pop_front();
             }
         }
+        self.calls.insert(call_id, call);
+        Ok(())
     }
 
-    /// Where in-dialog requests to leg a go: the carrier's address, or the
-    /// hub proxy in the top Record-Route of its INVITE (behaviour §3.1).
-    async fn a_leg_target(&self, direction: Direction, invite: &Message) -> Result<Target, String> {
-        match direction {
-            Direction::Inbound => {
-                let addr = self
-                    .net
-                    .resolve(&self.config.carrier_host, self.config.carrier_port)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(Target {
-                    transport: TransportKind::Udp,
-                    addr,
-                    server_name: None,
-                })
-            }
-            Direction::Outbound => {
-                let rr_host = invite
-                    .headers
-                    .values("Record-Route")
-                    .next()
-                    .and_then(|rr| NameAddr::parse("Record-Route", rr).ok())
-                    .and_then(|na| na.parsed_uri().ok())
-                    .and_then(|u| u.host());
-                let host = rr_host
-                    .or_else(|| self.config.hub_fqdns.first().cloned())
-                    .ok_or("no hub")?;
-                self.hub_target(&host).await.map_err(|e| e.to_string())
+    /// Start a leg b: toward the next hub proxy (inbound) or the carrier
+    /// (outbound). `false` when there is nowhere left to send it.
+    fn call_next(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call: &mut Call,
+        media: LocalMedia,
+    ) -> bool {
+        loop {
+            let (msg, hop) = match call.direction {
+                Direction::Inbound => {
+                    if call.hubs_left.is_empty() {
+                        return false;
+                    }
+                    let hub = call.hubs_left.remove(0);
+                    self.teams_invite(ua, &hub, call)
+                }
+                Direction::Outbound => {
+                    if call.legs.len() > 1 {
+                        return false; // one carrier, one attempt
+                    }
+                    self.carrier_invite(ua, call)
+                }
+            };
+            match ua.invite(now, msg, Some(call.b_offer.clone()), hop) {
+                Ok(b) => {
+                    self.by_session.insert(b, call.id);
+                    call.legs.push(Leg {
+                        session: b,
+                        media: media.clone(),
+                    });
+                    return true;
+                }
+                Err(e) => {
+                    self.problem("send", format!("INVITE for call {}: {e}", call.id));
+                }
             }
         }
     }
 
     /// The INVITE toward a hub proxy: E.164 with `user=phone`, the SBC FQDN
     /// in Contact (the hub checks it against the certificate, §3.1).
-    fn teams_invite(&mut self, hub: &str, called: &str, calling: &str) -> (Message, String) {
-        let fqdn = self.config.fqdn.clone();
+    fn teams_invite(&self, ua: &mut UserAgent, hub: &str, call: &Call) -> (Message, Hop) {
+        let fqdn = &self.config.fqdn;
         let port = self.config.tls_listen_port;
-        let contact = format!("<sip:{calling}@{fqdn}:{port};transport=tls>");
-        let mut m = Message::request(
-            Method::Invite,
-            format!("sip:{called}@{hub}:{};user=phone", self.config.hub_port),
-        );
-        m.headers.push("Max-Forwards", "70");
-        m.headers.push(
-            "From",
-            format!(
-                "<sip:{calling}@{fqdn}:{port};user=phone>;tag={}",
-                self.endpoint.rng.tag()
-            ),
-        );
-        m.headers.push(
-            "To",
-            format!("<sip:{called}@{hub}:{};user=phone>", self.config.hub_port),
-        );
-        m.headers.push("Call-ID", self.endpoint.rng.call_id(&fqdn));
-        m.headers.push("CSeq", "1 INVITE");
-        m.headers.push("Contact", contact.clone());
-        m.headers.push("Allow", SBC_ALLOW);
-        m.headers.push("X-MS-SBC", SBC_AGENT);
-        (m, contact)
-    }
-
-    fn carrier_invite(&mut self, called: &str, calling: &str) -> (Message, String) {
-        let fqdn = self.config.fqdn.clone();
-        let contact = format!("<sip:{calling}@{fqdn}:{}>", self.config.carrier_listen_port);
-        let carrier = format!("{}:{}", self.config.carrier_host, self.config.carrier_port);
-        let mut m = Message::request(Method::Invite, format!("sip:{called}@{carrier}"));
-        m.headers.push("Max-Forwards", "70");
-        m.headers.push(
-            "From",
-            format!("<sip:{calling}@{fqdn}>;tag={}", self.endpoint.rng.tag()),
-        );
-        m.headers.push("To", format!("<sip:{called}@{carrier}>"));
-        m.headers.push("Call-ID", self.endpoint.rng.call_id(&fqdn));
-        m.headers.push("CSeq", "1 INVITE");
-        m.headers.push("Contact", contact.clone());
-        m.headers.push("Allow", SBC_ALLOW);
-        (m, contact)
-    }
-
-    pub(crate) async fn on_response(&mut self, key: TransactionKey, response: Message) {
-        let Some(idx) = self.calls.iter().position(|c| c.b.key == key) else {
-            return;
+        let hub_port = self.config.hub_port;
+        let from = match &call.calling {
+            Some(n) => format!("<sip:{n}@{fqdn}:{port};user=phone>"),
+            None => "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_string(),
         };
-        let code = response.status().unwrap_or(0);
-        match code {
-            100 => {}
-            101..=199 => {
-                let c = &mut self.calls[idx];
-                // Forked calls ring from every fork (a 180 per To-tag): leg a hears
-                // each kind of progress once (behaviour §6: many SBCs forward only
-                // the first 18x, since some PSTN networks stop ringback on repeats).
-                if c.ended || c.answered || c.progress_sent.contains(&code) {
-                    return;
-                }
-                c.progress_sent.push(code);
-                if !response.body.is_empty() {
-                    return self.on_early_media(idx, &response);
-                }
-                let c = &self.calls[idx];
-                // Early media is not relayed yet: pass the progress without SDP.
-                let mut p = response_to(
-                    &c.a.invite,
-                    code,
-                    response.summary().split_once(' ').map_or("", |x| x.1),
-                    Some(&c.a.tag),
-                );
-                p.headers.push("Contact", c.a.contact.clone());
-                let k = c.a.key.clone();
-                self.endpoint.respond(&k, p);
-            }
-            200..=299 => self.on_answer(idx, &response),
-            _ => {
-                if [408, 503, 504].contains(&code) && self.try_next_hub(idx).await {
-                    return;
-                }
-                let c = &self.calls[idx];
-                if c.ended || c.answered {
-                    return;
-                }
-                let reason = response
-                    .summary()
-                    .split_once(' ')
-                    .map_or(String::new(), |x| x.1.to_string());
-                let resp = response_to(&c.a.invite, code, &reason, Some(&c.a.tag));
-                let k = c.a.key.clone();
-                self.endpoint.respond(&k, resp);
-                self.end(idx);
-            }
+        let ruri = format!("sip:{}@{hub}:{hub_port};user=phone", call.called);
+        let mut b = RequestBuilder::new(
+            Method::Invite,
+            ruri,
+            from,
+            format!("<sip:{}@{hub}:{hub_port};user=phone>", call.called),
+        )
+        .max_forwards(call.max_forwards)
+        .contact(self.teams_contact(call.calling.as_deref()))
+        .header("Allow", SBC_ALLOW)
+        .header("X-MS-SBC", SBC_AGENT);
+        if call.calling.is_none() {
+            b = b.header("Privacy", "id");
+        }
+        let hop = Hop::Uri(format!("sip:{hub}:{hub_port};transport=tls"));
+        (b.build(ua.rng(), fqdn), hop)
+    }
+
+    fn carrier_invite(&self, ua: &mut UserAgent, call: &Call) -> (Message, Hop) {
+        let carrier = format!("{}:{}", self.config.carrier_host, self.config.carrier_port);
+        let from = match &call.calling {
+            Some(n) => format!("<sip:{n}@{}>", self.config.fqdn),
+            None => "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_string(),
+        };
+        let m = RequestBuilder::new(
+            Method::Invite,
+            format!("sip:{}@{carrier}", call.called),
+            from,
+            format!("<sip:{}@{carrier}>", call.called),
+        )
+        .max_forwards(call.max_forwards)
+        .contact(self.carrier_contact(call.calling.as_deref()))
+        .header("Allow", SBC_ALLOW)
+        .build(ua.rng(), &self.config.fqdn);
+        (m, Hop::Uri(format!("sip:{carrier}")))
+    }
+
+    /// Leg a's Contact (ours), by the side it is on.
+    fn a_contact(&self, call: &Call, ua: &UserAgent) -> String {
+        let user = ua
+            .session(call.a())
+            .and_then(|s| s.invite().request_uri().map(uri_user))
+            .filter(|u| !u.is_empty());
+        match call.direction {
+            Direction::Inbound => self.carrier_contact(None),
+            Direction::Outbound => self.teams_contact(user.as_deref()),
         }
     }
 
-    /// Leg a's answer for leg b's SDP in `response` (the codec leg b chose;
-    /// no transcoding), and the relay plan. Once leg a has had an answer
-    /// (in a 183), it keeps it: RFC 3261 §13.2.1 allows one answer per offer.
+    fn on_progress(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call_id: u64,
+        b: SessionId,
+        response: &Message,
+        sdp: Option<SessionDescription>,
+    ) {
+        let code = response.status().unwrap_or(0);
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        // Forked calls ring from every fork (a 180 per To-tag): leg a hears
+        // each kind of progress once (behaviour §6: many SBCs forward only
+        // the first 18x, since some PSTN networks stop ringback on repeats).
+        if call.b() != Some(b) || call.answered || call.progress_sent.contains(&code) {
+            return;
+        }
+        call.progress_sent.push(code);
+        let contact = self.a_contact(&self.calls[&call_id], ua);
+        let a = self.calls[&call_id].a();
+        let reason = response
+            .summary()
+            .split_once(' ')
+            .map_or(String::new(), |x| x.1.to_string());
+        let mut reply = Reply::new(code, &reason).header("Contact", contact);
+        if let Some(sd) = sdp {
+            // A 183 with SDP: early media (the hub's ringback). Leg a gets
+            // its answer now and the relay starts.
+            match self.answer_leg_a(ua, call_id, &sd) {
+                Ok(a_answer) => reply.sdp = Some(a_answer),
+                Err(e) => self.problem("media", e),
+            }
+        }
+        let _ = ua.provisional(now, a, 0, reply);
+    }
+
+    /// Leg a's answer for leg b's SDP `b_answer` (the codec leg b chose; no
+    /// transcoding), and the relay plan it gives.
     fn answer_leg_a(
         &mut self,
-        idx: usize,
-        response: &Message,
-    ) -> Result<(SessionDescription, Option<RelayPlan>), String> {
-        let b_answer =
-            sdp_of(response).map_err(|e| format!("leg b answered without usable SDP: {e}"))?;
-        let call = &self.calls[idx];
-        let b_agreed = agreed(&call.b_offer, &b_answer)
-            .ok_or("leg b answer shares no codec with our offer")?;
+        ua: &mut UserAgent,
+        call_id: u64,
+        b_answer: &SessionDescription,
+    ) -> Result<SessionDescription, String> {
+        let origin = self.origin(ua);
+        let call = self.calls.get_mut(&call_id).ok_or("no call")?;
+        let b_agreed =
+            agreed(&call.b_offer, b_answer).ok_or("leg b answer shares no codec with our offer")?;
         let a_answer = match &call.a_answer {
             Some(a) => a.clone(),
             None => {
-                let mut a_media = call.a.media.clone();
+                let mut a_media = call.legs[0].media.clone();
                 a_media.codecs.retain(|c| {
                     c.name.eq_ignore_ascii_case(&b_agreed.codec.name) || c.name == "telephone-event"
                 });
-                let origin = Origin {
-                    username: "drlab-sbc".into(),
-                    session_id: self.endpoint.rng.next_u32() as u64,
-                    session_version: 1,
-                    address: self.ip.to_string(),
-                };
-                let call = &self.calls[idx];
                 a_media
                     .answer(&call.a_offer, origin)
                     .map_err(|e| format!("cannot answer leg a: {e}"))?
             }
         };
-        let call = &mut self.calls[idx];
         call.a_answer = Some(a_answer.clone());
         let plan = agreed(&a_answer, &call.a_offer).and_then(|a| {
             Some(RelayPlan {
@@ -535,191 +592,238 @@ impl<N: Network> Sbc<N> {
                 b: relay_leg(&b_agreed)?,
             })
         });
-        Ok((a_answer, plan))
-    }
-
-    /// A 183 with SDP from leg b: early media (the hub's ringback or
-    /// announcements). Leg a gets a 183 with its answer and the relay starts.
-    fn on_early_media(&mut self, idx: usize, response: &Message) {
-        let (a_answer, plan) = match self.answer_leg_a(idx, response) {
-            Ok(x) => x,
-            Err(e) => return self.problem(e),
-        };
-        let c = &self.calls[idx];
-        let mut p = response_to(&c.a.invite, 183, "Session Progress", Some(&c.a.tag));
-        p.headers.push("Contact", c.a.contact.clone());
-        p.set_body("application/sdp", a_answer.to_text().into_bytes());
-        let k = c.a.key.clone();
-        self.endpoint.respond(&k, p);
-        if let (Some(p), Some(tx)) = (plan, &self.calls[idx].plan) {
-            let _ = tx.send(Some(p));
+        match plan {
+            Some(plan) => self
+                .media_out
+                .push_back(RelayCommand::Plan { id: call_id, plan }),
+            None => return Err("no relay plan: an SDP address is not an IP".into()),
         }
+        Ok(a_answer)
     }
 
-    fn on_answer(&mut self, idx: usize, response: &Message) {
-        let call = &self.calls[idx];
-        let b_dialog = match &call.b.dialog {
-            Some(d) => d.clone(),
-            None => match Dialog::as_uac(
-                &call.b.invite,
-                response,
-                call.b.contact.clone(),
-                call.b.target.clone(),
-            ) {
-                Ok(d) => d,
-                Err(e) => return self.problem(format!("200 OK on leg b unusable: {e}")),
-            },
+    fn on_answer(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call_id: u64,
+        b: SessionId,
+        sdp: Option<SessionDescription>,
+    ) {
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
         };
-        // ACK every 2xx, the retransmitted ones too (RFC 3261 §13.2.2.4).
-        let seq = call.b.invite.cseq().map(|c| c.seq).unwrap_or(1);
-        self.endpoint
-            .send_ack(b_dialog.ack(seq), b_dialog.target.clone());
-        if call.answered || call.ended {
+        if call.b() != Some(b) || call.answered {
             return;
         }
-        let (a_answer, plan) = match self.answer_leg_a(idx, response) {
-            Ok(x) => x,
-            Err(e) => return self.problem(e),
-        };
-        let call = &self.calls[idx];
-        let mut ok = response_to(&call.a.invite, 200, "OK", Some(&call.a.tag));
-        ok.headers.push("Contact", call.a.contact.clone());
-        ok.headers.push("Allow", SBC_ALLOW);
-        ok.set_body("application/sdp", a_answer.to_text().into_bytes());
-        let a_dialog = Dialog::as_uas(
-            &call.a.invite,
-            &call.a.tag,
-            call.a.contact.clone(),
-            call.a.target.clone(),
-        );
-        let k = call.a.key.clone();
-        self.endpoint.respond(&k, ok);
-        let call = &mut self.calls[idx];
-        call.b.dialog = Some(b_dialog);
-        call.answered = true;
-        match a_dialog {
-            Ok(d) => call.a.dialog = Some(d),
-            Err(e) => {
-                let line = format!("leg a dialog: {e}");
-                self.problem(line);
-            }
-        }
-        let call = &mut self.calls[idx];
-        match (plan, &call.plan) {
-            (Some(p), Some(tx)) => {
-                let _ = tx.send(Some(p));
-            }
-            _ => self.problem("no relay plan: an SDP address is not an IP".into()),
-        }
-    }
-
-    /// Fail an inbound INVITE over to the next hub proxy. `false` when none is left.
-    async fn try_next_hub(&mut self, idx: usize) -> bool {
-        let call = &mut self.calls[idx];
-        if call.direction != Direction::Inbound
-            || call.answered
-            || call.ended
-            || call.fallback_hubs.is_empty()
+        let a = call.a();
+        let contact = self.a_contact(call, ua);
+        let a_answer = match sdp
+            .ok_or_else(|| "leg b answered without usable SDP".to_string())
+            .and_then(|sd| self.answer_leg_a(ua, call_id, &sd))
         {
-            return false;
-        }
-        let hub = call.fallback_hubs.remove(0);
-        let Ok(target) = self.hub_target(&hub).await else {
-            return false;
-        };
-        let call = &self.calls[idx];
-        let called = uri_user(call.b.invite.request_uri().unwrap_or_default());
-        let calling = call
-            .b
-            .invite
-            .from_header()
-            .ok()
-            .map(|f| uri_user(&f.uri))
-            .unwrap_or_default();
-        let body = call.b.invite.body.clone();
-        let (mut m, contact) = self.teams_invite(&hub, &called, &calling);
-        m.set_body("application/sdp", body);
-        match self.endpoint.send_request(m.clone(), target.clone()) {
-            Ok(key) => {
-                let call = &mut self.calls[idx];
-                call.b.key = key;
-                call.b.invite = m;
-                call.b.contact = contact;
-                call.b.target = target;
-                true
+            Ok(x) => x,
+            Err(e) => {
+                self.problem("media", e);
+                ua.hang_up(now, b, Reply::new(488, "Not Acceptable Here"), Vec::new());
+                return self.fail_a(now, ua, call_id, 488, "Not Acceptable Here".into());
             }
-            Err(_) => false,
+        };
+        let reply = Reply::new(200, "OK")
+            .header("Contact", contact)
+            .header("Allow", SBC_ALLOW)
+            .sdp(a_answer);
+        if let Err(e) = ua.accept(now, a, 0, reply) {
+            // Leg a went away meanwhile (CANCEL crossed the answer).
+            self.problem("call", format!("call {call_id}: cannot answer leg a: {e}"));
+            ua.hang_up(now, b, Reply::new(487, "Request Terminated"), Vec::new());
+            return;
+        }
+        if let Some(c) = self.calls.get_mut(&call_id) {
+            c.answered = true;
+            c.ring_deadline = None;
         }
     }
 
-    pub(crate) async fn on_leg_failure(&mut self, key: TransactionKey, code: u16, reason: &str) {
-        let Some(idx) = self.calls.iter().position(|c| c.b.key == key) else {
+    /// Answer leg a with a failure (if it is still unanswered) and end the call.
+    fn fail_a(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call_id: u64,
+        code: u16,
+        reason: String,
+    ) {
+        let Some(call) = self.calls.get(&call_id) else {
             return;
         };
-        if self.try_next_hub(idx).await {
-            return;
+        let a = call.a();
+        if ua
+            .session(a)
+            .is_some_and(|s| matches!(s.state(), SessionState::Initial | SessionState::Early))
+        {
+            let _ = ua.reject(now, a, Reply::new(code, &reason));
         }
-        let c = &self.calls[idx];
-        if c.answered || c.ended {
-            return;
-        }
-        let resp = response_to(&c.a.invite, code, reason, Some(&c.a.tag));
-        let k = c.a.key.clone();
-        self.endpoint.respond(&k, resp);
-        self.end(idx);
+        self.release_if_done(ua, call_id);
     }
 
-    pub(crate) fn on_cancelled(&mut self, key: TransactionKey) {
-        let Some(idx) = self.calls.iter().position(|c| c.a.key == key && !c.ended) else {
+    fn on_leg_ended(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call_id: u64,
+        leg: SessionId,
+        is_a: bool,
+        reason: EndReason,
+    ) {
+        let Some(call) = self.calls.get(&call_id) else {
             return;
         };
-        let c = &self.calls[idx];
-        let resp = response_to(&c.a.invite, 487, "Request Terminated", Some(&c.a.tag));
-        let b_key = c.b.key.clone();
-        self.endpoint.respond(&key, resp);
-        self.endpoint.send_cancel(&b_key);
-        self.end(idx);
+        let answered = call.answered;
+        if is_a {
+            // Leg a is gone (CANCEL, BYE, no ACK): end leg b too. A pending
+            // INVITE is CANCELled, an answered one BYEd.
+            if let Some(b) = call.b() {
+                ua.hang_up(now, b, Reply::new(487, "Request Terminated"), Vec::new());
+            }
+            if let Some(c) = self.calls.get_mut(&call_id) {
+                c.ring_deadline = None;
+            }
+        } else if call.b() == Some(leg) && !answered {
+            let failover = matches!(
+                &reason,
+                EndReason::Rejected {
+                    code: 408 | 503 | 504,
+                    ..
+                } | EndReason::Timeout
+                    | EndReason::TransportError(_)
+            );
+            if let EndReason::TransportError(e) = &reason {
+                self.problem("send", format!("call {call_id}: {e}"));
+            }
+            // Failover only once this INVITE is over (it has ended: nothing
+            // is pending toward the previous proxy).
+            if failover && self.try_next(now, ua, call_id) {
+                return;
+            }
+            let (code, text) = code_for(&reason);
+            return self.fail_a(now, ua, call_id, code, text);
+        } else if call.b() == Some(leg) {
+            // Leg b hung up (or lost its ACK, or the dialog): BYE leg a.
+            let a = call.a();
+            ua.hang_up(
+                now,
+                a,
+                Reply::new(480, "Temporarily Unavailable"),
+                Vec::new(),
+            );
+        }
+        self.release_if_done(ua, call_id);
     }
 
-    pub(crate) fn on_bye(&mut self, key: TransactionKey, request: Message) {
-        let found = self.calls.iter().enumerate().find_map(|(i, c)| {
-            if c.ended {
-                return None;
-            }
-            if c.a.dialog.as_ref().is_some_and(|d| d.matches(&request)) {
-                Some((i, true))
-            } else if c.b.dialog.as_ref().is_some_and(|d| d.matches(&request)) {
-                Some((i, false))
-            } else {
-                None
-            }
+    /// Fail an inbound INVITE over to the next hub proxy.
+    fn try_next(&mut self, now: Instant, ua: &mut UserAgent, call_id: u64) -> bool {
+        let a_waits = self.calls.get(&call_id).is_some_and(|c| {
+            ua.session(c.a())
+                .is_some_and(|s| matches!(s.state(), SessionState::Initial | SessionState::Early))
         });
-        let Some((idx, from_a)) = found else {
-            let resp = response_to(&request, 481, "Call/Transaction Does Not Exist", None);
-            return self.endpoint.respond(&key, resp);
-        };
-        let ok = response_to(&request, 200, "OK", None);
-        self.endpoint.respond(&key, ok);
-        let call = &mut self.calls[idx];
-        let other = if from_a {
-            call.b.dialog.as_mut()
-        } else {
-            call.a.dialog.as_mut()
-        };
-        if let Some(d) = other {
-            let bye = d.request(Method::Bye);
-            let target = d.target.clone();
-            let _ = self.endpoint.send_request(bye, target);
+        if !a_waits {
+            return false; // the caller has gone: nothing to fail over for
         }
-        self.end(idx);
+        let Some(mut call) = self.calls.remove(&call_id) else {
+            return false;
+        };
+        let media = call.legs.last().map(|l| l.media.clone());
+        let ok = match media {
+            Some(m) if call.direction == Direction::Inbound => {
+                self.call_next(now, ua, &mut call, m)
+            }
+            _ => false,
+        };
+        self.calls.insert(call_id, call);
+        ok
     }
 
-    fn end(&mut self, idx: usize) {
-        let c = &mut self.calls[idx];
-        if !c.ended {
-            c.ended = true;
-            c.plan = None;
+    /// Once every leg's session has ended, close the relay; once its ports
+    /// are closed, forget the call.
+    fn release_if_done(&mut self, ua: &UserAgent, call_id: u64) {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let all_ended = call
+            .legs
+            .iter()
+            .all(|l| ua.session(l.session).is_none_or(|s| s.is_ended()));
+        if !all_ended {
+            return;
+        }
+        call.ring_deadline = None;
+        if call.media_open {
+            call.media_open = false;
+            self.media_out
+                .push_back(RelayCommand::Close { id: call_id });
+        }
+        if call.media_closed {
+            let call = self.calls.remove(&call_id).expect("checked above");
+            self.ports.release(call.ports.0);
+            self.ports.release(call.ports.1);
+            for l in &call.legs {
+                self.by_session.remove(&l.session);
+            }
             self.view().calls_ended += 1;
+        }
+    }
+
+    pub(crate) fn on_relay(&mut self, now: Instant, ua: &mut UserAgent, event: RelayEvent) {
+        match event {
+            RelayEvent::Failed { id, reason } => {
+                self.problem("media", format!("call {id}: {reason}"));
+                let Some(call) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                call.media_open = false;
+                call.media_closed = true;
+                let legs: Vec<SessionId> = call.legs.iter().map(|l| l.session).collect();
+                for s in legs.into_iter().skip(1) {
+                    ua.hang_up(now, s, Reply::new(503, "Service Unavailable"), Vec::new());
+                }
+                self.fail_a(now, ua, id, 503, "Service Unavailable".into());
+                if let Some(c) = self.calls.get(&id) {
+                    let a = c.a();
+                    ua.hang_up(now, a, Reply::new(503, "Service Unavailable"), Vec::new());
+                }
+                self.release_if_done(ua, id);
+            }
+            RelayEvent::Closed { id } => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.media_closed = true;
+                }
+                self.release_if_done(ua, id);
+            }
+        }
+    }
+
+    /// Leg b rang too long: CANCEL it and answer leg a 408.
+    pub(crate) fn calls_due(&mut self, now: Instant, ua: &mut UserAgent) {
+        let due: Vec<u64> = self
+            .calls
+            .values()
+            .filter(|c| c.ring_deadline.is_some_and(|t| t <= now))
+            .map(|c| c.id)
+            .collect();
+        for id in due {
+            let Some(call) = self.calls.get_mut(&id) else {
+                continue;
+            };
+            call.ring_deadline = None;
+            call.hubs_left.clear();
+            if let Some(b) = call.b() {
+                ua.hang_up(now, b, Reply::new(408, "Request Timeout"), Vec::new());
+            }
+            self.problem(
+                "call",
+                format!("call {id}: no answer in {:?}", self.config.max_ringing),
+            );
+            self.fail_a(now, ua, id, 408, "Request Timeout".into());
         }
     }
 }

@@ -1,29 +1,35 @@
 //! The reference SBC: a B2BUA between a carrier trunk (UDP, RTP, national
 //! numbers) and the Teams Direct Routing hub (mutual TLS, SRTP, E.164).
 //!
-//! Each call has two legs with their own dialogs: leg `a` is the side that
-//! sent us the INVITE, leg `b` the side we call. Media is relayed by a
-//! [`crate::media::MediaRelay`] with one port per leg. Toward the hub the
-//! SBC keeps its OPTIONS going to every proxy (behaviour §2) and fails an
-//! INVITE over to the next proxy on 408/503/504 or a transport failure
+//! Policy only: the SIP mechanics (transactions, dialogs, ACK, CANCEL,
+//! BYE, 481) are the [`crate::sip::ua::UserAgent`]'s. Here: admission,
+//! number normalisation, routing and failover order, the progress filter,
+//! and the bridge between the legs of a [`call::Call`] with its media
+//! relay. Toward the hub the SBC keeps its OPTIONS going to every proxy
+//! (behaviour §2) and fails an INVITE over to the next proxy on a final
+//! 408/503/504, a timeout without any answer, or a transport failure
 //! (behaviour §9.40–41).
 
 mod call;
 pub mod numbers;
 
-use crate::media::RelayStats;
-use crate::sip::endpoint::{Endpoint, EndpointConfig, EndpointEvent};
+use crate::driver::{HostSetup, Role};
+use crate::media::{PortAllocator, RelayCommand, RelayDriver, RelayEvent, RelayStats};
+use crate::problems::ProblemLog;
+use crate::sip::endpoint::EndpointConfig;
 use crate::sip::rng::SeededRng;
-use crate::sip::transaction::{response_to, TimerConfig, TransactionKey};
-use crate::sip::transport::{
-    Network, SipTransport, Tap, Target, TlsListen, TransportConfig, TransportKind,
-};
-use crate::sip::wire::{Message, Method};
-use std::collections::BTreeMap;
+use crate::sip::session::{Hop, RequestBuilder, SessionConfig};
+use crate::sip::transaction::{TimerConfig, TransactionKey};
+use crate::sip::transport::{Network, Tap, TlsListen, TransportConfig};
+use crate::sip::ua::{UaConfig, UaCounts, UaEvent, UserAgent};
+use crate::sip::wire::Method;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// What the SBC allows (no REFER yet: the hub then transfers on its own side).
 pub const SBC_ALLOW: &str = "INVITE,ACK,OPTIONS,CANCEL,BYE";
@@ -35,7 +41,8 @@ pub struct SbcConfig {
     pub fqdn: String,
     /// The address the SIP listeners bind (0.0.0.0 for all).
     pub listen_ip: IpAddr,
-    /// The address for SDP and media; `None`: what the FQDN resolves to.
+    /// The address for SDP and media sockets; `None`: what the FQDN
+    /// resolves to at start.
     pub advertised_ip: Option<IpAddr>,
     /// The carrier trunk's address and its number format.
     pub carrier_host: String,
@@ -52,32 +59,48 @@ pub struct SbcConfig {
     pub tls_client: Arc<rustls::ClientConfig>,
     /// Direct Routing expects one OPTIONS a minute.
     pub options_interval: Duration,
-    /// First media port; each call takes four (two per leg, RTP even).
-    pub media_port_base: u16,
+    /// Media ports: each call takes two RTP ports (one per leg) and their
+    /// RTCP neighbours. Must not overlap another party's range on one host.
+    pub media_ports: RangeInclusive<u16>,
+    /// How long leg b may ring unanswered before the SBC CANCELs it and
+    /// answers leg a 408 (a B2BUA's Timer C, RFC 3261 §16.6 step 11: > 3 min).
+    pub max_ringing: Duration,
+    pub timers: TimerConfig,
     pub seed: u64,
 }
 
+/// What the SBC holds and has done, for steps, consoles and tests.
 #[derive(Debug, Clone, Default)]
 pub struct SbcView {
     /// Last answer to our OPTIONS, per hub proxy (0 = failed to send).
     pub hub_options: BTreeMap<String, u16>,
-    pub calls_started: u32,
-    pub calls_ended: u32,
-    pub relays: Vec<Arc<Mutex<RelayStats>>>,
-    pub problems: Vec<String>,
+    pub calls_started: u64,
+    pub calls_ended: u64,
+    /// Calls held now (set up, talking or being torn down).
+    pub live_calls: usize,
+    /// The relays of the latest calls (at most 16), for failure reports.
+    pub relays: VecDeque<Arc<Mutex<RelayStats>>>,
+    pub ua: UaCounts,
+    /// Media ports allocated now (RTP ports; each keeps its RTCP neighbour).
+    pub media_ports: usize,
+    /// Relay tasks whose sockets are open now.
+    pub relays_open: usize,
+    pub problems: ProblemLog,
 }
 
-pub(crate) struct Sbc<N: Network> {
-    net: N,
-    config: SbcConfig,
-    endpoint: Endpoint<N>,
-    view: Arc<Mutex<SbcView>>,
-    ip: IpAddr,
-    calls: Vec<call::Call>,
-    next_media_port: u16,
-    next_options: Instant,
-    options_keys: BTreeMap<TransactionKey, String>,
-    options_seq: u32,
+/// Commands to the SBC (none yet beyond keeping the channel: a real SBC is
+/// driven by its peers).
+#[derive(Debug)]
+pub enum SbcCommand {}
+
+/// The names the SBC sends to, resolved once at start.
+fn names(config: &SbcConfig) -> Vec<String> {
+    let mut n = config.hub_fqdns.clone();
+    n.push(config.carrier_host.clone());
+    if config.advertised_ip.is_none() {
+        n.push(config.fqdn.clone());
+    }
+    n
 }
 
 /// Run the SBC until its host stops.
@@ -87,13 +110,6 @@ pub async fn run_sbc<N: Network>(
     view: Arc<Mutex<SbcView>>,
     tap: Option<Arc<dyn Tap>>,
 ) -> std::io::Result<()> {
-    let ip = match config.advertised_ip {
-        Some(ip) => ip,
-        None => net
-            .resolve(&config.fqdn, config.tls_listen_port)
-            .await?
-            .ip(),
-    };
     let any = config.listen_ip;
     let mut tc = TransportConfig::new(config.fqdn.clone());
     tc.udp = Some(SocketAddr::new(any, config.carrier_listen_port));
@@ -104,160 +120,215 @@ pub async fn run_sbc<N: Network>(
         allowed_client_names: Some(config.hub_fqdns.clone()),
     });
     tc.tls_client = Some(config.tls_client.clone());
-    let (transport, events) = SipTransport::start(net.clone(), tc, tap).await?;
-    let ep = EndpointConfig {
-        via_host: config.fqdn.clone(),
-        timers: TimerConfig::default(),
-        user_agent: Some(SBC_AGENT.into()),
+    let mut endpoint = EndpointConfig::new(config.fqdn.clone());
+    endpoint.timers = config.timers;
+    endpoint.user_agent = Some(SBC_AGENT.into());
+    let session = SessionConfig::new(format!(
+        "<sip:{}:{};transport=tls>",
+        config.fqdn, config.tls_listen_port
+    ));
+    let setup = HostSetup {
+        transport: tc,
+        ua: UaConfig { endpoint, session },
+        names: names(&config),
+        rng: SeededRng::for_host(config.seed, &config.fqdn),
     };
-    let rng = SeededRng::for_host(config.seed, &config.fqdn);
-    let endpoint = Endpoint::new(transport, events, ep, rng);
-    let next_media_port = config.media_port_base;
-    let mut sbc = Sbc {
-        net,
-        config,
-        endpoint,
-        view,
-        ip,
-        calls: Vec::new(),
-        next_media_port,
-        next_options: Instant::now(),
-        options_keys: BTreeMap::new(),
-        options_seq: 0,
-    };
-    loop {
-        let event = sbc.endpoint.next_event(Some(sbc.next_options)).await;
-        sbc.on_event(event).await;
-    }
+    let ports = PortAllocator::new(config.media_ports.clone())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let media = RelayDriver::new();
+    let sbc = Sbc::new(config, view, ports, media.live());
+    // The command channel stays open (its sender lives in the role) so the
+    // loop never treats it as closed.
+    let (_tx, rx) = mpsc::unbounded_channel::<SbcCommand>();
+    crate::driver::run(net, setup, sbc, rx, media, tap).await
 }
 
-impl<N: Network> Sbc<N> {
+/// The SBC's policy state: calls, media ports, OPTIONS to the hub.
+pub(crate) struct Sbc {
+    config: SbcConfig,
+    view: Arc<Mutex<SbcView>>,
+    ip: IpAddr,
+    ports: PortAllocator,
+    calls: BTreeMap<u64, call::Call>,
+    by_session: BTreeMap<crate::sip::session::SessionId, u64>,
+    next_call: u64,
+    media_out: VecDeque<RelayCommand>,
+    relays_open: Arc<AtomicUsize>,
+    next_options: Option<Instant>,
+    options_keys: BTreeMap<TransactionKey, String>,
+    options_seq: u32,
+}
+
+impl Sbc {
+    fn new(
+        config: SbcConfig,
+        view: Arc<Mutex<SbcView>>,
+        ports: PortAllocator,
+        relays_open: Arc<AtomicUsize>,
+    ) -> Self {
+        Sbc {
+            ip: config
+                .advertised_ip
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            config,
+            view,
+            ports,
+            calls: BTreeMap::new(),
+            by_session: BTreeMap::new(),
+            next_call: 0,
+            media_out: VecDeque::new(),
+            relays_open,
+            next_options: None,
+            options_keys: BTreeMap::new(),
+            options_seq: 0,
+        }
+    }
+
     fn view(&self) -> std::sync::MutexGuard<'_, SbcView> {
         self.view.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn problem(&self, p: String) {
-        self.view().problems.push(p);
+    fn problem(&self, kind: &'static str, p: String) {
+        self.view().problems.push(kind, p);
     }
 
-    async fn hub_target(&self, fqdn: &str) -> std::io::Result<Target> {
-        let addr = self.net.resolve(fqdn, self.config.hub_port).await?;
-        Ok(Target {
-            transport: TransportKind::Tls,
-            addr,
-            server_name: Some(fqdn.to_string()),
-        })
+    /// OPTIONS to every hub proxy (behaviour §2: the SBC starts the exchange;
+    /// Contact carries the FQDN, never an IP).
+    fn send_options(&mut self, now: Instant, ua: &mut UserAgent) {
+        self.next_options = Some(now + self.config.options_interval);
+        self.options_seq += 1;
+        let fqdn = self.config.fqdn.clone();
+        let port = self.config.tls_listen_port;
+        for hub in self.config.hub_fqdns.clone() {
+            let hub_uri = format!("sip:{hub}:{}", self.config.hub_port);
+            let m = RequestBuilder::new(
+                Method::Options,
+                hub_uri.clone(),
+                format!("<sip:{fqdn}:{port}>"),
+                format!("<{hub_uri}>"),
+            )
+            .cseq(self.options_seq)
+            .contact(format!("<sip:{fqdn}:{port};transport=tls>"))
+            .header("Allow", SBC_ALLOW)
+            .build(ua.rng(), &fqdn);
+            let hop = Hop::Uri(format!("{hub_uri};transport=tls"));
+            match ua.send_request(now, m, hop) {
+                Ok(key) => {
+                    self.options_keys.insert(key, hub);
+                }
+                Err(e) => self.problem("options", format!("OPTIONS to {hub}: {e}")),
+            }
+        }
     }
 
-    async fn on_event(&mut self, e: EndpointEvent) {
-        match e {
-            EndpointEvent::Request {
-                key,
-                request,
-                source,
-            } => match request.method() {
-                Some(Method::Invite) => self.on_invite(key, request, source).await,
-                Some(Method::Bye) => self.on_bye(key, request),
-                Some(Method::Options) => {
-                    let mut ok = response_to(&request, 200, "OK", Some(&self.endpoint.rng.tag()));
-                    ok.headers.push("Allow", SBC_ALLOW);
-                    ok.headers.push("Accept", "application/sdp");
-                    self.endpoint.respond(&key, ok);
-                }
-                _ => {
-                    let resp = response_to(
-                        &request,
-                        501,
-                        "Not Implemented",
-                        Some(&self.endpoint.rng.tag()),
-                    );
-                    self.endpoint.respond(&key, resp);
-                }
-            },
-            EndpointEvent::Response { key, response } => {
-                if let Some(fqdn) = self.options_keys.get(&key).cloned() {
-                    if let Some(code) = response.status().filter(|c| *c >= 200) {
-                        self.options_keys.remove(&key);
-                        self.view().hub_options.insert(fqdn, code);
+    fn on_out_of_dialog(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        key: TransactionKey,
+        method: Option<Method>,
+    ) {
+        match method {
+            Some(Method::Options) => {
+                let headers = vec![
+                    ("Allow".to_string(), SBC_ALLOW.to_string()),
+                    ("Accept".to_string(), "application/sdp".to_string()),
+                ];
+                ua.reply(now, &key, 200, "OK", headers);
+            }
+            // RFC 3261 §8.2.1: a method we do not implement.
+            _ => {
+                let allow = vec![("Allow".to_string(), SBC_ALLOW.to_string())];
+                ua.reply(now, &key, 501, "Not Implemented", allow);
+            }
+        }
+    }
+}
+
+impl Role for Sbc {
+    type Command = SbcCommand;
+    type MediaCommand = RelayCommand;
+    type MediaEvent = RelayEvent;
+
+    fn start(&mut self, now: Instant, ua: &mut UserAgent) {
+        if self.config.advertised_ip.is_none() {
+            if let Ok(ip) = ua.routing().address(&self.config.fqdn) {
+                self.ip = ip;
+            }
+        }
+        self.send_options(now, ua);
+    }
+
+    fn on_event(&mut self, now: Instant, event: UaEvent, ua: &mut UserAgent) {
+        match event {
+            UaEvent::Session { id, event } => self.on_session(now, ua, id, event),
+            UaEvent::Request { key, request, .. } => {
+                self.on_out_of_dialog(now, ua, key, request.method().cloned())
+            }
+            UaEvent::Response { key, response } => {
+                if let Some(code) = response.status().filter(|c| *c >= 200) {
+                    if let Some(hub) = self.options_keys.remove(&key) {
+                        self.view().hub_options.insert(hub, code);
                     }
-                } else {
-                    self.on_response(key, response).await;
                 }
             }
-            EndpointEvent::Timeout { key } => {
-                self.on_leg_failure(key, 408, "Request Timeout").await
-            }
-            EndpointEvent::SendFailed { key, reason } => {
-                if let Some(fqdn) = self.options_keys.remove(&key) {
-                    self.view().hub_options.insert(fqdn.clone(), 0);
-                    self.problem(format!("OPTIONS to {fqdn}: {reason}"));
-                } else {
-                    self.problem(format!("send failed: {reason}"));
-                    self.on_leg_failure(key, 503, "Service Unavailable").await;
+            UaEvent::Failed { key, reason } => {
+                if let Some(hub) = self.options_keys.remove(&key) {
+                    self.view().hub_options.insert(hub.clone(), 0);
+                    let why = reason.unwrap_or_else(|| "no answer".into());
+                    self.problem("options", format!("OPTIONS to {hub}: {why}"));
                 }
             }
-            EndpointEvent::Cancelled { key } => self.on_cancelled(key),
-            EndpointEvent::Ack { .. } => {}
-            EndpointEvent::Server { .. } => {}
-            EndpointEvent::Malformed { error, source } => {
-                self.problem(format!("malformed from {}: {error}", source.remote))
-            }
-            EndpointEvent::TlsRefused {
+            UaEvent::Refused { request, code, why } => self.problem(
+                "rejected",
+                format!("rejected {} with {code}: {why}", request.summary()),
+            ),
+            UaEvent::Malformed { error, source } => self.problem(
+                "malformed",
+                format!("malformed from {}: {error}", source.remote),
+            ),
+            UaEvent::TlsRefused {
                 remote,
                 inbound,
                 reason,
             } => {
                 let dir = if inbound { "from" } else { "to" };
-                self.problem(format!("TLS {dir} {remote} refused: {reason}"));
-            }
-            EndpointEvent::Wake => self.send_options().await,
-        }
-    }
-
-    /// OPTIONS to every hub proxy (behaviour §2: the SBC starts the exchange;
-    /// Contact carries the FQDN, never an IP).
-    async fn send_options(&mut self) {
-        self.next_options = Instant::now() + self.config.options_interval;
-        self.options_seq += 1;
-        let fqdn = self.config.fqdn.clone();
-        let port = self.config.tls_listen_port;
-        for hub in self.config.hub_fqdns.clone() {
-            let mut m = Message::request(
-                Method::Options,
-                format!("sip:{hub}:{}", self.config.hub_port),
-            );
-            m.headers.push("Max-Forwards", "70");
-            m.headers.push(
-                "From",
-                format!("<sip:{fqdn}:{port}>;tag={}", self.endpoint.rng.tag()),
-            );
-            m.headers
-                .push("To", format!("<sip:{hub}:{}>", self.config.hub_port));
-            m.headers.push("Call-ID", self.endpoint.rng.call_id(&fqdn));
-            m.headers
-                .push("CSeq", format!("{} OPTIONS", self.options_seq));
-            m.headers
-                .push("Contact", format!("<sip:{fqdn}:{port};transport=tls>"));
-            m.headers.push("Allow", SBC_ALLOW);
-            match self.hub_target(&hub).await {
-                Ok(target) => match self.endpoint.send_request(m, target) {
-                    Ok(key) => {
-                        self.options_keys.insert(key, hub);
-                    }
-                    Err(e) => self.problem(format!("OPTIONS to {hub}: {e}")),
-                },
-                Err(e) => self.problem(format!("cannot resolve {hub}: {e}")),
+                self.problem("tls", format!("TLS {dir} {remote} refused: {reason}"));
             }
         }
     }
 
-    fn allocate_ports(&mut self) -> (u16, u16) {
-        let p = self.next_media_port;
-        self.next_media_port = if p > 65000 {
-            self.config.media_port_base
-        } else {
-            p + 4
-        };
-        (p, p + 2)
+    fn on_command(&mut self, _now: Instant, command: SbcCommand, _ua: &mut UserAgent) {
+        match command {}
+    }
+
+    fn on_media(&mut self, now: Instant, event: RelayEvent, ua: &mut UserAgent) {
+        self.on_relay(now, ua, event);
+    }
+
+    fn on_timeout(&mut self, now: Instant, ua: &mut UserAgent) {
+        if self.next_options.is_some_and(|t| t <= now) {
+            self.send_options(now, ua);
+        }
+        self.calls_due(now, ua);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let calls = self.calls.values().filter_map(|c| c.wake());
+        calls.chain(self.next_options).min()
+    }
+
+    fn poll_media(&mut self) -> Option<RelayCommand> {
+        self.media_out.pop_front()
+    }
+
+    fn observe(&mut self, ua: &UserAgent) {
+        let (calls, ports) = (self.calls.len(), self.ports.in_use());
+        let open = self.relays_open.load(Ordering::SeqCst);
+        let mut v = self.view();
+        v.ua = ua.counts();
+        v.live_calls = calls;
+        v.media_ports = ports;
+        v.relays_open = open;
     }
 }

@@ -1,11 +1,13 @@
 //! Media: SDES-keyed SRTP (RFC 4568, RFC 3711) on webrtc-srtp, the SBC's
-//! RTP ↔ SRTP relay, and the audio probe the simulated far ends use to
-//! prove that frames arrive decrypted and in order.
+//! RTP ↔ SRTP relay (a sans-IO core and the driver that owns its
+//! sockets), and media ports from a configured range.
 
-pub mod probe;
+pub mod ports;
 pub mod relay;
 pub mod srtp;
 
-pub use probe::{media_host, AudioProbe, MediaStats, ProbeOpen, ProbePlan};
-pub use relay::{MediaRelay, RelayLeg, RelayPlan, RelayStats};
+pub use ports::PortAllocator;
+pub use relay::{
+    RelayCommand, RelayCore, RelayDriver, RelayEvent, RelayLeg, RelayPlan, RelayStats,
+};
 pub use srtp::{SrtpError, SrtpKey};

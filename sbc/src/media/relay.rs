@@ -2,17 +2,25 @@
 //! SRTP protect/unprotect where a leg is secure (RTP toward the carrier,
 //! SRTP AES_CM_128_HMAC_SHA1_80 toward Teams).
 //!
-//! Ports are bound when the call is set up, before either answer is known;
-//! the plan (remote addresses and keys) arrives later on a watch channel.
-//! Packets that arrive before the plan are held (media can overtake the
-//! signalling that carries the answer). Each leg latches to the address
-//! media actually comes from (symmetric RTP, RFC 4961), as SBCs do for NAT.
+//! [`RelayCore`] decides, sans-IO, what a packet becomes and where it
+//! goes; [`RelayDriver`] owns the sockets. Ports are bound when the call
+//! is set up, before either answer is known; the plan (remote addresses
+//! and keys) arrives later. Packets that arrive before it are held (media
+//! can overtake the signalling that carries the answer).
+//!
+//! Latching (symmetric RTP, RFC 4961, as SBCs do behind NAT) is strict: a
+//! leg accepts packets from the address its SDP signalled, or latches once
+//! to the first packet that authenticates (SRTP legs) or that comes from
+//! the signalled host (plain RTP legs). Anything else is counted and
+//! dropped, so an off-path sender cannot take over a call's audio.
 
 use super::srtp::{Protector, SrtpKey, Unprotector};
 use crate::sip::transport::{DatagramSocket, Network};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayLeg {
@@ -36,135 +44,396 @@ pub struct RelayStats {
     pub b_to_a: u32,
     /// Packets that failed to unprotect or protect.
     pub srtp_errors: u32,
+    /// Packets from an address the leg does not accept (see the module doc).
+    pub foreign: u32,
+    /// Where each leg latched.
+    pub latched_a: Option<SocketAddr>,
+    pub latched_b: Option<SocketAddr>,
 }
 
+/// Packets kept while there is no plan yet.
 const EARLY_BUFFER: usize = 64;
 
-struct Leg<S> {
-    sock: S,
-    remote: SocketAddr,
-    latched: bool,
+struct LegState {
+    signalled: SocketAddr,
+    latched: Option<SocketAddr>,
     protect: Option<Protector>,
     unprotect: Option<Unprotector>,
 }
 
-/// Leg a and leg b of a running relay.
-type Legs<'s, S> = (Leg<&'s S>, Leg<&'s S>);
+impl LegState {
+    fn new(plan: &RelayLeg) -> Result<Self, super::SrtpError> {
+        Ok(LegState {
+            signalled: plan.remote,
+            latched: None,
+            protect: plan.tx_key.as_ref().map(Protector::new).transpose()?,
+            unprotect: plan.rx_key.as_ref().map(Unprotector::new).transpose()?,
+        })
+    }
 
-pub struct MediaRelay;
+    fn destination(&self) -> SocketAddr {
+        self.latched.unwrap_or(self.signalled)
+    }
+}
 
-impl MediaRelay {
-    /// Bind both ports now and relay until the plan's sender is dropped.
-    pub async fn run<N: Network>(
-        net: N,
-        local_a: SocketAddr,
-        local_b: SocketAddr,
-        mut plan: watch::Receiver<Option<RelayPlan>>,
+/// A packet to send: out of leg a's socket (`from_a`) or leg b's, to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayOut {
+    pub from_a: bool,
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// What the relay does with each packet, without sockets.
+pub struct RelayCore {
+    legs: Option<(LegState, LegState)>,
+    early: Vec<(bool, Vec<u8>, SocketAddr)>,
+    pub stats: RelayStats,
+}
+
+impl Default for RelayCore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RelayCore {
+    pub fn new() -> Self {
+        RelayCore {
+            legs: None,
+            early: Vec::new(),
+            stats: RelayStats::default(),
+        }
+    }
+
+    /// A new plan (the answer arrived, or a re-INVITE changed it). Packets
+    /// held until now are relayed by it.
+    pub fn set_plan(&mut self, plan: &RelayPlan) -> Result<Vec<RelayOut>, super::SrtpError> {
+        self.legs = Some((LegState::new(&plan.a)?, LegState::new(&plan.b)?));
+        self.stats.latched_a = None;
+        self.stats.latched_b = None;
+        let early = std::mem::take(&mut self.early);
+        Ok(early
+            .into_iter()
+            .filter_map(|(from_a, p, src)| self.handle(from_a, src, &p))
+            .collect())
+    }
+
+    /// A packet arrived on leg a's socket (`from_a`) or leg b's from `src`.
+    pub fn handle(&mut self, from_a: bool, src: SocketAddr, packet: &[u8]) -> Option<RelayOut> {
+        let Some((a, b)) = &mut self.legs else {
+            if self.early.len() < EARLY_BUFFER {
+                self.early.push((from_a, packet.to_vec(), src));
+            }
+            return None;
+        };
+        let (inbound, outbound) = if from_a { (a, b) } else { (b, a) };
+        let plain = match accept(inbound, src, packet) {
+            Accept::Plain(p) => p,
+            Accept::Foreign => {
+                self.stats.foreign += 1;
+                return None;
+            }
+            Accept::BadSrtp => {
+                self.stats.srtp_errors += 1;
+                return None;
+            }
+        };
+        let bytes = match &mut outbound.protect {
+            Some(p) => match p.protect(&plain) {
+                Ok(b) => b,
+                Err(_) => {
+                    self.stats.srtp_errors += 1;
+                    return None;
+                }
+            },
+            None => plain,
+        };
+        if from_a {
+            self.stats.a_to_b += 1;
+            self.stats.latched_a = inbound.latched;
+        } else {
+            self.stats.b_to_a += 1;
+            self.stats.latched_b = inbound.latched;
+        }
+        Some(RelayOut {
+            from_a: !from_a,
+            to: outbound.destination(),
+            bytes,
+        })
+    }
+}
+
+enum Accept {
+    Plain(Vec<u8>),
+    Foreign,
+    BadSrtp,
+}
+
+fn accept(leg: &mut LegState, src: SocketAddr, packet: &[u8]) -> Accept {
+    let known = leg.latched == Some(src) || src == leg.signalled;
+    if leg.latched.is_some() && !known {
+        return Accept::Foreign;
+    }
+    match &mut leg.unprotect {
+        Some(u) => match u.unprotect(packet) {
+            // An SRTP leg latches to the first packet that authenticates.
+            Ok(p) => {
+                leg.latched.get_or_insert(src);
+                Accept::Plain(p)
+            }
+            Err(_) if known => Accept::BadSrtp,
+            Err(_) => Accept::Foreign,
+        },
+        None => {
+            // A plain leg latches only to the host its SDP named.
+            if known || src.ip() == leg.signalled.ip() {
+                leg.latched.get_or_insert(src);
+                Accept::Plain(packet.to_vec())
+            } else {
+                Accept::Foreign
+            }
+        }
+    }
+}
+
+/// What the SBC asks of its media driver.
+#[derive(Debug)]
+pub enum RelayCommand {
+    /// Bind both legs' ports now (leg a, leg b).
+    Open {
+        id: u64,
+        a: SocketAddr,
+        b: SocketAddr,
         stats: Arc<Mutex<RelayStats>>,
-    ) -> std::io::Result<()> {
-        let sock_a = net.bind_udp(local_a).await?;
-        let sock_b = net.bind_udp(local_b).await?;
-        let mut legs: Option<Legs<'_, N::Datagram>> = None;
-        let mut early: Vec<(bool, Vec<u8>, SocketAddr)> = Vec::new();
-        let mut buf_a = vec![0u8; 2048];
-        let mut buf_b = vec![0u8; 2048];
-        loop {
-            tokio::select! {
-                biased;
-                changed = plan.changed() => {
-                    if changed.is_err() {
-                        return Ok(());
+    },
+    Plan {
+        id: u64,
+        plan: RelayPlan,
+    },
+    /// Stop relaying and close both ports.
+    Close {
+        id: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayEvent {
+    /// A port could not be bound: the call cannot have media.
+    Failed { id: u64, reason: String },
+    /// Both ports are closed: they may be handed out again.
+    Closed { id: u64 },
+}
+
+/// Owns the relays' sockets: one task per call.
+pub struct RelayDriver {
+    plans: BTreeMap<u64, watch::Sender<Option<RelayPlan>>>,
+    events_tx: mpsc::UnboundedSender<RelayEvent>,
+    events: mpsc::UnboundedReceiver<RelayEvent>,
+    live: Arc<AtomicUsize>,
+}
+
+impl Default for RelayDriver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RelayDriver {
+    pub fn new() -> Self {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        RelayDriver {
+            plans: BTreeMap::new(),
+            events_tx,
+            events,
+            live: Arc::default(),
+        }
+    }
+
+    /// Relay tasks running now (their sockets are open).
+    pub fn live(&self) -> Arc<AtomicUsize> {
+        self.live.clone()
+    }
+}
+
+impl<N: Network> crate::driver::MediaDriver<N> for RelayDriver {
+    type Command = RelayCommand;
+    type Event = RelayEvent;
+
+    async fn execute(&mut self, net: &N, command: RelayCommand) {
+        match command {
+            RelayCommand::Open { id, a, b, stats } => {
+                let bound = match net.bind_udp(a).await {
+                    Ok(sa) => net.bind_udp(b).await.map(|sb| (sa, sb)),
+                    Err(e) => Err(e),
+                };
+                match bound {
+                    Ok((sa, sb)) => {
+                        let (tx, rx) = watch::channel(None);
+                        self.plans.insert(id, tx);
+                        let (events, live) = (self.events_tx.clone(), self.live.clone());
+                        live.fetch_add(1, Ordering::SeqCst);
+                        tokio::spawn(async move {
+                            relay(sa, sb, rx, stats).await;
+                            live.fetch_sub(1, Ordering::SeqCst);
+                            let _ = events.send(RelayEvent::Closed { id });
+                        });
                     }
-                    let Some(p) = plan.borrow_and_update().clone() else { continue };
-                    let a = leg(&sock_a, &p.a)?;
-                    let b = leg(&sock_b, &p.b)?;
-                    let mut l = (a, b);
-                    for (from_a, packet, src) in early.drain(..) {
-                        forward(&mut l, from_a, &packet, src, &stats).await;
+                    Err(e) => {
+                        let reason = format!("cannot bind media port {a} or {b}: {e}");
+                        let _ = self.events_tx.send(RelayEvent::Failed { id, reason });
                     }
-                    legs = Some(l);
                 }
-                r = sock_a.recv_from(&mut buf_a) => {
-                    let Ok((n, src)) = r else { continue };
-                    match &mut legs {
-                        Some(l) => forward(l, true, &buf_a[..n], src, &stats).await,
-                        None if early.len() < EARLY_BUFFER => early.push((true, buf_a[..n].to_vec(), src)),
-                        None => {}
-                    }
+            }
+            RelayCommand::Plan { id, plan } => {
+                if let Some(tx) = self.plans.get(&id) {
+                    let _ = tx.send(Some(plan));
                 }
-                r = sock_b.recv_from(&mut buf_b) => {
-                    let Ok((n, src)) = r else { continue };
-                    match &mut legs {
-                        Some(l) => forward(l, false, &buf_b[..n], src, &stats).await,
-                        None if early.len() < EARLY_BUFFER => early.push((false, buf_b[..n].to_vec(), src)),
-                        None => {}
-                    }
+            }
+            RelayCommand::Close { id } => {
+                if self.plans.remove(&id).is_none() {
+                    // Never opened (its bind failed): nothing holds the ports.
+                    let _ = self.events_tx.send(RelayEvent::Closed { id });
                 }
             }
         }
     }
+
+    fn events(&mut self) -> &mut mpsc::UnboundedReceiver<RelayEvent> {
+        &mut self.events
+    }
 }
 
-fn leg<S>(sock: S, plan: &RelayLeg) -> std::io::Result<Leg<S>> {
-    Ok(Leg {
-        sock,
-        remote: plan.remote,
-        latched: false,
-        protect: plan
-            .tx_key
-            .as_ref()
-            .map(Protector::new)
-            .transpose()
-            .map_err(std::io::Error::other)?,
-        unprotect: plan
-            .rx_key
-            .as_ref()
-            .map(Unprotector::new)
-            .transpose()
-            .map_err(std::io::Error::other)?,
-    })
-}
-
-async fn forward<'s, S: DatagramSocket>(
-    legs: &mut Legs<'s, S>,
-    from_a: bool,
-    packet: &[u8],
-    src: SocketAddr,
-    stats: &Arc<Mutex<RelayStats>>,
+/// Move packets between the two sockets until the plan's sender is dropped.
+async fn relay<S: DatagramSocket>(
+    sock_a: S,
+    sock_b: S,
+    mut plan: watch::Receiver<Option<RelayPlan>>,
+    stats: Arc<Mutex<RelayStats>>,
 ) {
-    let (inbound, outbound) = if from_a {
-        (&mut legs.0, &mut legs.1)
-    } else {
-        (&mut legs.1, &mut legs.0)
-    };
-    if !inbound.latched {
-        inbound.remote = src;
-        inbound.latched = true;
-    }
-    let plain = match &mut inbound.unprotect {
-        Some(u) => u.unprotect(packet),
-        None => Ok(packet.to_vec()),
-    };
-    let out = plain.and_then(|p| match &mut outbound.protect {
-        Some(pr) => pr.protect(&p),
-        None => Ok(p),
-    });
-    let bytes = {
-        let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-        match out {
-            Ok(bytes) => {
-                if from_a {
-                    s.a_to_b += 1;
-                } else {
-                    s.b_to_a += 1;
+    let mut core = RelayCore::new();
+    let mut buf_a = vec![0u8; 2048];
+    let mut buf_b = vec![0u8; 2048];
+    loop {
+        let out: Vec<RelayOut> = tokio::select! {
+            biased;
+            changed = plan.changed() => {
+                if changed.is_err() {
+                    return;
                 }
-                bytes
+                let Some(p) = plan.borrow_and_update().clone() else { continue };
+                match core.set_plan(&p) {
+                    Ok(out) => out,
+                    Err(_) => { core.stats.srtp_errors += 1; Vec::new() }
+                }
             }
-            Err(_) => {
-                s.srtp_errors += 1;
-                return;
+            r = sock_a.recv_from(&mut buf_a) => {
+                let Ok((n, src)) = r else { continue };
+                core.handle(true, src, &buf_a[..n]).into_iter().collect()
             }
+            r = sock_b.recv_from(&mut buf_b) => {
+                let Ok((n, src)) = r else { continue };
+                core.handle(false, src, &buf_b[..n]).into_iter().collect()
+            }
+        };
+        for o in out {
+            let sock = if o.from_a { &sock_a } else { &sock_b };
+            let _ = sock.send_to(&o.bytes, o.to).await;
         }
-    };
-    let _ = outbound.sock.send_to(&bytes, outbound.remote).await;
+        *stats.lock().unwrap_or_else(|e| e.into_inner()) = core.stats.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::rng::SeededRng;
+
+    fn rtp(seq: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0; 8]);
+        p.extend_from_slice(&[7; 160]);
+        p
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Leg a: the carrier, plain RTP at 198.51.100.7:20000. Leg b: Teams,
+    /// SRTP at 52.114.16.1:49152.
+    fn plan(rng: &mut SeededRng) -> (RelayPlan, SrtpKey, SrtpKey) {
+        let ours = SrtpKey::generate(rng);
+        let theirs = SrtpKey::generate(rng);
+        let p = RelayPlan {
+            a: RelayLeg {
+                remote: addr("198.51.100.7:20000"),
+                tx_key: None,
+                rx_key: None,
+            },
+            b: RelayLeg {
+                remote: addr("52.114.16.1:49152"),
+                tx_key: Some(ours.clone()),
+                rx_key: Some(theirs.clone()),
+            },
+        };
+        (p, ours, theirs)
+    }
+
+    #[test]
+    fn plain_leg_accepts_the_signalled_host_and_drops_an_off_path_sender() {
+        let mut rng = SeededRng::new(1);
+        let (p, ours, _) = plan(&mut rng);
+        let mut core = RelayCore::new();
+        core.set_plan(&p).unwrap();
+        // An attacker first: dropped, no latch.
+        assert_eq!(core.handle(true, addr("203.0.113.66:4000"), &rtp(1)), None);
+        assert_eq!(core.stats.foreign, 1);
+        // The phone, from another port of the signalled host (NAT): latched.
+        let out = core
+            .handle(true, addr("198.51.100.7:20002"), &rtp(2))
+            .unwrap();
+        assert_eq!(out.to, addr("52.114.16.1:49152"));
+        let mut rx = Unprotector::new(&ours).unwrap();
+        assert_eq!(rx.unprotect(&out.bytes).unwrap(), rtp(2));
+        // After the latch, even the signalled host's other ports are foreign.
+        assert_eq!(core.handle(true, addr("198.51.100.7:9"), &rtp(3)), None);
+        assert_eq!(core.stats.foreign, 2);
+        assert_eq!(core.stats.latched_a, Some(addr("198.51.100.7:20002")));
+    }
+
+    #[test]
+    fn srtp_leg_latches_only_to_a_packet_that_authenticates() {
+        let mut rng = SeededRng::new(2);
+        let (p, _, theirs) = plan(&mut rng);
+        let mut core = RelayCore::new();
+        core.set_plan(&p).unwrap();
+        // Garbage from an off-path host: foreign, no latch.
+        assert_eq!(core.handle(false, addr("203.0.113.66:4000"), &rtp(1)), None);
+        assert_eq!(core.stats.foreign, 1);
+        // The media processor from a relay address: authenticates, latches.
+        let mut tx = Protector::new(&theirs).unwrap();
+        let srtp = tx.protect(&rtp(5)).unwrap();
+        let out = core.handle(false, addr("52.114.20.9:3478"), &srtp).unwrap();
+        assert_eq!(out.bytes, rtp(5));
+        assert_eq!(out.to, addr("198.51.100.7:20000"));
+        let forged = Protector::new(&SrtpKey::generate(&mut rng))
+            .unwrap()
+            .protect(&rtp(6))
+            .unwrap();
+        assert_eq!(core.handle(false, addr("203.0.113.66:4000"), &forged), None);
+        assert_eq!(core.stats.foreign, 2);
+    }
+
+    #[test]
+    fn packets_before_the_plan_are_held_then_relayed() {
+        let mut rng = SeededRng::new(3);
+        let (p, _, _) = plan(&mut rng);
+        let mut core = RelayCore::new();
+        assert_eq!(core.handle(true, addr("198.51.100.7:20000"), &rtp(1)), None);
+        let out = core.set_plan(&p).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(core.stats.a_to_b, 1);
+    }
 }

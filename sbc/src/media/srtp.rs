@@ -197,8 +197,17 @@ fn mki_bytes(value: u32, len: u8) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::probe::rtp_frame;
     use crate::sip::rng::SeededRng;
+
+    /// A 172-byte RTP packet (RFC 3550 §5.1), PCMU-sized.
+    fn rtp_frame(pt: u8, seq: u16, ssrc: u32, index: u32) -> Vec<u8> {
+        let mut p = vec![0x80, pt];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&(index * 160).to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend((0..160u32).map(|i| (i + index) as u8));
+        p
+    }
 
     #[test]
     fn protect_then_unprotect_with_and_without_mki() {

@@ -1,8 +1,10 @@
 //! Dialog state (RFC 3261 §12): identity, route set, remote target and
-//! CSeq, and the in-dialog requests built from it.
+//! CSeq numbers, and the in-dialog requests built from them. Where a request
+//! goes is [`Dialog::next_hop`], a URI the routing table turns into an
+//! address: the first Route if the route set is loose (`;lr`), else the
+//! remote target (§12.2.1.1).
 
-use crate::sip::transport::Target;
-use crate::sip::wire::{Message, Method, NameAddr, WireError};
+use crate::sip::wire::{Message, Method, NameAddr, Uri, WireError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dialog {
@@ -13,14 +15,14 @@ pub struct Dialog {
     pub local_uri: String,
     pub remote_uri: String,
     pub local_seq: u32,
+    /// The highest CSeq the peer has used in this dialog (§12.2.2).
+    pub remote_seq: Option<u32>,
     /// The remote Contact URI: the Request-URI of in-dialog requests.
     pub remote_target: String,
     /// Route set, in the order Route headers are written.
     pub route_set: Vec<String>,
     /// Our Contact header value.
     pub contact: String,
-    /// Where in-dialog requests go (the role's routing decision).
-    pub target: Target,
 }
 
 fn strip_tag(value: &str) -> String {
@@ -54,13 +56,30 @@ fn first_contact_uri(msg: &Message) -> Result<String, WireError> {
         .ok_or(WireError::MissingHeader { header: "Contact" })
 }
 
+/// The URI inside a Route/Record-Route value.
+fn route_uri(value: &str) -> String {
+    NameAddr::parse("Route", value)
+        .map(|n| n.uri)
+        .unwrap_or_else(|_| value.trim().to_string())
+}
+
+fn is_loose(route: &str) -> bool {
+    Uri::parse(&route_uri(route))
+        .map(|u| u.param("lr").is_some())
+        .unwrap_or(true)
+}
+
 impl Dialog {
-    /// The dialog a UAC has once a response with a To-tag arrives (§12.1.2).
+    /// The dialog a UAC has once a response with a To-tag arrives (§12.1.2):
+    /// the route set is the response's Record-Route reversed, less the
+    /// entries at its front that `is_own` recognises (a UA that
+    /// record-routes its own requests, as the hub does, is not a hop on
+    /// its own path).
     pub fn as_uac(
         request: &Message,
         response: &Message,
         contact: String,
-        target: Target,
+        is_own: impl Fn(&str) -> bool,
     ) -> Result<Dialog, WireError> {
         let to = response.to_header()?;
         let remote_tag = to.tag().ok_or(WireError::BadHeaderValue {
@@ -75,6 +94,9 @@ impl Dialog {
             .map(str::to_string)
             .collect();
         route_set.reverse();
+        while route_set.first().is_some_and(|r| is_own(&route_uri(r))) {
+            route_set.remove(0);
+        }
         Ok(Dialog {
             call_id: request.call_id()?.to_string(),
             local_tag: from.tag().unwrap_or_default().to_string(),
@@ -82,25 +104,11 @@ impl Dialog {
             local_uri: strip_tag(request.headers.get("From").unwrap_or_default()),
             remote_uri: strip_tag(request.headers.get("To").unwrap_or_default()),
             local_seq: request.cseq()?.seq,
+            remote_seq: None,
             remote_target: first_contact_uri(response)?,
             route_set,
             contact,
-            target,
         })
-    }
-
-    /// [`Dialog::as_uac`] with our Contact taken from the request we sent.
-    pub fn as_uac_for(
-        request: &Message,
-        response: &Message,
-        target: Target,
-    ) -> Result<Dialog, WireError> {
-        let contact = request
-            .headers
-            .get("Contact")
-            .unwrap_or_default()
-            .to_string();
-        Self::as_uac(request, response, contact, target)
     }
 
     /// The dialog a UAS creates when it answers with `local_tag` (§12.1.1).
@@ -108,7 +116,6 @@ impl Dialog {
         request: &Message,
         local_tag: &str,
         contact: String,
-        target: Target,
     ) -> Result<Dialog, WireError> {
         let from = request.from_header()?;
         Ok(Dialog {
@@ -118,6 +125,7 @@ impl Dialog {
             local_uri: strip_tag(request.headers.get("To").unwrap_or_default()),
             remote_uri: strip_tag(request.headers.get("From").unwrap_or_default()),
             local_seq: 0,
+            remote_seq: Some(request.cseq()?.seq),
             remote_target: first_contact_uri(request)?,
             route_set: request
                 .headers
@@ -125,7 +133,6 @@ impl Dialog {
                 .map(str::to_string)
                 .collect(),
             contact,
-            target,
         })
     }
 
@@ -143,10 +150,45 @@ impl Dialog {
             || (f == self.local_tag && t == self.remote_tag)
     }
 
+    /// Check and record the CSeq of a request from the peer (§12.2.2): a
+    /// number lower than one already seen is out of order (answer 500).
+    pub fn accept_remote_seq(&mut self, seq: u32, method: &Method) -> bool {
+        if *method == Method::Ack || *method == Method::Cancel {
+            return true;
+        }
+        match self.remote_seq {
+            Some(last) if seq < last => false,
+            _ => {
+                self.remote_seq = Some(seq);
+                true
+            }
+        }
+    }
+
+    /// The URI the next in-dialog request is sent to: the first Route when
+    /// the route set is loose, the remote target when it is empty; with a
+    /// strict first route (no `lr`, RFC 2543) that route (§12.2.1.1).
+    pub fn next_hop(&self) -> String {
+        match self.route_set.first() {
+            Some(r) => route_uri(r),
+            None => self.remote_target.clone(),
+        }
+    }
+
     fn base(&self, method: Method, seq: u32) -> Message {
-        let mut m = Message::request(method.clone(), self.remote_target.clone());
-        for r in &self.route_set {
-            m.headers.push("Route", r.clone());
+        let strict = self.route_set.first().is_some_and(|r| !is_loose(r));
+        let (ruri, routes): (String, Vec<String>) = if strict {
+            // §12.2.1.1: the first route becomes the Request-URI, the
+            // remote target the last Route.
+            let mut rest: Vec<String> = self.route_set[1..].to_vec();
+            rest.push(format!("<{}>", self.remote_target));
+            (route_uri(&self.route_set[0]), rest)
+        } else {
+            (self.remote_target.clone(), self.route_set.clone())
+        };
+        let mut m = Message::request(method.clone(), ruri);
+        for r in routes {
+            m.headers.push("Route", r);
         }
         m.headers.push("Max-Forwards", "70");
         m.headers
@@ -176,15 +218,6 @@ impl Dialog {
 mod tests {
     use super::*;
     use crate::sip::transaction::response_to;
-    use crate::sip::transport::TransportKind;
-
-    fn target() -> Target {
-        Target {
-            transport: TransportKind::Tls,
-            addr: "192.0.2.1:5061".parse().unwrap(),
-            server_name: Some("sip.pstnhub.microsoft.com".into()),
-        }
-    }
 
     fn invite() -> Message {
         let raw = "INVITE sip:+4989000001@sip.pstnhub.microsoft.com SIP/2.0\r\n\
@@ -206,9 +239,13 @@ mod tests {
         r
     }
 
+    fn contact() -> String {
+        "<sip:+4930123456@sbc.example.com:5061;transport=tls>".into()
+    }
+
     #[test]
     fn uac_dialog_reverses_record_route_and_targets_the_contact() {
-        let mut d = Dialog::as_uac_for(&invite(), &ok(), target()).unwrap();
+        let mut d = Dialog::as_uac(&invite(), &ok(), contact(), |_| false).unwrap();
         assert_eq!(
             d.route_set,
             [
@@ -217,6 +254,7 @@ mod tests {
                 "<sip:edge.example.com;lr>"
             ]
         );
+        assert_eq!(d.next_hop(), "sip:p1.example.com;lr");
         let bye = d.request(Method::Bye);
         assert_eq!(
             bye.request_uri(),
@@ -235,8 +273,38 @@ mod tests {
     }
 
     #[test]
+    fn a_uac_that_record_routed_itself_is_not_a_hop_of_its_own_route_set() {
+        // The hub puts its own Record-Route on its INVITE; the SBC echoes it
+        // in the 200. Its ACK and BYE must go to the SBC, not to the hub.
+        let mut r = response_to(&invite(), 200, "OK", Some("remote1"));
+        r.headers.set(
+            "Record-Route",
+            "<sip:sip.pstnhub.microsoft.com:5061;transport=tls;lr>",
+        );
+        r.headers
+            .push("Contact", "<sip:+1@sbc.example.com:5061;transport=tls>");
+        let own = |uri: &str| uri.contains("sip.pstnhub.microsoft.com");
+        let d = Dialog::as_uac(&invite(), &r, contact(), own).unwrap();
+        assert!(d.route_set.is_empty(), "{:?}", d.route_set);
+        assert_eq!(d.next_hop(), "sip:+1@sbc.example.com:5061;transport=tls");
+    }
+
+    #[test]
+    fn strict_route_becomes_the_request_uri() {
+        let mut d = Dialog::as_uac(&invite(), &ok(), contact(), |_| false).unwrap();
+        d.route_set = vec!["<sip:strict.example.com>".into()];
+        let bye = d.request(Method::Bye);
+        assert_eq!(bye.request_uri(), Some("sip:strict.example.com"));
+        assert_eq!(
+            bye.headers.values("Route").collect::<Vec<_>>(),
+            ["<sip:api.example.com:443;x-c=ab/d/8/cd>"]
+        );
+        assert_eq!(d.next_hop(), "sip:strict.example.com");
+    }
+
+    #[test]
     fn uas_dialog_keeps_record_route_order_and_matches_both_directions() {
-        let d = Dialog::as_uas(&invite(), "mine", "<sip:hub>".into(), target()).unwrap();
+        let mut d = Dialog::as_uas(&invite(), "mine", "<sip:hub>".into()).unwrap();
         assert_eq!(d.route_set, ["<sip:edge.example.com;lr>"]);
         assert_eq!(d.remote_tag, "local1");
         assert_eq!(
@@ -249,11 +317,13 @@ mod tests {
         assert!(d.matches(&bye));
         bye.headers.set("Call-ID", "other");
         assert!(!d.matches(&bye));
+        assert!(!d.accept_remote_seq(4, &Method::Bye), "CSeq went backwards");
+        assert!(d.accept_remote_seq(6, &Method::Bye));
     }
 
     #[test]
     fn a_2xx_without_to_tag_makes_no_dialog() {
         let r = response_to(&invite(), 200, "OK", None);
-        assert!(Dialog::as_uac_for(&invite(), &r, target()).is_err());
+        assert!(Dialog::as_uac(&invite(), &r, contact(), |_| false).is_err());
     }
 }

@@ -1,50 +1,48 @@
 //! Calls through the hub: INVITEs from the SBC to a Teams user (behaviour
 //! §3.1, cases 9.17–9.28) and from a Teams user to the SBC, the Teams side
-//! answering, media on the media processor, and hang-up.
+//! ringing on its forks and answering, media on the media processor, the
+//! hub's 4-second ACK timer, and hang-up.
 
-use super::{shout, CallDirection, CallState, HubCallView, Proxy, Refusal, HUB_AGENT, HUB_ALLOW};
-use sbc::media::{MediaStats, ProbeOpen, ProbePlan, SrtpKey};
-use sbc::sip::dialog::Dialog;
-use sbc::sip::sdp::offer_answer::{agreed, AnswerError, Codec, LocalMedia};
+use super::raw::RawMessage;
+use super::{
+    CallDirection, CallState, HubCallView, Proxy, Refusal, SbcStatus, HUB_ALLOW, VIEW_HISTORY,
+};
+use drlab_sim::far_end::{Callee, CalleeStep, Talk};
+use sbc::media::SrtpKey;
+use sbc::sip::sdp::offer_answer::{AnswerError, Codec, LocalMedia};
 use sbc::sip::sdp::{Origin, SessionDescription};
-use sbc::sip::transaction::{response_to, TransactionKey};
-use sbc::sip::transport::{Network, Source, Target, TransportKind};
-use sbc::sip::wire::{Message, Method, Uri};
+use sbc::sip::session::{EndReason, Hop, Reply, RequestBuilder, SessionEvent, SessionId};
+use sbc::sip::transport::Source;
+use sbc::sip::ua::UserAgent;
+use sbc::sip::wire::{Message, Method};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
-use tokio::time::Instant;
+use std::time::Instant;
 
 pub(crate) struct HubCall {
-    view_idx: usize,
+    serial: u64,
     direction: CallDirection,
     user: String,
-    invite_key: TransactionKey,
-    invite: Message,
-    local_tag: String,
-    dialog: Option<Dialog>,
-    ring_at: Option<Instant>,
+    /// Inbound: the Teams user's ringing and answering.
+    callee: Option<Callee>,
+    /// The fork that answers (inbound).
+    answering_fork: usize,
     /// When the hub gives up waiting for the ACK of its 200 (behaviour §9.32).
     ack_deadline: Option<Instant>,
-    /// The media processor has its plan (from a 183 or the 200).
-    media_started: bool,
-    answer_at: Option<Instant>,
-    plan: Option<watch::Sender<Option<ProbePlan>>>,
-    local_sdp: Option<SessionDescription>,
-    remote_sdp: Option<SessionDescription>,
-    sbc_target: Target,
-    ended: bool,
+    talk: Talk,
+    media_port: u16,
+    /// Why the hub ended the call itself, if it did.
+    why: Option<String>,
 }
 
 impl HubCall {
     pub(crate) fn wake(&self) -> Option<Instant> {
-        if self.ended {
-            return None;
-        }
-        [self.ring_at, self.answer_at, self.ack_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.callee.as_ref().and_then(|c| c.poll_timeout()),
+            self.ack_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 
@@ -74,16 +72,20 @@ fn teams_crypto(sd: &mut SessionDescription, with_mki: bool) {
     }
 }
 
-impl<N: Network> Proxy<N> {
-    fn contact(&mut self) -> String {
+fn user_of(uri: &str) -> String {
+    rsip::Uri::try_from(uri)
+        .ok()
+        .and_then(|u| u.auth.map(|a| a.user))
+        .unwrap_or_default()
+}
+
+impl Proxy {
+    fn contact(&self, ua: &mut UserAgent) -> String {
         // Observed Teams Contact: opaque x-i/x-c parameters with '/' inside,
         // which an SBC must carry byte-exact.
-        let xi = self.endpoint.rng.hex(32);
-        let xc = format!(
-            "{}/d/8/{}",
-            self.endpoint.rng.hex(32),
-            self.endpoint.rng.hex(32)
-        );
+        let rng = ua.rng();
+        let xi = rng.hex(32);
+        let xc = format!("{}/d/8/{}", rng.hex(32), rng.hex(32));
         format!("<sip:api-du-a-euwe.pstnhub.microsoft.com:443;x-i={xi};x-c={xc}>")
     }
 
@@ -94,84 +96,192 @@ impl<N: Network> Proxy<N> {
         )
     }
 
-    async fn media_processor(&mut self) -> Result<(IpAddr, u16, SrtpKey), String> {
+    /// A port and key on the media processor for a new call.
+    fn media_processor(&mut self, ua: &mut UserAgent) -> Result<(IpAddr, u16, SrtpKey), String> {
         let ip = self
-            .net
-            .resolve(&self.config.media_host, 0)
-            .await
-            .map_err(|e| e.to_string())?
-            .ip();
-        let port = self.view().allocate_media_port();
-        let mut key = SrtpKey::generate(&mut self.endpoint.rng);
+            .media_ip
+            .ok_or_else(|| format!("no address for {}", self.config.media_host))?;
+        let port = self
+            .view()
+            .media_ports
+            .allocate()
+            .ok_or("no free media processor port")?;
+        let mut key = SrtpKey::generate(ua.rng());
         key.mki = None;
         Ok((ip, port, key))
     }
 
-    fn open_probe(
-        &mut self,
-        port: u16,
-    ) -> (watch::Sender<Option<ProbePlan>>, Arc<Mutex<MediaStats>>) {
-        let (tx, rx) = watch::channel(None);
-        let stats = Arc::new(Mutex::new(MediaStats::default()));
-        let _ = self.config.media.send(ProbeOpen {
-            port,
-            plan: rx,
-            stats: stats.clone(),
-        });
-        (tx, stats)
-    }
-
-    fn origin(&mut self, ip: IpAddr) -> Origin {
+    fn origin(&self, ua: &mut UserAgent, ip: IpAddr) -> Origin {
         Origin {
             username: "-".into(),
-            session_id: self.endpoint.rng.next_u32() as u64,
+            session_id: ua.rng().next_u32() as u64,
             session_version: 0,
             address: ip.to_string(),
         }
     }
 
-    async fn sbc_target(&self, fqdn: &str, port: Option<u16>) -> Result<Target, String> {
-        let port = port.unwrap_or(self.config.tenant.sbc_port);
-        let addr = self
-            .net
-            .resolve(fqdn, port)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Target {
-            transport: TransportKind::Tls,
-            addr,
-            server_name: Some(fqdn.to_string()),
-        })
+    fn add_view(
+        &self,
+        call_id: &str,
+        direction: CallDirection,
+        user: &str,
+        remote: &str,
+        talk: &Talk,
+    ) -> u64 {
+        let proxy = self.config.fqdn.clone();
+        let mut view = self.view();
+        view.calls_total += 1;
+        let serial = view.calls_total;
+        view.calls.push_back(HubCallView {
+            serial,
+            proxy,
+            call_id: call_id.to_string(),
+            direction,
+            user: user.to_string(),
+            remote_number: remote.to_string(),
+            state: CallState::Setup,
+            acked: false,
+            media: talk.stats.clone(),
+        });
+        if view.calls.len() > VIEW_HISTORY {
+            view.calls.pop_front();
+        }
+        serial
     }
 
-    /// §3.1: an INVITE from the SBC toward a Teams user.
-    pub(crate) async fn on_invite(
+    fn set_state(&self, serial: u64, state: CallState) {
+        if let Some(c) = self.view().call_mut(serial) {
+            c.state = state;
+        }
+    }
+
+    /// Refuse a new INVITE: the status and headers the refusal implies.
+    fn refuse(&mut self, now: Instant, ua: &mut UserAgent, id: SessionId, refusal: Refusal) {
+        let (code, reason) = refusal.status();
+        let mut reply = Reply::new(code, reason);
+        reply.headers = Self::refusal_headers(&refusal);
+        let _ = ua.reject(now, id, reply);
+        self.record_refusal(&refusal);
+    }
+
+    pub(crate) fn on_session(
         &mut self,
-        key: TransactionKey,
-        request: Message,
-        source: Source,
+        now: Instant,
+        ua: &mut UserAgent,
+        id: SessionId,
+        event: SessionEvent,
     ) {
-        if self
-            .calls
-            .iter()
-            .any(|c| c.dialog.as_ref().is_some_and(|d| d.matches(&request)))
-        {
-            // A re-INVITE: not part of these flows yet; refuse cleanly (RFC 3261 §14.2).
-            let resp = response_to(&request, 488, "Not Acceptable Here", None);
-            return self.respond(&key, resp);
+        match event {
+            SessionEvent::Incoming {
+                request,
+                raw,
+                source,
+            } => self.on_invite(now, ua, id, &request, &raw, &source),
+            SessionEvent::Progress { sdp, .. } => {
+                let Some(c) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                let serial = c.serial;
+                if let Some(sd) = sdp {
+                    // Early media from the SBC (a 183 with SDP).
+                    c.talk.remote = Some(sd);
+                    let frames = self.config.media_frames;
+                    if let Some(cmd) = c.talk.start(frames, ua.rng()) {
+                        self.media_out.push_back(cmd);
+                    }
+                }
+                self.set_state(serial, CallState::Ringing);
+            }
+            SessionEvent::Answered { sdp, .. } => {
+                let Some(c) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                let serial = c.serial;
+                if let Some(sd) = sdp {
+                    c.talk.remote = Some(sd);
+                }
+                let frames = self.config.media_frames;
+                let started = c.talk.is_started();
+                match c.talk.start(frames, ua.rng()) {
+                    Some(cmd) => self.media_out.push_back(cmd),
+                    None if !started => self.problem(
+                        "media",
+                        "SBC answer has no usable SDP for the media processor".into(),
+                    ),
+                    None => {}
+                }
+                self.set_state(serial, CallState::Answered);
+            }
+            SessionEvent::Confirmed => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.ack_deadline = None;
+                    let serial = c.serial;
+                    if let Some(v) = self.view().call_mut(serial) {
+                        v.acked = true;
+                    }
+                }
+            }
+            SessionEvent::Ended { reason } => self.on_ended(id, reason),
+            SessionEvent::ReInvite { .. } => {
+                // Hold, refresh and bypass re-INVITEs come with the mid-call work.
+                let _ = ua.reject_reinvite(now, id, Reply::new(488, "Not Acceptable Here"));
+            }
+            SessionEvent::Request { key, request } => {
+                let _ = ua.respond_in_dialog(
+                    now,
+                    id,
+                    key,
+                    &request,
+                    Reply::new(501, "Not Implemented"),
+                );
+            }
+            SessionEvent::ReInviteDone { .. } => {}
         }
-        let (fqdn, port) = match self.identify_sbc(&request, &source) {
-            Ok(id) => id,
-            Err(r) => return self.refuse(&key, &request, r),
+    }
+
+    fn on_ended(&mut self, id: SessionId, reason: EndReason) {
+        let Some(mut c) = self.calls.remove(&id) else {
+            return;
         };
-        match super::rules::check_invite(&request) {
-            Ok(()) => {}
-            Err(r) => return self.refuse(&key, &request, r),
+        if let Some(cmd) = c.talk.close() {
+            self.media_out.push_back(cmd);
         }
-        let number = Uri::parse(request.request_uri().unwrap_or_default())
-            .ok()
-            .and_then(|u| u.user().map(str::to_string))
-            .unwrap_or_default();
+        self.view().media_ports.release(c.media_port);
+        let why = c
+            .why
+            .take()
+            .unwrap_or_else(|| match (&reason, c.direction) {
+                (EndReason::RemoteBye { .. }, _) => "BYE from SBC".into(),
+                (EndReason::Cancelled, CallDirection::Inbound) => "cancelled by SBC".into(),
+                (EndReason::Rejected { code, reason }, CallDirection::Outbound) => {
+                    format!("{code} {reason} from SBC")
+                }
+                (other, _) => other.to_string(),
+            });
+        self.set_state(c.serial, CallState::Ended(why));
+    }
+
+    /// §3.1: an INVITE from the SBC toward a Teams user, judged from its bytes.
+    fn on_invite(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        id: SessionId,
+        request: &Message,
+        raw: &[u8],
+        source: &Source,
+    ) {
+        let raw = match RawMessage::read(raw) {
+            Ok(r) => r,
+            Err(e) => return self.refuse(now, ua, id, Refusal::Unreadable { reason: e.0 }),
+        };
+        if let Err(r) = super::rules::identify_sbc(&raw, source, &self.config.tenant) {
+            return self.refuse(now, ua, id, r);
+        }
+        if let Err(r) = super::rules::check_invite(&raw) {
+            return self.refuse(now, ua, id, r);
+        }
+        let number = user_of(raw.request_uri().unwrap_or_default());
         let Some(user) = self
             .config
             .tenant
@@ -180,412 +290,206 @@ impl<N: Network> Proxy<N> {
             .find(|u| u.number == number)
             .cloned()
         else {
-            return self.refuse(&key, &request, Refusal::UnknownNumber { number });
+            return self.refuse(now, ua, id, Refusal::UnknownNumber { number });
         };
-        let Ok(offer) = SessionDescription::parse(&String::from_utf8_lossy(&request.body)) else {
-            return self.refuse(
-                &key,
-                &request,
-                Refusal::BadSdp {
-                    reason: "unparsable".into(),
-                },
-            );
-        };
-        let (ip, port_mp, key_mp) = match self.media_processor().await {
-            Ok(m) => m,
-            Err(e) => {
-                self.view().problems.push(format!("media processor: {e}"));
-                let resp = response_to(&request, 503, "Service Unavailable", None);
-                return self.respond(&key, resp);
-            }
-        };
-        let mut mp_key = key_mp;
-        mp_key.mki = Some((1, 1));
-        let local_media = LocalMedia {
-            address: ip.to_string(),
-            port: port_mp,
-            codecs: teams_codecs(),
-            srtp_key: Some(mp_key.inline()),
-            rtcp_mux: true,
-            ice: None,
-        };
-        let origin = self.origin(ip);
-        let mut answer = match local_media.answer(&offer, origin) {
-            Ok(a) => a,
-            Err(AnswerError::SrtpRequired) => {
-                return self.refuse(&key, &request, Refusal::SrtpRequired)
-            }
+        let offer = match SessionDescription::parse(&String::from_utf8_lossy(&raw.body)) {
+            Ok(o) => o,
             Err(e) => {
                 return self.refuse(
-                    &key,
-                    &request,
-                    Refusal::NoCommonCodec {
+                    now,
+                    ua,
+                    id,
+                    Refusal::BadSdp {
                         reason: e.to_string(),
                     },
                 )
             }
         };
-        teams_crypto(&mut answer, true);
-        let target = match self.sbc_target(&fqdn, port).await {
-            Ok(t) => t,
+        let (ip, port, mut key) = match self.media_processor(ua) {
+            Ok(m) => m,
             Err(e) => {
-                self.view()
-                    .problems
-                    .push(format!("cannot resolve SBC {fqdn}: {e}"));
-                let resp = response_to(&request, 504, "Server Time-out", None);
-                return self.respond(&key, resp);
+                self.problem("media", format!("media processor: {e}"));
+                let _ = ua.reject(now, id, Reply::new(503, "Service Unavailable"));
+                return;
             }
         };
-        let local_tag = self.endpoint.rng.tag();
-        let (plan, stats) = self.open_probe(port_mp);
+        key.mki = Some((1, 1));
+        let local_media = LocalMedia {
+            address: ip.to_string(),
+            port,
+            codecs: teams_codecs(),
+            srtp_key: Some(key.inline()),
+            rtcp_mux: true,
+            ice: None,
+        };
+        let origin = self.origin(ua, ip);
+        let mut answer = match local_media.answer(&offer, origin) {
+            Ok(a) => a,
+            Err(e) => {
+                self.view().media_ports.release(port);
+                let r = match e {
+                    AnswerError::SrtpRequired => Refusal::SrtpRequired,
+                    e => Refusal::NoCommonCodec {
+                        reason: e.to_string(),
+                    },
+                };
+                return self.refuse(now, ua, id, r);
+            }
+        };
+        teams_crypto(&mut answer, true);
         let caller = request
             .from_header()
             .ok()
-            .and_then(|f| f.parsed_uri().ok())
-            .and_then(|u| u.user().map(str::to_string))
+            .map(|f| user_of(&f.uri))
             .unwrap_or_default();
-        let view_idx = self.add_view(
-            request.call_id().unwrap_or_default(),
-            CallDirection::Inbound,
-            &user.name,
-            &caller,
-            stats,
+        self.next_media += 1;
+        let (mut talk, open) = Talk::open(self.next_media, &self.config.media_host, port);
+        self.media_out.push_back(open);
+        talk.local = Some(answer);
+        talk.remote = Some(offer);
+        let call_id = request.call_id().unwrap_or_default().to_string();
+        let serial = self.add_view(&call_id, CallDirection::Inbound, &user.name, &caller, &talk);
+        self.calls.insert(
+            id,
+            HubCall {
+                serial,
+                direction: CallDirection::Inbound,
+                user: user.name,
+                callee: Some(Callee::new(now, self.config.answering)),
+                answering_fork: 0,
+                ack_deadline: None,
+                talk,
+                media_port: port,
+                why: None,
+            },
         );
-        let now = Instant::now();
-        self.calls.push(HubCall {
-            view_idx,
-            direction: CallDirection::Inbound,
-            user: user.name,
-            invite_key: key,
-            invite: request,
-            local_tag,
-            dialog: None,
-            ring_at: Some(now + self.config.ring_delay),
-            answer_at: None,
-            ack_deadline: None,
-            media_started: false,
-            plan: Some(plan),
-            local_sdp: Some(answer),
-            remote_sdp: Some(offer),
-            sbc_target: target,
-            ended: false,
-        });
     }
 
-    fn add_view(
-        &mut self,
-        call_id: &str,
-        direction: CallDirection,
-        user: &str,
-        remote: &str,
-        media: Arc<Mutex<MediaStats>>,
-    ) -> usize {
-        let proxy = self.config.fqdn.clone();
-        let mut view = self.view();
-        view.calls.push(HubCallView {
-            proxy,
-            call_id: call_id.to_string(),
-            direction,
-            user: user.to_string(),
-            remote_number: remote.to_string(),
-            state: CallState::Setup,
-            acked: false,
-            media,
-        });
-        view.calls.len() - 1
-    }
-
-    fn set_state(&mut self, idx: usize, state: CallState) {
-        let view_idx = self.calls[idx].view_idx;
-        if let Some(c) = self.view().calls.get_mut(view_idx) {
-            c.state = state;
+    /// Ringing and answering on the Teams side, and the ACK timer.
+    pub(crate) fn calls_due(&mut self, now: Instant, ua: &mut UserAgent) {
+        let ids: Vec<SessionId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.wake().is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            loop {
+                let step = self
+                    .calls
+                    .get_mut(&id)
+                    .and_then(|c| c.callee.as_mut())
+                    .and_then(|c| c.handle_timeout(now));
+                match step {
+                    Some(CalleeStep::Ring) => self.ring(now, ua, id),
+                    Some(CalleeStep::Answer) => self.answer(now, ua, id),
+                    None => break,
+                }
+            }
+            let late = self
+                .calls
+                .get(&id)
+                .is_some_and(|c| c.ack_deadline.is_some_and(|t| t <= now));
+            if late {
+                // §9.32: no ACK for the 200: the call "drops after
+                // approximately four seconds", recorded as 408 / 1106.
+                let c = self.calls.get_mut(&id).expect("checked above");
+                c.ack_deadline = None;
+                c.why = Some("no ACK for 200 OK (408/1106)".into());
+                let reason = (
+                    "Reason".to_string(),
+                    "Q.850;cause=102;text=\"1106;Acknowledgement was not received for the call acceptance\"".to_string(),
+                );
+                let _ = ua.bye_now(now, id, vec![reason]);
+            }
         }
     }
 
-    fn end(&mut self, idx: usize, why: String) {
-        self.calls[idx].ended = true;
-        self.calls[idx].plan = None;
-        self.calls[idx].ring_at = None;
-        self.calls[idx].answer_at = None;
-        self.set_state(idx, CallState::Ended(why));
-    }
-
-    /// Ringing and answering on the Teams side, when their time comes.
-    pub(crate) fn calls_due(&mut self, now: Instant) {
-        for idx in 0..self.calls.len() {
-            if self.calls[idx].ring_at.is_some_and(|t| t <= now) {
-                self.calls[idx].ring_at = None;
-                self.calls[idx].answer_at = Some(now + self.config.answer_delay);
-                // §9.28: each of the user's Teams endpoints rings with a To-tag of
-                // its own; the last one answers, so the 200 comes from a
-                // different fork than the first 180.
-                let mut tags = vec![self.calls[idx].local_tag.clone()];
-                for _ in 1..self.config.forks.max(1) {
-                    tags.push(self.endpoint.rng.tag());
-                }
-                let key = self.calls[idx].invite_key.clone();
-                for tag in &tags {
-                    let mut ringing =
-                        response_to(&self.calls[idx].invite, 180, "Ringing", Some(tag));
-                    ringing.headers.push("Record-Route", self.record_route());
-                    let contact = self.contact();
-                    ringing.headers.push("Contact", contact);
-                    self.respond(&key, ringing);
-                }
-                if self.config.early_media {
-                    // Non-bypass: the media processor answers early on the first
-                    // fork (one 183 with SDP) and media starts (behaviour §9.28).
-                    let call = &self.calls[idx];
-                    if let Some(sdp) = call.local_sdp.clone() {
-                        let mut progress =
-                            response_to(&call.invite, 183, "Session Progress", Some(&tags[0]));
-                        progress.headers.push("Record-Route", self.record_route());
-                        let contact = self.contact();
-                        progress.headers.push("Contact", contact);
-                        progress.set_body("application/sdp", sdp.to_text().into_bytes());
-                        self.respond(&key, progress);
-                        self.start_media(idx);
+    /// §9.28: each of the user's Teams endpoints rings with a To-tag of its
+    /// own; the last one answers, so the 200 comes from a different fork
+    /// than the first 180. Non-bypass early media: one 183 with SDP.
+    fn ring(&mut self, now: Instant, ua: &mut UserAgent, id: SessionId) {
+        let mut forks = vec![0];
+        for _ in 1..self.config.forks.max(1) {
+            if let Ok(f) = ua.add_fork(now, id) {
+                forks.push(f);
+            }
+        }
+        for &fork in &forks {
+            let contact = self.contact(ua);
+            let reply = Reply::new(180, "Ringing")
+                .header("Record-Route", self.record_route())
+                .header("Contact", contact);
+            let _ = ua.provisional(now, id, fork, reply);
+        }
+        if self.config.early_media {
+            let contact = self.contact(ua);
+            let rr = self.record_route();
+            if let Some(c) = self.calls.get_mut(&id) {
+                if let Some(sd) = c.talk.local.clone() {
+                    let reply = Reply::new(183, "Session Progress")
+                        .header("Record-Route", rr)
+                        .header("Contact", contact)
+                        .sdp(sd);
+                    let _ = ua.provisional(now, id, 0, reply);
+                    let frames = self.config.media_frames;
+                    if let Some(cmd) = c.talk.start(frames, ua.rng()) {
+                        self.media_out.push_back(cmd);
                     }
                 }
-                if let Some(answering) = tags.pop() {
-                    self.calls[idx].local_tag = answering;
-                }
-                self.set_state(idx, CallState::Ringing);
             }
-            if self.calls[idx].answer_at.is_some_and(|t| t <= now) {
-                self.calls[idx].answer_at = None;
-                self.calls[idx].ack_deadline = Some(now + self.config.no_ack_timeout);
-                self.answer(idx);
-            }
-            if self.calls[idx].ack_deadline.is_some_and(|t| t <= now) && !self.calls[idx].ended {
-                // §9.32: no ACK for the 200: the call "drops after approximately
-                // four seconds", recorded as 408 / 1106.
-                self.calls[idx].ack_deadline = None;
-                self.send_bye(idx, Some("Q.850;cause=102;text=\"1106;Acknowledgement was not received for the call acceptance\""));
-                self.end(idx, "no ACK for 200 OK (408/1106)".into());
-            }
+        }
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.answering_fork = *forks.last().unwrap_or(&0);
+            let serial = c.serial;
+            self.set_state(serial, CallState::Ringing);
         }
     }
 
-    fn answer(&mut self, idx: usize) {
-        let contact = self.contact();
+    fn answer(&mut self, now: Instant, ua: &mut UserAgent, id: SessionId) {
+        let contact = self.contact(ua);
         let rr = self.record_route();
-        let call = &self.calls[idx];
-        let mut ok = response_to(&call.invite, 200, "OK", Some(&call.local_tag));
-        ok.headers.push("Record-Route", rr);
-        ok.headers.push("Contact", contact.clone());
-        ok.headers.push("Allow", HUB_ALLOW);
-        let Some(sdp) = call.local_sdp.clone() else {
+        let timeout = self.config.no_ack_timeout;
+        let frames = self.config.media_frames;
+        let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        ok.set_body("application/sdp", sdp.to_text().into_bytes());
-        let dialog = Dialog::as_uas(
-            &call.invite,
-            &call.local_tag,
-            contact,
-            call.sbc_target.clone(),
-        )
-        .ok();
-        let key = call.invite_key.clone();
-        self.respond(&key, ok);
-        self.calls[idx].dialog = dialog;
+        let Some(sd) = c.talk.local.clone() else {
+            return;
+        };
+        let reply = Reply::new(200, "OK")
+            .header("Record-Route", rr)
+            .header("Contact", contact)
+            .header("Allow", HUB_ALLOW)
+            .sdp(sd);
+        if ua.accept(now, id, c.answering_fork, reply).is_err() {
+            return;
+        }
+        c.ack_deadline = Some(now + timeout);
         // Teams starts media with its 200 OK, unless it did with a 183.
-        self.start_media(idx);
-        self.set_state(idx, CallState::Answered);
+        if let Some(cmd) = c.talk.start(frames, ua.rng()) {
+            self.media_out.push_back(cmd);
+        }
+        let serial = c.serial;
+        self.set_state(serial, CallState::Answered);
     }
 
-    /// Give the media processor its plan (once per call).
-    fn start_media(&mut self, idx: usize) {
-        if self.calls[idx].media_started {
-            return;
-        }
-        let call = &self.calls[idx];
-        let (Some(local), Some(remote)) = (call.local_sdp.clone(), call.remote_sdp.clone()) else {
-            return;
-        };
-        let Some(plan) = probe_plan(
-            &local,
-            &remote,
-            self.config.media_frames,
-            &mut self.endpoint.rng,
-        ) else {
-            return;
-        };
-        let call = &mut self.calls[idx];
-        if let Some(tx) = &call.plan {
-            let _ = tx.send(Some(plan));
-        }
-        call.media_started = true;
-    }
-
-    pub(crate) fn on_ack(&mut self, request: &Message) {
+    pub(crate) fn hang_up(&mut self, now: Instant, ua: &mut UserAgent, user: &str) {
         let found = self
             .calls
-            .iter()
-            .position(|c| !c.ended && c.dialog.as_ref().is_some_and(|d| d.matches(request)));
-        if let Some(idx) = found {
-            self.calls[idx].ack_deadline = None;
-            let view_idx = self.calls[idx].view_idx;
-            if let Some(c) = self.view().calls.get_mut(view_idx) {
-                c.acked = true;
+            .iter_mut()
+            .find(|(_, c)| c.user == user && c.why.is_none());
+        if let Some((&id, c)) = found {
+            c.why = Some(format!("hung up by Teams user {user}"));
+            if let Some(callee) = c.callee.as_mut() {
+                callee.stop();
             }
-        }
-    }
-
-    pub(crate) fn on_bye(&mut self, key: TransactionKey, request: Message) {
-        match self
-            .calls
-            .iter()
-            .position(|c| !c.ended && c.dialog.as_ref().is_some_and(|d| d.matches(&request)))
-        {
-            Some(idx) => {
-                let ok = response_to(&request, 200, "OK", None);
-                self.respond(&key, ok);
-                self.end(idx, "BYE from SBC".into());
-            }
-            None => {
-                let resp = response_to(&request, 481, "Call/Transaction Does Not Exist", None);
-                self.respond(&key, resp);
-            }
-        }
-    }
-
-    pub(crate) fn on_cancelled(&mut self, key: &TransactionKey) {
-        if let Some(idx) = self
-            .calls
-            .iter()
-            .position(|c| &c.invite_key == key && !c.ended)
-        {
-            let call = &self.calls[idx];
-            let resp = response_to(
-                &call.invite,
-                487,
-                "Request Terminated",
-                Some(&call.local_tag),
-            );
-            let k = key.clone();
-            self.respond(&k, resp);
-            self.end(idx, "cancelled by SBC".into());
-        }
-    }
-
-    pub(crate) fn on_failure(&mut self, key: &TransactionKey, why: &str) {
-        if self.on_ping_failure(key, why) {
-            return;
-        }
-        if let Some(idx) = self
-            .calls
-            .iter()
-            .position(|c| &c.invite_key == key && !c.ended)
-        {
-            self.end(idx, why.to_string());
-        }
-    }
-
-    pub(crate) async fn on_response(&mut self, key: TransactionKey, response: Message) {
-        if self.on_ping_response(&key, &response) {
-            return;
-        }
-        let Some(idx) = self
-            .calls
-            .iter()
-            .position(|c| c.invite_key == key && c.direction == CallDirection::Outbound)
-        else {
-            return;
-        };
-        let code = response.status().unwrap_or(0);
-        match code {
-            100 => {}
-            101..=199 => {
-                if !self.calls[idx].ended {
-                    self.set_state(idx, CallState::Ringing);
-                }
-            }
-            200..=299 => self.outbound_answered(idx, &response),
-            _ => {
-                let reason = format!("{} from SBC", response.summary());
-                if !self.calls[idx].ended {
-                    self.end(idx, reason);
-                }
-            }
-        }
-    }
-
-    fn outbound_answered(&mut self, idx: usize, response: &Message) {
-        let call = &self.calls[idx];
-        let dialog = match &call.dialog {
-            Some(d) => d.clone(),
-            None => match Dialog::as_uac_for(&call.invite, response, call.sbc_target.clone()) {
-                Ok(d) => d,
-                Err(e) => {
-                    self.view()
-                        .problems
-                        .push(format!("SBC 200 OK unusable: {e}"));
-                    return;
-                }
-            },
-        };
-        let seq = call.invite.cseq().map(|c| c.seq).unwrap_or(1);
-        let mut ack = dialog.ack(seq);
-        shout(&mut ack);
-        self.endpoint.send_ack(ack, dialog.target.clone());
-        if self.calls[idx].dialog.is_some() {
-            return; // a retransmitted 200: ACKed again, nothing else.
-        }
-        let remote = SessionDescription::parse(&String::from_utf8_lossy(&response.body)).ok();
-        let plan = match (&self.calls[idx].local_sdp, &remote) {
-            (Some(local), Some(remote)) => probe_plan(
-                local,
-                remote,
-                self.config.media_frames,
-                &mut self.endpoint.rng,
-            ),
-            _ => None,
-        };
-        let call = &mut self.calls[idx];
-        call.dialog = Some(dialog);
-        call.remote_sdp = remote;
-        match (plan, &call.plan) {
-            (Some(p), Some(tx)) => {
-                let _ = tx.send(Some(p));
-            }
-            _ => {
-                let line = "SBC answer has no usable SDP for the media processor".to_string();
-                self.view().problems.push(line);
-            }
-        }
-        self.set_state(idx, CallState::Answered);
-    }
-
-    /// BYE on a call's dialog, with a Reason header (RFC 3326) when the hub
-    /// ends the call itself.
-    fn send_bye(&mut self, idx: usize, reason: Option<&str>) {
-        let Some(dialog) = self.calls[idx].dialog.as_mut() else {
-            return;
-        };
-        let mut bye = dialog.request(Method::Bye);
-        bye.headers.push("User-Agent", HUB_AGENT);
-        if let Some(r) = reason {
-            bye.headers.push("Reason", r);
-        }
-        shout(&mut bye);
-        let target = dialog.target.clone();
-        let _ = self.endpoint.send_request(bye, target);
-    }
-
-    pub(crate) fn hang_up(&mut self, user: &str) {
-        let found = self
-            .calls
-            .iter()
-            .position(|c| !c.ended && c.user == user && c.dialog.is_some());
-        if let Some(idx) = found {
-            self.send_bye(idx, None);
-            self.end(idx, format!("hung up by Teams user {user}"));
+            ua.hang_up(now, id, Reply::new(480, "Temporarily Unavailable"), vec![]);
         }
     }
 
     /// A Teams user dials a PSTN number through the tenant's SBC.
-    pub(crate) async fn dial(&mut self, user: &str, number: &str) {
+    pub(crate) fn dial(&mut self, now: Instant, ua: &mut UserAgent, user: &str, number: &str) {
         let Some(u) = self
             .config
             .tenant
@@ -594,34 +498,21 @@ impl<N: Network> Proxy<N> {
             .find(|u| u.name == user || u.number == user)
             .cloned()
         else {
-            self.view().problems.push(format!("no Teams user {user}"));
-            return;
+            return self.problem("dial", format!("no Teams user {user}"));
         };
         let fqdn = {
             let view = self.view();
             let active = self.config.tenant.sbcs.iter().find(|s| {
                 view.sbcs
                     .get(*s)
-                    .is_some_and(|h| h.status == super::SbcStatus::Active)
+                    .is_some_and(|h| h.status == SbcStatus::Active)
             });
             active.or(self.config.tenant.sbcs.first()).cloned()
         };
         let Some(fqdn) = fqdn else { return };
-        let target = match self.sbc_target(&fqdn, None).await {
-            Ok(t) => t,
-            Err(e) => {
-                self.view()
-                    .problems
-                    .push(format!("cannot resolve SBC {fqdn}: {e}"));
-                return;
-            }
-        };
-        let (ip, mp_port, mp_key) = match self.media_processor().await {
+        let (ip, mp_port, mp_key) = match self.media_processor(ua) {
             Ok(m) => m,
-            Err(e) => {
-                self.view().problems.push(format!("media processor: {e}"));
-                return;
-            }
+            Err(e) => return self.problem("media", format!("media processor: {e}")),
         };
         let local_media = LocalMedia {
             address: ip.to_string(),
@@ -631,74 +522,52 @@ impl<N: Network> Proxy<N> {
             rtcp_mux: true,
             ice: None,
         };
-        let origin = self.origin(ip);
+        let origin = self.origin(ua, ip);
         let mut offer = local_media.offer(origin);
         teams_crypto(&mut offer, false);
         let port = self.config.tenant.sbc_port;
-        let local_tag = self.endpoint.rng.tag();
-        let call_id = self.endpoint.rng.call_id(&self.config.internal_name);
-        let contact = self.contact();
-        let mut invite = Message::request(
+        let contact = self.contact(ua);
+        let ruri = format!("sip:{number}@{fqdn}:{port};user=phone;transport=tls");
+        let invite = RequestBuilder::new(
             Method::Invite,
-            format!("sip:{number}@{fqdn}:{port};user=phone;transport=tls"),
-        );
-        invite.headers.push(
-            "From",
+            ruri,
             format!(
-                "\"{}\" <sip:{}@{}:5061;user=phone>;tag={local_tag}",
+                "\"{}\" <sip:{}@{}:5061;user=phone>",
                 u.name, u.number, self.config.fqdn
             ),
-        );
-        invite
-            .headers
-            .push("To", format!("<sip:{number}@{fqdn}:{port};user=phone>"));
-        invite.headers.push("Call-ID", call_id.clone());
-        invite.headers.push("CSeq", "1 INVITE");
-        invite.headers.push("Max-Forwards", "70");
-        invite.headers.push("Record-Route", self.record_route());
-        invite.headers.push("Contact", contact);
-        invite.headers.push("Allow", HUB_ALLOW);
-        invite.headers.push("User-Agent", HUB_AGENT);
-        invite.set_body("application/sdp", offer.to_text().into_bytes());
-        shout(&mut invite);
-        let key = match self.endpoint.send_request(invite.clone(), target.clone()) {
-            Ok(k) => k,
+            format!("<sip:{number}@{fqdn}:{port};user=phone>"),
+        )
+        .header("Record-Route", self.record_route())
+        .contact(contact)
+        .header("Allow", HUB_ALLOW)
+        .build(ua.rng(), &self.config.internal_name);
+        let call_id = invite.call_id().unwrap_or_default().to_string();
+        let hop = Hop::Uri(format!("sip:{fqdn}:{port};transport=tls"));
+        let id = match ua.invite(now, invite, Some(offer.clone()), hop) {
+            Ok(id) => id,
             Err(e) => {
-                self.view()
-                    .problems
-                    .push(format!("cannot send INVITE: {e}"));
-                return;
+                self.view().media_ports.release(mp_port);
+                return self.problem("dial", format!("cannot send INVITE: {e}"));
             }
         };
-        let (plan, stats) = self.open_probe(mp_port);
-        let view_idx = self.add_view(&call_id, CallDirection::Outbound, &u.name, number, stats);
-        self.calls.push(HubCall {
-            view_idx,
-            direction: CallDirection::Outbound,
-            user: u.name,
-            invite_key: key,
-            invite,
-            local_tag,
-            dialog: None,
-            ring_at: None,
-            answer_at: None,
-            ack_deadline: None,
-            media_started: false,
-            plan: Some(plan),
-            local_sdp: Some(offer),
-            remote_sdp: None,
-            sbc_target: target,
-            ended: false,
-        });
+        self.next_media += 1;
+        let (mut talk, open) = Talk::open(self.next_media, &self.config.media_host, mp_port);
+        self.media_out.push_back(open);
+        talk.local = Some(offer);
+        let serial = self.add_view(&call_id, CallDirection::Outbound, &u.name, number, &talk);
+        self.calls.insert(
+            id,
+            HubCall {
+                serial,
+                direction: CallDirection::Outbound,
+                user: u.name,
+                callee: None,
+                answering_fork: 0,
+                ack_deadline: None,
+                talk,
+                media_port: mp_port,
+                why: None,
+            },
+        );
     }
-}
-
-/// The media processor's probe plan from our SDP and the SBC's.
-fn probe_plan(
-    local: &SessionDescription,
-    remote: &SessionDescription,
-    frames: u32,
-    rng: &mut sbc::sip::rng::SeededRng,
-) -> Option<ProbePlan> {
-    ProbePlan::from_agreed(&agreed(local, remote)?, rng.next_u32(), frames)
 }

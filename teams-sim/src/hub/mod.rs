@@ -1,30 +1,41 @@
-//! The hub proxy: configuration, the shared view, commands, the run loop.
+//! The hub proxy: configuration, the shared view, commands, and the role
+//! that runs on [`sbc::driver`]. Policy only — tenant rules, Teams' SDP
+//! personality, forks, Microsoft's timers and refusals — on the SIP
+//! stack's user agent; what an SBC sends is judged from its bytes
+//! ([`raw`], [`rules`]).
 
 mod calls;
 mod options;
+pub mod raw;
 mod refusal;
 pub mod rules;
 
 pub use refusal::Refusal;
 
-use sbc::media::{MediaStats, ProbeOpen};
-use sbc::sip::endpoint::{Endpoint, EndpointConfig, EndpointEvent};
+use drlab_sim::far_end::Answering;
+use drlab_sim::{MediaStats, ProbeCommand, ProbeDriver};
+use sbc::driver::{HostSetup, Role};
+use sbc::media::PortAllocator;
+use sbc::problems::ProblemLog;
+use sbc::sip::endpoint::EndpointConfig;
 use sbc::sip::rng::SeededRng;
+use sbc::sip::session::{SessionConfig, SessionId};
 use sbc::sip::transaction::TimerConfig;
-use sbc::sip::transport::{Network, SipTransport, Tap, TlsListen, TransportConfig};
-use sbc::sip::wire::Message;
-use std::collections::BTreeMap;
+use sbc::sip::transport::{Network, Tap, TlsListen, TransportConfig};
+use sbc::sip::ua::{UaConfig, UaCounts, UaEvent, UserAgent};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 /// What the hub writes in User-Agent and Server (observed format:
 /// `Microsoft.PSTNHub.SIPProxy v.<build> i.<region>.<instance>`).
 pub const HUB_AGENT: &str = "Microsoft.PSTNHub.SIPProxy v.2020.7.31.1 i.EUWE.3";
 /// The hub's Allow (observed): no REFER, UPDATE or PRACK.
 pub const HUB_ALLOW: &str = "INVITE,ACK,OPTIONS,CANCEL,BYE,NOTIFY";
+/// How many calls and refusals a view keeps (the counters keep counting).
+pub const VIEW_HISTORY: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TeamsUser {
@@ -43,6 +54,7 @@ pub struct Tenant {
     pub users: Vec<TeamsUser>,
 }
 
+#[derive(Clone)]
 pub struct HubConfig {
     /// This proxy's public name (`sip.pstnhub.microsoft.com`).
     pub fqdn: String,
@@ -56,9 +68,10 @@ pub struct HubConfig {
     pub tenant: Tenant,
     pub tls_server: Arc<rustls::ServerConfig>,
     pub tls_client: Arc<rustls::ClientConfig>,
-    /// The media processor host's name, and the channel that opens probes on it.
+    /// The media processor: its host name (resolved at start, written in
+    /// SDP) and the handle that opens probes on it.
     pub media_host: String,
-    pub media: mpsc::UnboundedSender<ProbeOpen>,
+    pub media: drlab_sim::MediaHostHandle,
     /// Audio frames the media processor sends per call (20 ms each).
     pub media_frames: u32,
     /// How many of the user's Teams endpoints ring (each 180 has its own To-tag).
@@ -66,13 +79,13 @@ pub struct HubConfig {
     /// Answer early with one 183 and SDP and start media before the 200
     /// (non-bypass ringback from the media processor).
     pub early_media: bool,
-    /// From INVITE to 180, and from 180 to the Teams user answering.
-    pub ring_delay: Duration,
-    pub answer_delay: Duration,
+    /// When the Teams user rings and answers.
+    pub answering: Answering,
     /// How long the hub waits for the ACK of its 200 before ending the call
     /// (Direct Routing: about 4 s).
     pub no_ack_timeout: Duration,
     pub options_interval: Duration,
+    pub timers: TimerConfig,
     pub seed: u64,
 }
 
@@ -112,6 +125,8 @@ pub enum CallState {
 
 #[derive(Debug, Clone)]
 pub struct HubCallView {
+    /// A number of its own, in the order calls were made.
+    pub serial: u64,
     pub proxy: String,
     pub call_id: String,
     pub direction: CallDirection,
@@ -124,15 +139,29 @@ pub struct HubCallView {
     pub media: Arc<Mutex<MediaStats>>,
 }
 
+/// What one proxy holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyState {
+    pub ua: UaCounts,
+    pub calls: usize,
+}
+
 /// What the tenant's proxies have seen, shared by all of them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HubView {
     pub sbcs: BTreeMap<String, SbcHealth>,
-    pub calls: Vec<HubCallView>,
-    pub refusals: Vec<(String, Refusal)>,
+    /// The latest calls (at most [`VIEW_HISTORY`]).
+    pub calls: VecDeque<HubCallView>,
+    pub calls_total: u64,
+    /// The latest refusals (at most [`VIEW_HISTORY`]) and how many in all.
+    pub refusals: VecDeque<(String, Refusal)>,
+    pub refusals_total: u64,
     /// Protocol problems the hub met (bad messages, TLS failures), for reports.
-    pub problems: Vec<String>,
-    next_media_port: u16,
+    pub problems: ProblemLog,
+    pub proxies: BTreeMap<String, ProxyState>,
+    /// Media processor ports (49152–53247, Direct Routing plan), shared by
+    /// the proxies as their media processor is.
+    pub media_ports: PortAllocator,
 }
 
 impl HubView {
@@ -153,16 +182,19 @@ impl HubView {
             .collect();
         HubView {
             sbcs,
-            next_media_port: 49152,
-            ..Default::default()
+            calls: VecDeque::new(),
+            calls_total: 0,
+            refusals: VecDeque::new(),
+            refusals_total: 0,
+            problems: ProblemLog::default(),
+            proxies: BTreeMap::new(),
+            media_ports: PortAllocator::new(49152..=53247).expect("a valid range"),
         }
     }
 
-    /// Media processor ports: 49152–53247 (Direct Routing plan), two per call.
-    fn allocate_media_port(&mut self) -> u16 {
-        let p = self.next_media_port;
-        self.next_media_port = if p >= 53244 { 49152 } else { p + 2 };
-        p
+    /// A call by serial, if still in the view.
+    pub fn call_mut(&mut self, serial: u64) -> Option<&mut HubCallView> {
+        self.calls.iter_mut().rev().find(|c| c.serial == serial)
     }
 }
 
@@ -173,16 +205,8 @@ pub enum HubCommand {
     Dial { user: String, number: String },
     /// A Teams user hangs up their call.
     HangUp { user: String },
-}
-
-pub(crate) struct Proxy<N: Network> {
-    net: N,
-    config: HubConfig,
-    endpoint: Endpoint<N>,
-    view: Arc<Mutex<HubView>>,
-    calls: Vec<calls::HubCall>,
-    /// Next hub→SBC OPTIONS per SBC FQDN (started by the SBC's first OPTIONS, §9.13).
-    pings: BTreeMap<String, options::Ping>,
+    /// From now on, Teams users ring and answer this way.
+    Answering(Answering),
 }
 
 /// Run one proxy until its host stops. Every SIP message it sends or
@@ -191,13 +215,9 @@ pub async fn run_proxy<N: Network>(
     net: N,
     config: HubConfig,
     view: Arc<Mutex<HubView>>,
-    mut commands: mpsc::UnboundedReceiver<HubCommand>,
+    commands: mpsc::UnboundedReceiver<HubCommand>,
     tap: Option<Arc<dyn Tap>>,
 ) -> std::io::Result<()> {
-    let ip = match config.advertised_ip {
-        Some(ip) => ip,
-        None => net.resolve(&config.fqdn, config.listen_port).await?.ip(),
-    };
     let mut tc = TransportConfig::new(config.fqdn.clone());
     tc.tls = Some(TlsListen {
         addr: SocketAddr::new(config.listen_ip, config.listen_port),
@@ -206,135 +226,147 @@ pub async fn run_proxy<N: Network>(
         allowed_client_names: None,
     });
     tc.tls_client = Some(config.tls_client.clone());
-    let (transport, events) = SipTransport::start(net.clone(), tc, tap).await?;
-    let ep_config = EndpointConfig {
-        via_host: ip.to_string(),
-        timers: TimerConfig::default(),
-        user_agent: None,
+    let ip = match config.advertised_ip {
+        Some(ip) => ip,
+        None => net.resolve(&config.fqdn, config.listen_port).await?.ip(),
     };
-    let rng = SeededRng::for_host(config.seed, &config.fqdn);
-    let endpoint = Endpoint::new(transport, events, ep_config, rng);
-    let mut proxy = Proxy {
-        net,
-        config,
-        endpoint,
-        view,
-        calls: Vec::new(),
-        pings: BTreeMap::new(),
+    let mut endpoint = EndpointConfig::new(ip.to_string());
+    endpoint.timers = config.timers;
+    endpoint.user_agent = Some(HUB_AGENT.into());
+    // Observed: the hub writes every header name in upper case.
+    endpoint.upper_case_headers = true;
+    let mut session = SessionConfig::new(format!("<sip:{}:5061>", config.internal_name));
+    // The hub judges new INVITEs by its own rules (rules.rs), not the stack's.
+    session.uas_checks = false;
+    // Its own Record-Route on its INVITEs is not a hop of its route set.
+    session.own_routes = vec![config.fqdn.clone()];
+    let mut names = config.tenant.sbcs.clone();
+    names.push(config.media_host.clone());
+    let setup = HostSetup {
+        transport: tc,
+        ua: UaConfig { endpoint, session },
+        names,
+        rng: SeededRng::for_host(config.seed, &config.fqdn),
     };
-    let mut commands_open = true;
-    loop {
-        let wake = proxy.next_wake();
-        let input = tokio::select! {
-            biased;
-            c = commands.recv(), if commands_open => match c {
-                Some(c) => Input::Command(c),
-                None => Input::NoMoreCommands,
-            },
-            e = proxy.endpoint.next_event(wake) => Input::Sip(e),
-        };
-        match input {
-            Input::Command(c) => proxy.on_command(c).await,
-            Input::Sip(e) => proxy.on_event(e).await,
-            Input::NoMoreCommands => commands_open = false,
+    let media = ProbeDriver::new(BTreeMap::from([(
+        config.media_host.clone(),
+        config.media.clone(),
+    )]));
+    let proxy = Proxy::new(config, view);
+    sbc::driver::run(net, setup, proxy, commands, media, tap).await
+}
+
+pub(crate) struct Proxy {
+    config: HubConfig,
+    view: Arc<Mutex<HubView>>,
+    media_ip: Option<IpAddr>,
+    calls: BTreeMap<SessionId, calls::HubCall>,
+    next_media: u64,
+    media_out: VecDeque<ProbeCommand>,
+    /// Next hub→SBC OPTIONS per SBC FQDN (started by the SBC's first OPTIONS, §9.13).
+    pings: BTreeMap<String, options::Ping>,
+}
+
+impl Proxy {
+    fn new(config: HubConfig, view: Arc<Mutex<HubView>>) -> Self {
+        Proxy {
+            config,
+            view,
+            media_ip: None,
+            calls: BTreeMap::new(),
+            next_media: 0,
+            media_out: VecDeque::new(),
+            pings: BTreeMap::new(),
         }
-    }
-}
-
-enum Input {
-    Command(HubCommand),
-    Sip(EndpointEvent),
-    NoMoreCommands,
-}
-
-impl<N: Network> Proxy<N> {
-    fn next_wake(&self) -> Option<Instant> {
-        let calls = self.calls.iter().filter_map(|c| c.wake());
-        let pings = self.pings.values().map(|p| p.next);
-        calls.chain(pings).min()
     }
 
     fn view(&self) -> std::sync::MutexGuard<'_, HubView> {
         self.view.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn on_command(&mut self, c: HubCommand) {
-        match c {
-            HubCommand::Dial { user, number } => self.dial(&user, &number).await,
-            HubCommand::HangUp { user } => self.hang_up(&user),
-        }
+    fn problem(&self, kind: &'static str, line: String) {
+        let l = format!("{}: {line}", self.config.fqdn);
+        self.view().problems.push(kind, l);
+    }
+}
+
+impl Role for Proxy {
+    type Command = HubCommand;
+    type MediaCommand = ProbeCommand;
+    type MediaEvent = ();
+
+    fn start(&mut self, _now: Instant, ua: &mut UserAgent) {
+        self.media_ip = ua.routing().address(&self.config.media_host).ok();
     }
 
-    async fn on_event(&mut self, e: EndpointEvent) {
-        match e {
-            EndpointEvent::Request {
+    fn on_event(&mut self, now: Instant, event: UaEvent, ua: &mut UserAgent) {
+        match event {
+            UaEvent::Session { id, event } => self.on_session(now, ua, id, event),
+            UaEvent::Request {
                 key,
                 request,
+                raw,
                 source,
             } => match request.method() {
                 Some(sbc::sip::wire::Method::Options) => {
-                    self.on_options(key, request, source).await
+                    self.on_options(now, ua, key, &request, &raw, &source)
                 }
-                Some(sbc::sip::wire::Method::Invite) => self.on_invite(key, request, source).await,
-                Some(sbc::sip::wire::Method::Bye) => self.on_bye(key, request),
                 _ => {
-                    let resp =
-                        sbc::sip::transaction::response_to(&request, 501, "Not Implemented", None);
-                    self.respond(&key, resp);
+                    ua.reply(now, &key, 501, "Not Implemented", vec![]);
                 }
             },
-            EndpointEvent::Ack { request, .. } => self.on_ack(&request),
-            EndpointEvent::Response { key, response } => self.on_response(key, response).await,
-            EndpointEvent::Timeout { key } => self.on_failure(&key, "408 timeout"),
-            EndpointEvent::SendFailed { key, reason } => {
-                self.on_failure(&key, &format!("send failed: {reason}"))
+            UaEvent::Response { key, response } => self.on_ping_response(&key, &response),
+            UaEvent::Failed { key, reason } => {
+                let why = reason.unwrap_or_else(|| "no answer (408)".into());
+                self.on_ping_failure(&key, &why);
             }
-            EndpointEvent::Cancelled { key } => self.on_cancelled(&key),
-            // The hub's own 4 s ACK timer (calls.rs) ends unacknowledged calls
-            // long before the transaction's Timer L would.
-            EndpointEvent::Server { .. } => {}
-            EndpointEvent::Malformed { error, source } => self.view().problems.push(format!(
-                "{}: malformed from {}: {error}",
-                self.config.fqdn, source.remote
-            )),
-            EndpointEvent::TlsRefused {
+            UaEvent::Refused { .. } => {}
+            UaEvent::Malformed { error, source } => self.problem(
+                "malformed",
+                format!("malformed from {}: {error}", source.remote),
+            ),
+            UaEvent::TlsRefused {
                 remote,
                 inbound,
                 reason,
             } => {
                 let dir = if inbound { "from" } else { "to" };
-                self.view().problems.push(format!(
-                    "{}: TLS {dir} {remote} refused: {reason}",
-                    self.config.fqdn
-                ))
-            }
-            EndpointEvent::Wake => {
-                self.on_wake().await;
+                self.problem("tls", format!("TLS {dir} {remote} refused: {reason}"));
             }
         }
     }
 
-    async fn on_wake(&mut self) {
-        let now = Instant::now();
-        self.ping_due(now).await;
-        self.calls_due(now);
+    fn on_command(&mut self, now: Instant, command: HubCommand, ua: &mut UserAgent) {
+        match command {
+            HubCommand::Dial { user, number } => self.dial(now, ua, &user, &number),
+            HubCommand::HangUp { user } => self.hang_up(now, ua, &user),
+            HubCommand::Answering(a) => self.config.answering = a,
+        }
     }
 
-    /// Send a response with the hub's header style (upper-case names, Server).
-    fn respond(&mut self, key: &sbc::sip::transaction::TransactionKey, mut resp: Message) {
-        resp.headers.push("Server", HUB_AGENT);
-        shout(&mut resp);
-        self.endpoint.respond(key, resp);
-    }
-}
+    fn on_media(&mut self, _now: Instant, _event: (), _ua: &mut UserAgent) {}
 
-/// The hub writes header names in upper case (`FROM:`, `CSEQ:`), as observed.
-pub(crate) fn shout(m: &mut Message) {
-    if !m.headers.contains("Content-Length") {
-        // Serialisation fills in the value; the name keeps the hub's case.
-        m.headers.push("Content-Length", "0");
+    fn on_timeout(&mut self, now: Instant, ua: &mut UserAgent) {
+        self.ping_due(now, ua);
+        self.calls_due(now, ua);
     }
-    for h in &mut m.headers.0 {
-        h.name = h.name.to_ascii_uppercase();
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let calls = self.calls.values().filter_map(|c| c.wake());
+        let pings = self.pings.values().map(|p| p.next);
+        calls.chain(pings).min()
+    }
+
+    fn poll_media(&mut self) -> Option<ProbeCommand> {
+        self.media_out.pop_front()
+    }
+
+    fn observe(&mut self, ua: &UserAgent) {
+        let state = ProxyState {
+            ua: ua.counts(),
+            calls: self.calls.len(),
+        };
+        let fqdn = self.config.fqdn.clone();
+        self.view().proxies.insert(fqdn, state);
     }
 }

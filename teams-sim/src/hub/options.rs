@@ -1,12 +1,15 @@
 //! SBC health: the SBC's OPTIONS, answered on its own connection, and the
 //! hub's OPTIONS back to the SBC's Contact FQDN (behaviour §2, cases
-//! 9.7–9.13).
+//! 9.7–9.13); and how the hub refuses what it refuses.
 
-use super::{shout, Proxy, Refusal, SbcStatus, HUB_AGENT, HUB_ALLOW};
+use super::raw::RawMessage;
+use super::{Proxy, Refusal, SbcStatus, HUB_ALLOW, VIEW_HISTORY};
+use sbc::sip::session::{Hop, RequestBuilder};
 use sbc::sip::transaction::{response_to, TransactionKey};
-use sbc::sip::transport::{Network, Source, Target, TransportKind};
+use sbc::sip::transport::Source;
+use sbc::sip::ua::UserAgent;
 use sbc::sip::wire::{Message, Method};
-use tokio::time::Instant;
+use std::time::Instant;
 
 /// The hub's OPTIONS loop toward one SBC.
 pub(crate) struct Ping {
@@ -16,60 +19,87 @@ pub(crate) struct Ping {
     pub pending: Option<TransactionKey>,
 }
 
-impl<N: Network> Proxy<N> {
-    pub(crate) fn identify_sbc(
-        &self,
-        request: &Message,
-        source: &Source,
-    ) -> Result<(String, Option<u16>), Refusal> {
-        super::rules::identify_sbc(request, source, &self.config.tenant)
-    }
-
-    pub(crate) fn refuse(&mut self, key: &TransactionKey, request: &Message, refusal: Refusal) {
-        let (code, reason) = refusal.status();
-        let mut resp = response_to(request, code, reason, Some(&self.endpoint.rng.tag()));
-        if refusal == Refusal::Requires100rel {
-            resp.headers.push("Unsupported", "100rel");
+impl Proxy {
+    /// Note a refusal in the view (bounded history, total kept).
+    pub(crate) fn record_refusal(&self, refusal: &Refusal) {
+        let fqdn = self.config.fqdn.clone();
+        let mut v = self.view();
+        v.refusals.push_back((fqdn, refusal.clone()));
+        if v.refusals.len() > VIEW_HISTORY {
+            v.refusals.pop_front();
         }
-        self.view()
-            .refusals
-            .push((self.config.fqdn.clone(), refusal));
-        self.respond(key, resp);
+        v.refusals_total += 1;
     }
 
-    pub(crate) async fn on_options(
+    /// Headers a refusal's answer carries (RFC 3261 §8.2.2.3: 420 lists
+    /// what is unsupported).
+    pub(crate) fn refusal_headers(refusal: &Refusal) -> Vec<(String, String)> {
+        match refusal {
+            Refusal::Requires100rel => vec![("Unsupported".into(), "100rel".into())],
+            _ => Vec::new(),
+        }
+    }
+
+    fn refuse_out_of_dialog(
         &mut self,
-        key: TransactionKey,
-        request: Message,
-        source: Source,
+        now: Instant,
+        ua: &mut UserAgent,
+        key: &TransactionKey,
+        refusal: Refusal,
     ) {
-        let (fqdn, port) = match self.identify_sbc(&request, &source) {
+        let (code, reason) = refusal.status();
+        ua.reply(now, key, code, reason, Self::refusal_headers(&refusal));
+        self.record_refusal(&refusal);
+    }
+
+    pub(crate) fn on_options(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        key: TransactionKey,
+        request: &Message,
+        raw: &[u8],
+        source: &Source,
+    ) {
+        let raw = match RawMessage::read(raw) {
+            Ok(r) => r,
+            Err(e) => {
+                return self.refuse_out_of_dialog(
+                    now,
+                    ua,
+                    &key,
+                    Refusal::Unreadable { reason: e.0 },
+                )
+            }
+        };
+        let (fqdn, port) = match super::rules::identify_sbc(&raw, source, &self.config.tenant) {
             Ok(id) => id,
-            Err(refusal) => return self.refuse(&key, &request, refusal),
+            Err(refusal) => return self.refuse_out_of_dialog(now, ua, &key, refusal),
         };
         // §9.7: 200 on the same connection, no To-tag, the hub's Allow.
-        let mut ok = response_to(&request, 200, "OK", None);
+        let mut ok = response_to(request, 200, "OK", None);
         ok.headers.push("Allow", HUB_ALLOW);
-        self.respond(&key, ok);
-        let mut view = self.view();
-        if let Some(h) = view.sbcs.get_mut(&fqdn) {
-            h.options_from_sbc += 1;
-            if h.status == SbcStatus::NoOptions {
-                h.status = SbcStatus::OptionsReceived;
+        ua.respond(now, &key, ok);
+        {
+            let mut view = self.view();
+            if let Some(h) = view.sbcs.get_mut(&fqdn) {
+                h.options_from_sbc += 1;
+                if h.status == SbcStatus::NoOptions {
+                    h.status = SbcStatus::OptionsReceived;
+                }
             }
         }
-        drop(view);
         // §9.12: the first OPTIONS starts the hub's own OPTIONS to the Contact FQDN.
         let default_port = self.config.tenant.sbc_port;
         self.pings.entry(fqdn).or_insert(Ping {
-            next: Instant::now(),
+            next: now,
             port: port.unwrap_or(default_port),
             seq: 0,
             pending: None,
         });
     }
 
-    pub(crate) async fn ping_due(&mut self, now: Instant) {
+    pub(crate) fn ping_due(&mut self, now: Instant, ua: &mut UserAgent) {
         let due: Vec<String> = self
             .pings
             .iter()
@@ -83,47 +113,25 @@ impl<N: Network> Proxy<N> {
             ping.next = now + self.config.options_interval;
             ping.seq += 1;
             let (port, seq) = (ping.port, ping.seq);
-            let mut m =
-                Message::request(Method::Options, format!("sip:{fqdn}:{port};transport=tls"));
-            m.headers.push(
-                "From",
-                format!(
-                    "<sip:{}:5061>;tag={}",
-                    self.config.internal_name,
-                    self.endpoint.rng.tag()
-                ),
-            );
-            m.headers.push("To", format!("<sip:{fqdn}>"));
-            m.headers.push(
-                "Call-ID",
-                self.endpoint.rng.call_id(&self.config.internal_name),
-            );
-            m.headers.push("CSeq", format!("{seq} OPTIONS"));
-            m.headers.push("Max-Forwards", "70");
-            m.headers.push(
-                "Contact",
-                format!("<sip:{}:5061>", self.config.internal_name),
-            );
-            m.headers.push("User-Agent", HUB_AGENT);
-            m.headers.push("Allow", HUB_ALLOW);
-            shout(&mut m);
-            let target = match self.net.resolve(&fqdn, port).await {
-                Ok(addr) => Target {
-                    transport: TransportKind::Tls,
-                    addr,
-                    server_name: Some(fqdn.clone()),
-                },
-                Err(e) => {
-                    self.view()
-                        .problems
-                        .push(format!("{}: cannot resolve {fqdn}: {e}", self.config.fqdn));
-                    continue;
+            let internal = self.config.internal_name.clone();
+            let ruri = format!("sip:{fqdn}:{port};transport=tls");
+            let m = RequestBuilder::new(
+                Method::Options,
+                ruri.clone(),
+                format!("<sip:{internal}:5061>"),
+                format!("<sip:{fqdn}>"),
+            )
+            .cseq(seq)
+            .contact(format!("<sip:{internal}:5061>"))
+            .header("Allow", HUB_ALLOW)
+            .build(ua.rng(), &internal);
+            match ua.send_request(now, m, Hop::Uri(ruri)) {
+                Ok(key) => {
+                    if let Some(p) = self.pings.get_mut(&fqdn) {
+                        p.pending = Some(key);
+                    }
                 }
-            };
-            if let Ok(key) = self.endpoint.send_request(m, target) {
-                if let Some(p) = self.pings.get_mut(&fqdn) {
-                    p.pending = Some(key);
-                }
+                Err(e) => self.problem("options", format!("OPTIONS to SBC {fqdn}: {e}")),
             }
         }
     }
@@ -136,44 +144,40 @@ impl<N: Network> Proxy<N> {
             .map(|(f, _)| f.clone())
     }
 
-    /// A response to one of the hub's OPTIONS; `false` if the key is not a ping.
-    pub(crate) fn on_ping_response(&mut self, key: &TransactionKey, response: &Message) -> bool {
+    /// A response to one of the hub's OPTIONS.
+    pub(crate) fn on_ping_response(&mut self, key: &TransactionKey, response: &Message) {
         let Some(fqdn) = self.ping_for(key) else {
-            return false;
+            return;
         };
         let code = response.status().unwrap_or(0);
         if code < 200 {
-            return true;
+            return;
         }
         if let Some(p) = self.pings.get_mut(&fqdn) {
             p.pending = None;
         }
-        let mut view = self.view();
         if (200..300).contains(&code) {
+            let mut view = self.view();
             if let Some(h) = view.sbcs.get_mut(&fqdn) {
                 h.options_to_sbc_answered += 1;
                 h.status = SbcStatus::Active;
             }
         } else {
-            let line = format!(
-                "{}: SBC {fqdn} answered OPTIONS with {code}",
-                self.config.fqdn
+            self.problem(
+                "options",
+                format!("SBC {fqdn} answered OPTIONS with {code}"),
             );
-            view.problems.push(line);
         }
-        true
     }
 
-    /// A ping that failed (timeout, connection or TLS failure); `false` if not a ping.
-    pub(crate) fn on_ping_failure(&mut self, key: &TransactionKey, why: &str) -> bool {
+    /// A ping that failed (timeout, connection or TLS failure).
+    pub(crate) fn on_ping_failure(&mut self, key: &TransactionKey, why: &str) {
         let Some(fqdn) = self.ping_for(key) else {
-            return false;
+            return;
         };
         if let Some(p) = self.pings.get_mut(&fqdn) {
             p.pending = None;
         }
-        let line = format!("{}: OPTIONS to SBC {fqdn} failed: {why}", self.config.fqdn);
-        self.view().problems.push(line);
-        true
+        self.problem("options", format!("OPTIONS to SBC {fqdn} failed: {why}"));
     }
 }

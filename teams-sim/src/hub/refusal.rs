@@ -5,6 +5,10 @@ use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
+    /// The bytes do not read as SIP the way the hub reads them (a
+    /// Content-Length that lies, a broken header line), whatever the
+    /// shared stack made of them.
+    Unreadable { reason: String },
     /// §2 / §9.9: the Contact header is required.
     NoContact,
     /// §9.8, §9.20: an IP where an FQDN is required.
@@ -38,7 +42,7 @@ impl Refusal {
     /// The status the hub answers with.
     pub fn status(&self) -> (u16, &'static str) {
         match self {
-            Refusal::NoContact => (400, "Bad Request"),
+            Refusal::NoContact | Refusal::Unreadable { .. } => (400, "Bad Request"),
             Refusal::IpInContact { .. }
             | Refusal::UnknownTrunk { .. }
             | Refusal::CertificateMismatch { .. }
@@ -71,6 +75,7 @@ impl fmt::Display for Refusal {
         let (code, _) = self.status();
         write!(f, "{code} ")?;
         match self {
+            Refusal::Unreadable { reason } => write!(f, "unreadable request: {reason}"),
             Refusal::NoContact => write!(f, "no Contact header"),
             Refusal::IpInContact { header, host } => {
                 write!(f, "IP {host} in {header}, an FQDN is required")

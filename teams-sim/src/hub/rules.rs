@@ -1,36 +1,31 @@
 //! The checks the hub makes on what an SBC sends, as pure functions of the
-//! message and the tenant, so each refusal can be tested on its own.
+//! bytes received ([`RawMessage`]), the TLS peer and the tenant, so each
+//! refusal can be tested on its own and none depends on the SIP stack the
+//! SBC under test may share with us.
 
+use super::raw::{host_of, uri_of, RawMessage};
 use super::{Refusal, Tenant};
-use sbc::sip::sdp::SessionDescription;
 use sbc::sip::transport::tls::names_cover;
 use sbc::sip::transport::{Source, TransportKind};
-use sbc::sip::wire::{Message, NameAddr, Uri};
 
 /// Who the SBC says it is: the top Record-Route, else the first Contact
 /// (only the first counts, §9.21), checked against the tenant's trunks and
 /// the TLS certificate (§9.8–9.11, 9.19–9.20). Returns the FQDN and the
 /// port it gave.
 pub fn identify_sbc(
-    request: &Message,
+    request: &RawMessage,
     source: &Source,
     tenant: &Tenant,
 ) -> Result<(String, Option<u16>), Refusal> {
-    let (header, value) = match request.headers.values("Record-Route").next() {
+    let (header, value) = match request.first("Record-Route") {
         Some(rr) => ("Record-Route", rr),
         None => (
             "Contact",
-            request
-                .headers
-                .values("Contact")
-                .next()
-                .ok_or(Refusal::NoContact)?,
+            request.first("Contact").ok_or(Refusal::NoContact)?,
         ),
     };
-    let na = NameAddr::parse("Contact", value).map_err(|_| Refusal::NoContact)?;
-    let uri = Uri::parse(&na.uri).map_err(|_| Refusal::NoContact)?;
-    let host = uri.host().unwrap_or_default();
-    if uri.host_is_ip() {
+    let (host, is_ip, port) = host_of(uri_of(value)).map_err(|_| Refusal::NoContact)?;
+    if is_ip {
         return Err(Refusal::IpInContact { header, host });
     }
     let fqdn = host.to_ascii_lowercase();
@@ -52,18 +47,19 @@ pub fn identify_sbc(
             names: source.peer_names.to_vec(),
         });
     }
-    Ok((fqdn, uri.port()))
+    Ok((fqdn, port))
 }
 
 /// Rules an SBC's INVITE must meet before it reaches a user (§9.17, 9.18,
-/// 9.22, 9.23, 9.24, 9.27).
-pub fn check_invite(request: &Message) -> Result<(), Refusal> {
-    if request.headers.contains("Replaces") {
+/// 9.22, 9.23, 9.24, 9.27), read from the text: header presence, the SDP
+/// lines as written, the Request-URI's user part.
+pub fn check_invite(request: &RawMessage) -> Result<(), Refusal> {
+    if request.has("Replaces") {
         return Err(Refusal::Replaces);
     }
     if request
-        .headers
         .values("Require")
+        .iter()
         .any(|r| r.eq_ignore_ascii_case("100rel"))
     {
         return Err(Refusal::Requires100rel);
@@ -71,24 +67,37 @@ pub fn check_invite(request: &Message) -> Result<(), Refusal> {
     if request.body.is_empty() {
         return Err(Refusal::NoSdp);
     }
-    let sdp = SessionDescription::parse(&String::from_utf8_lossy(&request.body)).map_err(|e| {
-        Refusal::BadSdp {
-            reason: e.to_string(),
-        }
+    let sdp = std::str::from_utf8(&request.body).map_err(|_| Refusal::BadSdp {
+        reason: "not UTF-8".into(),
     })?;
-    if (0..sdp.media.len()).any(|i| sdp.media_address(i) == Some("0.0.0.0")) {
+    let lines: Vec<&str> = sdp.lines().map(str::trim_end).collect();
+    let has_media = lines.iter().any(|l| l.starts_with("m="));
+    if lines.first() != Some(&"v=0") || !has_media {
+        return Err(Refusal::BadSdp {
+            reason: "no v=0 first or no m= line".into(),
+        });
+    }
+    if lines
+        .iter()
+        .any(|l| l.starts_with("c=IN IP4 0.0.0.0") || l.starts_with("c=IN IP6 ::"))
+    {
         return Err(Refusal::ZeroConnectionAddress);
     }
-    if !sdp.media.iter().any(|m| m.is_secure()) {
+    let audio_secure = lines
+        .iter()
+        .any(|l| l.starts_with("m=audio ") && l.contains(" RTP/SAVP"));
+    let crypto = lines.iter().any(|l| l.starts_with("a=crypto:"));
+    if !audio_secure || !crypto {
         return Err(Refusal::SrtpRequired);
     }
-    let number = Uri::parse(request.request_uri().unwrap_or_default())
-        .ok()
-        .and_then(|u| u.user().map(str::to_string))
+    let number = request
+        .request_uri()
+        .and_then(|u| rsip::Uri::try_from(u).ok())
+        .and_then(|u| u.auth.map(|a| a.user))
         .unwrap_or_default();
     if !number.starts_with('+')
         || number.len() < 4
-        || !number[1..].bytes().all(|b| b.is_ascii_digit())
+        || !number.bytes().skip(1).all(|b| b.is_ascii_digit())
     {
         return Err(Refusal::NotE164 { number });
     }
@@ -120,17 +129,21 @@ mod tests {
 
     const SDP: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n";
 
-    fn request(extra: &str, body: &str) -> Message {
+    fn request_to(ruri: &str, extra: &str, body: &str) -> RawMessage {
         let raw = format!(
-            "INVITE sip:+4989000001@sip.pstnhub.microsoft.com SIP/2.0\r\nVia: SIP/2.0/TLS sbc.example.com;branch=z9hG4bK1\r\n\
+            "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/TLS sbc.example.com;branch=z9hG4bK1\r\n\
              From: <sip:+4930123456@sbc.example.com>;tag=1\r\nTo: <sip:+4989000001@sip.pstnhub.microsoft.com>\r\n\
              Call-ID: r1\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        Message::parse(raw.as_bytes()).unwrap()
+        RawMessage::read(raw.as_bytes()).unwrap()
     }
 
-    fn contact(c: &str) -> Message {
+    fn request(extra: &str, body: &str) -> RawMessage {
+        request_to("sip:+4989000001@sip.pstnhub.microsoft.com", extra, body)
+    }
+
+    fn contact(c: &str) -> RawMessage {
         request(&format!("Contact: {c}\r\n"), SDP)
     }
 
@@ -173,8 +186,8 @@ mod tests {
             ),
             Err(Refusal::CertificateMismatch { .. })
         ));
-        // Only the first Contact counts (§9.21).
-        let two = contact("<sip:192.0.2.9>, <sip:sbc.example.com>");
+        // Only the first Contact counts (§9.21), compact form too.
+        let two = request("m: <sip:192.0.2.9>, <sip:sbc.example.com>\r\n", SDP);
         assert!(matches!(
             identify_sbc(&two, &ok, &t),
             Err(Refusal::IpInContact { .. })
@@ -226,16 +239,19 @@ mod tests {
             check_invite(&request("", "v=0\r\n")),
             Err(Refusal::BadSdp { .. })
         ));
-        let mut national = request("", SDP);
-        national.start = sbc::sip::wire::StartLine::Request {
-            method: sbc::sip::wire::Method::Invite,
-            uri: "sip:089000001@sip.pstnhub.microsoft.com".into(),
-        };
         assert_eq!(
-            check_invite(&national),
+            check_invite(&request_to(
+                "sip:089000001@sip.pstnhub.microsoft.com",
+                "",
+                SDP
+            )),
             Err(Refusal::NotE164 {
                 number: "089000001".into()
             })
+        );
+        assert_eq!(
+            check_invite(&request("Replaces: a;to-tag=b;from-tag=c\r\n", SDP)),
+            Err(Refusal::Replaces)
         );
     }
 

@@ -135,6 +135,8 @@ impl Network for TokioNet {
                 io::Error::new(io::ErrorKind::NotFound, format!("no address for {host}"))
             })
     }
+    // The real world's clock, by definition (traces of real-socket labs).
+    #[allow(clippy::disallowed_methods)]
     fn elapsed(&self) -> Duration {
         static START: OnceLock<Instant> = OnceLock::new();
         START.get_or_init(Instant::now).elapsed()
@@ -176,16 +178,32 @@ impl StreamListener for turmoil::net::TcpListener {
     }
 }
 
+/// turmoil binds only the wildcard or loopback. A simulated host has
+/// exactly one address, so binding that address is binding the wildcard:
+/// code that binds its configured address (as real deployments must, to
+/// keep parties on one machine apart) runs unchanged in simulation.
+fn simulated_bind_addr(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+        addr
+    } else {
+        let any = match addr {
+            SocketAddr::V4(_) => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            SocketAddr::V6(_) => std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        };
+        SocketAddr::new(any, addr.port())
+    }
+}
+
 impl Network for TurmoilNet {
     type Datagram = turmoil::net::UdpSocket;
     type Stream = turmoil::net::TcpStream;
     type Listener = turmoil::net::TcpListener;
 
     async fn bind_udp(&self, addr: SocketAddr) -> io::Result<Self::Datagram> {
-        turmoil::net::UdpSocket::bind(addr).await
+        turmoil::net::UdpSocket::bind(simulated_bind_addr(addr)).await
     }
     async fn bind_tcp(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
-        turmoil::net::TcpListener::bind(addr).await
+        turmoil::net::TcpListener::bind(simulated_bind_addr(addr)).await
     }
     async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<(Self::Stream, SocketAddr)> {
         let s = turmoil::net::TcpStream::connect(addr).await?;

@@ -5,20 +5,14 @@
 //! the OS RNG: key bytes never reach a trace (traces hold decrypted SIP), so
 //! runs stay reproducible.
 
-use crate::sip::transport::tls::TlsIdentity;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sbc::direct_routing::HUB_FQDNS;
+use sbc::sip::transport::tls::TlsIdentity;
 use std::fmt;
-
-/// The hub's proxies, in the order an SBC tries them (Direct Routing plan).
-pub const HUB_FQDNS: [&str; 3] = [
-    "sip.pstnhub.microsoft.com",
-    "sip2.pstnhub.microsoft.com",
-    "sip3.pstnhub.microsoft.com",
-];
 
 #[derive(Debug)]
 pub struct PkiError(pub String);
@@ -218,7 +212,7 @@ impl TestPki {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::transport::tls::certificate_dns_names;
+    use sbc::sip::transport::tls::certificate_dns_names;
 
     #[test]
     fn leaves_carry_their_names_and_chain() {

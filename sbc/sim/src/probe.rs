@@ -4,12 +4,14 @@
 //! processors use it; the checks are made on what actually crossed the
 //! network, independently of the relay in between.
 
-use super::srtp::{Protector, SrtpKey, Unprotector};
-use crate::sip::transport::{DatagramSocket, Network};
-use std::net::SocketAddr;
+use sbc::media::srtp::{Protector, SrtpKey, Unprotector};
+use sbc::sip::transport::{DatagramSocket, Network};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 const HEADER: usize = 12;
 const PAYLOAD: usize = 160;
@@ -63,6 +65,8 @@ pub struct MediaStats {
     pub last_index: Option<u32>,
     /// Where the first frame came from (to check media paths).
     pub first_source: Option<SocketAddr>,
+    /// The probe could not open its socket.
+    pub bind_error: Option<String>,
 }
 
 /// What a probe needs once the call is answered.
@@ -82,11 +86,11 @@ impl ProbePlan {
     /// The plan for one side of a call from what its SDP agreed: send to
     /// the far end, protect with our key, unprotect with theirs.
     pub fn from_agreed(
-        a: &crate::sip::sdp::offer_answer::Agreed,
+        a: &sbc::sip::sdp::offer_answer::Agreed,
         ssrc: u32,
         frames: u32,
     ) -> Option<ProbePlan> {
-        let (tx_key, rx_key) = super::srtp::agreed_keys(a);
+        let (tx_key, rx_key) = sbc::media::srtp::agreed_keys(a);
         Some(ProbePlan {
             remote: a.remote_socket()?,
             payload_type: a.codec.payload_type,
@@ -95,6 +99,22 @@ impl ProbePlan {
             tx_key,
             rx_key,
         })
+    }
+}
+
+impl ProbePlan {
+    /// The plan for the side whose SDP is `local`, talking to `remote`.
+    pub fn between(
+        local: &sbc::sip::sdp::SessionDescription,
+        remote: &sbc::sip::sdp::SessionDescription,
+        ssrc: u32,
+        frames: u32,
+    ) -> Option<ProbePlan> {
+        Self::from_agreed(
+            &sbc::sip::sdp::offer_answer::agreed(local, remote)?,
+            ssrc,
+            frames,
+        )
     }
 }
 
@@ -203,22 +223,128 @@ pub struct ProbeOpen {
     pub stats: Arc<Mutex<MediaStats>>,
 }
 
-/// Run a media host: open every probe its controller asks for.
+/// A media host's handle: where to send it probes, and how many run.
+#[derive(Debug, Clone)]
+pub struct MediaHostHandle {
+    pub open: mpsc::UnboundedSender<ProbeOpen>,
+    pub live: Arc<AtomicUsize>,
+}
+
+/// A new media host's handle and the receiver its [`media_host`] serves.
+pub fn media_host_channel() -> (MediaHostHandle, mpsc::UnboundedReceiver<ProbeOpen>) {
+    let (open, rx) = mpsc::unbounded_channel();
+    (
+        MediaHostHandle {
+            open,
+            live: Arc::default(),
+        },
+        rx,
+    )
+}
+
+/// Run a media host: open every probe its controller asks for on `ip`
+/// (the host's own address: a probe never binds the wildcard), count the
+/// probes running in `live`. A probe that cannot bind records it in its
+/// stats (`bind_error`).
 pub async fn media_host<N: Network>(
     net: N,
-    mut commands: tokio::sync::mpsc::UnboundedReceiver<ProbeOpen>,
+    ip: IpAddr,
+    mut commands: mpsc::UnboundedReceiver<ProbeOpen>,
+    live: Arc<AtomicUsize>,
 ) -> std::io::Result<()> {
     while let Some(open) = commands.recv().await {
-        let local = SocketAddr::new(
-            std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-            open.port,
-        );
-        let net = net.clone();
+        let local = SocketAddr::new(ip, open.port);
+        let (net, live) = (net.clone(), live.clone());
+        live.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
-            let _ = AudioProbe::run(net, local, open.plan, open.stats).await;
+            let stats = open.stats.clone();
+            if let Err(e) = AudioProbe::run(net, local, open.plan, open.stats).await {
+                lock(&stats).bind_error = Some(e.to_string());
+            }
+            live.fetch_sub(1, Ordering::SeqCst);
         });
     }
     Ok(())
+}
+
+/// What a far end's role asks of its media hosts.
+#[derive(Debug)]
+pub enum ProbeCommand {
+    /// Open a probe on `host` (a media host name the driver knows), `port`.
+    Open {
+        id: u64,
+        host: String,
+        port: u16,
+        stats: Arc<Mutex<MediaStats>>,
+    },
+    Plan {
+        id: u64,
+        plan: ProbePlan,
+    },
+    /// Stop the probe: its socket closes.
+    Close {
+        id: u64,
+    },
+}
+
+/// Hands a role's probe commands to the media hosts it controls.
+pub struct ProbeDriver {
+    hosts: BTreeMap<String, MediaHostHandle>,
+    plans: BTreeMap<u64, watch::Sender<Option<ProbePlan>>>,
+    events: mpsc::UnboundedReceiver<()>,
+    _events_tx: mpsc::UnboundedSender<()>,
+}
+
+impl ProbeDriver {
+    pub fn new(hosts: BTreeMap<String, MediaHostHandle>) -> Self {
+        let (_events_tx, events) = mpsc::unbounded_channel();
+        ProbeDriver {
+            hosts,
+            plans: BTreeMap::new(),
+            events,
+            _events_tx,
+        }
+    }
+}
+
+impl<N: Network> sbc::driver::MediaDriver<N> for ProbeDriver {
+    type Command = ProbeCommand;
+    type Event = ();
+
+    async fn execute(&mut self, _net: &N, command: ProbeCommand) {
+        match command {
+            ProbeCommand::Open {
+                id,
+                host,
+                port,
+                stats,
+            } => {
+                let Some(h) = self.hosts.get(&host) else {
+                    lock(&stats).bind_error = Some(format!("no media host {host}"));
+                    return;
+                };
+                let (tx, rx) = watch::channel(None);
+                let _ = h.open.send(ProbeOpen {
+                    port,
+                    plan: rx,
+                    stats,
+                });
+                self.plans.insert(id, tx);
+            }
+            ProbeCommand::Plan { id, plan } => {
+                if let Some(tx) = self.plans.get(&id) {
+                    let _ = tx.send(Some(plan));
+                }
+            }
+            ProbeCommand::Close { id } => {
+                self.plans.remove(&id);
+            }
+        }
+    }
+
+    fn events(&mut self) -> &mut mpsc::UnboundedReceiver<()> {
+        &mut self.events
+    }
 }
 
 fn lock(stats: &Arc<Mutex<MediaStats>>) -> std::sync::MutexGuard<'_, MediaStats> {

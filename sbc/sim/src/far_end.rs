@@ -1,0 +1,172 @@
+//! How a simulated far end behaves, written once for the Teams users behind
+//! the hub and the PSTN phones behind the carrier: it rings, answers, talks
+//! through an audio probe, and hangs up when told. Sans-IO: time is a
+//! parameter, media goes out as [`ProbeCommand`]s.
+
+use crate::probe::{MediaStats, ProbeCommand, ProbePlan};
+use sbc::sip::rng::SeededRng;
+use sbc::sip::sdp::SessionDescription;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// When a called party rings and answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answering {
+    /// From the INVITE to ringing (the 180).
+    pub ring_after: Duration,
+    /// From ringing to answering (the 200).
+    pub answer_after: Duration,
+}
+
+impl Default for Answering {
+    fn default() -> Self {
+        Answering {
+            ring_after: Duration::from_millis(500),
+            answer_after: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a called party does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalleeStep {
+    Ring,
+    Answer,
+}
+
+/// A called party's timeline: ring after a while, then answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callee {
+    answering: Answering,
+    ring_at: Option<Instant>,
+    answer_at: Option<Instant>,
+}
+
+impl Callee {
+    pub fn new(now: Instant, answering: Answering) -> Self {
+        Callee {
+            answering,
+            ring_at: Some(now + answering.ring_after),
+            answer_at: None,
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.ring_at.or(self.answer_at)
+    }
+
+    /// The step due at `now`, if any (call until it returns `None`).
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<CalleeStep> {
+        if self.ring_at.is_some_and(|t| t <= now) {
+            self.ring_at = None;
+            self.answer_at = Some(now + self.answering.answer_after);
+            return Some(CalleeStep::Ring);
+        }
+        if self.answer_at.is_some_and(|t| t <= now) {
+            self.answer_at = None;
+            return Some(CalleeStep::Answer);
+        }
+        None
+    }
+
+    /// The call ended first (cancelled, hung up): nothing more to do.
+    pub fn stop(&mut self) {
+        self.ring_at = None;
+        self.answer_at = None;
+    }
+}
+
+/// A far end's audio: a probe on one of its media hosts, started once both
+/// descriptions are known, stopped when the call ends.
+#[derive(Debug)]
+pub struct Talk {
+    pub id: u64,
+    pub port: u16,
+    pub stats: Arc<Mutex<MediaStats>>,
+    pub local: Option<SessionDescription>,
+    pub remote: Option<SessionDescription>,
+    started: bool,
+    closed: bool,
+}
+
+impl Talk {
+    /// Open a probe on `host`:`port`; the command goes to the media driver.
+    pub fn open(id: u64, host: &str, port: u16) -> (Talk, ProbeCommand) {
+        let stats = Arc::new(Mutex::new(MediaStats::default()));
+        let cmd = ProbeCommand::Open {
+            id,
+            host: host.to_string(),
+            port,
+            stats: stats.clone(),
+        };
+        (
+            Talk {
+                id,
+                port,
+                stats,
+                local: None,
+                remote: None,
+                started: false,
+                closed: false,
+            },
+            cmd,
+        )
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.started
+    }
+
+    /// Start talking (`frames` 20 ms frames) if both sides' SDP agree on a
+    /// codec; once. `None` when not (yet) possible.
+    pub fn start(&mut self, frames: u32, rng: &mut SeededRng) -> Option<ProbeCommand> {
+        if self.started || self.closed {
+            return None;
+        }
+        let plan = ProbePlan::between(
+            self.local.as_ref()?,
+            self.remote.as_ref()?,
+            rng.next_u32(),
+            frames,
+        )?;
+        self.started = true;
+        Some(ProbeCommand::Plan { id: self.id, plan })
+    }
+
+    /// Stop the probe (the call ended); once.
+    pub fn close(&mut self) -> Option<ProbeCommand> {
+        if self.closed {
+            return None;
+        }
+        self.closed = true;
+        Some(ProbeCommand::Close { id: self.id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a fake clock's origin
+    fn a_callee_rings_then_answers_on_time() {
+        let t0 = Instant::now();
+        let mut c = Callee::new(
+            t0,
+            Answering {
+                ring_after: Duration::from_millis(500),
+                answer_after: Duration::from_secs(45),
+            },
+        );
+        assert_eq!(c.handle_timeout(t0), None);
+        assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_millis(500)));
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(c.handle_timeout(t1), Some(CalleeStep::Ring));
+        assert_eq!(c.poll_timeout(), Some(t1 + Duration::from_secs(45)));
+        assert_eq!(
+            c.handle_timeout(t1 + Duration::from_secs(45)),
+            Some(CalleeStep::Answer)
+        );
+        assert_eq!(c.poll_timeout(), None);
+    }
+}

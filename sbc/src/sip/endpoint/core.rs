@@ -1,0 +1,627 @@
+//! The endpoint core: matching messages to transactions (RFC 3261 §17.1.3,
+//! §17.2.3), their timers, CANCEL (§9.2), malformed requests (§8.2,
+//! §21.4), with no socket, clock or task of its own.
+//!
+//! # Drive contract
+//! Feed it what the transport delivered (`handle_message`,
+//! `handle_malformed`, `handle_send_failure`, `handle_tls_refused`) and the
+//! time (`handle_timeout` once `poll_timeout` has passed); start
+//! transactions with `send_request`/`send_cancel`/`respond`. After each
+//! call drain `poll_transmit` (bytes to put on the wire, in order) and
+//! `poll_event` (what the transaction user must hear), then sleep until
+//! `poll_timeout`.
+
+use crate::sip::transaction::{
+    response_to, ClientEvent, ClientTransaction, ServerEvent, ServerState, ServerTransaction,
+    TimerConfig, TransactionKey,
+};
+use crate::sip::transport::{Source, Target, TransportKind};
+use crate::sip::wire::{Message, Method, WireError};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// The host written in Via sent-by (an FQDN toward the hub, as Direct Routing expects).
+    pub via_host: String,
+    pub timers: TimerConfig,
+    /// `Server`/`User-Agent` value, if any.
+    pub user_agent: Option<String>,
+    /// Write every header name in upper case (the hub's observed style:
+    /// `FROM:`, `CSEQ:`, `VIA:`).
+    pub upper_case_headers: bool,
+}
+
+impl EndpointConfig {
+    pub fn new(via_host: impl Into<String>) -> Self {
+        EndpointConfig {
+            via_host: via_host.into(),
+            timers: TimerConfig::default(),
+            user_agent: None,
+            upper_case_headers: false,
+        }
+    }
+}
+
+/// The ports this host listens on, for the Via it writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocalPorts {
+    pub udp: Option<u16>,
+    pub tcp: Option<u16>,
+    pub tls: Option<u16>,
+}
+
+impl LocalPorts {
+    fn get(&self, t: TransportKind) -> Option<u16> {
+        match t {
+            TransportKind::Udp => self.udp,
+            TransportKind::Tcp => self.tcp,
+            TransportKind::Tls => self.tls,
+        }
+    }
+}
+
+/// Where a message goes: a new target, or back the way a request came
+/// (its connection, or its source address for UDP, RFC 3581).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Target(Target),
+    Reply(Source),
+}
+
+/// One message to put on the wire. `key` names the client transaction it
+/// belongs to, so that a failure to send reaches that transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub message: Message,
+    pub destination: Destination,
+    pub key: Option<TransactionKey>,
+}
+
+#[derive(Debug)]
+pub enum EndpointEvent {
+    /// A new request (not ACK, not CANCEL) with its server transaction.
+    /// `raw` is the bytes as received, for judges that read them directly.
+    Request {
+        key: TransactionKey,
+        request: Message,
+        raw: Vec<u8>,
+        source: Source,
+    },
+    /// An ACK for a 2xx: a transaction of its own, for the dialog layer (§13.2.2.4).
+    Ack { request: Message, source: Source },
+    /// A CANCEL matched a pending INVITE; 200 was sent to the CANCEL, the
+    /// transaction user answers the INVITE with 487.
+    Cancelled { key: TransactionKey },
+    /// A response for a client transaction; also a 2xx to an INVITE whose
+    /// transaction has ended (it still needs an ACK, §13.2.2.4).
+    Response {
+        key: TransactionKey,
+        response: Message,
+    },
+    /// Timer B/F: no final response.
+    Timeout { key: TransactionKey },
+    /// The request could not be sent (connection or TLS failure).
+    SendFailed { key: TransactionKey, reason: String },
+    /// Something happened to a server transaction.
+    Server {
+        key: TransactionKey,
+        event: ServerEvent,
+    },
+    /// Bytes that were not acceptable SIP (a 400 was sent where possible).
+    Malformed { error: WireError, source: Source },
+    TlsRefused {
+        remote: SocketAddr,
+        inbound: bool,
+        reason: String,
+    },
+}
+
+/// What the core counted instead of passing up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    pub malformed: u64,
+    /// Requests whose top Via has no branch (RFC 2543 peers): not matchable.
+    pub no_branch: u64,
+    /// Responses that matched no transaction and were not a 2xx to an INVITE.
+    pub stray_responses: u64,
+}
+
+pub struct EndpointCore {
+    config: EndpointConfig,
+    ports: LocalPorts,
+    clients: BTreeMap<TransactionKey, (ClientTransaction, Target)>,
+    servers: BTreeMap<TransactionKey, (ServerTransaction, Source)>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<EndpointEvent>,
+    stats: EndpointStats,
+}
+
+impl EndpointCore {
+    pub fn new(config: EndpointConfig, ports: LocalPorts) -> Self {
+        EndpointCore {
+            config,
+            ports,
+            clients: BTreeMap::new(),
+            servers: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: EndpointStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// Live client and server transactions.
+    pub fn transactions(&self) -> usize {
+        self.clients.len() + self.servers.len()
+    }
+
+    /// The Via this endpoint writes for a request leaving on `transport`.
+    pub fn via(&self, transport: TransportKind, branch: &str) -> String {
+        let port = self.ports.get(transport).unwrap_or(match transport {
+            TransportKind::Tls => 5061,
+            _ => 5060,
+        });
+        format!(
+            "SIP/2.0/{} {}:{};branch={};rport",
+            transport, self.config.via_host, port, branch
+        )
+    }
+
+    /// Start a client transaction for `request` toward `target`, with a top
+    /// Via carrying `branch` (drawn by the caller from its seeded RNG).
+    pub fn send_request(
+        &mut self,
+        now: Instant,
+        mut request: Message,
+        target: Target,
+        branch: &str,
+    ) -> Result<TransactionKey, WireError> {
+        request
+            .headers
+            .push_front("Via", self.via(target.transport, branch));
+        if let Some(ua) = &self.config.user_agent {
+            if !request.headers.contains("User-Agent") {
+                request.headers.push("User-Agent", ua.clone());
+            }
+        }
+        self.style(&mut request);
+        let tx = ClientTransaction::new(
+            request,
+            target.transport.is_reliable(),
+            self.config.timers,
+            now,
+        )?;
+        let key = tx.key().clone();
+        self.clients.insert(key.clone(), (tx, target));
+        self.drain_client(&key);
+        Ok(key)
+    }
+
+    /// Cancel a pending INVITE client transaction (RFC 3261 §9.1): the CANCEL
+    /// copies the INVITE's Via (same branch) and goes to the same target in
+    /// a non-INVITE transaction of its own. Returns its key.
+    pub fn send_cancel(&mut self, now: Instant, invite: &TransactionKey) -> Option<TransactionKey> {
+        let (tx, target) = self.clients.get(invite)?;
+        let mut cancel = crate::sip::transaction::build_cancel(tx.request());
+        let target = target.clone();
+        self.style(&mut cancel);
+        let tx = ClientTransaction::new(
+            cancel,
+            target.transport.is_reliable(),
+            self.config.timers,
+            now,
+        )
+        .ok()?;
+        let key = tx.key().clone();
+        self.clients.insert(key.clone(), (tx, target));
+        self.drain_client(&key);
+        Some(key)
+    }
+
+    /// Whether a client transaction is still running.
+    pub fn client_is_live(&self, key: &TransactionKey) -> bool {
+        self.clients.contains_key(key)
+    }
+
+    /// Send an ACK for a 2xx (outside any transaction, RFC 3261 §13.2.2.4).
+    pub fn send_ack(&mut self, mut ack: Message, target: Target, branch: &str) {
+        ack.headers
+            .push_front("Via", self.via(target.transport, branch));
+        self.style(&mut ack);
+        self.transmits.push_back(Transmit {
+            message: ack,
+            destination: Destination::Target(target),
+            key: None,
+        });
+    }
+
+    /// Answer a request through its server transaction. `false` if the
+    /// transaction is gone or has already sent its final response.
+    pub fn respond(&mut self, now: Instant, key: &TransactionKey, mut response: Message) -> bool {
+        if let Some(ua) = &self.config.user_agent {
+            if !response.headers.contains("Server") {
+                response.headers.push("Server", ua.clone());
+            }
+        }
+        self.style(&mut response);
+        let sent = match self.servers.get_mut(key) {
+            Some((tx, _)) => tx.send_response(response, now).is_ok(),
+            None => false,
+        };
+        self.drain_server(key);
+        sent
+    }
+
+    /// The request a server transaction was created for.
+    pub fn server_request(&self, key: &TransactionKey) -> Option<&Message> {
+        self.servers.get(key).map(|(tx, _)| tx.request())
+    }
+
+    /// Where a server transaction's request came from.
+    pub fn server_source(&self, key: &TransactionKey) -> Option<&Source> {
+        self.servers.get(key).map(|(_, s)| s)
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<EndpointEvent> {
+        self.events.pop_front()
+    }
+
+    /// The earliest transaction timer; `None` when no transaction waits.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let c = self.clients.values().filter_map(|(t, _)| t.poll_timeout());
+        let s = self.servers.values().filter_map(|(t, _)| t.poll_timeout());
+        c.chain(s).min()
+    }
+
+    /// Run every transaction timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<TransactionKey> = self
+            .clients
+            .iter()
+            .filter(|(_, (t, _))| t.poll_timeout().is_some_and(|d| d <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            if let Some((tx, _)) = self.clients.get_mut(&key) {
+                tx.handle_timeout(now);
+            }
+            self.drain_client(&key);
+        }
+        let due: Vec<TransactionKey> = self
+            .servers
+            .iter()
+            .filter(|(_, (t, _))| t.poll_timeout().is_some_and(|d| d <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            if let Some((tx, _)) = self.servers.get_mut(&key) {
+                tx.handle_timeout(now);
+            }
+            self.drain_server(&key);
+        }
+    }
+
+    /// A message could not be sent for client transaction `key` (RFC 3261
+    /// §17.1.4: the TU treats it as 503).
+    pub fn handle_send_failure(&mut self, key: &TransactionKey, reason: String) {
+        if let Some((tx, _)) = self.clients.get_mut(key) {
+            tx.handle_transport_error();
+            while tx.poll_event().is_some() {}
+            self.clients.remove(key);
+            self.events.push_back(EndpointEvent::SendFailed {
+                key: key.clone(),
+                reason,
+            });
+        }
+    }
+
+    pub fn handle_tls_refused(&mut self, remote: SocketAddr, inbound: bool, reason: String) {
+        self.events.push_back(EndpointEvent::TlsRefused {
+            remote,
+            inbound,
+            reason,
+        });
+    }
+
+    /// A message the transport framed and parsed.
+    pub fn handle_message(&mut self, now: Instant, message: Message, raw: Vec<u8>, source: Source) {
+        if message.is_request() {
+            self.on_request(now, message, raw, source)
+        } else {
+            self.on_response(now, message)
+        }
+    }
+
+    /// Bytes that did not parse. RFC 3261 §8.2 / §21.4.1: answer a broken
+    /// request with the status its fault implies when it can be answered
+    /// at all (datagrams only: a broken stream is closed by the transport).
+    pub fn handle_malformed(&mut self, error: WireError, raw: &[u8], source: Source) {
+        self.stats.malformed += 1;
+        if source.connection.is_none() {
+            if let Ok(head) = Message::parse(raw).or_else(|_| lenient_head(raw)) {
+                self.answer_malformed(&head, &error, &source);
+            }
+        }
+        self.events
+            .push_back(EndpointEvent::Malformed { error, source });
+    }
+
+    fn style(&self, m: &mut Message) {
+        if self.config.upper_case_headers {
+            if !m.headers.contains("Content-Length") {
+                // Serialisation fills in the value; the name keeps our case.
+                m.headers.push("Content-Length", "0");
+            }
+            for h in &mut m.headers.0 {
+                h.name = h.name.to_ascii_uppercase();
+            }
+        }
+    }
+
+    fn drain_client(&mut self, key: &TransactionKey) {
+        let Some((tx, target)) = self.clients.get_mut(key) else {
+            return;
+        };
+        while let Some(m) = tx.poll_transmit() {
+            self.transmits.push_back(Transmit {
+                message: m,
+                destination: Destination::Target(target.clone()),
+                key: Some(key.clone()),
+            });
+        }
+        while let Some(ev) = tx.poll_event() {
+            self.events.push_back(match ev {
+                ClientEvent::Response(response) => EndpointEvent::Response {
+                    key: key.clone(),
+                    response,
+                },
+                ClientEvent::Timeout => EndpointEvent::Timeout { key: key.clone() },
+                ClientEvent::TransportError => EndpointEvent::SendFailed {
+                    key: key.clone(),
+                    reason: "transport error".into(),
+                },
+            });
+        }
+        if tx.is_terminated() {
+            self.clients.remove(key);
+        }
+    }
+
+    fn drain_server(&mut self, key: &TransactionKey) {
+        let Some((tx, source)) = self.servers.get_mut(key) else {
+            return;
+        };
+        while let Some(m) = tx.poll_transmit() {
+            self.transmits.push_back(Transmit {
+                message: m,
+                destination: Destination::Reply(source.clone()),
+                key: None,
+            });
+        }
+        while let Some(event) = tx.poll_event() {
+            self.events.push_back(EndpointEvent::Server {
+                key: key.clone(),
+                event,
+            });
+        }
+        if tx.is_terminated() {
+            self.servers.remove(key);
+        }
+    }
+
+    /// Answer a request that failed to parse or validate with the status
+    /// its fault implies (400, 413, 416, 505), when it can be answered at
+    /// all: a request, not an ACK (RFC 3261 §17.2.1), with a readable Via.
+    fn answer_malformed(&mut self, head: &Message, error: &WireError, source: &Source) {
+        if head.is_request() && head.method() != Some(&Method::Ack) && head.top_via().is_ok() {
+            let mut resp = response_to(head, error.status_code(), &reason_for(error), None);
+            self.style(&mut resp);
+            self.transmits.push_back(Transmit {
+                message: resp,
+                destination: Destination::Reply(source.clone()),
+                key: None,
+            });
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, request: Message, raw: Vec<u8>, source: Source) {
+        if let Err(error) = request.validate() {
+            self.stats.malformed += 1;
+            self.answer_malformed(&request, &error, &source);
+            self.events
+                .push_back(EndpointEvent::Malformed { error, source });
+            return;
+        }
+        let key = match TransactionKey::for_request(&request) {
+            Ok(k) => k,
+            Err(error) => {
+                // An RFC 2543 Via without branch: we match by branch only.
+                self.stats.no_branch += 1;
+                self.answer_malformed(&request, &error, &source);
+                self.events
+                    .push_back(EndpointEvent::Malformed { error, source });
+                return;
+            }
+        };
+        let method = request.method().cloned();
+        if let Some((tx, _)) = self.servers.get_mut(&key) {
+            if method == Some(Method::Ack) && tx.state() == ServerState::Accepted {
+                // An ACK for a 2xx with the INVITE's branch (RFC 2543 style): a dialog matter.
+                tx.ack_2xx();
+                self.drain_server(&key);
+                self.events
+                    .push_back(EndpointEvent::Ack { request, source });
+                return;
+            }
+            tx.handle_request(request, now);
+            self.drain_server(&key);
+            return;
+        }
+        match method {
+            Some(Method::Ack) => {
+                self.ack_2xx_sent_for(&request);
+                self.events
+                    .push_back(EndpointEvent::Ack { request, source });
+            }
+            Some(Method::Cancel) => self.on_cancel(now, key, request, source),
+            _ => match ServerTransaction::new(
+                request.clone(),
+                source.transport.is_reliable(),
+                self.config.timers,
+                now,
+            ) {
+                Ok(tx) => {
+                    self.servers.insert(key.clone(), (tx, source.clone()));
+                    self.drain_server(&key);
+                    self.events.push_back(EndpointEvent::Request {
+                        key,
+                        request,
+                        raw,
+                        source,
+                    });
+                }
+                Err(error) => self
+                    .events
+                    .push_back(EndpointEvent::Malformed { error, source }),
+            },
+        }
+    }
+
+    /// RFC 3261 §9.2: a CANCEL gets 200 when it matches a pending INVITE
+    /// (whose TU then answers 487), 481 otherwise, in a transaction of its own.
+    fn on_cancel(&mut self, now: Instant, key: TransactionKey, request: Message, source: Source) {
+        let invite_key = TransactionKey {
+            branch: key.branch.clone(),
+            method: Method::Invite,
+        };
+        let pending = self
+            .servers
+            .get(&invite_key)
+            .is_some_and(|(tx, _)| tx.state() == ServerState::Proceeding);
+        let (code, reason) = if pending {
+            (200, "OK")
+        } else {
+            (481, "Call/Transaction Does Not Exist")
+        };
+        if let Ok(tx) = ServerTransaction::new(
+            request.clone(),
+            source.transport.is_reliable(),
+            self.config.timers,
+            now,
+        ) {
+            self.servers.insert(key.clone(), (tx, source));
+            // The To of a 200 to CANCEL carries the tag of the INVITE's
+            // responses (§9.2); we answer before any tag exists, so none.
+            self.respond(now, &key, response_to(&request, code, reason, None));
+        }
+        if let Some((tx, _)) = self.servers.get_mut(&invite_key) {
+            tx.handle_cancel();
+            if tx.poll_event().is_some() {
+                self.events
+                    .push_back(EndpointEvent::Cancelled { key: invite_key });
+            }
+        }
+    }
+
+    /// Stop retransmitting the 2xx this ACK acknowledges.
+    fn ack_2xx_sent_for(&mut self, ack: &Message) {
+        let (Ok(call_id), Ok(cseq)) = (ack.call_id(), ack.cseq()) else {
+            return;
+        };
+        let keys: Vec<TransactionKey> = self
+            .servers
+            .iter()
+            .filter(|(k, (tx, _))| {
+                k.method == Method::Invite
+                    && tx.state() == ServerState::Accepted
+                    && tx.request().call_id().ok() == Some(call_id)
+                    && tx.request().cseq().map(|c| c.seq).ok() == Some(cseq.seq)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            if let Some((tx, _)) = self.servers.get_mut(&key) {
+                tx.ack_2xx();
+            }
+            self.drain_server(&key);
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, response: Message) {
+        let Ok(key) = TransactionKey::for_response(&response) else {
+            self.stats.stray_responses += 1;
+            return;
+        };
+        match self.clients.get_mut(&key) {
+            Some((tx, _)) => {
+                tx.handle_response(response, now);
+                self.drain_client(&key);
+            }
+            // A 2xx retransmitted after the transaction ended still needs an ACK.
+            None if key.method == Method::Invite
+                && response.status().is_some_and(|c| (200..300).contains(&c)) =>
+            {
+                self.events
+                    .push_back(EndpointEvent::Response { key, response })
+            }
+            None => self.stats.stray_responses += 1,
+        }
+    }
+}
+
+fn reason_for(error: &WireError) -> String {
+    match error.status_code() {
+        413 => "Request Entity Too Large".into(),
+        416 => "Unsupported URI Scheme".into(),
+        505 => "Version Not Supported".into(),
+        _ => format!(
+            "Bad Request ({})",
+            error
+                .to_string()
+                .replace(['\r', '\n'], " ")
+                .chars()
+                .take(80)
+                .collect::<String>()
+        ),
+    }
+}
+
+/// The head of a message whose body or version is wrong, read leniently so
+/// that a 400 or 505 can still be sent: Content-Length is dropped and the
+/// Request-Line's version is read as SIP/2.0.
+fn lenient_head(raw: &[u8]) -> Result<Message, WireError> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or(WireError::NoHeaderEnd)?;
+    let text = String::from_utf8_lossy(&raw[..end + 4]).to_string();
+    let mut lines: Vec<String> = text
+        .split("\r\n")
+        .filter(|l| {
+            !l.split_once(':')
+                .is_some_and(|(name, _)| crate::sip::wire::name_is(name.trim(), "Content-Length"))
+        })
+        .map(str::to_string)
+        .collect();
+    if let Some(first) = lines.first_mut() {
+        if let Some((line, version)) = first.rsplit_once(' ') {
+            if version.starts_with("SIP/") && !first.starts_with("SIP/") {
+                *first = format!("{line} SIP/2.0");
+            }
+        }
+    }
+    Message::parse(lines.join("\r\n").as_bytes())
+}

@@ -1,0 +1,9 @@
+//! The endpoint: transactions matched and timed for one host, sans-IO
+//! ([`EndpointCore`]). The [`crate::driver`] of each world feeds it bytes
+//! and time and puts what it hands back on the wire.
+
+mod core;
+
+pub use self::core::{
+    Destination, EndpointConfig, EndpointCore, EndpointEvent, EndpointStats, LocalPorts, Transmit,
+};

@@ -1,0 +1,190 @@
+//! The sessions of one user agent, found by transaction and by dialog,
+//! and reaped once over; and the checks a UAS makes on every new INVITE.
+
+use super::invite::InviteSession;
+use super::{SessionConfig, SessionId};
+use crate::sip::transaction::TransactionKey;
+use crate::sip::wire::Message;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+#[derive(Debug, Default)]
+pub struct SessionSet {
+    sessions: BTreeMap<SessionId, InviteSession>,
+    by_tx: BTreeMap<TransactionKey, SessionId>,
+    /// (Call-ID, one of our tags) → session.
+    by_dialog: BTreeMap<(String, String), SessionId>,
+    next_id: u64,
+    reaped: u64,
+}
+
+impl SessionSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn next_id(&mut self) -> SessionId {
+        self.next_id += 1;
+        SessionId(self.next_id)
+    }
+
+    pub fn insert(&mut self, s: InviteSession) {
+        let id = s.id();
+        self.sessions.insert(id, s);
+        self.index(id);
+    }
+
+    /// Record the keys and tags a session has gained since it was last indexed.
+    pub fn index(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get(&id) else {
+            return;
+        };
+        for k in s.keys() {
+            self.by_tx.entry(k.clone()).or_insert(id);
+        }
+        for tag in s.local_tags() {
+            self.by_dialog
+                .entry((s.call_id().to_string(), tag))
+                .or_insert(id);
+        }
+    }
+
+    /// Map a transaction the endpoint created for a session (a CANCEL).
+    pub fn index_key(&mut self, key: TransactionKey, id: SessionId) {
+        self.by_tx.insert(key, id);
+    }
+
+    pub fn get(&self, id: SessionId) -> Option<&InviteSession> {
+        self.sessions.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: SessionId) -> Option<&mut InviteSession> {
+        self.sessions.get_mut(&id)
+    }
+
+    pub fn by_transaction(&self, key: &TransactionKey) -> Option<SessionId> {
+        self.by_tx.get(key).copied()
+    }
+
+    /// The session whose dialog `msg` belongs to: Call-ID and our tag, which
+    /// is in To for a request to us and in From for a response to us.
+    pub fn by_dialog(&self, msg: &Message) -> Option<SessionId> {
+        let call_id = msg.call_id().ok()?.to_string();
+        let ours = if msg.is_request() {
+            msg.to_header().ok()?.tag()?.to_string()
+        } else {
+            msg.from_header().ok()?.tag()?.to_string()
+        };
+        self.by_dialog.get(&(call_id, ours)).copied()
+    }
+
+    pub fn ids(&self) -> Vec<SessionId> {
+        self.sessions.keys().copied().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Sessions reaped so far.
+    pub fn reaped(&self) -> u64 {
+        self.reaped
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sessions
+            .values()
+            .filter_map(|s| s.poll_timeout())
+            .min()
+    }
+
+    /// Sessions with a timer due at `now`.
+    pub fn due(&self, now: Instant) -> Vec<SessionId> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Remove every session that has ended and lingered; returns their ids.
+    pub fn reap(&mut self, now: Instant) -> Vec<SessionId> {
+        let done: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.is_reapable(now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &done {
+            self.sessions.remove(id);
+        }
+        if !done.is_empty() {
+            self.by_tx.retain(|_, v| !done.contains(v));
+            self.by_dialog.retain(|_, v| !done.contains(v));
+            self.reaped += done.len() as u64;
+        }
+        done
+    }
+}
+
+/// Why a new INVITE is refused before any session is made for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Precheck {
+    pub code: u16,
+    pub reason: &'static str,
+    /// Headers the answer must carry (`Unsupported` with a 420).
+    pub headers: Vec<(String, String)>,
+    pub why: String,
+}
+
+/// The checks RFC 3261 asks of every UAS for a new INVITE: a Contact it can
+/// send in-dialog requests to (§8.1.1.8: an INVITE MUST carry exactly one;
+/// 400 otherwise), and no `Require` option it does not support (§8.2.2.3:
+/// 420 listing them in `Unsupported`).
+pub fn uas_precheck(request: &Message, config: &SessionConfig) -> Result<(), Precheck> {
+    let contacts = request.contacts().map_err(|e| Precheck {
+        code: 400,
+        reason: "Bad Request",
+        headers: Vec::new(),
+        why: format!("unreadable Contact: {e}"),
+    })?;
+    if contacts.len() != 1 {
+        let why = if contacts.is_empty() {
+            "no Contact (RFC 3261 §8.1.1.8)".to_string()
+        } else {
+            format!(
+                "{} Contacts in an INVITE (exactly one allowed)",
+                contacts.len()
+            )
+        };
+        return Err(Precheck {
+            code: 400,
+            reason: if contacts.is_empty() {
+                "Missing Contact"
+            } else {
+                "Bad Request"
+            },
+            headers: Vec::new(),
+            why,
+        });
+    }
+    let unsupported: Vec<String> = request
+        .headers
+        .values("Require")
+        .filter(|opt| !config.supported.iter().any(|s| s.eq_ignore_ascii_case(opt)))
+        .map(str::to_string)
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(Precheck {
+            code: 420,
+            reason: "Bad Extension",
+            headers: vec![("Unsupported".into(), unsupported.join(", "))],
+            why: format!("Require: {} is not supported", unsupported.join(", ")),
+        });
+    }
+    Ok(())
+}

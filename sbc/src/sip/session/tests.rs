@@ -1,0 +1,746 @@
+//! Two user agents on a fake clock, messages carried in memory (serialised
+//! and parsed again, as on a wire), no sockets, no runtime: the session
+//! layer's behaviour, end to end, in microseconds. The harness follows
+//! quinn-proto's `tests/util.rs`: a `Pair` and a bounded drive loop that
+//! fails instead of hanging.
+
+// A fake clock needs an origin; nothing here waits on it.
+#![allow(clippy::disallowed_methods)]
+
+use super::*;
+use crate::sip::endpoint::{Destination, EndpointConfig, LocalPorts};
+use crate::sip::rng::SeededRng;
+use crate::sip::routing::RoutingTable;
+use crate::sip::sdp::offer_answer::{Codec, LocalMedia};
+use crate::sip::sdp::Origin;
+use crate::sip::transport::{Source, Target, TransportKind};
+use crate::sip::ua::{UaConfig, UaEvent, UserAgent};
+use crate::sip::wire::{Message, Method};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const A: &str = "10.0.0.1:5060";
+const B: &str = "10.0.0.2:5060";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct Host {
+    ua: UserAgent,
+    addr: SocketAddr,
+    events: Vec<UaEvent>,
+}
+
+/// A message on its way: due at `at`, to `to`, from `from`.
+struct InFlight {
+    at: Instant,
+    to: SocketAddr,
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+type Dropper = Box<dyn FnMut(&Message) -> bool>;
+
+struct Pair {
+    start: Instant,
+    now: Instant,
+    latency: Duration,
+    a: Host,
+    b: Host,
+    flight: Vec<InFlight>,
+    /// Drop every message this predicate picks, before delivery.
+    drop: Option<Dropper>,
+    /// Every message delivered: (from, first line).
+    log: Vec<(SocketAddr, String)>,
+}
+
+fn host(name: &str, at: &str, seed: u64) -> Host {
+    let mut routing = RoutingTable::new();
+    routing.insert("a.example.com", addr(A).ip());
+    routing.insert("b.example.com", addr(B).ip());
+    let mut session = SessionConfig::new(format!("<sip:{name}.example.com:5060>"));
+    session.supported = vec!["timer".into()];
+    let config = UaConfig {
+        endpoint: EndpointConfig::new(format!("{name}.example.com")),
+        session,
+    };
+    let ports = LocalPorts {
+        udp: Some(5060),
+        ..Default::default()
+    };
+    Host {
+        ua: UserAgent::new(config, ports, routing, SeededRng::new(seed)),
+        addr: addr(at),
+        events: Vec::new(),
+    }
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let start = Instant::now();
+        Pair {
+            start,
+            now: start,
+            latency: Duration::from_millis(10),
+            a: host("a", A, 1),
+            b: host("b", B, 2),
+            flight: Vec::new(),
+            drop: None,
+            log: Vec::new(),
+        }
+    }
+
+    fn host(&mut self, at: SocketAddr) -> &mut Host {
+        if at == self.a.addr {
+            &mut self.a
+        } else {
+            &mut self.b
+        }
+    }
+
+    /// Move what each side wants sent into flight, and their events out.
+    fn collect(&mut self) {
+        for h in [&mut self.a, &mut self.b] {
+            while let Some(t) = h.ua.poll_transmit() {
+                let to = match &t.destination {
+                    Destination::Target(t) => t.addr,
+                    Destination::Reply(s) => s.remote,
+                };
+                self.flight.push(InFlight {
+                    at: self.now + self.latency,
+                    to,
+                    from: h.addr,
+                    bytes: t.message.to_bytes(),
+                });
+            }
+            while let Some(e) = h.ua.poll_event() {
+                h.events.push(e);
+            }
+        }
+    }
+
+    /// One step: deliver what is due, else advance the clock to the next
+    /// delivery or timer. `false` when nothing is left to happen.
+    fn step(&mut self) -> bool {
+        self.collect();
+        self.flight.sort_by_key(|f| f.at);
+        if let Some(pos) = self.flight.iter().position(|f| f.at <= self.now) {
+            let f = self.flight.remove(pos);
+            let msg = Message::parse(&f.bytes).expect("what a UA sends parses");
+            if let Some(d) = &mut self.drop {
+                if d(&msg) {
+                    return true;
+                }
+            }
+            self.log.push((f.from, label(&msg)));
+            let source = Source {
+                transport: TransportKind::Udp,
+                local: f.to,
+                remote: f.from,
+                connection: None,
+                peer_names: Arc::default(),
+            };
+            let now = self.now;
+            self.host(f.to).ua.handle_message(now, msg, f.bytes, source);
+            return true;
+        }
+        let next = [
+            self.flight.iter().map(|f| f.at).min(),
+            self.a.ua.poll_timeout(),
+            self.b.ua.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(next) = next else { return false };
+        self.now = self.now.max(next);
+        let now = self.now;
+        for h in [&mut self.a, &mut self.b] {
+            if h.ua.poll_timeout().is_some_and(|t| t <= now) {
+                h.ua.handle_timeout(now);
+            }
+        }
+        true
+    }
+
+    /// Drive until `done` holds, at most `limit` steps (then fail: a loop
+    /// that never settles is a bug, not a hang).
+    fn drive_until(&mut self, limit: usize, mut done: impl FnMut(&Pair) -> bool) {
+        for _ in 0..limit {
+            self.collect();
+            if done(self) {
+                return;
+            }
+            if !self.step() {
+                break;
+            }
+        }
+        self.collect();
+        assert!(
+            done(self),
+            "not done after {limit} steps at +{:?}; log: {:#?}",
+            self.elapsed(),
+            self.log
+        );
+    }
+
+    /// Drive until nothing is left: no message in flight, no timer.
+    fn drive_to_rest(&mut self) {
+        for _ in 0..10_000 {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("never at rest; log: {:#?}", self.log);
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Let `d` pass, delivering and firing whatever falls due meanwhile.
+    fn advance(&mut self, d: Duration) {
+        let until = self.now + d;
+        for _ in 0..100_000 {
+            self.collect();
+            let next = [
+                self.flight.iter().map(|f| f.at).min(),
+                self.a.ua.poll_timeout(),
+                self.b.ua.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match next {
+                Some(t) if t <= until => {
+                    self.step();
+                }
+                _ => {
+                    self.now = until;
+                    return;
+                }
+            }
+        }
+        panic!("no rest while advancing");
+    }
+
+    fn sent(&self, from: &str, line_starts: &str) -> usize {
+        let from = addr(from);
+        self.log
+            .iter()
+            .filter(|(f, l)| *f == from && l.starts_with(line_starts))
+            .count()
+    }
+}
+
+/// `INVITE sip:...` for a request, `SIP/2.0 200 OK (BYE)` for a response.
+fn label(m: &Message) -> String {
+    match m.status() {
+        None => m.summary(),
+        Some(_) => format!(
+            "SIP/2.0 {} ({})",
+            m.summary(),
+            m.cseq().map(|c| c.method.to_string()).unwrap_or_default()
+        ),
+    }
+}
+
+fn sdp(port: u16, version: u64) -> crate::sip::sdp::SessionDescription {
+    LocalMedia {
+        address: "10.0.0.9".into(),
+        port,
+        codecs: vec![Codec::pcmu()],
+        srtp_key: None,
+        rtcp_mux: false,
+        ice: None,
+    }
+    .offer(Origin {
+        username: "-".into(),
+        session_id: 42,
+        session_version: version,
+        address: "10.0.0.9".into(),
+    })
+}
+
+fn invite_msg(rng: &mut SeededRng) -> Message {
+    RequestBuilder::new(
+        Method::Invite,
+        "sip:+4989000001@b.example.com",
+        "<sip:+4930123456@a.example.com>",
+        "<sip:+4989000001@b.example.com>",
+    )
+    .build(rng, "a.example.com")
+}
+
+fn to_b() -> Hop {
+    Hop::Target(Target {
+        transport: TransportKind::Udp,
+        addr: addr(B),
+        server_name: None,
+    })
+}
+
+/// A calls B; returns A's session id.
+fn call(p: &mut Pair) -> SessionId {
+    let msg = invite_msg(p.a.ua.rng());
+    let now = p.now;
+    p.a.ua.invite(now, msg, Some(sdp(4000, 1)), to_b()).unwrap()
+}
+
+fn incoming(h: &Host) -> Option<SessionId> {
+    h.events.iter().find_map(|e| match e {
+        UaEvent::Session {
+            id,
+            event: SessionEvent::Incoming { .. },
+        } => Some(*id),
+        _ => None,
+    })
+}
+
+fn has(h: &Host, f: impl Fn(&SessionEvent) -> bool) -> bool {
+    h.events
+        .iter()
+        .any(|e| matches!(e, UaEvent::Session { event, .. } if f(event)))
+}
+
+fn ended(h: &Host) -> Option<EndReason> {
+    h.events.iter().find_map(|e| match e {
+        UaEvent::Session {
+            event: SessionEvent::Ended { reason },
+            ..
+        } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+fn ringing(n: u16) -> Reply {
+    Reply::new(n, "Ringing")
+}
+
+/// A calls, B rings and answers; both confirmed.
+fn answered_call(p: &mut Pair) -> (SessionId, SessionId) {
+    let a = call(p);
+    p.drive_until(100, |p| incoming(&p.b).is_some());
+    let b = incoming(&p.b).unwrap();
+    let now = p.now;
+    p.b.ua.provisional(now, b, 0, ringing(180)).unwrap();
+    p.b.ua
+        .accept(now, b, 0, Reply::new(200, "OK").sdp(sdp(5000, 1)))
+        .unwrap();
+    p.drive_until(100, |p| {
+        has(&p.a, |e| matches!(e, SessionEvent::Answered { .. }))
+            && has(&p.b, |e| *e == SessionEvent::Confirmed)
+    });
+    (a, b)
+}
+
+#[test]
+fn a_call_is_answered_acked_and_ended_with_bye_and_nothing_is_left() {
+    let mut p = Pair::new();
+    let (a, b) = answered_call(&mut p);
+    assert_eq!(p.a.ua.session(a).unwrap().state(), SessionState::Confirmed);
+    let oa = p.a.ua.session(a).unwrap().offer_answer().clone();
+    assert_eq!(oa.state, OaState::Stable);
+    assert_eq!(oa.remote.unwrap().media[0].port, 5000);
+    let now = p.now;
+    p.a.ua.bye(now, a, vec![]).unwrap();
+    p.drive_until(100, |p| ended(&p.a).is_some() && ended(&p.b).is_some());
+    assert_eq!(ended(&p.a), Some(EndReason::LocalBye));
+    assert_eq!(ended(&p.b), Some(EndReason::RemoteBye { reason: None }));
+    assert_eq!(p.sent(B, "SIP/2.0 200 OK (BYE)"), 1);
+    // 64·T1 of linger on UDP, then the sessions are reaped and every
+    // transaction has ended.
+    p.drive_to_rest();
+    for h in [&p.a, &p.b] {
+        assert_eq!(h.ua.counts().sessions, 0, "sessions left");
+        assert_eq!(h.ua.counts().transactions, 0, "transactions left");
+    }
+    let _ = b;
+}
+
+#[test]
+fn a_lost_ack_brings_the_2xx_again_and_the_same_ack_answers_it() {
+    let mut p = Pair::new();
+    let mut dropped = false;
+    p.drop = Some(Box::new(move |m: &Message| {
+        if !dropped && m.method() == Some(&Method::Ack) {
+            dropped = true;
+            return true;
+        }
+        false
+    }));
+    answered_call(&mut p);
+    assert_eq!(p.sent(B, "SIP/2.0 200 OK (INVITE)"), 2, "{:#?}", p.log);
+    assert_eq!(p.sent(A, "ACK"), 1, "the second ACK got through");
+    // The re-sent ACK is the same message (same branch).
+    let acks: Vec<_> = p.log.iter().filter(|(_, l)| l.starts_with("ACK")).collect();
+    assert_eq!(acks.len(), 1);
+}
+
+#[test]
+fn a_2xx_never_acked_ends_the_session_with_bye_after_64_t1() {
+    let mut p = Pair::new();
+    p.drop = Some(Box::new(|m: &Message| m.method() == Some(&Method::Ack)));
+    let start = p.now;
+    let a = call(&mut p);
+    p.drive_until(100, |p| incoming(&p.b).is_some());
+    let b = incoming(&p.b).unwrap();
+    let now = p.now;
+    p.b.ua
+        .accept(now, b, 0, Reply::new(200, "OK").sdp(sdp(5000, 1)))
+        .unwrap();
+    p.drive_until(1000, |p| ended(&p.b).is_some() && ended(&p.a).is_some());
+    assert_eq!(ended(&p.b), Some(EndReason::NoAck));
+    assert_eq!(ended(&p.a), Some(EndReason::RemoteBye { reason: None }));
+    let waited = p.now - start;
+    assert!(
+        waited >= Duration::from_secs(32) && waited < Duration::from_secs(33),
+        "BYE after {waited:?}"
+    );
+    // RFC 3261 §13.3.1.4: 2xx retransmitted at 0.5, 1, 2, 4, 4... s.
+    assert!(p.sent(B, "SIP/2.0 200 OK (INVITE)") >= 10);
+    let _ = a;
+}
+
+#[test]
+fn cancel_waits_for_a_provisional_then_ends_with_487() {
+    let mut p = Pair::new();
+    // The 100 Trying is lost: the CANCEL must wait for the 180 (§9.1).
+    p.drop = Some(Box::new(|m: &Message| m.status() == Some(100)));
+    let a = call(&mut p);
+    let now = p.now;
+    p.a.ua.cancel(now, a).unwrap();
+    p.drive_until(100, |p| incoming(&p.b).is_some());
+    p.drive_until(100, |p| p.flight.is_empty());
+    assert_eq!(p.sent(A, "CANCEL"), 0, "no CANCEL before a provisional");
+    let b = incoming(&p.b).unwrap();
+    let now = p.now;
+    p.b.ua.provisional(now, b, 0, ringing(180)).unwrap();
+    p.drive_until(100, |p| ended(&p.a).is_some() && ended(&p.b).is_some());
+    assert_eq!(ended(&p.a), Some(EndReason::Cancelled));
+    assert_eq!(ended(&p.b), Some(EndReason::Cancelled));
+    assert_eq!(p.sent(B, "SIP/2.0 487"), 1);
+    p.drive_to_rest();
+    assert_eq!(p.a.ua.counts().sessions + p.b.ua.counts().sessions, 0);
+}
+
+#[test]
+fn a_2xx_that_crosses_the_cancel_is_acked_and_byed() {
+    let mut p = Pair::new();
+    let a = call(&mut p);
+    p.drive_until(100, |p| incoming(&p.b).is_some());
+    let b = incoming(&p.b).unwrap();
+    p.drive_until(100, |p| p.sent(B, "SIP/2.0 100") == 1);
+    // Both at the same instant: the CANCEL and the 200 cross on the wire.
+    let now = p.now;
+    p.a.ua.cancel(now, a).unwrap();
+    p.b.ua
+        .accept(now, b, 0, Reply::new(200, "OK").sdp(sdp(5000, 1)))
+        .unwrap();
+    p.drive_until(100, |p| ended(&p.a).is_some() && ended(&p.b).is_some());
+    assert_eq!(ended(&p.a), Some(EndReason::Cancelled));
+    assert_eq!(p.sent(A, "ACK"), 1);
+    assert_eq!(p.sent(A, "BYE"), 1);
+    assert_eq!(
+        p.sent(B, "SIP/2.0 200 OK (CANCEL)"),
+        0,
+        "too late to cancel: 481"
+    );
+}
+
+#[test]
+fn forks_ring_with_their_own_tags_and_the_2xx_fork_makes_the_dialog() {
+    let mut p = Pair::new();
+    let a = call(&mut p);
+    p.drive_until(100, |p| incoming(&p.b).is_some());
+    let b = incoming(&p.b).unwrap();
+    let now = p.now;
+    let fork = p.b.ua.add_fork(now, b).unwrap();
+    p.b.ua.provisional(now, b, 0, ringing(180)).unwrap();
+    p.b.ua.provisional(now, b, fork, ringing(180)).unwrap();
+    p.b.ua
+        .accept(now, b, fork, Reply::new(200, "OK").sdp(sdp(5000, 1)))
+        .unwrap();
+    p.drive_until(100, |p| {
+        has(&p.a, |e| matches!(e, SessionEvent::Answered { .. }))
+    });
+    let tags: Vec<String> =
+        p.a.events
+            .iter()
+            .filter_map(|e| match e {
+                UaEvent::Session {
+                    event: SessionEvent::Progress { response, .. },
+                    ..
+                } => response.to_header().ok()?.tag().map(str::to_string),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(tags.len(), 2);
+    assert_ne!(tags[0], tags[1], "a To-tag per fork");
+    let d = p.a.ua.session(a).unwrap().dialog().unwrap().clone();
+    assert_eq!(d.remote_tag, tags[1], "the dialog is the answering fork's");
+    // A BYE from B's answering fork reaches A's session.
+    p.drive_until(100, |p| has(&p.b, |e| *e == SessionEvent::Confirmed));
+    let now = p.now;
+    p.b.ua.bye(now, b, vec![]).unwrap();
+    p.drive_until(100, |p| ended(&p.a).is_some());
+}
+
+#[test]
+fn a_re_invite_changes_the_sdp_and_bumps_the_origin_version() {
+    let mut p = Pair::new();
+    let (a, b) = answered_call(&mut p);
+    let now = p.now;
+    p.a.ua.reinvite(now, a, sdp(4100, 1), vec![]).unwrap();
+    p.drive_until(100, |p| {
+        has(&p.b, |e| matches!(e, SessionEvent::ReInvite { .. }))
+    });
+    let offer =
+        p.b.events
+            .iter()
+            .find_map(|e| match e {
+                UaEvent::Session {
+                    event: SessionEvent::ReInvite { offer, .. },
+                    ..
+                } => offer.clone(),
+                _ => None,
+            })
+            .unwrap();
+    assert_eq!(offer.media[0].port, 4100);
+    assert_eq!(offer.origin.session_version, 2, "changed SDP: version + 1");
+    let now = p.now;
+    p.b.ua
+        .answer_reinvite(now, b, Reply::new(200, "OK").sdp(sdp(5000, 1)))
+        .unwrap();
+    p.drive_until(100, |p| {
+        has(&p.a, |e| {
+            matches!(e, SessionEvent::ReInviteDone { result: Ok(_) })
+        })
+    });
+    // B answered with the same SDP as before: same version (a refresh).
+    let b_local =
+        p.b.ua
+            .session(b)
+            .unwrap()
+            .offer_answer()
+            .local
+            .clone()
+            .unwrap();
+    assert_eq!(b_local.origin.session_version, 1);
+    // The re-INVITE's 2xx is ACKed too.
+    p.drive_until(100, |p| p.sent(A, "ACK") == 2);
+    // A keep-alive re-INVITE with the same SDP keeps the version.
+    let now = p.now;
+    p.a.ua.reinvite(now, a, sdp(4100, 1), vec![]).unwrap();
+    p.drive_until(100, |p| {
+        p.b.events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    UaEvent::Session {
+                        event: SessionEvent::ReInvite { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+            == 2
+    });
+    let a_local =
+        p.a.ua
+            .session(a)
+            .unwrap()
+            .offer_answer()
+            .local
+            .clone()
+            .unwrap();
+    assert_eq!(a_local.origin.session_version, 2);
+}
+
+#[test]
+fn glare_gets_491_and_both_offers_go_through_after_the_random_wait() {
+    let mut p = Pair::new();
+    let (a, b) = answered_call(&mut p);
+    let now = p.now;
+    p.a.ua.reinvite(now, a, sdp(4100, 1), vec![]).unwrap();
+    p.b.ua.reinvite(now, b, sdp(5100, 1), vec![]).unwrap();
+    // Each side answers the other's re-INVITE as it arrives.
+    let mut answered = 0;
+    for _ in 0..2000 {
+        p.collect();
+        for (h, id, port) in [(&mut p.a, a, 4100), (&mut p.b, b, 5100)] {
+            let pending: Vec<_> = h
+                .events
+                .drain(..)
+                .filter(|e| {
+                    matches!(
+                        e,
+                        UaEvent::Session {
+                            event: SessionEvent::ReInvite { .. },
+                            ..
+                        }
+                    )
+                })
+                .collect();
+            for _ in pending {
+                let now = p.now;
+                h.ua.answer_reinvite(now, id, Reply::new(200, "OK").sdp(sdp(port, 1)))
+                    .unwrap();
+                answered += 1;
+            }
+        }
+        if answered == 2 && p.flight.is_empty() {
+            break;
+        }
+        if !p.step() {
+            break;
+        }
+    }
+    assert_eq!(answered, 2, "{:#?}", p.log);
+    assert_eq!(p.sent(A, "SIP/2.0 491") + p.sent(B, "SIP/2.0 491"), 2);
+    let a_remote =
+        p.a.ua
+            .session(a)
+            .unwrap()
+            .offer_answer()
+            .remote
+            .clone()
+            .unwrap();
+    let b_remote =
+        p.b.ua
+            .session(b)
+            .unwrap()
+            .offer_answer()
+            .remote
+            .clone()
+            .unwrap();
+    assert_eq!(
+        (a_remote.media[0].port, b_remote.media[0].port),
+        (5100, 4100)
+    );
+}
+
+#[test]
+fn a_request_for_an_unknown_dialog_gets_481() {
+    let mut p = Pair::new();
+    let (a, _) = answered_call(&mut p);
+    let mut bye =
+        p.a.ua
+            .session(a)
+            .unwrap()
+            .dialog()
+            .unwrap()
+            .clone()
+            .request(Method::Bye);
+    bye.headers
+        .set("To", "<sip:+4989000001@b.example.com>;tag=nosuch");
+    let now = p.now;
+    p.a.ua.send_request(now, bye, to_b()).unwrap();
+    p.drive_until(100, |p| p.sent(B, "SIP/2.0 481") == 1);
+}
+
+#[test]
+fn an_invite_without_contact_or_with_an_unknown_require_is_refused() {
+    let mut p = Pair::new();
+    let mut m = invite_msg(p.a.ua.rng());
+    m.headers.push("Require", "100rel");
+    let now = p.now;
+    p.a.ua.invite(now, m, Some(sdp(4000, 1)), to_b()).unwrap();
+    p.drive_until(100, |p| ended(&p.a).is_some());
+    assert_eq!(
+        ended(&p.a),
+        Some(EndReason::Rejected {
+            code: 420,
+            reason: "Bad Extension".into()
+        })
+    );
+    let unsupported = p.log.iter().any(|(_, l)| l.starts_with("SIP/2.0 420"));
+    assert!(unsupported);
+    assert!(p
+        .b
+        .events
+        .iter()
+        .any(|e| matches!(e, UaEvent::Refused { code: 420, .. })));
+
+    // Without Contact (the builder adds ours: take it out on the wire).
+    p.drop = None;
+    let mut q = Pair::new();
+    q.drop = Some(Box::new(|_m: &Message| false));
+    let m = invite_msg(q.a.ua.rng());
+    let key_target = Target {
+        transport: TransportKind::Udp,
+        addr: addr(B),
+        server_name: None,
+    };
+    let now = q.now;
+    q.a.ua
+        .send_request(now, m, Hop::Target(key_target))
+        .unwrap();
+    q.drive_until(100, |q| q.sent(B, "SIP/2.0 400") == 1);
+    assert!(incoming(&q.b).is_none());
+}
+
+#[test]
+fn a_callee_ringing_for_45_s_is_answered_without_a_timeout() {
+    let mut p = Pair::new();
+    let a = call(&mut p);
+    p.drive_until(100, |p| incoming(&p.b).is_some());
+    let b = incoming(&p.b).unwrap();
+    let now = p.now;
+    p.b.ua.provisional(now, b, 0, ringing(180)).unwrap();
+    p.advance(Duration::from_secs(45));
+    assert!(ended(&p.a).is_none(), "{:?}", ended(&p.a));
+    let now = p.now;
+    p.b.ua
+        .accept(now, b, 0, Reply::new(200, "OK").sdp(sdp(5000, 1)))
+        .unwrap();
+    p.drive_until(100, |p| {
+        has(&p.a, |e| matches!(e, SessionEvent::Answered { .. }))
+    });
+    assert_eq!(
+        p.sent(A, "INVITE"),
+        1,
+        "INVITE retransmission stopped at the 100"
+    );
+    let _ = a;
+}
+
+#[test]
+fn a_bye_on_an_early_dialog_ends_the_invite_with_487() {
+    let mut p = Pair::new();
+    let a = call(&mut p);
+    p.drive_until(100, |p| incoming(&p.b).is_some());
+    let b = incoming(&p.b).unwrap();
+    let now = p.now;
+    p.b.ua.provisional(now, b, 0, ringing(180)).unwrap();
+    p.drive_until(100, |p| {
+        has(&p.a, |e| matches!(e, SessionEvent::Progress { .. }))
+    });
+    // A crafts a BYE on the early dialog (RFC 3261 §15.1.2 allows it).
+    let response =
+        p.a.events
+            .iter()
+            .find_map(|e| match e {
+                UaEvent::Session {
+                    event: SessionEvent::Progress { response, .. },
+                    ..
+                } => Some(response.clone()),
+                _ => None,
+            })
+            .unwrap();
+    let inv = p.a.ua.session(a).unwrap().invite().clone();
+    let mut d =
+        crate::sip::dialog::Dialog::as_uac(&inv, &response, "<sip:a>".into(), |_| false).unwrap();
+    let bye = d.request(Method::Bye);
+    let now = p.now;
+    p.a.ua.send_request(now, bye, to_b()).unwrap();
+    p.drive_until(100, |p| ended(&p.a).is_some() && ended(&p.b).is_some());
+    assert_eq!(p.sent(B, "SIP/2.0 487"), 1);
+    assert!(matches!(
+        ended(&p.a),
+        Some(EndReason::Rejected { code: 487, .. })
+    ));
+}

@@ -1,0 +1,107 @@
+//! The SBC's configuration file: a good file loads with its defaults, and
+//! every error names the file, the key and the reason.
+
+use drlab_sim::pki::TestPki;
+use sbc::config::{load, Loaded};
+use std::path::{Path, PathBuf};
+
+fn write_pki(dir: &Path) {
+    let pki = TestPki::new().unwrap();
+    pki.write_pem(dir, "sbc.example.com").unwrap();
+}
+
+fn with_file(body: &str) -> (tempdir::Dir, PathBuf) {
+    let dir = tempdir::Dir::new();
+    write_pki(dir.path());
+    let p = dir.path().join("sbc.toml");
+    std::fs::write(&p, body).unwrap();
+    (dir, p)
+}
+
+const GOOD: &str = r#"
+fqdn = "sbc.example.com"
+media_ip = "192.0.2.10"
+
+[carrier]
+host = "carrier.example.net"
+country_code = "49"
+
+[tls]
+certificate = "sbc.example.com.pem"
+key = "sbc.example.com.key"
+trust = "ca.pem"
+"#;
+
+#[test]
+fn a_good_file_loads_with_defaults() {
+    let (_d, p) = with_file(GOOD);
+    let Loaded {
+        config: c,
+        seed,
+        hosts,
+    } = load(&p).unwrap();
+    assert!(hosts.is_empty());
+    assert_eq!(c.fqdn, "sbc.example.com");
+    assert_eq!(c.hub_fqdns.len(), 3);
+    assert_eq!((c.carrier_port, c.tls_listen_port), (5060, 5061));
+    assert_eq!(c.media_ports, 40000..=44999);
+    assert_eq!(seed, None);
+}
+
+#[test]
+fn errors_name_the_file_key_and_reason() {
+    let (_d, p) = with_file(&GOOD.replace("\"sbc.example.com\"", "\"10.0.0.1\""));
+    let e = load(&p).unwrap_err();
+    assert_eq!(e.key, "fqdn");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}: fqdn:", p.display())),
+        "{e}"
+    );
+
+    let (_d, p) = with_file(&GOOD.replace("country_code = \"49\"", "country_code = \"+49\""));
+    assert_eq!(load(&p).unwrap_err().key, "carrier.country_code");
+
+    let (_d, p) =
+        with_file(&GOOD.replace("key = \"sbc.example.com.key\"", "key = \"missing.key\""));
+    let e = load(&p).unwrap_err();
+    assert_eq!(e.key, "tls.key");
+    assert!(e.reason.contains("missing.key"), "{e}");
+
+    let (_d, p) = with_file(&format!("{GOOD}\nbogus = 1\n"));
+    let e = load(&p).unwrap_err();
+    assert!(e.reason.contains("unknown field"), "{e}");
+
+    let (_d, p) = with_file(&GOOD.replace("media_ip = \"192.0.2.10\"", "media_ip = \"nope\""));
+    assert_eq!(load(&p).unwrap_err().key, "media_ip");
+}
+
+/// A temporary directory removed on drop (no extra dependency for tests).
+mod tempdir {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    pub struct Dir(PathBuf);
+    static N: AtomicU32 = AtomicU32::new(0);
+
+    impl Dir {
+        pub fn new() -> Dir {
+            let p = std::env::temp_dir().join(format!(
+                "drlab-config-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

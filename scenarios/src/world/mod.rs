@@ -1,0 +1,336 @@
+//! The simulated world: a turmoil `Sim` holding a topology of parties (the
+//! three hub proxies and their media processor, the carrier trunk and PSTN
+//! phones, a scripted tester; [`topology`]) and a system under test (the
+//! SBC; [`sut`]), each a host with its own address, all driven from one
+//! seed.
+
+pub mod sut;
+pub mod topology;
+
+pub use sut::{ReferenceSbc, SutContext, SutState, SystemUnderTest};
+pub use topology::{phone_host, CARRIER, MEDIA_PROCESSOR};
+
+use crate::tester::{TesterCommand, TesterView, TESTER};
+use carrier_sim::trunk::{CarrierCommand, CarrierView};
+use drlab_sim::pki::TestPki;
+use sbc::b2bua::SbcView;
+use sbc::direct_routing::HUB_FQDNS;
+use sbc::sip::transport::tls::{client_config, roots, server_config};
+use sbc::sip::transport::{Recorder, Tap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use teams_sim::hub::{HubCommand, HubView, TeamsUser, Tenant};
+use tokio::sync::mpsc;
+
+pub const SBC_FQDN: &str = "sbc.example.com";
+/// The wall-clock second simulated time starts at (pinned for determinism).
+pub const EPOCH_SECS: u32 = 1_800_000_000;
+
+/// How a world is built. Defaults are the reference lab.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    pub seed: u64,
+    /// The SBC FQDN registered in the tenant.
+    pub sbc_fqdn: String,
+    pub phones: Vec<String>,
+    pub teams_users: Vec<TeamsUser>,
+    /// One-way latency on every link.
+    pub latency: Duration,
+    pub tick: Duration,
+    /// The longest a scenario may run, in simulated time.
+    pub duration: Duration,
+    /// Audio frames each far end sends per call (20 ms each); the default
+    /// keeps them talking until the call ends.
+    pub media_frames: u32,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        LabConfig {
+            seed: 1,
+            sbc_fqdn: SBC_FQDN.into(),
+            phones: vec!["+4930123456".into(), "+4930654321".into()],
+            teams_users: vec![
+                TeamsUser {
+                    number: "+4989000001".into(),
+                    name: "Alice".into(),
+                },
+                TeamsUser {
+                    number: "+4989000002".into(),
+                    name: "Bob".into(),
+                },
+            ],
+            latency: Duration::from_millis(10),
+            tick: Duration::from_millis(1),
+            duration: Duration::from_secs(3600),
+            media_frames: 100_000,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct LabError(pub String);
+
+impl std::fmt::Display for LabError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LabError {}
+
+pub struct Lab {
+    pub config: LabConfig,
+    pub sim: turmoil::Sim<'static>,
+    pub recorder: Recorder,
+    pub hub: Arc<Mutex<HubView>>,
+    pub carrier: Arc<Mutex<CarrierView>>,
+    pub sut: Box<dyn SystemUnderTest>,
+    pub hub_commands: mpsc::UnboundedSender<HubCommand>,
+    pub carrier_commands: mpsc::UnboundedSender<CarrierCommand>,
+    /// The scripted client with the SBC's certificate.
+    pub tester: Arc<Mutex<TesterView>>,
+    pub tester_commands: mpsc::UnboundedSender<TesterCommand>,
+    /// Audio probes running on the media hosts.
+    pub probes_live: Vec<Arc<AtomicUsize>>,
+    /// Host names in ladder order.
+    pub hosts: Vec<String>,
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Lab(seed {}, {:?} simulated)",
+            self.config.seed,
+            self.sim.elapsed()
+        )
+    }
+}
+
+/// What every party holds: the no-state-left check reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holdings {
+    pub sbc: Option<SutState>,
+    /// Calls, sessions and transactions over the hub's proxies.
+    pub hub: (usize, usize, usize),
+    pub hub_media_ports: usize,
+    pub carrier: (usize, usize, usize),
+    pub carrier_media_ports: usize,
+    pub probes: usize,
+}
+
+impl Holdings {
+    pub fn is_empty(&self) -> bool {
+        self.sbc.as_ref().is_none_or(|s| *s == SutState::default())
+            && self.hub == (0, 0, 0)
+            && self.hub_media_ports == 0
+            && self.carrier == (0, 0, 0)
+            && self.carrier_media_ports == 0
+            && self.probes == 0
+    }
+}
+
+impl std::fmt::Display for Holdings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(s) = &self.sbc {
+            write!(
+                f,
+                "SBC: {} calls, {} sessions, {} transactions, {} media ports, {} relays open; ",
+                s.calls, s.sessions, s.transactions, s.media_ports, s.relays_open
+            )?;
+        }
+        write!(
+            f,
+            "hub: {} calls, {} sessions, {} transactions, {} media ports; \
+             carrier: {} calls, {} sessions, {} transactions, {} media ports; {} audio probes running",
+            self.hub.0,
+            self.hub.1,
+            self.hub.2,
+            self.hub_media_ports,
+            self.carrier.0,
+            self.carrier.1,
+            self.carrier.2,
+            self.carrier_media_ports,
+            self.probes
+        )
+    }
+}
+
+impl Lab {
+    /// The reference lab with drlab's own SBC under test.
+    pub fn new(config: LabConfig) -> Result<Lab, LabError> {
+        Self::with_sut(config, Box::new(ReferenceSbc::default()))
+    }
+
+    pub fn with_sut(config: LabConfig, sut: Box<dyn SystemUnderTest>) -> Result<Lab, LabError> {
+        let err = |e: &dyn std::fmt::Display| LabError(e.to_string());
+        let pki = TestPki::new().map_err(|e| err(&e))?;
+        let root = roots(&[pki.root()]).map_err(|e| err(&e))?;
+        let hub_id = pki.hub().map_err(|e| err(&e))?;
+        let sbc_id = pki.good(&[config.sbc_fqdn.as_str()]).map_err(|e| err(&e))?;
+
+        let mut sim = turmoil::Builder::new()
+            .rng_seed(config.seed)
+            .epoch(std::time::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS.into()))
+            .simulation_duration(config.duration)
+            .tick_duration(config.tick)
+            .min_message_latency(config.latency)
+            .max_message_latency(config.latency)
+            .udp_capacity(4096)
+            .build();
+
+        let recorder = Recorder::default();
+        let tap: Arc<dyn Tap> = Arc::new(recorder.clone());
+        // The system under test first: host addresses follow registration order.
+        let ctx = SutContext {
+            fqdn: config.sbc_fqdn.clone(),
+            tls_server: server_config(&sbc_id, root.clone()).map_err(|e| err(&e))?,
+            tls_client: client_config(&sbc_id, root.clone()).map_err(|e| err(&e))?,
+            carrier_host: CARRIER.into(),
+            carrier_port: 5060,
+            seed: config.seed,
+            tap: tap.clone(),
+        };
+        sut.install(&mut sim, &ctx);
+        let parties = topology::Parties {
+            tenant: Tenant {
+                sbcs: vec![config.sbc_fqdn.clone()],
+                sbc_port: 5061,
+                users: config.teams_users.clone(),
+            },
+            sbc_fqdn: config.sbc_fqdn.clone(),
+            sbc_carrier_port: 5060,
+            phones: config.phones.clone(),
+            media_frames: config.media_frames,
+            hub_tls: (
+                server_config(&hub_id, root.clone()).map_err(|e| err(&e))?,
+                client_config(&hub_id, root.clone()).map_err(|e| err(&e))?,
+            ),
+            tester_tls: client_config(&sbc_id, root).map_err(|e| err(&e))?,
+            seed: config.seed,
+        };
+        let mut installed = topology::install(&mut sim, &parties, tap.clone());
+        topology::install_tester(&mut sim, &parties, &mut installed, tap);
+        let mut hosts = installed.hosts_before.clone();
+        hosts.push(config.sbc_fqdn.clone());
+        hosts.extend(installed.hosts_after.clone());
+        debug_assert!(hosts.iter().any(|h| h == TESTER));
+        Ok(Lab {
+            config,
+            sim,
+            recorder,
+            hub: installed.hub,
+            carrier: installed.carrier,
+            sut,
+            hub_commands: installed.hub_commands,
+            carrier_commands: installed.carrier_commands,
+            tester: installed.tester,
+            tester_commands: installed.tester_commands,
+            probes_live: installed.probes_live,
+            hosts,
+        })
+    }
+
+    /// The reference SBC's view, when the SBC under test is ours.
+    pub fn sbc_view(&self) -> Option<Arc<Mutex<SbcView>>> {
+        self.sut.view()
+    }
+
+    /// Simulated time since the world started.
+    pub fn now(&self) -> Duration {
+        self.sim.elapsed()
+    }
+
+    /// Step the world until `done` holds, at most `limit` of simulated time.
+    /// A host that failed ends the run with its error.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&Lab) -> bool,
+    ) -> Result<bool, LabError> {
+        let until = self.now() + limit;
+        while self.now() < until {
+            if done(self) {
+                return Ok(true);
+            }
+            self.sim
+                .step()
+                .map_err(|e| LabError(format!("simulation stopped: {e}")))?;
+        }
+        Ok(done(self))
+    }
+
+    /// Host names for a party as steps name it: `the SBC`, `the hub` (its
+    /// three proxies), `the carrier`, `the media processor`, or a host name.
+    pub fn party(&self, name: &str) -> Result<Vec<String>, LabError> {
+        let hosts: Vec<String> = match name {
+            "the SBC" => vec![self.config.sbc_fqdn.clone()],
+            "the hub" => HUB_FQDNS.iter().map(|s| s.to_string()).collect(),
+            "the carrier" => vec![CARRIER.into()],
+            "the media processor" => vec![MEDIA_PROCESSOR.into()],
+            host if self.hosts.iter().any(|h| h == host) => vec![host.to_string()],
+            other => {
+                return Err(LabError(format!(
+                    "no party {other:?}; hosts are: {}",
+                    self.hosts.join(", ")
+                )))
+            }
+        };
+        Ok(hosts)
+    }
+
+    /// Fix the one-way latency between two parties (both directions).
+    pub fn set_latency(&mut self, a: &str, b: &str, latency: Duration) -> Result<(), LabError> {
+        for x in self.party(a)? {
+            for y in self.party(b)? {
+                self.sim.set_link_latency(x.as_str(), y.as_str(), latency);
+            }
+        }
+        Ok(())
+    }
+
+    /// Let `d` of simulated time pass.
+    pub fn run_for(&mut self, d: Duration) -> Result<(), LabError> {
+        self.run_until(d, |_| false).map(|_| ())
+    }
+
+    /// What every party holds now.
+    pub fn holdings(&self) -> Holdings {
+        let hub = self.hub.lock().unwrap_or_else(|e| e.into_inner());
+        let carrier = self.carrier.lock().unwrap_or_else(|e| e.into_inner());
+        let sum = |f: &dyn Fn(&teams_sim::hub::ProxyState) -> usize| {
+            hub.proxies.values().map(f).sum::<usize>()
+        };
+        Holdings {
+            sbc: self.sut.state(),
+            hub: (
+                sum(&|p| p.calls),
+                sum(&|p| p.ua.sessions),
+                sum(&|p| p.ua.transactions),
+            ),
+            hub_media_ports: hub.media_ports.in_use(),
+            carrier: (
+                carrier.live_calls,
+                carrier.ua.sessions,
+                carrier.ua.transactions,
+            ),
+            carrier_media_ports: carrier.media_ports,
+            probes: self
+                .probes_live
+                .iter()
+                .map(|l| l.load(Ordering::SeqCst))
+                .sum(),
+        }
+    }
+
+    /// The address → name map of every host, for traces.
+    pub fn names(&self) -> Vec<(IpAddr, String)> {
+        self.hosts
+            .iter()
+            .map(|h| (self.sim.lookup(h.as_str()), h.clone()))
+            .collect()
+    }
+}

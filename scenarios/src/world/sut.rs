@@ -1,0 +1,91 @@
+//! The system under test: the SBC between the carrier and the hub. Steps
+//! speak of "the SBC" and never of which one it is; the world asks it only
+//! to install itself and to say what state it holds.
+
+use sbc::b2bua::{run_sbc, SbcConfig, SbcView};
+use sbc::direct_routing::HUB_FQDNS;
+use sbc::sip::transport::{Tap, TurmoilNet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What an SBC holds, for the no-state-left check. `None` where the SBC
+/// cannot be asked (an external box).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SutState {
+    pub calls: usize,
+    pub sessions: usize,
+    pub transactions: usize,
+    pub media_ports: usize,
+    pub relays_open: usize,
+}
+
+/// An SBC a world can install on its host.
+pub trait SystemUnderTest {
+    /// Register the SBC's host(s) as `fqdn` in `sim`.
+    fn install(&self, sim: &mut turmoil::Sim<'static>, ctx: &SutContext);
+    /// What it holds now, if it can say.
+    fn state(&self) -> Option<SutState>;
+    /// The reference SBC's view, for failure reports.
+    fn view(&self) -> Option<Arc<Mutex<SbcView>>>;
+}
+
+/// What an SBC needs from the world it is put in.
+pub struct SutContext {
+    pub fqdn: String,
+    pub tls_server: Arc<rustls::ServerConfig>,
+    pub tls_client: Arc<rustls::ClientConfig>,
+    pub carrier_host: String,
+    pub carrier_port: u16,
+    pub seed: u64,
+    pub tap: Arc<dyn Tap>,
+}
+
+/// drlab's own SBC, run in simulation.
+#[derive(Default)]
+pub struct ReferenceSbc {
+    view: Arc<Mutex<SbcView>>,
+}
+
+impl SystemUnderTest for ReferenceSbc {
+    fn install(&self, sim: &mut turmoil::Sim<'static>, ctx: &SutContext) {
+        let config = SbcConfig {
+            fqdn: ctx.fqdn.clone(),
+            listen_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            advertised_ip: None,
+            carrier_host: ctx.carrier_host.clone(),
+            carrier_port: ctx.carrier_port,
+            country_code: "49".into(),
+            carrier_listen_port: 5060,
+            hub_fqdns: HUB_FQDNS.iter().map(|s| s.to_string()).collect(),
+            hub_port: 5061,
+            tls_listen_port: 5061,
+            tls_server: ctx.tls_server.clone(),
+            tls_client: ctx.tls_client.clone(),
+            options_interval: Duration::from_secs(60),
+            media_ports: 40000..=40999,
+            max_ringing: Duration::from_secs(180),
+            timers: Default::default(),
+            seed: ctx.seed,
+        };
+        let (view, tap) = (self.view.clone(), ctx.tap.clone());
+        sim.host(ctx.fqdn.as_str(), move || {
+            let (c, v, t) = (config.clone(), view.clone(), tap.clone());
+            async move { Ok(run_sbc(TurmoilNet, c, v, Some(t)).await?) }
+        });
+    }
+
+    fn state(&self) -> Option<SutState> {
+        let v = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        Some(SutState {
+            calls: v.live_calls,
+            sessions: v.ua.sessions,
+            transactions: v.ua.transactions,
+            media_ports: v.media_ports,
+            relays_open: v.relays_open,
+        })
+    }
+
+    fn view(&self) -> Option<Arc<Mutex<SbcView>>> {
+        Some(self.view.clone())
+    }
+}

@@ -1,0 +1,207 @@
+//! The parties of a simulated world that are not under test, as named
+//! hosts: the three hub proxies and their media processor, the carrier
+//! trunk and one media host per PSTN phone, and the scripted tester. Each
+//! is a turmoil host with an address of its own; what runs on it is the
+//! same role code the real-socket binaries run.
+
+use crate::tester::{run_tester, TesterCommand, TesterView, TESTER};
+use carrier_sim::trunk::{run_trunk, CarrierCommand, CarrierConfig, CarrierView, Phone};
+use drlab_sim::far_end::Answering;
+use drlab_sim::{media_host, media_host_channel, MediaHostHandle};
+use sbc::direct_routing::HUB_FQDNS;
+use sbc::sip::transport::{Network, Tap, TurmoilNet};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use teams_sim::hub::{run_proxy, HubCommand, HubConfig, HubView, Tenant};
+use tokio::sync::mpsc;
+
+pub const CARRIER: &str = "carrier.example.net";
+pub const MEDIA_PROCESSOR: &str = "mp1.media.pstnhub.microsoft.com";
+
+pub fn phone_host(number: &str) -> String {
+    format!("phone-{}.{CARRIER}", number.trim_start_matches('+'))
+}
+
+/// A receiver handed to a host closure on its first start.
+pub(crate) type Once<T> = Arc<Mutex<Option<mpsc::UnboundedReceiver<T>>>>;
+
+pub(crate) fn once<T>() -> (mpsc::UnboundedSender<T>, Once<T>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (tx, Arc::new(Mutex::new(Some(rx))))
+}
+
+pub(crate) fn take<T>(o: &Once<T>) -> mpsc::UnboundedReceiver<T> {
+    // A restarted host gets a closed channel: it keeps serving SIP without commands.
+    o.lock()
+        .ok()
+        .and_then(|mut g| g.take())
+        .unwrap_or_else(|| mpsc::unbounded_channel().1)
+}
+
+/// A media host on its own simulated address.
+fn install_media_host(
+    sim: &mut turmoil::Sim<'static>,
+    name: &str,
+    (handle, rx): (
+        MediaHostHandle,
+        mpsc::UnboundedReceiver<drlab_sim::ProbeOpen>,
+    ),
+) -> MediaHostHandle {
+    let rx = Arc::new(Mutex::new(Some(rx)));
+    let (live, host) = (handle.live.clone(), name.to_string());
+    sim.host(name, move || {
+        let rx = take(&rx);
+        let (live, host) = (live.clone(), host.clone());
+        async move {
+            let ip = TurmoilNet.resolve(&host, 0).await?.ip();
+            Ok(media_host(TurmoilNet, ip, rx, live).await?)
+        }
+    });
+    handle
+}
+
+/// What the parties that are not under test need to know of the world.
+pub struct Parties {
+    pub tenant: Tenant,
+    pub sbc_fqdn: String,
+    /// The SBC's carrier-side port.
+    pub sbc_carrier_port: u16,
+    pub phones: Vec<String>,
+    pub media_frames: u32,
+    pub hub_tls: (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>),
+    pub tester_tls: Arc<rustls::ClientConfig>,
+    pub seed: u64,
+}
+
+/// The handles a world keeps to the parties it installed.
+pub struct Installed {
+    pub hub: Arc<Mutex<HubView>>,
+    pub carrier: Arc<Mutex<CarrierView>>,
+    pub hub_commands: mpsc::UnboundedSender<HubCommand>,
+    pub carrier_commands: mpsc::UnboundedSender<CarrierCommand>,
+    pub tester: Arc<Mutex<TesterView>>,
+    pub tester_commands: mpsc::UnboundedSender<TesterCommand>,
+    /// Audio probes running on the media processor and the phones.
+    pub probes_live: Vec<Arc<AtomicUsize>>,
+    /// Host names, in ladder order, before and after the system under test.
+    pub hosts_before: Vec<String>,
+    pub hosts_after: Vec<String>,
+}
+
+/// Install the hub (three proxies sharing one view and one media
+/// processor), the carrier and its phones. The tester is installed by
+/// [`install_tester`], last, so that adding it moved no other address.
+pub fn install(sim: &mut turmoil::Sim<'static>, p: &Parties, tap: Arc<dyn Tap>) -> Installed {
+    let hub_view = Arc::new(Mutex::new(HubView::new(&p.tenant)));
+    // Hosts are registered in a fixed order (addresses follow it): the
+    // proxies, their media processor, the phones, the carrier.
+    let mp_channel = media_host_channel();
+    let mp = mp_channel.0.clone();
+    let (hub_tx, hub_rx) = once::<HubCommand>();
+    let mut hosts_after = Vec::new();
+    for (i, fqdn) in HUB_FQDNS.iter().enumerate() {
+        let config = HubConfig {
+            fqdn: fqdn.to_string(),
+            listen_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            listen_port: 5061,
+            advertised_ip: None,
+            internal_name: format!("sip-du-{}-eu.pstnhub.microsoft.com", ["a", "b", "c"][i]),
+            tenant: p.tenant.clone(),
+            tls_server: p.hub_tls.0.clone(),
+            tls_client: p.hub_tls.1.clone(),
+            media_host: MEDIA_PROCESSOR.into(),
+            media: mp.clone(),
+            media_frames: p.media_frames,
+            forks: 2,
+            early_media: true,
+            answering: Answering::default(),
+            no_ack_timeout: Duration::from_secs(4),
+            options_interval: Duration::from_secs(60),
+            timers: Default::default(),
+            seed: p.seed,
+        };
+        let commands = (i == 0).then(|| hub_rx.clone());
+        let (view, tap) = (hub_view.clone(), tap.clone());
+        sim.host(*fqdn, move || {
+            let rx = commands
+                .as_ref()
+                .map(take)
+                .unwrap_or_else(|| mpsc::unbounded_channel().1);
+            let (c, v, t) = (config.clone(), view.clone(), tap.clone());
+            async move { Ok(run_proxy(TurmoilNet, c, v, rx, Some(t)).await?) }
+        });
+        hosts_after.push(fqdn.to_string());
+    }
+    install_media_host(sim, MEDIA_PROCESSOR, mp_channel);
+    hosts_after.push(MEDIA_PROCESSOR.into());
+
+    let mut phones = Vec::new();
+    let mut hosts_before = vec![CARRIER.to_string()];
+    let mut probes_live = vec![mp.live.clone()];
+    for number in &p.phones {
+        let host = phone_host(number);
+        let media = install_media_host(sim, &host, media_host_channel());
+        probes_live.push(media.live.clone());
+        phones.push(Phone {
+            number: number.clone(),
+            media_host: host.clone(),
+            media,
+        });
+        hosts_before.push(host);
+    }
+    let carrier_config = CarrierConfig {
+        fqdn: CARRIER.into(),
+        listen_port: 5060,
+        sbc_host: p.sbc_fqdn.clone(),
+        sbc_port: p.sbc_carrier_port,
+        country_code: "49".into(),
+        phones,
+        answering: Answering::default(),
+        media_frames: p.media_frames,
+        media_ports: 20000..=29999,
+        timers: Default::default(),
+        seed: p.seed,
+    };
+    let carrier_view = Arc::new(Mutex::new(CarrierView::default()));
+    let (carrier_tx, carrier_rx) = once::<CarrierCommand>();
+    {
+        let (view, tap) = (carrier_view.clone(), tap.clone());
+        sim.host(CARRIER, move || {
+            let (c, v, t) = (carrier_config.clone(), view.clone(), tap.clone());
+            let rx = take(&carrier_rx);
+            async move { Ok(run_trunk(TurmoilNet, c, v, rx, Some(t)).await?) }
+        });
+    }
+    let tester = Arc::new(Mutex::new(TesterView::default()));
+    let (tester_commands, _) = mpsc::unbounded_channel();
+    Installed {
+        hub: hub_view,
+        carrier: carrier_view,
+        hub_commands: hub_tx,
+        carrier_commands: carrier_tx,
+        tester,
+        tester_commands,
+        probes_live,
+        hosts_before,
+        hosts_after,
+    }
+}
+
+/// The scripted client with the SBC's certificate (see [`crate::tester`]).
+pub fn install_tester(
+    sim: &mut turmoil::Sim<'static>,
+    p: &Parties,
+    installed: &mut Installed,
+    tap: Arc<dyn Tap>,
+) {
+    let (tx, rx) = once::<TesterCommand>();
+    let (view, client) = (installed.tester.clone(), p.tester_tls.clone());
+    sim.host(TESTER, move || {
+        let (v, t, c) = (view.clone(), tap.clone(), client.clone());
+        let rx = take(&rx);
+        async move { Ok(run_tester(TurmoilNet, c, rx, v, Some(t)).await?) }
+    });
+    installed.tester_commands = tx;
+    installed.hosts_after.push(TESTER.into());
+}
