@@ -2,9 +2,10 @@
 //! scripted client (`tester.example.com`, holding the SBC's certificate).
 
 use crate::steps::{fail, lock, sent, DrlabWorld};
-use crate::tester::TesterCommand;
+use crate::tester::{Identity, TesterCommand};
 use cucumber::{then, when};
 use sbc::direct_routing::HUB_FQDNS;
+use sbc::sip::transport::TransportKind;
 use sbc::sip::wire::{Message, Method};
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ fn send(
         .send(TesterCommand {
             host: HUB_FQDNS[0].into(),
             port: 5061,
+            transport: TransportKind::Tls,
+            identity: Identity::Sbc,
             message: m,
         })
         .map_err(|e| e.to_string())?;

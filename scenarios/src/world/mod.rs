@@ -209,7 +209,10 @@ impl Lab {
                 server_config(&hub_id, root.clone()).map_err(|e| err(&e))?,
                 client_config(&hub_id, root.clone()).map_err(|e| err(&e))?,
             ),
-            tester_tls: client_config(&sbc_id, root).map_err(|e| err(&e))?,
+            tester_tls: (
+                client_config(&sbc_id, root.clone()).map_err(|e| err(&e))?,
+                client_config(&hub_id, root).map_err(|e| err(&e))?,
+            ),
             seed: config.seed,
         };
         let mut installed = topology::install(&mut sim, &parties, tap.clone());

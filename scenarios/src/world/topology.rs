@@ -4,7 +4,7 @@
 //! is a turmoil host with an address of its own; what runs on it is the
 //! same role code the real-socket binaries run.
 
-use crate::tester::{run_tester, TesterCommand, TesterView, TESTER};
+use crate::tester::{run_tester, TesterCommand, TesterTls, TesterView, TESTER};
 use carrier_sim::trunk::{run_trunk, CarrierCommand, CarrierConfig, CarrierView, Phone};
 use drlab_sim::far_end::Answering;
 use drlab_sim::{media_host, media_host_channel, MediaHostHandle};
@@ -70,7 +70,8 @@ pub struct Parties {
     pub phones: Vec<String>,
     pub media_frames: u32,
     pub hub_tls: (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>),
-    pub tester_tls: Arc<rustls::ClientConfig>,
+    /// The tester's client identities: the SBC's and the hub's certificate.
+    pub tester_tls: (Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>),
     pub seed: u64,
 }
 
@@ -196,11 +197,15 @@ pub fn install_tester(
     tap: Arc<dyn Tap>,
 ) {
     let (tx, rx) = once::<TesterCommand>();
-    let (view, client) = (installed.tester.clone(), p.tester_tls.clone());
+    let (view, (as_sbc, as_hub)) = (installed.tester.clone(), p.tester_tls.clone());
     sim.host(TESTER, move || {
-        let (v, t, c) = (view.clone(), tap.clone(), client.clone());
+        let (v, t) = (view.clone(), tap.clone());
+        let tls = TesterTls {
+            as_sbc: as_sbc.clone(),
+            as_hub: as_hub.clone(),
+        };
         let rx = take(&rx);
-        async move { Ok(run_tester(TurmoilNet, c, rx, v, Some(t)).await?) }
+        async move { Ok(run_tester(TurmoilNet, tls, rx, v, Some(t)).await?) }
     });
     installed.tester_commands = tx;
     installed.hosts_after.push(TESTER.into());
