@@ -59,6 +59,7 @@ pub struct Options {
     pub timers: TimerConfig,
     pub answering: Answering,
     pub media_frames: u32,
+    pub sbc_media_ports: std::ops::RangeInclusive<u16>,
 }
 
 impl Options {
@@ -73,6 +74,7 @@ impl Options {
                 answer_after: Duration::from_millis(200),
             },
             media_frames: 25,
+            sbc_media_ports: 40000..=44999,
         }
     }
 }
@@ -170,7 +172,7 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         tls_server: server_config(&sbc_id, root.clone()).unwrap(),
         tls_client: client_config(&sbc_id, root).unwrap(),
         options_interval: Duration::from_secs(60),
-        media_ports: 40000..=44999,
+        media_ports: o.sbc_media_ports.clone(),
         max_ringing: Duration::from_secs(180),
         timers: o.timers,
         seed: 1,
