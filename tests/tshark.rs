@@ -5,8 +5,8 @@
 //! error. Needs `tshark` (Debian package; `.ci/run` installs it); without
 //! it the test says so and does nothing.
 
-use scenarios::certify::{run, Options};
 use sbc::sip::wire::Message;
+use scenarios::certify::{run, Options};
 use std::process::Command;
 
 /// The SIP payloads of a pcap written by `scenarios::pcap` (exported PDUs).
@@ -37,7 +37,10 @@ fn ours(raw: &[u8]) -> String {
     let cseq = m.cseq().map(|c| c.method.to_string()).unwrap_or_default();
     match m.status() {
         Some(code) => format!("{code} {cseq}"),
-        None => format!("{} {cseq}", m.method().map(|x| x.to_string()).unwrap_or_default()),
+        None => format!(
+            "{} {cseq}",
+            m.method().map(|x| x.to_string()).unwrap_or_default()
+        ),
     }
 }
 
@@ -63,22 +66,45 @@ fn tshark_reads_a_call_scenario_as_drlab_does() {
         .arg("-r")
         .arg(&file)
         .args(["-T", "fields", "-E", "separator=|"])
-        .args(["-e", "sip.Method", "-e", "sip.Status-Code", "-e", "sip.CSeq.method"])
+        .args([
+            "-e",
+            "sip.Method",
+            "-e",
+            "sip.Status-Code",
+            "-e",
+            "sip.CSeq.method",
+        ])
         .args(["-e", "_ws.malformed", "-e", "_ws.expert.severity"])
         .output()
         .expect("tshark runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let theirs: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
     let ours: Vec<String> = payloads(&pcap).iter().map(|p| ours(p)).collect();
-    assert!(ours.len() > 20, "a call has more than {} messages", ours.len());
-    assert_eq!(theirs.len(), ours.len(), "frames read by tshark vs messages written");
+    assert!(
+        ours.len() > 20,
+        "a call has more than {} messages",
+        ours.len()
+    );
+    assert_eq!(
+        theirs.len(),
+        ours.len(),
+        "frames read by tshark vs messages written"
+    );
     for (i, (t, o)) in theirs.iter().zip(&ours).enumerate() {
         let label = format!("{} {}", if t[0].is_empty() { t[1] } else { t[0] }, t[2]);
         assert_eq!(&label, o, "frame {}", i + 1);
         assert!(t[3].is_empty(), "frame {} is malformed for tshark", i + 1);
         // Expert severities: 2097152 chat, 4194304 note, 6291456 warn, 8388608 error.
-        assert!(!t[4].split(',').any(|s| s == "8388608"), "frame {}: expert error", i + 1);
+        assert!(
+            !t[4].split(',').any(|s| s == "8388608"),
+            "frame {}: expert error",
+            i + 1
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

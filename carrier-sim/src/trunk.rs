@@ -317,6 +317,33 @@ impl Trunk {
         Ok(())
     }
 
+    /// The SBC's SDP (early media in a 183, or the answer): the phone
+    /// starts talking once both sides agree.
+    fn heard(
+        &mut self,
+        ua: &mut UserAgent,
+        id: SessionId,
+        sdp: Option<SessionDescription>,
+        answered: bool,
+    ) {
+        let frames = self.config.media_frames;
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let serial = c.serial;
+        match c.talk.heard(sdp, answered, frames, ua.rng()) {
+            Ok(Some(cmd)) => self.media_out.push_back(cmd),
+            Ok(None) => {}
+            Err(e) => self.problem("media", format!("SBC SDP for the phone: {e}")),
+        }
+        let state = if answered {
+            PstnState::Answered
+        } else {
+            PstnState::Ringing
+        };
+        self.set_state(serial, state);
+    }
+
     fn start_talk(&mut self, ua: &mut UserAgent, id: SessionId) {
         let frames = self.config.media_frames;
         if let Some(c) = self.calls.get_mut(&id) {
@@ -329,32 +356,9 @@ impl Trunk {
     fn on_session(&mut self, now: Instant, ua: &mut UserAgent, id: SessionId, event: SessionEvent) {
         match event {
             SessionEvent::Incoming { request, .. } => self.on_invite(now, ua, id, &request),
-            SessionEvent::Progress { sdp, .. } => {
-                let Some(c) = self.calls.get_mut(&id) else {
-                    return;
-                };
-                let serial = c.serial;
-                // A 183 with SDP brings early media (ringback from the far end).
-                if let Some(sd) = sdp {
-                    c.talk.remote = Some(sd);
-                    self.start_talk(ua, id);
-                }
-                self.set_state(serial, PstnState::Ringing);
-            }
-            SessionEvent::Answered { sdp, .. } => {
-                let Some(c) = self.calls.get_mut(&id) else {
-                    return;
-                };
-                let serial = c.serial;
-                if let Some(sd) = sdp {
-                    c.talk.remote = Some(sd);
-                }
-                self.start_talk(ua, id);
-                if !self.calls[&id].talk.is_started() {
-                    self.problem("media", "200 OK SDP has no usable audio".into());
-                }
-                self.set_state(serial, PstnState::Answered);
-            }
+            // A 183 with SDP brings early media (ringback from the far end).
+            SessionEvent::Progress { sdp, .. } => self.heard(ua, id, sdp, false),
+            SessionEvent::Answered { sdp, .. } => self.heard(ua, id, sdp, true),
             SessionEvent::Ended { reason } => self.on_ended(id, reason),
             SessionEvent::ReInvite { .. } => {
                 let _ = ua.reject_reinvite(now, id, Reply::new(488, "Not Acceptable Here"));

@@ -90,7 +90,7 @@ async fn tester_invite(w: &mut DrlabWorld, number: String, variant: String) -> S
 }
 
 /// The final response the tester got to its last request.
-fn final_answer(w: &DrlabWorld) -> Option<Message> {
+pub(crate) fn final_answer(w: &DrlabWorld) -> Option<Message> {
     let call = w.tester_call.as_deref()?;
     let lab = w.lab.as_ref()?;
     let view = lock(&lab.tester);
@@ -100,32 +100,41 @@ fn final_answer(w: &DrlabWorld) -> Option<Message> {
         .cloned()
 }
 
-#[then(expr = "the hub answers it with {int}")]
-async fn hub_answers_with(w: &mut DrlabWorld, code: u16) -> StepResult {
-    let call = w.tester_call.clone().ok_or("the client sent nothing")?;
+/// Wait up to `limit` for the final answer to the tester's last request
+/// and check it is `code`; `who` names the party that answers.
+pub(crate) fn expect_final_answer(
+    w: &mut DrlabWorld,
+    who: &str,
+    code: u16,
+    limit: Duration,
+) -> StepResult {
+    let call = w.tester_call.clone().ok_or("the tester sent nothing")?;
     let view = w.lab()?.tester.clone();
     let done = move |_: &crate::world::Lab| {
         lock(&view).received.iter().any(|m| {
             m.status().is_some_and(|c| c >= 200) && m.call_id().ok() == Some(call.as_str())
         })
     };
-    // The hub answers at once, or after its Teams user rings and answers.
-    w.lab()?
-        .run_until(Duration::from_secs(5), done)
-        .map_err(|e| e.to_string())?;
+    w.lab()?.run_until(limit, done).map_err(|e| e.to_string())?;
     let got = final_answer(w);
     let lab = w.lab()?;
     match got {
         Some(m) if m.status() == Some(code) => Ok(()),
-        Some(m) => fail(lab, format!("{code} from the hub, got {}", m.summary())),
+        Some(m) => fail(lab, format!("{code} from {who}, got {}", m.summary())),
         None => {
             let problems = lock(&lab.tester).problems.join("; ");
             fail(
                 lab,
-                format!("{code} from the hub, got no final answer; client problems: {problems}"),
+                format!("{code} from {who}, got no final answer; tester problems: {problems}"),
             )
         }
     }
+}
+
+#[then(expr = "the hub answers it with {int}")]
+async fn hub_answers_with(w: &mut DrlabWorld, code: u16) -> StepResult {
+    // The hub answers at once, or after its Teams user rings and answers.
+    expect_final_answer(w, "the hub", code, Duration::from_secs(5))
 }
 
 #[then(regex = r"^the answer carries (\S+): (.+)$")]

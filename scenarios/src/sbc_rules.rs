@@ -2,7 +2,8 @@
 //! keep, driven through the scripted tester standing where the carrier
 //! (UDP) or the hub (TLS with the hub's certificate) stands.
 
-use crate::steps::{fail, lock, sent, DrlabWorld};
+use crate::conformance::{expect_final_answer, final_answer};
+use crate::steps::{fail, sent, DrlabWorld};
 use crate::tester::{Identity, TesterCommand, TESTER, TESTER_UDP};
 use cucumber::{then, when};
 use sbc::sip::transport::TransportKind;
@@ -123,45 +124,10 @@ async fn hub_invite(w: &mut DrlabWorld, number: String) -> StepResult {
     send(w, m, TransportKind::Tls, Identity::Hub)
 }
 
-/// The final response the tester got to its last request.
-fn final_answer(w: &DrlabWorld) -> Option<Message> {
-    let call = w.tester_call.as_deref()?;
-    let lab = w.lab.as_ref()?;
-    let view = lock(&lab.tester);
-    view.received
-        .iter()
-        .find(|m| {
-            m.status().is_some_and(|c| c >= 200)
-                && m.call_id().ok() == Some(call)
-                && m.cseq().is_ok_and(|c| c.method == Method::Invite)
-        })
-        .cloned()
-}
-
 #[then(expr = "the SBC answers it with {int}")]
 async fn sbc_answers_with(w: &mut DrlabWorld, code: u16) -> StepResult {
-    let call = w.tester_call.clone().ok_or("the tester sent nothing")?;
-    let view = w.lab()?.tester.clone();
-    let done = move |_: &crate::world::Lab| {
-        lock(&view).received.iter().any(|m| {
-            m.status().is_some_and(|c| c >= 200) && m.call_id().ok() == Some(call.as_str())
-        })
-    };
     // At once for a refusal; after the far end rings and answers for a 200.
-    w.lab()?
-        .run_until(Duration::from_secs(15), done)
-        .map_err(|e| e.to_string())?;
-    match final_answer(w) {
-        Some(m) if m.status() == Some(code) => Ok(()),
-        Some(m) => fail(
-            w.lab()?,
-            format!("{code} from the SBC, got {}", m.summary()),
-        ),
-        None => fail(
-            w.lab()?,
-            format!("{code} from the SBC, got no final answer"),
-        ),
-    }
+    expect_final_answer(w, "the SBC", code, Duration::from_secs(15))
 }
 
 #[then(regex = r"^the SBC's answer carries (\S+): (.+)$")]

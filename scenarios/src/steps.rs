@@ -137,32 +137,37 @@ async fn registered(w: &mut DrlabWorld, fqdn: String) -> StepResult {
     Ok(())
 }
 
-#[given(regex = r"^Teams users answer (\d+) s after ringing$")]
-async fn teams_answer_after(w: &mut DrlabWorld, secs: u64) -> StepResult {
+/// The far ends on one side answer `secs` after ringing from now on.
+fn answer_after(
+    w: &mut DrlabWorld,
+    secs: u64,
+    tell: impl FnOnce(&Lab, Answering) -> Result<(), String>,
+) -> StepResult {
     let answer_after = Duration::from_secs(secs);
     w.answer_after = w.answer_after.max(answer_after);
     let a = Answering {
         answer_after,
         ..Answering::default()
     };
-    w.lab()?
-        .hub_commands
-        .send(HubCommand::Answering(a))
-        .map_err(|e| e.to_string())
+    tell(w.lab()?, a)
+}
+
+#[given(regex = r"^Teams users answer (\d+) s after ringing$")]
+async fn teams_answer_after(w: &mut DrlabWorld, secs: u64) -> StepResult {
+    answer_after(w, secs, |lab, a| {
+        lab.hub_commands
+            .send(HubCommand::Answering(a))
+            .map_err(|e| e.to_string())
+    })
 }
 
 #[given(regex = r"^PSTN phones answer (\d+) s after ringing$")]
 async fn phones_answer_after(w: &mut DrlabWorld, secs: u64) -> StepResult {
-    let answer_after = Duration::from_secs(secs);
-    w.answer_after = w.answer_after.max(answer_after);
-    let a = Answering {
-        answer_after,
-        ..Answering::default()
-    };
-    w.lab()?
-        .carrier_commands
-        .send(CarrierCommand::Answering(a))
-        .map_err(|e| e.to_string())
+    answer_after(w, secs, |lab, a| {
+        lab.carrier_commands
+            .send(CarrierCommand::Answering(a))
+            .map_err(|e| e.to_string())
+    })
 }
 
 #[then(regex = r"^nobody sent a CANCEL$")]

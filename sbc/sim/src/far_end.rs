@@ -133,6 +133,27 @@ impl Talk {
         Some(ProbeCommand::Plan { id: self.id, plan })
     }
 
+    /// The other side's SDP arrived, in a provisional (early media) or in
+    /// the answer (`answered`): keep it and start talking once both sides
+    /// agree on a codec. `Err` when the call is answered and still no
+    /// audio can flow (the SDP shares nothing usable).
+    pub fn heard(
+        &mut self,
+        sdp: Option<SessionDescription>,
+        answered: bool,
+        frames: u32,
+        rng: &mut SeededRng,
+    ) -> Result<Option<ProbeCommand>, &'static str> {
+        if let Some(sd) = sdp {
+            self.remote = Some(sd);
+        }
+        match self.start(frames, rng) {
+            Some(cmd) => Ok(Some(cmd)),
+            None if answered && !self.started => Err("the answer has no usable audio"),
+            None => Ok(None),
+        }
+    }
+
     /// Stop the probe (the call ended); once.
     pub fn close(&mut self) -> Option<ProbeCommand> {
         if self.closed {

@@ -177,41 +177,8 @@ impl Proxy {
                 raw,
                 source,
             } => self.on_invite(now, ua, id, &request, &raw, &source),
-            SessionEvent::Progress { sdp, .. } => {
-                let Some(c) = self.calls.get_mut(&id) else {
-                    return;
-                };
-                let serial = c.serial;
-                if let Some(sd) = sdp {
-                    // Early media from the SBC (a 183 with SDP).
-                    c.talk.remote = Some(sd);
-                    let frames = self.config.media_frames;
-                    if let Some(cmd) = c.talk.start(frames, ua.rng()) {
-                        self.media_out.push_back(cmd);
-                    }
-                }
-                self.set_state(serial, CallState::Ringing);
-            }
-            SessionEvent::Answered { sdp, .. } => {
-                let Some(c) = self.calls.get_mut(&id) else {
-                    return;
-                };
-                let serial = c.serial;
-                if let Some(sd) = sdp {
-                    c.talk.remote = Some(sd);
-                }
-                let frames = self.config.media_frames;
-                let started = c.talk.is_started();
-                match c.talk.start(frames, ua.rng()) {
-                    Some(cmd) => self.media_out.push_back(cmd),
-                    None if !started => self.problem(
-                        "media",
-                        "SBC answer has no usable SDP for the media processor".into(),
-                    ),
-                    None => {}
-                }
-                self.set_state(serial, CallState::Answered);
-            }
+            SessionEvent::Progress { sdp, .. } => self.heard(ua, id, sdp, false),
+            SessionEvent::Answered { sdp, .. } => self.heard(ua, id, sdp, true),
             SessionEvent::Confirmed => {
                 if let Some(c) = self.calls.get_mut(&id) {
                     c.ack_deadline = None;
@@ -237,6 +204,33 @@ impl Proxy {
             }
             SessionEvent::ReInviteDone { .. } => {}
         }
+    }
+
+    /// The SBC's SDP (early media in a 183, or the answer): the media
+    /// processor starts talking once both sides agree.
+    fn heard(
+        &mut self,
+        ua: &mut UserAgent,
+        id: SessionId,
+        sdp: Option<SessionDescription>,
+        answered: bool,
+    ) {
+        let frames = self.config.media_frames;
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let serial = c.serial;
+        match c.talk.heard(sdp, answered, frames, ua.rng()) {
+            Ok(Some(cmd)) => self.media_out.push_back(cmd),
+            Ok(None) => {}
+            Err(e) => self.problem("media", format!("SBC SDP for the media processor: {e}")),
+        }
+        let state = if answered {
+            CallState::Answered
+        } else {
+            CallState::Ringing
+        };
+        self.set_state(serial, state);
     }
 
     fn on_ended(&mut self, id: SessionId, reason: EndReason) {

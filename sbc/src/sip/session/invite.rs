@@ -399,21 +399,7 @@ impl InviteSession {
         fork: usize,
         reply: Reply,
     ) -> Result<(), SessionError> {
-        self.expect_side(Side::Uas, "send a provisional")?;
-        if !matches!(self.state, SessionState::Initial | SessionState::Early) {
-            return Err(self.wrong("send a provisional"));
-        }
-        if !(101..200).contains(&reply.code) {
-            return Err(SessionError::BadMessage(format!(
-                "{} is not a provisional with a tag",
-                reply.code
-            )));
-        }
-        let tag = self
-            .forks
-            .get(fork)
-            .cloned()
-            .ok_or(SessionError::NoSuchFork(fork))?;
+        let tag = self.uas_can_answer("send a provisional", 101..200, fork, reply.code)?;
         let (response, contact) = self.build_response(&self.invite, &tag, &reply);
         if !self.early.iter().any(|d| d.local_tag == tag) {
             if let Ok(d) = Dialog::as_uas(&self.invite, &tag, contact) {
@@ -428,21 +414,7 @@ impl InviteSession {
     /// UAS: answer with a 2xx from fork `fork`. The answer (or, for an
     /// INVITE without SDP, our offer) goes in `reply.sdp`.
     pub fn accept(&mut self, now: Instant, fork: usize, reply: Reply) -> Result<(), SessionError> {
-        self.expect_side(Side::Uas, "accept")?;
-        if !matches!(self.state, SessionState::Initial | SessionState::Early) {
-            return Err(self.wrong("accept"));
-        }
-        if !(200..300).contains(&reply.code) {
-            return Err(SessionError::BadMessage(format!(
-                "{} is not a 2xx",
-                reply.code
-            )));
-        }
-        let tag = self
-            .forks
-            .get(fork)
-            .cloned()
-            .ok_or(SessionError::NoSuchFork(fork))?;
+        let tag = self.uas_can_answer("accept", 200..300, fork, reply.code)?;
         let mut reply = reply;
         if let Some(sd) = reply.sdp.take() {
             let sd = self.oa.next_local(sd);
@@ -464,17 +436,7 @@ impl InviteSession {
 
     /// UAS: refuse the INVITE with a final 3xx–6xx.
     pub fn reject(&mut self, now: Instant, reply: Reply) -> Result<(), SessionError> {
-        self.expect_side(Side::Uas, "reject")?;
-        if !matches!(self.state, SessionState::Initial | SessionState::Early) {
-            return Err(self.wrong("reject"));
-        }
-        if reply.code < 300 {
-            return Err(SessionError::BadMessage(format!(
-                "{} is not a failure",
-                reply.code
-            )));
-        }
-        let tag = self.forks[0].clone();
+        let tag = self.uas_can_answer("reject", 300..700, 0, reply.code)?;
         let (response, _) = self.build_response(&self.invite, &tag, &reply);
         self.final_response = Some(response.clone());
         self.respond(self.invite_key.clone(), response);
@@ -514,17 +476,7 @@ impl InviteSession {
         rng: &mut SeededRng,
         headers: Vec<(String, String)>,
     ) -> Result<(), SessionError> {
-        match self.state {
-            SessionState::Confirmed => {
-                self.send_bye(now, rng, headers, EndReason::LocalBye);
-                Ok(())
-            }
-            SessionState::Accepted => {
-                self.deferred_bye = Some(headers);
-                Ok(())
-            }
-            _ => Err(self.wrong("send BYE")),
-        }
+        self.bye_when(now, rng, headers, true)
     }
 
     /// BYE at once, even on a UAS whose 2xx is not ACKed: Direct Routing's
@@ -536,7 +488,21 @@ impl InviteSession {
         rng: &mut SeededRng,
         headers: Vec<(String, String)>,
     ) -> Result<(), SessionError> {
+        self.bye_when(now, rng, headers, false)
+    }
+
+    fn bye_when(
+        &mut self,
+        now: Instant,
+        rng: &mut SeededRng,
+        headers: Vec<(String, String)>,
+        wait_for_ack: bool,
+    ) -> Result<(), SessionError> {
         match self.state {
+            SessionState::Accepted if wait_for_ack => {
+                self.deferred_bye = Some(headers);
+                Ok(())
+            }
             SessionState::Confirmed | SessionState::Accepted => {
                 self.send_bye(now, rng, headers, EndReason::LocalBye);
                 Ok(())
@@ -694,6 +660,32 @@ impl InviteSession {
     }
 
     // ----- internals -----
+
+    /// UAS, INVITE not yet finally answered, `code` in `codes`, fork
+    /// known: the tag to answer with.
+    fn uas_can_answer(
+        &self,
+        op: &'static str,
+        codes: std::ops::Range<u16>,
+        fork: usize,
+        code: u16,
+    ) -> Result<String, SessionError> {
+        self.expect_side(Side::Uas, op)?;
+        if !matches!(self.state, SessionState::Initial | SessionState::Early) {
+            return Err(self.wrong(op));
+        }
+        if !codes.contains(&code) {
+            return Err(SessionError::BadMessage(format!(
+                "cannot {op} with {code} (allowed: {}-{})",
+                codes.start,
+                codes.end - 1
+            )));
+        }
+        self.forks
+            .get(fork)
+            .cloned()
+            .ok_or(SessionError::NoSuchFork(fork))
+    }
 
     fn expect_side(&self, side: Side, op: &'static str) -> Result<(), SessionError> {
         if self.side == side {
