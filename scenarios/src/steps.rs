@@ -13,7 +13,7 @@ use drlab_sim::MediaStats;
 use rsip::headers::{ToTypedHeader, UntypedHeader};
 use rsip::message::HeadersExt;
 use sbc::sip::sdp::SessionDescription;
-use sbc::sip::wire::{Method, Uri};
+use sbc::sip::wire::Method;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -121,9 +121,6 @@ fn rsip_header<'a>(headers: &'a rsip::Headers, name: &str) -> Option<&'a str> {
     })
 }
 
-fn host_of(uri_text: &str) -> Option<String> {
-    Uri::parse(uri_text).ok()?.host()
-}
 
 #[given(expr = "the SBC is registered in the tenant as {word}")]
 async fn registered(w: &mut DrlabWorld, fqdn: String) -> StepResult {
@@ -360,9 +357,9 @@ async fn hub_sends_options(w: &mut DrlabWorld, fqdn: String) -> StepResult {
     let Some(ping) = find(lab) else {
         return fail(lab, format!("an OPTIONS from the hub to {fqdn}"));
     };
-    let m = ping.message().ok_or("unparsable")?;
-    if host_of(m.request_uri().unwrap_or_default()).as_deref() != Some(fqdn.as_str()) {
-        return fail(lab, format!("Request-URI host {fqdn}, got {}", m.summary()));
+    let r = rsip_request(&ping)?;
+    if rsip_user_host(&r.uri).1 != fqdn {
+        return fail(lab, format!("Request-URI host {fqdn}, got {}", r.uri));
     }
     if ping.remote.port() != 5061 || ping.local.port() == 5061 {
         return fail(
@@ -373,9 +370,12 @@ async fn hub_sends_options(w: &mut DrlabWorld, fqdn: String) -> StepResult {
             ),
         );
     }
-    if !m
-        .headers
-        .get("User-Agent")
+    let agent = r.headers.iter().find_map(|h| match h {
+        rsip::Header::UserAgent(ua) => Some(ua.value().to_string()),
+        rsip::Header::Other(n, v) if n.eq_ignore_ascii_case("User-Agent") => Some(v.clone()),
+        _ => None,
+    });
+    if !agent
         .unwrap_or_default()
         .starts_with("Microsoft.PSTNHub.SIPProxy")
     {
