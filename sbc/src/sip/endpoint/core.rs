@@ -361,13 +361,7 @@ impl EndpointCore {
 
     fn style(&self, m: &mut Message) {
         if self.config.upper_case_headers {
-            if !m.headers.contains("Content-Length") {
-                // Serialisation fills in the value; the name keeps our case.
-                m.headers.push("Content-Length", "0");
-            }
-            for h in &mut m.headers.0 {
-                h.name = h.name.to_ascii_uppercase();
-            }
+            upper_case(m);
         }
     }
 
@@ -401,10 +395,15 @@ impl EndpointCore {
     }
 
     fn drain_server(&mut self, key: &TransactionKey) {
+        let upper = self.config.upper_case_headers;
         let Some((tx, source)) = self.servers.get_mut(key) else {
             return;
         };
-        while let Some(m) = tx.poll_transmit() {
+        while let Some(mut m) = tx.poll_transmit() {
+            if upper {
+                // The transaction's own 100 Trying, in the host's style too.
+                upper_case(&mut m);
+            }
             self.transmits.push_back(Transmit {
                 message: m,
                 destination: Destination::Reply(source.clone()),
@@ -579,6 +578,17 @@ impl EndpointCore {
             }
             None => self.stats.stray_responses += 1,
         }
+    }
+}
+
+/// Every header name in upper case, Content-Length included (its value is
+/// filled in when the message is serialised; the name keeps this case).
+fn upper_case(m: &mut Message) {
+    if !m.headers.contains("Content-Length") {
+        m.headers.push("Content-Length", "0");
+    }
+    for h in &mut m.headers.0 {
+        h.name = h.name.to_ascii_uppercase();
     }
 }
 
