@@ -181,6 +181,19 @@ pub fn read_key(
         .map_err(|e| err(config, key_name, format!("{}: {e}", path.display())))
 }
 
+/// The identity (chain and key) and trust anchors a `[tls]` section names.
+pub fn read_tls_material(
+    path: &Path,
+    tls: &TlsSection,
+) -> Result<(TlsIdentity, Vec<CertificateDer<'static>>), ConfigError> {
+    let identity = TlsIdentity {
+        chain: read_certs(path, "tls.certificate", &tls.certificate)?,
+        key: read_key(path, "tls.key", &tls.key)?,
+    };
+    let trust = read_certs(path, "tls.trust", &tls.trust)?;
+    Ok((identity, trust))
+}
+
 /// Mutual-TLS server and client configurations from a `[tls]` section.
 pub fn read_tls(
     path: &Path,

@@ -121,7 +121,6 @@ fn rsip_header<'a>(headers: &'a rsip::Headers, name: &str) -> Option<&'a str> {
     })
 }
 
-
 #[given(expr = "the SBC is registered in the tenant as {word}")]
 async fn registered(w: &mut DrlabWorld, fqdn: String) -> StepResult {
     let config = LabConfig {

@@ -3,7 +3,8 @@
 //! documents every key.
 
 use crate::hub::{TeamsUser, Tenant};
-use sbc::config::{error, read_tls, read_toml, ConfigError, TlsSection};
+use sbc::config::{error, read_tls_material, read_toml, ConfigError, TlsSection};
+use sbc::sip::transport::tls::TlsIdentity;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -36,6 +37,9 @@ struct FileConfig {
     media_port_min: u16,
     #[serde(default = "default_media_port_max")]
     media_port_max: u16,
+    /// Accept TLS 1.3 besides 1.2 (the sources require 1.2; off by default).
+    #[serde(default)]
+    tls13: bool,
     proxy: Vec<ProxySection>,
     tenant: TenantSection,
     tls: TlsSection,
@@ -110,8 +114,11 @@ pub struct HubFile {
     pub forks: usize,
     pub early_media: bool,
     pub media_ports: std::ops::RangeInclusive<u16>,
-    pub tls_server: Arc<rustls::ServerConfig>,
-    pub tls_client: Arc<rustls::ClientConfig>,
+    /// The hub's certificate chain and key, and the roots SBC certificates
+    /// must chain to (the hub builds its TLS rules from them).
+    pub tls_identity: TlsIdentity,
+    pub tls_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub tls13: bool,
     pub hosts: BTreeMap<String, IpAddr>,
 }
 
@@ -163,7 +170,16 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
     if let Err(e) = sbc::media::PortAllocator::new(f.media_port_min..=f.media_port_max) {
         return Err(error(path, "media_port_min", e.to_string()));
     }
-    let (tls_server, tls_client) = read_tls(path, &f.tls)?;
+    let (tls_identity, tls_roots) = read_tls_material(path, &f.tls)?;
+    // Fail at start, not at the first connection, if the hub cannot build them.
+    crate::hub::tls::hub_configs(
+        &tls_identity,
+        &tls_roots,
+        &crate::hub::tls::HubTls::default(),
+        Default::default(),
+        Arc::new(rustls::time_provider::DefaultTimeProvider),
+    )
+    .map_err(|e| error(path, "tls.certificate", e.to_string()))?;
     Ok(HubFile {
         proxies: f
             .proxy
@@ -199,8 +215,9 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         forks: f.forks.clamp(1, 8),
         early_media: f.early_media,
         media_ports: f.media_port_min..=f.media_port_max,
-        tls_server,
-        tls_client,
+        tls_identity,
+        tls_roots,
+        tls13: f.tls13,
         hosts: f.hosts,
     })
 }

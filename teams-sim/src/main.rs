@@ -83,15 +83,30 @@ fn status(view: &HubView) -> String {
 }
 
 fn test_pki(fqdn: &str, out: &std::path::Path) -> ExitCode {
+    // Validity of the expiring-soon variant is counted from today.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let result = std::fs::create_dir_all(out)
         .map_err(|e| e.to_string())
         .and_then(|_| drlab_sim::pki::TestPki::new().map_err(|e| e.to_string()))
-        .and_then(|pki| pki.write_pem(out, fqdn).map_err(|e| e.to_string()));
+        .and_then(|pki| {
+            pki.write_pem(out, fqdn).map_err(|e| e.to_string())?;
+            pki.write_variants(out, fqdn, now)
+                .map_err(|e| e.to_string())
+        });
     match result {
-        Ok(()) => {
+        Ok(variants) => {
             println!(
                 "wrote ca.pem, {fqdn}.pem, {fqdn}.key, hub.pem, hub.key to {}",
                 out.display()
+            );
+            println!(
+                "and variants/<name>.pem|.key, each good or broken in one way \
+                 (variants/README.txt says which the hub refuses): {}",
+                variants.join(", ")
             );
             ExitCode::SUCCESS
         }
@@ -146,6 +161,23 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let hub_tls = teams_sim::hub::tls::HubTls {
+            tls13: file.tls13,
+            ..Default::default()
+        };
+        let (tls_server, tls_client) = match teams_sim::hub::tls::hub_configs(
+            &file.tls_identity,
+            &file.tls_roots,
+            &hub_tls,
+            view.tls_notes.clone(),
+            Arc::new(rustls::time_provider::DefaultTimeProvider),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("teams-sim: {e}");
+                return ExitCode::from(2);
+            }
+        };
         let view = Arc::new(Mutex::new(view));
         let (handle, mp_rx) = media_host_channel();
         tokio::spawn(media_host(
@@ -175,8 +207,8 @@ fn main() -> ExitCode {
                     (b'a' + i as u8) as char
                 ),
                 tenant: file.tenant.clone(),
-                tls_server: file.tls_server.clone(),
-                tls_client: file.tls_client.clone(),
+                tls_server: tls_server.clone(),
+                tls_client: tls_client.clone(),
                 media_host: media_name.clone(),
                 media: handle.clone(),
                 media_frames: file.media_frames,

@@ -116,7 +116,16 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
             name: "Alice".into(),
         }],
     };
-    let hub_view = Arc::new(Mutex::new(HubView::new(&tenant)));
+    let view = HubView::new(&tenant);
+    let (hub_server, hub_client) = teams_sim::hub::tls::hub_configs(
+        &hub_id,
+        &[pki.root()],
+        &Default::default(),
+        view.tls_notes.clone(),
+        Arc::new(rustls::time_provider::DefaultTimeProvider),
+    )
+    .unwrap();
+    let hub_view = Arc::new(Mutex::new(view));
     let (mp, mp_rx) = media_host_channel();
     tokio::spawn(media_host(net.clone(), addrs.hub, mp_rx, mp.live.clone()));
     let (hub_commands, hub_rx) = mpsc::unbounded_channel();
@@ -127,8 +136,8 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         advertised_ip: Some(addrs.hub),
         internal_name: "sip-du-a-eu.pstnhub.microsoft.com".into(),
         tenant,
-        tls_server: server_config(&hub_id, root.clone()).unwrap(),
-        tls_client: client_config(&hub_id, root.clone()).unwrap(),
+        tls_server: hub_server,
+        tls_client: hub_client,
         media_host: "mp.pstnhub.microsoft.com".into(),
         media: mp.clone(),
         media_frames: o.media_frames,
@@ -191,6 +200,18 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         addrs,
         sbc_udp: 5060,
         hub_commands,
+    }
+}
+
+/// Block until something accepts TCP connections on `addr` (10 s at most).
+pub fn wait_listening(addr: std::net::SocketAddr) {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+        assert!(
+            std::time::Instant::now() < until,
+            "nothing listened on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -15,7 +15,7 @@ use carrier_sim::trunk::{CarrierCommand, CarrierView};
 use drlab_sim::pki::TestPki;
 use sbc::b2bua::SbcView;
 use sbc::direct_routing::HUB_FQDNS;
-use sbc::sip::transport::tls::{client_config, roots, server_config};
+use sbc::sip::transport::tls::{client_config_at, roots, server_config_at, SimulatedClock};
 use sbc::sip::transport::{Recorder, Tap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -185,33 +185,47 @@ impl Lab {
         let recorder = Recorder::default();
         let tap: Arc<dyn Tap> = Arc::new(recorder.clone());
         // The system under test first: host addresses follow registration order.
+        // Certificates are judged by the world's clock, not the machine's.
+        let clock: Arc<dyn rustls::time_provider::TimeProvider> = Arc::new(SimulatedClock {
+            epoch_secs: EPOCH_SECS.into(),
+        });
         let ctx = SutContext {
             fqdn: config.sbc_fqdn.clone(),
-            tls_server: server_config(&sbc_id, root.clone()).map_err(|e| err(&e))?,
-            tls_client: client_config(&sbc_id, root.clone()).map_err(|e| err(&e))?,
+            tls_server: server_config_at(&sbc_id, root.clone(), clock.clone())
+                .map_err(|e| err(&e))?,
+            tls_client: client_config_at(&sbc_id, root.clone(), clock.clone())
+                .map_err(|e| err(&e))?,
             carrier_host: CARRIER.into(),
             carrier_port: 5060,
             seed: config.seed,
             tap: tap.clone(),
         };
         sut.install(&mut sim, &ctx);
+        let tenant = Tenant {
+            sbcs: vec![config.sbc_fqdn.clone()],
+            sbc_port: 5061,
+            users: config.teams_users.clone(),
+        };
+        let hub_view = HubView::new(&tenant);
+        let hub_tls = teams_sim::hub::tls::hub_configs(
+            &hub_id,
+            &[pki.root()],
+            &teams_sim::hub::tls::HubTls::default(),
+            hub_view.tls_notes.clone(),
+            clock.clone(),
+        )
+        .map_err(|e| err(&e))?;
         let parties = topology::Parties {
-            tenant: Tenant {
-                sbcs: vec![config.sbc_fqdn.clone()],
-                sbc_port: 5061,
-                users: config.teams_users.clone(),
-            },
+            hub_view: Arc::new(Mutex::new(hub_view)),
+            tenant,
             sbc_fqdn: config.sbc_fqdn.clone(),
             sbc_carrier_port: 5060,
             phones: config.phones.clone(),
             media_frames: config.media_frames,
-            hub_tls: (
-                server_config(&hub_id, root.clone()).map_err(|e| err(&e))?,
-                client_config(&hub_id, root.clone()).map_err(|e| err(&e))?,
-            ),
+            hub_tls,
             tester_tls: (
-                client_config(&sbc_id, root.clone()).map_err(|e| err(&e))?,
-                client_config(&hub_id, root).map_err(|e| err(&e))?,
+                client_config_at(&sbc_id, root.clone(), clock.clone()).map_err(|e| err(&e))?,
+                client_config_at(&hub_id, root, clock).map_err(|e| err(&e))?,
             ),
             seed: config.seed,
         };

@@ -64,6 +64,7 @@ fn install_media_host(
 /// What the parties that are not under test need to know of the world.
 pub struct Parties {
     pub tenant: Tenant,
+    pub hub_view: Arc<Mutex<HubView>>,
     pub sbc_fqdn: String,
     /// The SBC's carrier-side port.
     pub sbc_carrier_port: u16,
@@ -94,7 +95,7 @@ pub struct Installed {
 /// processor), the carrier and its phones. The tester is installed by
 /// [`install_tester`], last, so that adding it moved no other address.
 pub fn install(sim: &mut turmoil::Sim<'static>, p: &Parties, tap: Arc<dyn Tap>) -> Installed {
-    let hub_view = Arc::new(Mutex::new(HubView::new(&p.tenant)));
+    let hub_view = p.hub_view.clone();
     // Hosts are registered in a fixed order (addresses follow it): the
     // proxies, their media processor, the phones, the carrier.
     let mp_channel = media_host_channel();

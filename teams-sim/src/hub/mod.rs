@@ -9,6 +9,7 @@ mod options;
 pub mod raw;
 mod refusal;
 pub mod rules;
+pub mod tls;
 
 pub use refusal::Refusal;
 
@@ -162,6 +163,12 @@ pub struct HubView {
     /// Media processor ports (49152–53247, Direct Routing plan), shared by
     /// the proxies as their media processor is.
     pub media_ports: PortAllocator,
+    /// TLS connections refused, with the rule broken (at most
+    /// [`VIEW_HISTORY`]), and how many in all.
+    pub tls_refusals: VecDeque<(String, std::net::SocketAddr, tls::TlsRule)>,
+    pub tls_refusals_total: u64,
+    /// What the TLS verifiers noticed (certificates close to expiry).
+    pub tls_notes: tls::SharedTlsNotes,
 }
 
 impl HubView {
@@ -189,6 +196,9 @@ impl HubView {
             problems: ProblemLog::default(),
             proxies: BTreeMap::new(),
             media_ports: PortAllocator::new(49152..=53247).expect("a valid range"),
+            tls_refusals: VecDeque::new(),
+            tls_refusals_total: 0,
+            tls_notes: Default::default(),
         }
     }
 
@@ -332,6 +342,14 @@ impl Role for Proxy {
             } => {
                 let dir = if inbound { "from" } else { "to" };
                 self.problem("tls", format!("TLS {dir} {remote} refused: {reason}"));
+                let rule = tls::TlsRule::from_reason(&reason);
+                let fqdn = self.config.fqdn.clone();
+                let mut v = self.view();
+                v.tls_refusals.push_back((fqdn, remote, rule));
+                if v.tls_refusals.len() > VIEW_HISTORY {
+                    v.tls_refusals.pop_front();
+                }
+                v.tls_refusals_total += 1;
             }
         }
     }

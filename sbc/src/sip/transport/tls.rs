@@ -61,10 +61,24 @@ pub fn server_config(
     identity: &TlsIdentity,
     client_roots: Arc<RootCertStore>,
 ) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    server_config_at(
+        identity,
+        client_roots,
+        Arc::new(rustls::time_provider::DefaultTimeProvider),
+    )
+}
+
+/// [`server_config`] judging certificate validity by `time` (a simulated
+/// world passes its own clock, [`SimulatedClock`]).
+pub fn server_config_at(
+    identity: &TlsIdentity,
+    client_roots: Arc<RootCertStore>,
+    time: Arc<dyn rustls::time_provider::TimeProvider>,
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let verifier = WebPkiClientVerifier::builder_with_provider(client_roots, provider())
         .build()
         .map_err(|e| TlsConfigError(format!("client verifier: {e}")))?;
-    let config = ServerConfig::builder_with_provider(provider())
+    let config = ServerConfig::builder_with_details(provider(), time)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError(e.to_string()))?
         .with_client_cert_verifier(verifier)
@@ -78,7 +92,20 @@ pub fn client_config(
     identity: &TlsIdentity,
     roots: Arc<RootCertStore>,
 ) -> Result<Arc<ClientConfig>, TlsConfigError> {
-    let config = ClientConfig::builder_with_provider(provider())
+    client_config_at(
+        identity,
+        roots,
+        Arc::new(rustls::time_provider::DefaultTimeProvider),
+    )
+}
+
+/// [`client_config`] judging certificate validity by `time`.
+pub fn client_config_at(
+    identity: &TlsIdentity,
+    roots: Arc<RootCertStore>,
+    time: Arc<dyn rustls::time_provider::TimeProvider>,
+) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    let config = ClientConfig::builder_with_details(provider(), time)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError(e.to_string()))?
         .with_root_certificates(roots)
@@ -92,8 +119,9 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsConfigError> {
         .map_err(|e| TlsConfigError(format!("{host:?} is not a valid server name: {e}")))
 }
 
-/// The DNS names a certificate is issued for: SAN dNSName entries, or the
-/// subject CN when there are none (RFC 6125 §6.4.4).
+/// The names a certificate is issued for: its SAN dNSName entries and its
+/// subject CN. Direct Routing accepts the SBC's FQDN "in the CN or a SAN"
+/// (behaviour §1), so both count, not RFC 6125's SAN-else-CN.
 pub fn certificate_dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, x509)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
         return Vec::new();
@@ -106,14 +134,40 @@ pub fn certificate_dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
             }
         }
     }
-    if names.is_empty() {
-        for cn in x509.subject().iter_common_name() {
-            if let Ok(s) = cn.as_str() {
-                names.push(s.to_ascii_lowercase());
+    for cn in x509.subject().iter_common_name() {
+        if let Ok(s) = cn.as_str() {
+            let s = s.to_ascii_lowercase();
+            if !names.contains(&s) {
+                names.push(s);
             }
         }
     }
     names
+}
+
+/// Simulated wall time for certificate validity: the world's epoch plus
+/// turmoil's elapsed time, so that a scenario judges certificates by the
+/// same clock as everything else (rustls would read the OS clock). Outside
+/// a simulation it reads the OS clock.
+#[derive(Debug, Clone, Copy)]
+pub struct SimulatedClock {
+    pub epoch_secs: u64,
+}
+
+impl rustls::time_provider::TimeProvider for SimulatedClock {
+    #[allow(clippy::disallowed_methods)] // outside a simulation only
+    fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
+        let secs = match turmoil::sim_elapsed() {
+            Some(e) => self.epoch_secs + e.as_secs(),
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?
+                .as_secs(),
+        };
+        Some(rustls::pki_types::UnixTime::since_unix_epoch(
+            std::time::Duration::from_secs(secs),
+        ))
+    }
 }
 
 /// Whether a certificate name covers `fqdn` (RFC 2818 §3.1, RFC 6125
