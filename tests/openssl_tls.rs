@@ -148,6 +148,7 @@ fn openssl_with_each_certificate_variant_is_accepted_or_refused_as_the_hub_does(
         answering: Default::default(),
         no_ack_timeout: Duration::from_secs(4),
         options_interval: Duration::from_secs(60),
+        demote_after: Duration::from_secs(300),
         timers: Default::default(),
         seed: 1,
     };

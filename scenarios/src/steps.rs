@@ -121,11 +121,16 @@ fn rsip_header<'a>(headers: &'a rsip::Headers, name: &str) -> Option<&'a str> {
     })
 }
 
-#[given(expr = "the SBC is registered in the tenant as {word}")]
-async fn registered(w: &mut DrlabWorld, fqdn: String) -> StepResult {
+#[given(regex = r"^the SBC is registered in the tenant as (\S+)(?: with the (\S+) certificate)?$")]
+async fn registered(w: &mut DrlabWorld, fqdn: String, certificate: String) -> StepResult {
     let config = LabConfig {
         seed: SEED.load(Ordering::Relaxed),
         sbc_fqdn: fqdn,
+        sbc_certificate: if certificate.is_empty() {
+            "good".into()
+        } else {
+            certificate
+        },
         ..LabConfig::default()
     };
     w.lab = Some(Lab::new(config).map_err(|e| format!("cannot build the world: {e}"))?);
@@ -793,4 +798,148 @@ async fn trace_snapshot(w: &mut DrlabWorld) -> StepResult {
             "the trace differs from tests/snapshots/{name}.snap (review with `cargo insta review`)"
         )
     })
+}
+
+// ----- health (behaviour §2, cases 13–16) -----
+
+fn sbc_status(lab: &Lab) -> Option<teams_sim::hub::SbcHealth> {
+    let fqdn = lab.config.sbc_fqdn.clone();
+    lock(&lab.hub).sbcs.get(&fqdn).cloned()
+}
+
+#[given("the SBC sends no OPTIONS")]
+#[when("the SBC stops sending OPTIONS")]
+async fn sbc_stops_options(w: &mut DrlabWorld) -> StepResult {
+    w.lab()?.sut.set(sbc::b2bua::SbcCommand::SendOptions(false))
+}
+
+#[when("the SBC sends OPTIONS again")]
+async fn sbc_resumes_options(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    lab.sut.set(sbc::b2bua::SbcCommand::SendOptions(true))?;
+    lab.run_for(Duration::from_millis(10))
+        .map_err(|e| e.to_string())
+}
+
+#[when(regex = r"^(\d+) (seconds|minutes) pass$")]
+async fn time_passes(w: &mut DrlabWorld, n: u64, unit: String) -> StepResult {
+    let secs = if unit == "minutes" { n * 60 } else { n };
+    w.lab()?
+        .run_for(Duration::from_secs(secs))
+        .map_err(|e| e.to_string())
+}
+
+#[then(regex = r#"^the hub shows the SBC as "([^"]+)" within (\d+) minutes?$"#)]
+async fn hub_shows_within(w: &mut DrlabWorld, shown: String, minutes: u64) -> StepResult {
+    let lab = w.lab()?;
+    let is = |l: &Lab| sbc_status(l).is_some_and(|h| h.status.dashboard() == shown);
+    lab.run_until(Duration::from_secs(minutes * 60), is)
+        .map_err(|e| e.to_string())?;
+    if !is(lab) {
+        let h = sbc_status(lab);
+        return fail(
+            lab,
+            format!("the dashboard to show {shown:?} within {minutes} min; health {h:?}"),
+        );
+    }
+    Ok(())
+}
+
+#[then(regex = r#"^the hub shows the SBC as "([^"]+)" for (\d+) minutes?$"#)]
+async fn hub_shows_for(w: &mut DrlabWorld, shown: String, minutes: u64) -> StepResult {
+    let lab = w.lab()?;
+    let other = |l: &Lab| sbc_status(l).is_none_or(|h| h.status.dashboard() != shown);
+    if other(lab) {
+        let h = sbc_status(lab);
+        return fail(
+            lab,
+            format!("the dashboard to show {shown:?}; health {h:?}"),
+        );
+    }
+    let start = lab.now();
+    lab.run_until(Duration::from_secs(minutes * 60), other)
+        .map_err(|e| e.to_string())?;
+    if other(lab) {
+        let (h, after) = (sbc_status(lab), lab.now() - start);
+        return fail(
+            lab,
+            format!("{shown:?} for {minutes} min; it changed after {after:?}: {h:?}"),
+        );
+    }
+    Ok(())
+}
+
+#[then("the hub has sent no OPTIONS to the SBC")]
+async fn hub_sent_no_options(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    if let Some(s) = sent(lab)
+        .iter()
+        .find(|s| s.to == fqdn && s.from.contains("pstnhub") && s.label() == "OPTIONS")
+    {
+        return fail(
+            lab,
+            format!(
+                "no OPTIONS from the hub before the SBC's first (case 13); {} sent one",
+                s.from
+            ),
+        );
+    }
+    Ok(())
+}
+
+#[then(regex = r"^the hub shows a TLS warning for the SBC's certificate$")]
+async fn hub_tls_warning(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let warned = |l: &Lab| sbc_status(l).is_some_and(|h| h.certificate_warning.is_some());
+    lab.run_until(Duration::from_secs(5), warned)
+        .map_err(|e| e.to_string())?;
+    if !warned(lab) {
+        let h = sbc_status(lab);
+        return fail(
+            lab,
+            format!("a TLS warning (certificate expiring within 30 days); health {h:?}"),
+        );
+    }
+    Ok(())
+}
+
+#[then(regex = r"^the hub refuses the SBC's TLS connections: (.+)$")]
+async fn hub_refuses_tls(w: &mut DrlabWorld, rule: String) -> StepResult {
+    let lab = w.lab()?;
+    let refused = |l: &Lab| {
+        lock(&l.hub)
+            .tls_refusals
+            .iter()
+            .any(|(_, _, r)| r.to_string().starts_with(&rule))
+    };
+    lab.run_until(Duration::from_secs(5), refused)
+        .map_err(|e| e.to_string())?;
+    if !refused(lab) {
+        let got: Vec<String> = lock(&lab.hub)
+            .tls_refusals
+            .iter()
+            .map(|(p, a, r)| format!("{p} from {a}: {r}"))
+            .collect();
+        return fail(
+            lab,
+            format!("a TLS refusal \"{rule}\"; the hub refused: {got:?}"),
+        );
+    }
+    // Case 3: the connection is closed, no SIP answer at all.
+    let fqdn = lab.config.sbc_fqdn.clone();
+    if let Some(s) = sent(lab)
+        .iter()
+        .find(|s| s.to == fqdn && s.from.contains("pstnhub"))
+    {
+        return fail(
+            lab,
+            format!(
+                "no SIP from the hub to a refused SBC; {} sent {}",
+                s.from,
+                s.label()
+            ),
+        );
+    }
+    Ok(())
 }

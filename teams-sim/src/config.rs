@@ -40,6 +40,10 @@ struct FileConfig {
     /// Accept TLS 1.3 besides 1.2 (the sources require 1.2; off by default).
     #[serde(default)]
     tls13: bool,
+    /// Demote an SBC whose OPTIONS no proxy heard for this long: 300 (the
+    /// SendSipOptions rule) or 180 (the original one).
+    #[serde(default = "default_demote_after")]
+    demote_after_secs: u64,
     proxy: Vec<ProxySection>,
     tenant: TenantSection,
     tls: TlsSection,
@@ -82,6 +86,9 @@ fn default_frames() -> u32 {
 fn default_early_media() -> bool {
     true
 }
+fn default_demote_after() -> u64 {
+    300
+}
 fn default_media_port_min() -> u16 {
     49152
 }
@@ -119,6 +126,7 @@ pub struct HubFile {
     pub tls_identity: TlsIdentity,
     pub tls_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub tls13: bool,
+    pub demote_after: Duration,
     pub hosts: BTreeMap<String, IpAddr>,
 }
 
@@ -165,6 +173,16 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
             path,
             "media_ip",
             "must be an address peers can send media to, not 0.0.0.0",
+        ));
+    }
+    if !(60..=3600).contains(&f.demote_after_secs) {
+        return Err(error(
+            path,
+            "demote_after_secs",
+            format!(
+                "{} is outside 60-3600 (Microsoft: 180 or 300)",
+                f.demote_after_secs
+            ),
         ));
     }
     if let Err(e) = sbc::media::PortAllocator::new(f.media_port_min..=f.media_port_max) {
@@ -218,6 +236,7 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         tls_identity,
         tls_roots,
         tls13: f.tls13,
+        demote_after: Duration::from_secs(f.demote_after_secs),
         hosts: f.hosts,
     })
 }

@@ -53,8 +53,14 @@ fn status(view: &HubView) -> String {
     let mut out = String::new();
     for (fqdn, h) in &view.sbcs {
         out.push_str(&format!(
-            "SBC {fqdn}: {:?} (OPTIONS from it {}, answered by it {})\n",
-            h.status, h.options_from_sbc, h.options_to_sbc_answered
+            "SBC {fqdn}: {} (OPTIONS from it {}, answered by it {}){}\n",
+            h.status.dashboard(),
+            h.options_from_sbc,
+            h.options_to_sbc_answered,
+            h.certificate_warning
+                .as_ref()
+                .map(|w| format!("; TLS warning: {w}"))
+                .unwrap_or_default()
         ));
     }
     for c in &view.calls {
@@ -220,6 +226,7 @@ fn main() -> ExitCode {
                 },
                 no_ack_timeout: std::time::Duration::from_secs(4),
                 options_interval: std::time::Duration::from_secs(60),
+                demote_after: file.demote_after,
                 timers: Default::default(),
                 seed,
             };

@@ -146,6 +146,7 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         answering: o.answering,
         no_ack_timeout: Duration::from_secs(4),
         options_interval: Duration::from_secs(60),
+        demote_after: Duration::from_secs(300),
         timers: o.timers,
         seed: 1,
     };

@@ -88,10 +88,13 @@ pub struct SbcView {
     pub problems: ProblemLog,
 }
 
-/// Commands to the SBC (none yet beyond keeping the channel: a real SBC is
-/// driven by its peers).
-#[derive(Debug)]
-pub enum SbcCommand {}
+/// Settings a lab can change on a running SBC, to show how the hub treats a
+/// misconfigured one (a real SBC is otherwise driven by its peers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SbcCommand {
+    /// Send OPTIONS to the hub proxies (the default) or stop.
+    SendOptions(bool),
+}
 
 /// The names the SBC sends to, resolved once at start.
 fn names(config: &SbcConfig) -> Vec<String> {
@@ -108,6 +111,19 @@ pub async fn run_sbc<N: Network>(
     net: N,
     config: SbcConfig,
     view: Arc<Mutex<SbcView>>,
+    tap: Option<Arc<dyn Tap>>,
+) -> std::io::Result<()> {
+    // Nobody changes its settings: the channel stays open, never used.
+    let (_keep, commands) = mpsc::unbounded_channel();
+    run_sbc_with(net, config, view, commands, tap).await
+}
+
+/// [`run_sbc`] taking settings from `commands` while it runs.
+pub async fn run_sbc_with<N: Network>(
+    net: N,
+    config: SbcConfig,
+    view: Arc<Mutex<SbcView>>,
+    commands: mpsc::UnboundedReceiver<SbcCommand>,
     tap: Option<Arc<dyn Tap>>,
 ) -> std::io::Result<()> {
     let any = config.listen_ip;
@@ -137,10 +153,7 @@ pub async fn run_sbc<N: Network>(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let media = RelayDriver::new();
     let sbc = Sbc::new(config, view, ports, media.live());
-    // The command channel stays open (its sender lives in the role) so the
-    // loop never treats it as closed.
-    let (_tx, rx) = mpsc::unbounded_channel::<SbcCommand>();
-    crate::driver::run(net, setup, sbc, rx, media, tap).await
+    crate::driver::run(net, setup, sbc, commands, media, tap).await
 }
 
 /// The SBC's policy state: calls, media ports, OPTIONS to the hub.
@@ -155,6 +168,7 @@ pub(crate) struct Sbc {
     media_out: VecDeque<RelayCommand>,
     relays_open: Arc<AtomicUsize>,
     next_options: Option<Instant>,
+    options_enabled: bool,
     options_keys: BTreeMap<TransactionKey, String>,
     options_seq: u32,
 }
@@ -179,6 +193,7 @@ impl Sbc {
             media_out: VecDeque::new(),
             relays_open,
             next_options: None,
+            options_enabled: true,
             options_keys: BTreeMap::new(),
             options_seq: 0,
         }
@@ -195,6 +210,10 @@ impl Sbc {
     /// OPTIONS to every hub proxy (behaviour §2: the SBC starts the exchange;
     /// Contact carries the FQDN, never an IP).
     fn send_options(&mut self, now: Instant, ua: &mut UserAgent) {
+        if !self.options_enabled {
+            self.next_options = None;
+            return;
+        }
         self.next_options = Some(now + self.config.options_interval);
         self.options_seq += 1;
         let fqdn = self.config.fqdn.clone();
@@ -256,7 +275,9 @@ impl Role for Sbc {
                 self.ip = ip;
             }
         }
-        self.send_options(now, ua);
+        if self.options_enabled {
+            self.send_options(now, ua);
+        }
     }
 
     fn on_event(&mut self, now: Instant, event: UaEvent, ua: &mut UserAgent) {
@@ -298,8 +319,19 @@ impl Role for Sbc {
         }
     }
 
-    fn on_command(&mut self, _now: Instant, command: SbcCommand, _ua: &mut UserAgent) {
-        match command {}
+    fn on_command(&mut self, now: Instant, command: SbcCommand, ua: &mut UserAgent) {
+        match command {
+            SbcCommand::SendOptions(false) => {
+                self.options_enabled = false;
+                self.next_options = None;
+            }
+            SbcCommand::SendOptions(true) => {
+                self.options_enabled = true;
+                if self.next_options.is_none() {
+                    self.send_options(now, ua);
+                }
+            }
+        }
     }
 
     fn on_media(&mut self, now: Instant, event: RelayEvent, ua: &mut UserAgent) {

@@ -137,6 +137,10 @@ where
     };
     let mut ua = UserAgent::new(setup.ua, ports, routing, setup.rng);
     let mut sender = send::Sender::new(transport.clone());
+    // Settings given before the host started apply before its first act.
+    while let Ok(c) = commands.try_recv() {
+        role.on_command(now(), c, &mut ua);
+    }
     role.start(now(), &mut ua);
     let mut commands_open = true;
     loop {

@@ -44,6 +44,9 @@ pub struct LabConfig {
     /// Audio frames each far end sends per call (20 ms each); the default
     /// keeps them talking until the call ends.
     pub media_frames: u32,
+    /// The SBC's certificate: a [`drlab_sim::pki::variants`] name ("good"
+    /// by default; "expired", "client-auth-only"... for the hub to refuse).
+    pub sbc_certificate: String,
 }
 
 impl Default for LabConfig {
@@ -66,6 +69,7 @@ impl Default for LabConfig {
             tick: Duration::from_millis(1),
             duration: Duration::from_secs(3600),
             media_frames: 100_000,
+            sbc_certificate: "good".into(),
         }
     }
 }
@@ -170,7 +174,20 @@ impl Lab {
         let pki = TestPki::new().map_err(|e| err(&e))?;
         let root = roots(&[pki.root()]).map_err(|e| err(&e))?;
         let hub_id = pki.hub().map_err(|e| err(&e))?;
-        let sbc_id = pki.good(&[config.sbc_fqdn.as_str()]).map_err(|e| err(&e))?;
+        let variants = drlab_sim::pki::variants(&config.sbc_fqdn, EPOCH_SECS.into());
+        let spec = variants
+            .iter()
+            .find(|(n, _, _)| *n == config.sbc_certificate)
+            .map(|(_, s, _)| s.clone())
+            .ok_or_else(|| {
+                let names: Vec<&str> = variants.iter().map(|(n, _, _)| *n).collect();
+                LabError(format!(
+                    "no certificate variant {:?}; there are: {}",
+                    config.sbc_certificate,
+                    names.join(", ")
+                ))
+            })?;
+        let sbc_id = pki.leaf(&spec).map_err(|e| err(&e))?;
 
         let mut sim = turmoil::Builder::new()
             .rng_seed(config.seed)

@@ -2,7 +2,8 @@
 //! speak of "the SBC" and never of which one it is; the world asks it only
 //! to install itself and to say what state it holds.
 
-use sbc::b2bua::{run_sbc, SbcConfig, SbcView};
+use crate::world::topology::{once, take, Once};
+use sbc::b2bua::{run_sbc_with, SbcCommand, SbcConfig, SbcView};
 use sbc::direct_routing::HUB_FQDNS;
 use sbc::sip::transport::{Tap, TurmoilNet};
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,9 @@ pub trait SystemUnderTest {
     fn state(&self) -> Option<SutState>;
     /// The reference SBC's view, for failure reports.
     fn view(&self) -> Option<Arc<Mutex<SbcView>>>;
+    /// Change a setting while it runs (a deliberately misconfigured SBC).
+    /// An SBC the lab does not control says it cannot.
+    fn set(&self, setting: SbcCommand) -> Result<(), String>;
 }
 
 /// What an SBC needs from the world it is put in.
@@ -41,9 +45,21 @@ pub struct SutContext {
 }
 
 /// drlab's own SBC, run in simulation.
-#[derive(Default)]
 pub struct ReferenceSbc {
     view: Arc<Mutex<SbcView>>,
+    commands: tokio::sync::mpsc::UnboundedSender<SbcCommand>,
+    receiver: Once<SbcCommand>,
+}
+
+impl Default for ReferenceSbc {
+    fn default() -> Self {
+        let (commands, receiver) = once();
+        ReferenceSbc {
+            view: Arc::default(),
+            commands,
+            receiver,
+        }
+    }
 }
 
 impl SystemUnderTest for ReferenceSbc {
@@ -67,10 +83,11 @@ impl SystemUnderTest for ReferenceSbc {
             timers: Default::default(),
             seed: ctx.seed,
         };
-        let (view, tap) = (self.view.clone(), ctx.tap.clone());
+        let (view, tap, rx) = (self.view.clone(), ctx.tap.clone(), self.receiver.clone());
         sim.host(ctx.fqdn.as_str(), move || {
             let (c, v, t) = (config.clone(), view.clone(), tap.clone());
-            async move { Ok(run_sbc(TurmoilNet, c, v, Some(t)).await?) }
+            let commands = take(&rx);
+            async move { Ok(run_sbc_with(TurmoilNet, c, v, commands, Some(t)).await?) }
         });
     }
 
@@ -87,5 +104,9 @@ impl SystemUnderTest for ReferenceSbc {
 
     fn view(&self) -> Option<Arc<Mutex<SbcView>>> {
         Some(self.view.clone())
+    }
+
+    fn set(&self, setting: SbcCommand) -> Result<(), String> {
+        self.commands.send(setting).map_err(|e| e.to_string())
     }
 }

@@ -120,6 +120,7 @@ pub fn install(sim: &mut turmoil::Sim<'static>, p: &Parties, tap: Arc<dyn Tap>) 
             answering: Answering::default(),
             no_ack_timeout: Duration::from_secs(4),
             options_interval: Duration::from_secs(60),
+            demote_after: Duration::from_secs(300),
             timers: Default::default(),
             seed: p.seed,
         };

@@ -4,9 +4,7 @@
 //! hub's 4-second ACK timer, and hang-up.
 
 use super::raw::RawMessage;
-use super::{
-    CallDirection, CallState, HubCallView, Proxy, Refusal, SbcStatus, HUB_ALLOW, VIEW_HISTORY,
-};
+use super::{CallDirection, CallState, HubCallView, Proxy, Refusal, HUB_ALLOW, VIEW_HISTORY};
 use drlab_sim::far_end::{Callee, CalleeStep, Talk};
 use sbc::media::SrtpKey;
 use sbc::sip::sdp::offer_answer::{AnswerError, Codec, LocalMedia};
@@ -482,6 +480,38 @@ impl Proxy {
         }
     }
 
+    /// The tenant's SBCs in the order an outbound call tries them: by health
+    /// (Active first, Demoted last: behaviour §4), equally healthy ones
+    /// shuffled Fisher–Yates with the seeded RNG (behaviour §2, MON).
+    pub(crate) fn route_order(&self, ua: &mut UserAgent) -> Vec<String> {
+        let ranked: Vec<(u8, String)> = {
+            let view = self.view();
+            self.config
+                .tenant
+                .sbcs
+                .iter()
+                .map(|s| {
+                    let rank = view.sbcs.get(s).map_or(2, |h| h.status.routing_rank());
+                    (rank, s.clone())
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        for rank in 0..=3 {
+            let mut same: Vec<String> = ranked
+                .iter()
+                .filter(|(r, _)| *r == rank)
+                .map(|(_, s)| s.clone())
+                .collect();
+            for i in (1..same.len()).rev() {
+                let j = (ua.rng().next_u32() as usize) % (i + 1);
+                same.swap(i, j);
+            }
+            out.extend(same);
+        }
+        out
+    }
+
     /// A Teams user dials a PSTN number through the tenant's SBC.
     pub(crate) fn dial(&mut self, now: Instant, ua: &mut UserAgent, user: &str, number: &str) {
         let Some(u) = self
@@ -494,16 +524,9 @@ impl Proxy {
         else {
             return self.problem("dial", format!("no Teams user {user}"));
         };
-        let fqdn = {
-            let view = self.view();
-            let active = self.config.tenant.sbcs.iter().find(|s| {
-                view.sbcs
-                    .get(*s)
-                    .is_some_and(|h| h.status == SbcStatus::Active)
-            });
-            active.or(self.config.tenant.sbcs.first()).cloned()
+        let Some(fqdn) = self.route_order(ua).into_iter().next() else {
+            return;
         };
-        let Some(fqdn) = fqdn else { return };
         let (ip, mp_port, mp_key) = match self.media_processor(ua) {
             Ok(m) => m,
             Err(e) => return self.problem("media", format!("media processor: {e}")),

@@ -86,11 +86,14 @@ pub struct HubConfig {
     /// (Direct Routing: about 4 s).
     pub no_ack_timeout: Duration,
     pub options_interval: Duration,
+    /// Silence after which an SBC is demoted: 5 minutes with
+    /// `SendSipOptions` (behaviour §2, NEW), 3 in the original rule (MON).
+    pub demote_after: Duration,
     pub timers: TimerConfig,
     pub seed: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SbcStatus {
     /// Configured, no OPTIONS seen yet (dashboard: "Warning, no SIP options").
     NoOptions,
@@ -98,6 +101,31 @@ pub enum SbcStatus {
     OptionsReceived,
     /// Both directions answered: the dashboard shows Active.
     Active,
+    /// No OPTIONS reached any proxy for `demote_after` (behaviour §2: tried
+    /// last, but still tried before a call fails).
+    Demoted,
+}
+
+impl SbcStatus {
+    /// What the Health Dashboard shows (behaviour §2).
+    pub fn dashboard(&self) -> &'static str {
+        match self {
+            SbcStatus::NoOptions => "Warning, no SIP options",
+            SbcStatus::OptionsReceived => "OPTIONS received, hub OPTIONS not yet answered",
+            SbcStatus::Active => "Active",
+            SbcStatus::Demoted => "Demoted",
+        }
+    }
+
+    /// Routing order: healthy SBCs first, demoted ones last (behaviour §4).
+    pub fn routing_rank(&self) -> u8 {
+        match self {
+            SbcStatus::Active => 0,
+            SbcStatus::OptionsReceived => 1,
+            SbcStatus::NoOptions => 2,
+            SbcStatus::Demoted => 3,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +133,10 @@ pub struct SbcHealth {
     pub status: SbcStatus,
     pub options_from_sbc: u32,
     pub options_to_sbc_answered: u32,
+    /// Per proxy: whether it has heard the SBC's OPTIONS within the window.
+    pub heard_by: BTreeMap<String, bool>,
+    /// The dashboard's TLS warning: the certificate expires within 30 days.
+    pub certificate_warning: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +215,8 @@ impl HubView {
                         status: SbcStatus::NoOptions,
                         options_from_sbc: 0,
                         options_to_sbc_answered: 0,
+                        heard_by: BTreeMap::new(),
+                        certificate_warning: None,
                     },
                 )
             })
@@ -275,6 +309,9 @@ pub(crate) struct Proxy {
     media_out: VecDeque<ProbeCommand>,
     /// Next hub→SBC OPTIONS per SBC FQDN (started by the SBC's first OPTIONS, §9.13).
     pings: BTreeMap<String, options::Ping>,
+    /// When this proxy last heard each SBC's OPTIONS (its own clock), for
+    /// SBCs it still counts as heard.
+    heard: BTreeMap<String, Instant>,
 }
 
 impl Proxy {
@@ -287,6 +324,7 @@ impl Proxy {
             next_media: 0,
             media_out: VecDeque::new(),
             pings: BTreeMap::new(),
+            heard: BTreeMap::new(),
         }
     }
 
@@ -366,13 +404,15 @@ impl Role for Proxy {
 
     fn on_timeout(&mut self, now: Instant, ua: &mut UserAgent) {
         self.ping_due(now, ua);
+        self.silence_due(now);
         self.calls_due(now, ua);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
         let calls = self.calls.values().filter_map(|c| c.wake());
         let pings = self.pings.values().map(|p| p.next);
-        calls.chain(pings).min()
+        let silence = self.heard.values().map(|t| *t + self.config.demote_after);
+        calls.chain(pings).chain(silence).min()
     }
 
     fn poll_media(&mut self) -> Option<ProbeCommand> {

@@ -80,12 +80,22 @@ impl Proxy {
         let mut ok = response_to(request, 200, "OK", None);
         ok.headers.push("Allow", HUB_ALLOW);
         ua.respond(now, &key, ok);
+        self.heard.insert(fqdn.clone(), now);
         {
+            let proxy = self.config.fqdn.clone();
+            let warning = self.certificate_warning(&fqdn);
             let mut view = self.view();
             if let Some(h) = view.sbcs.get_mut(&fqdn) {
                 h.options_from_sbc += 1;
-                if h.status == SbcStatus::NoOptions {
-                    h.status = SbcStatus::OptionsReceived;
+                h.heard_by.insert(proxy, true);
+                h.status = match h.status {
+                    SbcStatus::NoOptions => SbcStatus::OptionsReceived,
+                    // Back on the next OPTIONS.
+                    SbcStatus::Demoted => SbcStatus::Active,
+                    s => s,
+                };
+                if warning.is_some() {
+                    h.certificate_warning = warning;
                 }
             }
         }
@@ -97,6 +107,47 @@ impl Proxy {
             seq: 0,
             pending: None,
         });
+    }
+
+    /// The dashboard's TLS warning for `fqdn`, if its certificate (as the
+    /// TLS layer saw it) ends within the warning window.
+    fn certificate_warning(&self, fqdn: &str) -> Option<String> {
+        let notes = self.view().tls_notes.clone();
+        let n = notes.lock().ok()?;
+        n.expiring
+            .iter()
+            .rev()
+            .find(|(names, _)| sbc::sip::transport::tls::names_cover(names, fqdn))
+            .map(|(_, days)| format!("certificate expires in {days} days"))
+    }
+
+    /// An SBC this proxy has not heard for `demote_after`: it stops
+    /// counting it as heard; when no proxy does, the SBC is demoted
+    /// (behaviour §2: no OPTIONS to any proxy within five minutes).
+    pub(crate) fn silence_due(&mut self, now: Instant) {
+        let limit = self.config.demote_after;
+        let silent: Vec<String> = self
+            .heard
+            .iter()
+            .filter(|(_, t)| **t + limit <= now)
+            .map(|(f, _)| f.clone())
+            .collect();
+        let proxy = self.config.fqdn.clone();
+        for fqdn in silent {
+            self.heard.remove(&fqdn);
+            let mut view = self.view();
+            if let Some(h) = view.sbcs.get_mut(&fqdn) {
+                h.heard_by.insert(proxy.clone(), false);
+                if !h.heard_by.values().any(|heard| *heard) {
+                    h.status = SbcStatus::Demoted;
+                }
+            }
+            drop(view);
+            self.problem(
+                "health",
+                format!("no OPTIONS from {fqdn} for {}s", limit.as_secs()),
+            );
+        }
     }
 
     pub(crate) fn ping_due(&mut self, now: Instant, ua: &mut UserAgent) {
@@ -160,7 +211,10 @@ impl Proxy {
             let mut view = self.view();
             if let Some(h) = view.sbcs.get_mut(&fqdn) {
                 h.options_to_sbc_answered += 1;
-                h.status = SbcStatus::Active;
+                // A demoted SBC comes back on its own OPTIONS, not on ours.
+                if h.status != SbcStatus::Demoted {
+                    h.status = SbcStatus::Active;
+                }
             }
         } else {
             self.problem(
