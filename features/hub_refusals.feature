@@ -31,6 +31,7 @@ Feature: What the hub refuses, and how
     When a client with the SBC's certificate sends an INVITE for +4989000001 and never ACKs
     Then the hub answers it with 200
     And the hub ends the call with a BYE giving reason 1106 about 4 seconds after its 200
+    And the hub's last BYE carries Q.850 cause 102 and Microsoft code 1106
     And the trace matches its snapshot
 
   Scenario: An INVITE offering only codecs Teams does not support is refused with 488

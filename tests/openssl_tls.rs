@@ -105,10 +105,8 @@ fn openssl_with_each_certificate_variant_is_accepted_or_refused_as_the_hub_does(
     let tenant = Tenant {
         sbcs: vec![SBC.into()],
         sbc_port: 5061,
-        users: vec![TeamsUser {
-            number: "+4989000001".into(),
-            name: "Alice".into(),
-        }],
+        users: vec![TeamsUser::new("+4989000001", "Alice")],
+        routes: vec![],
     };
     let view = HubView::new(&tenant);
     let (tls_server, tls_client) = hub_configs(
@@ -149,6 +147,10 @@ fn openssl_with_each_certificate_variant_is_accepted_or_refused_as_the_hub_does(
         no_ack_timeout: Duration::from_secs(4),
         options_interval: Duration::from_secs(60),
         demote_after: Duration::from_secs(300),
+        refusals: Default::default(),
+        failover_time: Duration::from_secs(10),
+        failover_codes: vec![408, 503, 504],
+        peers: Vec::new(),
         timers: Default::default(),
         seed: 1,
     };

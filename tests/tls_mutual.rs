@@ -202,6 +202,7 @@ fn identify(id: &TlsIdentity) -> Result<(), teams_sim::hub::Refusal> {
         sbcs: vec![SBC.into()],
         sbc_port: 5061,
         users: vec![],
+        routes: vec![],
     };
     teams_sim::hub::rules::identify_sbc(&msg, &source, &tenant).map(|_| ())
 }

@@ -386,7 +386,7 @@ impl Trunk {
         self.ports.release(c.port);
         let why = c.why.take().unwrap_or_else(|| match reason {
             EndReason::RemoteBye { .. } => "BYE from SBC".into(),
-            EndReason::Rejected { code, reason } => format!("{code} {reason}"),
+            EndReason::Rejected { code, reason, .. } => format!("{code} {reason}"),
             EndReason::Cancelled => "cancelled".into(),
             other => other.to_string(),
         });

@@ -1,7 +1,7 @@
 //! Steps that check what the hub refuses and how, driven through the
 //! scripted client (`tester.example.com`, holding the SBC's certificate).
 
-use crate::steps::{fail, lock, sent, DrlabWorld};
+use crate::steps::{fail, lock, rsip_header, sent, DrlabWorld};
 use crate::tester::{Identity, TesterCommand};
 use cucumber::{then, when};
 use sbc::direct_routing::HUB_FQDNS;
@@ -66,10 +66,14 @@ async fn tester_options(w: &mut DrlabWorld, contact: String) -> StepResult {
 }
 
 #[when(
-    regex = r"^a client with the SBC's certificate sends an INVITE for (\+?\d+)(?: (offering RTP/AVP|offering only AMR|with Require: 100rel|with c=0\.0\.0\.0|without SDP|with a Replaces header|with an IP address in Record-Route|with an IP address first of two Contacts|and never ACKs))?$"
+    regex = r"^a client with the SBC's certificate sends an INVITE for (\+?\d+)(?: (offering RTP/AVP|offering only AMR|offering only G\.729|with Require: 100rel|with c=0\.0\.0\.0|without SDP|with a Replaces header|with an IP address in Record-Route|with an IP address first of two Contacts|and never ACKs|to voicemail))?$"
 )]
 async fn tester_invite(w: &mut DrlabWorld, number: String, variant: String) -> StepResult {
-    let ruri = format!("sip:{number}@{}:5061;user=phone", HUB_FQDNS[0]);
+    let mut ruri = format!("sip:{number}@{}:5061;user=phone", HUB_FQDNS[0]);
+    if variant == "to voicemail" {
+        // Case 9.30: ENABLE's Request-URI parameter.
+        ruri.push_str(";opaque=app:voicemail");
+    }
     let mut headers = vec![(
         "Contact",
         "<sip:+4930123456@sbc.example.com:5061;transport=tls>".to_string(),
@@ -78,6 +82,7 @@ async fn tester_invite(w: &mut DrlabWorld, number: String, variant: String) -> S
     match variant.as_str() {
         "offering RTP/AVP" => body = body.replace("RTP/SAVP", "RTP/AVP").replace("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n", ""),
         "offering only AMR" => body = body.replace("RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000", "RTP/SAVP 96\r\na=rtpmap:96 AMR/8000"),
+        "offering only G.729" => body = body.replace("RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000", "RTP/SAVP 18\r\na=rtpmap:18 G729/8000"),
         "with Require: 100rel" => headers.push(("Require", "100rel".into())),
         "with c=0.0.0.0" => body = body.replace("c=IN IP4 192.0.2.10", "c=IN IP4 0.0.0.0"),
         "without SDP" => body.clear(),
@@ -193,12 +198,123 @@ async fn hub_byes_unacked(w: &mut DrlabWorld, ms_code: u32, secs: u64) -> StepRe
             format!("the BYE about {secs} s after the 200, it came {after:.3} s after"),
         );
     }
-    let reason = bye
+    // Microsoft's code (KB-408: 1106) rides in ms-diagnostics; the Reason
+    // (Q.850) is checked by its own step.
+    let diag = bye
         .message()
-        .and_then(|m| m.headers.get("Reason").map(str::to_string))
+        .and_then(|m| m.headers.get("ms-diagnostics").map(str::to_string))
         .unwrap_or_default();
-    if !reason.contains(&ms_code.to_string()) {
-        return fail(lab, format!("a Reason with {ms_code}, got {reason:?}"));
+    if diag.split(';').next() != Some(ms_code.to_string().as_str()) {
+        return fail(lab, format!("ms-diagnostics {ms_code}, got {diag:?}"));
+    }
+    Ok(())
+}
+
+/// The last message a hub proxy sent that says why something ended: a
+/// final failure response, or a BYE.
+fn last_hub_ending(lab: &crate::world::Lab, what: &str) -> Option<crate::trace::Sent> {
+    sent(lab).into_iter().rev().find(|s| {
+        s.from.ends_with(".pstnhub.microsoft.com")
+            && s.message().is_some_and(|m| match what {
+                "BYE" => m.method() == Some(&Method::Bye),
+                _ => m.status().is_some_and(|c| c >= 300),
+            })
+    })
+}
+
+/// Case 9.59: the hub's Reason is `Q.850;cause=N;text="<guid>;<phrase>"`,
+/// with Microsoft's code in ms-diagnostics where it has one. Read with
+/// rsip, not with the stack that wrote it.
+#[then(
+    regex = r"^the hub's last (refusal|BYE) carries Q\.850 cause (\d+)(?: and Microsoft code (\d+))?$"
+)]
+async fn hub_reason(w: &mut DrlabWorld, what: String, cause: u16, ms_code: String) -> StepResult {
+    let lab = w.lab()?;
+    lab.run_until(Duration::from_secs(5), |l| {
+        last_hub_ending(l, &what).is_some()
+    })
+    .map_err(|e| e.to_string())?;
+    let Some(ending) = last_hub_ending(lab, &what) else {
+        return fail(lab, format!("a {what} from the hub"));
+    };
+    let headers = match ending.rsip() {
+        Some(rsip::SipMessage::Request(r)) => r.headers,
+        Some(rsip::SipMessage::Response(r)) => r.headers,
+        None => return fail(lab, format!("rsip to read the hub's {what}")),
+    };
+    let Some(reason) = rsip_header(&headers, "Reason") else {
+        return fail(lab, format!("a Reason header on the hub's {what}"));
+    };
+    let parsed = teams_sim::hub::causes::parse_reason(reason);
+    let Some((protocol, got, Some(text))) = parsed else {
+        return fail(
+            lab,
+            format!("Reason Q.850;cause=..;text=\"..\", got {reason:?}"),
+        );
+    };
+    if protocol != "Q.850" || got != cause {
+        return fail(lab, format!("Reason Q.850 cause {cause}, got {reason:?}"));
+    }
+    // "<correlation-guid>;<phrase>" (observed: C2T, SYNTH-CDR).
+    let guid_ok = text.split_once(';').is_some_and(|(guid, phrase)| {
+        guid.len() == 36
+            && guid.split('-').map(str::len).eq([8, 4, 4, 4, 12])
+            && guid.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+            && !phrase.is_empty()
+    });
+    if !guid_ok {
+        return fail(
+            lab,
+            format!("Reason text \"<guid>;<phrase>\", got {text:?}"),
+        );
+    }
+    if !ms_code.is_empty() {
+        let diag = rsip_header(&headers, "ms-diagnostics").unwrap_or_default();
+        if diag.split(';').next() != Some(ms_code.as_str()) {
+            return fail(lab, format!("ms-diagnostics {ms_code}, got {diag:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Case 9.30: voicemail answers without any endpoint ringing.
+#[then("the hub sent no 180 for it")]
+async fn hub_no_ringing(w: &mut DrlabWorld) -> StepResult {
+    let call = w.tester_call.clone().ok_or("the client sent nothing")?;
+    let lab = w.lab()?;
+    let rang = sent(lab).into_iter().any(|s| {
+        s.message()
+            .is_some_and(|m| m.status() == Some(180) && m.call_id().ok() == Some(call.as_str()))
+    });
+    if rang {
+        return fail(lab, "no 180 from the hub");
+    }
+    Ok(())
+}
+
+/// Case 9.25: which codec the hub's answer chose (its first payload type).
+#[then(expr = "the hub's answer uses {word}")]
+async fn hub_answer_codec(w: &mut DrlabWorld, codec: String) -> StepResult {
+    let m = final_answer(w).ok_or("no answer yet")?;
+    let sdp = String::from_utf8_lossy(&m.body).into_owned();
+    let pt = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or_default()
+        .to_string();
+    let name = sdp
+        .lines()
+        .find_map(|l| {
+            let (p, rest) = l.strip_prefix("a=rtpmap:")?.split_once(' ')?;
+            (p == pt).then(|| rest.split('/').next().unwrap_or_default().to_string())
+        })
+        .unwrap_or_default();
+    if !name.eq_ignore_ascii_case(&codec) {
+        return fail(
+            w.lab()?,
+            format!("an answer using {codec}, it uses {pt} {name:?}"),
+        );
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod certify;
 pub mod conformance;
+pub mod failover;
 pub mod pcap;
 pub mod sbc_rules;
 pub mod steps;

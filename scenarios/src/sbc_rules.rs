@@ -146,19 +146,25 @@ async fn sbc_answer_carries(w: &mut DrlabWorld, name: String, value: String) -> 
     )
 }
 
-#[then(regex = r"^the SBC sends the INVITE to (\S+) from anonymous@anonymous\.invalid$")]
-async fn sbc_invite_anonymous(w: &mut DrlabWorld, hub: String) -> StepResult {
+/// Case 9.55 both ways: an anonymous caller stays anonymous, in the form
+/// Teams uses, whichever side hides it.
+#[then(regex = r"^the (SBC|hub) sends the INVITE to (\S+) from anonymous@anonymous\.invalid$")]
+async fn invite_anonymous(w: &mut DrlabWorld, party: String, to: String) -> StepResult {
     let lab = w.lab()?;
     let fqdn = lab.config.sbc_fqdn.clone();
+    let by = move |from: &str| match party.as_str() {
+        "SBC" => from == fqdn,
+        _ => from.ends_with(".pstnhub.microsoft.com"),
+    };
     let find = |l: &crate::world::Lab| {
         sent(l)
             .into_iter()
-            .find(|s| s.from == fqdn && s.to == hub && s.label() == "INVITE")
+            .find(|s| by(&s.from) && s.to == to && s.label() == "INVITE")
     };
     lab.run_until(Duration::from_secs(5), |l| find(l).is_some())
         .map_err(|e| e.to_string())?;
     let Some(invite) = find(lab) else {
-        return fail(lab, format!("an INVITE from the SBC to {hub}"));
+        return fail(lab, format!("an INVITE to {to}"));
     };
     // Read by rsip, not by the stack that wrote it.
     let Some(rsip::SipMessage::Request(r)) = invite.rsip() else {

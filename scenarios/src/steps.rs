@@ -38,6 +38,8 @@ pub struct DrlabWorld {
     pub(crate) tester_sent: u32,
     /// How long the far ends take to answer in this scenario.
     answer_after: Duration,
+    /// The tenant's second SBC, set before the world is built.
+    pub(crate) second_sbc: Option<crate::world::SecondSbc>,
 }
 
 type StepResult = Result<(), String>;
@@ -113,7 +115,7 @@ fn rsip_request(s: &Sent) -> Result<rsip::Request, String> {
     }
 }
 
-fn rsip_header<'a>(headers: &'a rsip::Headers, name: &str) -> Option<&'a str> {
+pub(crate) fn rsip_header<'a>(headers: &'a rsip::Headers, name: &str) -> Option<&'a str> {
     headers.iter().find_map(|h| match h {
         rsip::Header::Other(n, v) if n.eq_ignore_ascii_case(name) => Some(v.as_str()),
         rsip::Header::Allow(a) if name.eq_ignore_ascii_case("Allow") => Some(a.value()),
@@ -131,6 +133,7 @@ async fn registered(w: &mut DrlabWorld, fqdn: String, certificate: String) -> St
         } else {
             certificate
         },
+        second_sbc: w.second_sbc.take(),
         ..LabConfig::default()
     };
     w.lab = Some(Lab::new(config).map_err(|e| format!("cannot build the world: {e}"))?);
@@ -757,8 +760,16 @@ async fn both_legs_end(w: &mut DrlabWorld) -> StepResult {
             Some(PstnState::Ended(_))
         )
     };
+    // The far ends update their views when the 200 reaches them.
+    lab.run_until(Duration::from_secs(1), ended)
+        .map_err(|e| e.to_string())?;
     if !ended(lab) {
-        return fail(lab, "the call ended on the Teams side and on the PSTN side");
+        let hub = lock(&lab.hub).calls.back().map(|c| c.state.clone());
+        let pstn = lock(&lab.carrier).calls.back().map(|c| c.state.clone());
+        return fail(
+            lab,
+            format!("the call ended on the Teams side and on the PSTN side: Teams {hub:?}, PSTN {pstn:?}"),
+        );
     }
     Ok(())
 }
@@ -939,6 +950,80 @@ async fn hub_refuses_tls(w: &mut DrlabWorld, rule: String) -> StepResult {
                 s.from,
                 s.label()
             ),
+        );
+    }
+    Ok(())
+}
+
+// ----- the Teams side and misconfigured SBCs (behaviour §3, cases 9.24–9.60) -----
+
+#[given(regex = r"^Teams user (\S+) (is busy|declines calls)$")]
+async fn teams_user_refuses(w: &mut DrlabWorld, user: String, how: String) -> StepResult {
+    let status = Some(if how == "is busy" { 486 } else { 603 });
+    w.lab()?
+        .hub_commands
+        .send(HubCommand::Refuses { user, status })
+        .map_err(|e| e.to_string())
+}
+
+#[given(regex = r"^the hub proxy (\S+) answers INVITEs with 503 and Retry-After (\d+)$")]
+async fn proxy_overloaded(w: &mut DrlabWorld, proxy: String, secs: u32) -> StepResult {
+    w.lab()?
+        .hub_commands
+        .send(HubCommand::Overload {
+            proxy,
+            retry_after: Some(secs),
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// A deliberately misconfigured SBC (only the lab's own SBC can be told).
+#[given(
+    regex = r"^the SBC is misconfigured to (answer the hub with plain RTP|fail over on every failure|ignore Retry-After)$"
+)]
+async fn sbc_misconfigured(w: &mut DrlabWorld, fault: String) -> StepResult {
+    use sbc::b2bua::{SbcCommand, SbcFault};
+    let fault = match fault.as_str() {
+        "answer the hub with plain RTP" => SbcFault::PlainRtpToTeams,
+        "fail over on every failure" => SbcFault::RetryEveryFailure,
+        _ => SbcFault::IgnoreRetryAfter,
+    };
+    w.lab()?.sut.set(SbcCommand::Fault(fault))
+}
+
+/// The hub refused the SBC's SDP answer: it ended the call itself and its
+/// media processor never sent the SBC a packet (behaviour §3.3: no plain
+/// RTP, ever).
+#[then("the hub ends the call without sending it any media")]
+async fn hub_ends_without_media(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let ended = |l: &Lab| {
+        matches!(
+            last_hub_call_state(l, CallDirection::Outbound),
+            Some(CallState::Ended(_))
+        )
+    };
+    lab.run_until(Duration::from_secs(5), ended)
+        .map_err(|e| e.to_string())?;
+    let state = last_hub_call_state(lab, CallDirection::Outbound);
+    let Some(CallState::Ended(why)) = &state else {
+        return fail(lab, format!("the hub to end the call, it is {state:?}"));
+    };
+    if !why.starts_with("SBC answer refused") {
+        return fail(
+            lab,
+            format!("the hub to end the call over the SBC's answer, it ended: {why}"),
+        );
+    }
+    let sent = lock(&lab.hub)
+        .calls
+        .back()
+        .map(|c| lock(&c.media).sent)
+        .unwrap_or_default();
+    if sent != 0 {
+        return fail(
+            lab,
+            format!("no media from the hub, it sent {sent} packets"),
         );
     }
     Ok(())

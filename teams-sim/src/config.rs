@@ -2,7 +2,7 @@
 //! tenant, TLS files, and static host entries. `teams-sim/examples/hub.toml`
 //! documents every key.
 
-use crate::hub::{TeamsUser, Tenant};
+use crate::hub::{RefusalPolicy, TeamsUser, Tenant};
 use sbc::config::{error, read_tls_material, read_toml, ConfigError, TlsSection};
 use sbc::sip::transport::tls::TlsIdentity;
 use serde::Deserialize;
@@ -44,6 +44,14 @@ struct FileConfig {
     /// SendSipOptions rule) or 180 (the original one).
     #[serde(default = "default_demote_after")]
     demote_after_secs: u64,
+    #[serde(default)]
+    refusals: RefusalsSection,
+    /// `FailoverTimeSeconds`: no 18x from an SBC by then, the next is tried.
+    #[serde(default = "default_failover_time")]
+    failover_time_secs: u64,
+    /// `FailoverResponseCodes`: finals that move an outbound call on.
+    #[serde(default = "default_failover_codes")]
+    failover_response_codes: Vec<u16>,
     proxy: Vec<ProxySection>,
     tenant: TenantSection,
     tls: TlsSection,
@@ -64,6 +72,9 @@ struct TenantSection {
     sbcs: Vec<String>,
     #[serde(default = "default_sbc_port")]
     sbc_port: u16,
+    /// Voice routes by priority, each listing SBCs of `sbcs`.
+    #[serde(default)]
+    routes: Vec<Vec<String>>,
     users: Vec<UserSection>,
 }
 
@@ -72,6 +83,91 @@ struct TenantSection {
 struct UserSection {
     number: String,
     name: String,
+    #[serde(default = "default_true")]
+    enabled: bool,
+    #[serde(default)]
+    blocked: Vec<String>,
+    #[serde(default)]
+    hide_caller_id: bool,
+}
+
+/// Statuses and causes the sources leave open (see `hub::causes`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefusalsSection {
+    replaces_status: Option<u16>,
+    delayed_offer_status: Option<u16>,
+    no_contact_status: Option<u16>,
+    /// SIP status (as a string key) → Q.850 cause.
+    #[serde(default)]
+    q850: BTreeMap<String, u8>,
+}
+
+fn default_failover_time() -> u64 {
+    10
+}
+fn default_failover_codes() -> Vec<u16> {
+    vec![408, 503, 504]
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// E.164 with a leading `+` and digits only.
+fn is_e164(number: &str) -> bool {
+    let digits = number.strip_prefix('+').unwrap_or_default();
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The `[refusals]` section over the defaults, each value range-checked.
+fn refusal_policy(path: &Path, r: &RefusalsSection) -> Result<RefusalPolicy, ConfigError> {
+    let mut policy = RefusalPolicy::default();
+    for (key, value, slot) in [
+        (
+            "replaces_status",
+            r.replaces_status,
+            &mut policy.replaces_status,
+        ),
+        (
+            "delayed_offer_status",
+            r.delayed_offer_status,
+            &mut policy.delayed_offer_status,
+        ),
+        (
+            "no_contact_status",
+            r.no_contact_status,
+            &mut policy.no_contact_status,
+        ),
+    ] {
+        if let Some(v) = value {
+            if !(400..=699).contains(&v) {
+                return Err(error(
+                    path,
+                    &format!("refusals.{key}"),
+                    format!("{v} is not a failure status (400-699)"),
+                ));
+            }
+            *slot = v;
+        }
+    }
+    for (status, &cause) in &r.q850 {
+        let key = format!("refusals.q850.{status}");
+        let code: u16 = status
+            .parse()
+            .ok()
+            .filter(|c| (400..=699).contains(c))
+            .ok_or_else(|| error(path, &key, "the key must be a failure status (400-699)"))?;
+        if !(1..=127).contains(&cause) {
+            return Err(error(
+                path,
+                &key,
+                format!("{cause} is not a Q.850 cause (1-127)"),
+            ));
+        }
+        policy.causes.set(code, cause);
+    }
+    Ok(policy)
 }
 
 fn default_ring() -> u64 {
@@ -127,6 +223,9 @@ pub struct HubFile {
     pub tls_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub tls13: bool,
     pub demote_after: Duration,
+    pub refusals: RefusalPolicy,
+    pub failover_time: Duration,
+    pub failover_codes: Vec<u16>,
     pub hosts: BTreeMap<String, IpAddr>,
 }
 
@@ -159,12 +258,54 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         ));
     }
     for (i, u) in f.tenant.users.iter().enumerate() {
-        let digits = u.number.strip_prefix('+').unwrap_or_default();
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        if !is_e164(&u.number) {
             return Err(error(
                 path,
                 &format!("tenant.users[{i}].number"),
                 format!("{:?} is not E.164 with a leading +", u.number),
+            ));
+        }
+        if let Some((j, b)) = u.blocked.iter().enumerate().find(|(_, b)| !is_e164(b)) {
+            return Err(error(
+                path,
+                &format!("tenant.users[{i}].blocked[{j}]"),
+                format!("{b:?} is not E.164 with a leading + (the hub compares From with +)"),
+            ));
+        }
+    }
+    let refusals = refusal_policy(path, &f.refusals)?;
+    if !(1..=600).contains(&f.failover_time_secs) {
+        return Err(error(
+            path,
+            "failover_time_secs",
+            format!(
+                "{} is outside 1-600 (Microsoft: 10 by default)",
+                f.failover_time_secs
+            ),
+        ));
+    }
+    if let Some((i, c)) = f
+        .failover_response_codes
+        .iter()
+        .enumerate()
+        .find(|(_, c)| !(300..=699).contains(*c))
+    {
+        return Err(error(
+            path,
+            &format!("failover_response_codes[{i}]"),
+            format!("{c} is not a final failure status (300-699)"),
+        ));
+    }
+    for (i, route) in f.tenant.routes.iter().enumerate() {
+        if let Some((j, s)) = route
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !f.tenant.sbcs.iter().any(|t| t.eq_ignore_ascii_case(s)))
+        {
+            return Err(error(
+                path,
+                &format!("tenant.routes[{i}][{j}]"),
+                format!("{s:?} is not one of tenant.sbcs"),
             ));
         }
     }
@@ -215,6 +356,12 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
                 .map(|s| s.to_ascii_lowercase())
                 .collect(),
             sbc_port: f.tenant.sbc_port,
+            routes: f
+                .tenant
+                .routes
+                .iter()
+                .map(|r| r.iter().map(|s| s.to_ascii_lowercase()).collect())
+                .collect(),
             users: f
                 .tenant
                 .users
@@ -222,6 +369,9 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
                 .map(|u| TeamsUser {
                     number: u.number,
                     name: u.name,
+                    enabled: u.enabled,
+                    blocked: u.blocked,
+                    hide_caller_id: u.hide_caller_id,
                 })
                 .collect(),
         },
@@ -237,6 +387,9 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         tls_roots,
         tls13: f.tls13,
         demote_after: Duration::from_secs(f.demote_after_secs),
+        refusals,
+        failover_time: Duration::from_secs(f.failover_time_secs),
+        failover_codes: f.failover_response_codes,
         hosts: f.hosts,
     })
 }
@@ -263,6 +416,9 @@ mod tests {
         let f = load(&p).unwrap();
         assert_eq!(f.proxies.len(), 3);
         assert_eq!(f.tenant.users[1].name, "Bob");
+        assert_eq!(f.tenant.users[0].blocked, ["+4930654321"]);
+        assert_eq!(f.refusals.causes.cause(486), 34);
+        assert_eq!(f.refusals.replaces_status, 403);
         for (bad, key) in [
             (
                 text.replace("\"+4989000002\"", "\"089000002\""),
@@ -278,6 +434,33 @@ mod tests {
             (
                 text.replace("key = \"hub.key\"", "key = \"nope.key\""),
                 "tls.key",
+            ),
+            (
+                text.replace("\"486\" = 34", "\"486\" = 200"),
+                "refusals.q850.486",
+            ),
+            (
+                text.replace("\"486\" = 34", "\"286\" = 34"),
+                "refusals.q850.286",
+            ),
+            (
+                text.replace("replaces_status = 403", "replaces_status = 200"),
+                "refusals.replaces_status",
+            ),
+            (
+                text.replace(
+                    "routes = [[\"sbc.example.com\"]]",
+                    "routes = [[\"sbc9.example.com\"]]",
+                ),
+                "tenant.routes[0][0]",
+            ),
+            (
+                text.replace("[408, 503, 504]", "[408, 200]"),
+                "failover_response_codes[1]",
+            ),
+            (
+                text.replace("blocked = [\"+4930654321\"]", "blocked = [\"030654321\"]"),
+                "tenant.users[0].blocked[0]",
             ),
         ] {
             std::fs::write(&p, bad).unwrap();

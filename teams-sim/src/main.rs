@@ -3,6 +3,7 @@
 //!
 //!     dial <user> <number>     a Teams user calls a PSTN number
 //!     hangup <user>            a Teams user hangs up
+//!     busy|decline|free <user> the user answers new calls 486, 603 (or takes them)
 //!     status                   SBC health, calls, refusals, problems
 //!
 //! `teams-sim test-pki --fqdn sbc.example.com --out target/lab` mints the
@@ -79,8 +80,8 @@ fn status(view: &HubView) -> String {
             m.corrupt + m.unprotect_errors
         ));
     }
-    for (proxy, r) in &view.refusals {
-        out.push_str(&format!("refused by {proxy}: {r}\n"));
+    for (proxy, code, r) in &view.refusals {
+        out.push_str(&format!("refused by {proxy}: {code} {r}\n"));
     }
     for p in view.problems.lines() {
         out.push_str(&format!("problem: {p}\n"));
@@ -197,12 +198,24 @@ fn main() -> ExitCode {
         } else {
             None
         };
-        let mut first_commands = None;
+        // One command channel per proxy: the console talks to the first,
+        // and each proxy can hand an outbound call to the others (a
+        // connection failure is retried from another datacenter).
+        let (senders, mut receivers): (Vec<_>, Vec<_>) = file
+            .proxies
+            .iter()
+            .map(|_| mpsc::unbounded_channel::<HubCommand>())
+            .unzip();
+        let first_commands = senders.first().cloned();
         for (i, p) in file.proxies.iter().enumerate() {
-            let (tx, rx) = mpsc::unbounded_channel();
-            if i == 0 {
-                first_commands = Some(tx);
-            }
+            let rx = receivers.remove(0);
+            let peers = file
+                .proxies
+                .iter()
+                .zip(&senders)
+                .filter(|(q, _)| q.fqdn != p.fqdn)
+                .map(|(q, tx)| (q.fqdn.clone(), tx.clone()))
+                .collect();
             let config = HubConfig {
                 fqdn: p.fqdn.clone(),
                 listen_ip: p.listen.ip(),
@@ -227,6 +240,10 @@ fn main() -> ExitCode {
                 no_ack_timeout: std::time::Duration::from_secs(4),
                 options_interval: std::time::Duration::from_secs(60),
                 demote_after: file.demote_after,
+                refusals: file.refusals.clone(),
+                failover_time: file.failover_time,
+                failover_codes: file.failover_codes.clone(),
+                peers,
                 timers: Default::default(),
                 seed,
             };
@@ -241,7 +258,7 @@ fn main() -> ExitCode {
         let Some(commands) = first_commands else {
             return ExitCode::from(2);
         };
-        let help = "`dial <user> <number>`, `hangup <user>`, `status`";
+        let help = "`dial <user> <number>`, `hangup <user>`, `busy|decline|free <user>`, `status`";
         drlab_sim::console::serve_stdin("teams-sim", help, |words| {
             match words {
                 ["dial", user, number] => {
@@ -253,6 +270,17 @@ fn main() -> ExitCode {
                 ["hangup", user] => {
                     let _ = commands.send(HubCommand::HangUp {
                         user: user.to_string(),
+                    });
+                }
+                [word @ ("busy" | "decline" | "free"), user] => {
+                    let status = match *word {
+                        "busy" => Some(486),
+                        "decline" => Some(603),
+                        _ => None,
+                    };
+                    let _ = commands.send(HubCommand::Refuses {
+                        user: user.to_string(),
+                        status,
                     });
                 }
                 ["status"] => print!(

@@ -111,10 +111,8 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
     let tenant = Tenant {
         sbcs: vec!["sbc.example.com".into()],
         sbc_port: 5061,
-        users: vec![TeamsUser {
-            number: "+4989000001".into(),
-            name: "Alice".into(),
-        }],
+        users: vec![TeamsUser::new("+4989000001", "Alice")],
+        routes: vec![],
     };
     let view = HubView::new(&tenant);
     let (hub_server, hub_client) = teams_sim::hub::tls::hub_configs(
@@ -147,6 +145,10 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         no_ack_timeout: Duration::from_secs(4),
         options_interval: Duration::from_secs(60),
         demote_after: Duration::from_secs(300),
+        refusals: Default::default(),
+        failover_time: Duration::from_secs(10),
+        failover_codes: vec![408, 503, 504],
+        peers: Vec::new(),
         timers: o.timers,
         seed: 1,
     };

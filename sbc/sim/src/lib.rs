@@ -12,3 +12,4 @@ pub use probe::{
     media_host, media_host_channel, AudioProbe, MediaHostHandle, MediaStats, ProbeCommand,
     ProbeDriver, ProbeOpen, ProbePlan,
 };
+pub mod scripted_sbc;

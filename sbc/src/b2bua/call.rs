@@ -4,7 +4,7 @@
 //! its session's.
 
 use super::numbers::{to_e164, to_national};
-use super::{Sbc, SBC_AGENT, SBC_ALLOW};
+use super::{Sbc, SbcFault, SBC_AGENT, SBC_ALLOW};
 use crate::media::{RelayCommand, RelayEvent, RelayLeg, RelayPlan, RelayStats, SrtpKey};
 use crate::sip::sdp::offer_answer::{agreed, Agreed, Codec, LocalMedia};
 use crate::sip::sdp::{Origin, SessionDescription};
@@ -31,6 +31,8 @@ pub(crate) enum Direction {
 #[derive(Debug)]
 struct Leg {
     session: SessionId,
+    /// The hub proxy this leg went to (inbound leg b).
+    hub: Option<String>,
     /// Our media on this leg (address, port, codecs, SRTP key).
     media: LocalMedia,
 }
@@ -96,6 +98,16 @@ impl Rejection {
     }
 }
 
+/// The fault [`SbcFault::PlainRtpToTeams`]: the same answer as RTP/AVP
+/// without its crypto lines.
+fn plain_rtp(mut sd: SessionDescription) -> SessionDescription {
+    for m in &mut sd.media {
+        m.proto = "RTP/AVP".into();
+        m.crypto.clear();
+    }
+    sd
+}
+
 /// Codecs the SBC relays without transcoding.
 fn relayable(offer: &SessionDescription) -> Vec<Codec> {
     let Some(m) = offer
@@ -155,7 +167,7 @@ fn relay_leg(a: &Agreed) -> Option<RelayLeg> {
 
 fn code_for(reason: &EndReason) -> (u16, String) {
     match reason {
-        EndReason::Rejected { code, reason } => (*code, reason.clone()),
+        EndReason::Rejected { code, reason, .. } => (*code, reason.clone()),
         EndReason::Timeout => (408, "Request Timeout".into()),
         EndReason::TransportError(_) => (503, "Service Unavailable".into()),
         EndReason::Cancelled => (487, "Request Terminated".into()),
@@ -378,6 +390,7 @@ impl Sbc {
             direction,
             legs: vec![Leg {
                 session: a,
+                hub: None,
                 media: a_media,
             }],
             a_offer: offer,
@@ -385,7 +398,7 @@ impl Sbc {
             hubs_left: if from_hub {
                 Vec::new()
             } else {
-                self.config.hub_fqdns.clone()
+                self.hubs_to_try(now)
             },
             called,
             calling,
@@ -433,19 +446,20 @@ impl Sbc {
         media: LocalMedia,
     ) -> bool {
         loop {
-            let (msg, hop) = match call.direction {
+            let (hub, (msg, hop)) = match call.direction {
                 Direction::Inbound => {
                     if call.hubs_left.is_empty() {
                         return false;
                     }
                     let hub = call.hubs_left.remove(0);
-                    self.teams_invite(ua, &hub, call)
+                    let invite = self.teams_invite(ua, &hub, call);
+                    (Some(hub), invite)
                 }
                 Direction::Outbound => {
                     if call.legs.len() > 1 {
                         return false; // one carrier, one attempt
                     }
-                    self.carrier_invite(ua, call)
+                    (None, self.carrier_invite(ua, call))
                 }
             };
             match ua.invite(now, msg, Some(call.b_offer.clone()), hop) {
@@ -453,6 +467,7 @@ impl Sbc {
                     self.by_session.insert(b, call.id);
                     call.legs.push(Leg {
                         session: b,
+                        hub,
                         media: media.clone(),
                     });
                     return true;
@@ -585,6 +600,13 @@ impl Sbc {
                     .map_err(|e| format!("cannot answer leg a: {e}"))?
             }
         };
+        let a_answer = if call.direction == Direction::Outbound
+            && self.faults.contains(&SbcFault::PlainRtpToTeams)
+        {
+            plain_rtp(a_answer)
+        } else {
+            a_answer
+        };
         call.a_answer = Some(a_answer.clone());
         let plan = agreed(&a_answer, &call.a_offer).and_then(|a| {
             Some(RelayPlan {
@@ -689,14 +711,35 @@ impl Sbc {
                 c.ring_deadline = None;
             }
         } else if call.b() == Some(leg) && !answered {
-            let failover = matches!(
-                &reason,
+            let retry_any = self.faults.contains(&SbcFault::RetryEveryFailure);
+            let failover = match &reason {
                 EndReason::Rejected {
                     code: 408 | 503 | 504,
                     ..
-                } | EndReason::Timeout
-                    | EndReason::TransportError(_)
-            );
+                }
+                | EndReason::Timeout
+                | EndReason::TransportError(_) => true,
+                // Case 9.42: never after 603 (or any other final answer):
+                // the user declined, retrying rings them again.
+                EndReason::Rejected { .. } => retry_any,
+                _ => false,
+            };
+            // Case 9.41: a 503 with Retry-After from a hub proxy: no INVITE
+            // goes to that proxy for that long.
+            if let EndReason::Rejected {
+                code: 503,
+                retry_after: Some(secs),
+                ..
+            } = &reason
+            {
+                let hub = call.legs.last().and_then(|l| l.hub.clone());
+                if let Some(hub) = hub {
+                    if !self.faults.contains(&SbcFault::IgnoreRetryAfter) {
+                        let until = now + std::time::Duration::from_secs(u64::from(*secs));
+                        self.avoid_until.insert(hub, until);
+                    }
+                }
+            }
             if let EndReason::TransportError(e) = &reason {
                 self.problem("send", format!("call {call_id}: {e}"));
             }
@@ -718,6 +761,18 @@ impl Sbc {
             );
         }
         self.release_if_done(ua, call_id);
+    }
+
+    /// The hub proxies a new inbound call tries, in order, without those
+    /// that asked us (503 + Retry-After) to stay away a while longer.
+    fn hubs_to_try(&mut self, now: Instant) -> Vec<String> {
+        self.avoid_until.retain(|_, until| *until > now);
+        self.config
+            .hub_fqdns
+            .iter()
+            .filter(|h| !self.avoid_until.contains_key(*h))
+            .cloned()
+            .collect()
     }
 
     /// Fail an inbound INVITE over to the next hub proxy.

@@ -94,6 +94,22 @@ pub struct SbcView {
 pub enum SbcCommand {
     /// Send OPTIONS to the hub proxies (the default) or stop.
     SendOptions(bool),
+    /// Turn a deliberate fault on.
+    Fault(SbcFault),
+}
+
+/// Deliberate misconfigurations, each the mistake a real SBC makes, so a
+/// scenario can show the hub catching it. None is on unless a lab asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SbcFault {
+    /// Answer the hub's SRTP offer with plain RTP and no crypto line
+    /// (the hub must end the call and send no media: behaviour §3.3).
+    PlainRtpToTeams,
+    /// Fail an inbound call over to the next hub proxy on any failure,
+    /// 603 included (case 9.42 forbids retrying after 603).
+    RetryEveryFailure,
+    /// Ignore Retry-After from a hub proxy and keep using it (case 9.41).
+    IgnoreRetryAfter,
 }
 
 /// The names the SBC sends to, resolved once at start.
@@ -171,6 +187,10 @@ pub(crate) struct Sbc {
     options_enabled: bool,
     options_keys: BTreeMap<TransactionKey, String>,
     options_seq: u32,
+    faults: std::collections::BTreeSet<SbcFault>,
+    /// Hub proxies not to send INVITEs to until then: they answered 503
+    /// with Retry-After (case 9.41).
+    avoid_until: BTreeMap<String, Instant>,
 }
 
 impl Sbc {
@@ -194,6 +214,8 @@ impl Sbc {
             relays_open,
             next_options: None,
             options_enabled: true,
+            faults: Default::default(),
+            avoid_until: BTreeMap::new(),
             options_keys: BTreeMap::new(),
             options_seq: 0,
         }
@@ -330,6 +352,9 @@ impl Role for Sbc {
                 if self.next_options.is_none() {
                     self.send_options(now, ua);
                 }
+            }
+            SbcCommand::Fault(f) => {
+                self.faults.insert(f);
             }
         }
     }

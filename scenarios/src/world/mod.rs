@@ -47,6 +47,18 @@ pub struct LabConfig {
     /// The SBC's certificate: a [`drlab_sim::pki::variants`] name ("good"
     /// by default; "expired", "client-auth-only"... for the hub to refuse).
     pub sbc_certificate: String,
+    /// A second SBC in the tenant, in a voice route of higher priority
+    /// than the SBC's: outbound calls try it first (failover cases).
+    pub second_sbc: Option<SecondSbc>,
+}
+
+/// The tenant's other SBC: scripted to fail (see
+/// [`drlab_sim::scripted_sbc`]), or a host that is down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecondSbc {
+    pub fqdn: String,
+    /// `None`: the host is down (the hub cannot connect).
+    pub script: Option<drlab_sim::scripted_sbc::InviteScript>,
 }
 
 impl Default for LabConfig {
@@ -57,12 +69,20 @@ impl Default for LabConfig {
             phones: vec!["+4930123456".into(), "+4930654321".into()],
             teams_users: vec![
                 TeamsUser {
-                    number: "+4989000001".into(),
-                    name: "Alice".into(),
+                    // Alice has blocked the second PSTN phone (case 9.31).
+                    blocked: vec!["+4930654321".into()],
+                    ..TeamsUser::new("+4989000001", "Alice")
+                },
+                TeamsUser::new("+4989000002", "Bob"),
+                TeamsUser {
+                    // Disabled, number still assigned (case 9.60).
+                    enabled: false,
+                    ..TeamsUser::new("+4989000003", "Carol")
                 },
                 TeamsUser {
-                    number: "+4989000002".into(),
-                    name: "Bob".into(),
+                    // Calls out without caller ID (case 9.55).
+                    hide_caller_id: true,
+                    ..TeamsUser::new("+4989000004", "Dave")
                 },
             ],
             latency: Duration::from_millis(10),
@@ -70,6 +90,7 @@ impl Default for LabConfig {
             duration: Duration::from_secs(3600),
             media_frames: 100_000,
             sbc_certificate: "good".into(),
+            second_sbc: None,
         }
     }
 }
@@ -101,6 +122,8 @@ pub struct Lab {
     pub probes_live: Vec<Arc<AtomicUsize>>,
     /// Host names in ladder order.
     pub hosts: Vec<String>,
+    /// The tenant's second SBC, when the scenario has one.
+    pub second_sbc: Option<Arc<Mutex<drlab_sim::scripted_sbc::ScriptedSbcView>>>,
 }
 
 impl std::fmt::Debug for Lab {
@@ -124,6 +147,8 @@ pub struct Holdings {
     pub carrier: (usize, usize, usize),
     pub carrier_media_ports: usize,
     pub probes: usize,
+    /// Sessions and transactions of the tenant's second SBC, if any.
+    pub second_sbc: (usize, usize),
 }
 
 impl Holdings {
@@ -134,6 +159,7 @@ impl Holdings {
             && self.carrier == (0, 0, 0)
             && self.carrier_media_ports == 0
             && self.probes == 0
+            && self.second_sbc == (0, 0)
     }
 }
 
@@ -159,7 +185,15 @@ impl std::fmt::Display for Holdings {
             self.carrier.2,
             self.carrier_media_ports,
             self.probes
-        )
+        )?;
+        if self.second_sbc != (0, 0) {
+            write!(
+                f,
+                "; second SBC: {} sessions, {} transactions",
+                self.second_sbc.0, self.second_sbc.1
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -218,10 +252,18 @@ impl Lab {
             tap: tap.clone(),
         };
         sut.install(&mut sim, &ctx);
+        let (sbcs, routes) = match &config.second_sbc {
+            Some(second) => (
+                vec![second.fqdn.clone(), config.sbc_fqdn.clone()],
+                vec![vec![second.fqdn.clone()], vec![config.sbc_fqdn.clone()]],
+            ),
+            None => (vec![config.sbc_fqdn.clone()], vec![]),
+        };
         let tenant = Tenant {
-            sbcs: vec![config.sbc_fqdn.clone()],
+            sbcs,
             sbc_port: 5061,
             users: config.teams_users.clone(),
+            routes,
         };
         let hub_view = HubView::new(&tenant);
         let hub_tls = teams_sim::hub::tls::hub_configs(
@@ -242,12 +284,28 @@ impl Lab {
             hub_tls,
             tester_tls: (
                 client_config_at(&sbc_id, root.clone(), clock.clone()).map_err(|e| err(&e))?,
-                client_config_at(&hub_id, root, clock).map_err(|e| err(&e))?,
+                client_config_at(&hub_id, root, clock.clone()).map_err(|e| err(&e))?,
             ),
             seed: config.seed,
         };
         let mut installed = topology::install(&mut sim, &parties, tap.clone());
-        topology::install_tester(&mut sim, &parties, &mut installed, tap);
+        topology::install_tester(&mut sim, &parties, &mut installed, tap.clone());
+        // Last, so that no other host's address moves.
+        let second_sbc = match &config.second_sbc {
+            Some(second) => {
+                let id = pki.good(&[second.fqdn.as_str()]).map_err(|e| err(&e))?;
+                let root = roots(&[pki.root()]).map_err(|e| err(&e))?;
+                let tls = (
+                    server_config_at(&id, root.clone(), clock.clone()).map_err(|e| err(&e))?,
+                    client_config_at(&id, root, clock.clone()).map_err(|e| err(&e))?,
+                );
+                let view =
+                    topology::install_second_sbc(&mut sim, second, tls, config.seed, tap.clone());
+                installed.hosts_after.push(second.fqdn.clone());
+                Some(view)
+            }
+            None => None,
+        };
         let mut hosts = installed.hosts_before.clone();
         hosts.push(config.sbc_fqdn.clone());
         hosts.extend(installed.hosts_after.clone());
@@ -265,6 +323,7 @@ impl Lab {
             tester_commands: installed.tester_commands,
             probes_live: installed.probes_live,
             hosts,
+            second_sbc,
         })
     }
 
@@ -357,6 +416,10 @@ impl Lab {
                 .iter()
                 .map(|l| l.load(Ordering::SeqCst))
                 .sum(),
+            second_sbc: self.second_sbc.as_ref().map_or((0, 0), |v| {
+                let ua = v.lock().unwrap_or_else(|e| e.into_inner()).ua;
+                (ua.sessions, ua.transactions)
+            }),
         }
     }
 

@@ -7,6 +7,7 @@
 use crate::tester::{run_tester, TesterCommand, TesterTls, TesterView, TESTER};
 use carrier_sim::trunk::{run_trunk, CarrierCommand, CarrierConfig, CarrierView, Phone};
 use drlab_sim::far_end::Answering;
+use drlab_sim::scripted_sbc::{run_scripted_sbc, InviteScript, ScriptedSbcConfig, ScriptedSbcView};
 use drlab_sim::{media_host, media_host_channel, MediaHostHandle};
 use sbc::direct_routing::HUB_FQDNS;
 use sbc::sip::transport::{Network, Tap, TurmoilNet};
@@ -100,9 +101,18 @@ pub fn install(sim: &mut turmoil::Sim<'static>, p: &Parties, tap: Arc<dyn Tap>) 
     // proxies, their media processor, the phones, the carrier.
     let mp_channel = media_host_channel();
     let mp = mp_channel.0.clone();
-    let (hub_tx, hub_rx) = once::<HubCommand>();
+    // One command channel per proxy: steps talk to the first; each proxy
+    // can hand an outbound call to the others (behaviour §4, FO).
+    let channels: Vec<_> = HUB_FQDNS.iter().map(|_| once::<HubCommand>()).collect();
+    let hub_tx = channels[0].0.clone();
     let mut hosts_after = Vec::new();
     for (i, fqdn) in HUB_FQDNS.iter().enumerate() {
+        let peers = HUB_FQDNS
+            .iter()
+            .zip(&channels)
+            .filter(|(q, _)| *q != fqdn)
+            .map(|(q, (tx, _))| (q.to_string(), tx.clone()))
+            .collect();
         let config = HubConfig {
             fqdn: fqdn.to_string(),
             listen_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
@@ -121,16 +131,17 @@ pub fn install(sim: &mut turmoil::Sim<'static>, p: &Parties, tap: Arc<dyn Tap>) 
             no_ack_timeout: Duration::from_secs(4),
             options_interval: Duration::from_secs(60),
             demote_after: Duration::from_secs(300),
+            refusals: Default::default(),
+            failover_time: Duration::from_secs(10),
+            failover_codes: vec![408, 503, 504],
+            peers,
             timers: Default::default(),
             seed: p.seed,
         };
-        let commands = (i == 0).then(|| hub_rx.clone());
+        let commands = channels[i].1.clone();
         let (view, tap) = (hub_view.clone(), tap.clone());
         sim.host(*fqdn, move || {
-            let rx = commands
-                .as_ref()
-                .map(take)
-                .unwrap_or_else(|| mpsc::unbounded_channel().1);
+            let rx = take(&commands);
             let (c, v, t) = (config.clone(), view.clone(), tap.clone());
             async move { Ok(run_proxy(TurmoilNet, c, v, rx, Some(t)).await?) }
         });
@@ -211,4 +222,37 @@ pub fn install_tester(
     });
     installed.tester_commands = tx;
     installed.hosts_after.push(TESTER.into());
+}
+
+/// The tenant's second SBC (see [`crate::world::SecondSbc`]): scripted, or
+/// a host that is down from the start.
+pub fn install_second_sbc(
+    sim: &mut turmoil::Sim<'static>,
+    second: &crate::world::SecondSbc,
+    (tls_server, tls_client): (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>),
+    seed: u64,
+    tap: Arc<dyn Tap>,
+) -> Arc<Mutex<ScriptedSbcView>> {
+    let view = Arc::new(Mutex::new(ScriptedSbcView::default()));
+    let config = ScriptedSbcConfig {
+        fqdn: second.fqdn.clone(),
+        tls_listen_port: 5061,
+        hub_fqdns: HUB_FQDNS.iter().map(|s| s.to_string()).collect(),
+        hub_port: 5061,
+        tls_server,
+        tls_client,
+        script: second.script.unwrap_or(InviteScript::Silent),
+        options_interval: Duration::from_secs(60),
+        timers: Default::default(),
+        seed,
+    };
+    let v = view.clone();
+    sim.host(second.fqdn.as_str(), move || {
+        let (c, v, t) = (config.clone(), v.clone(), tap.clone());
+        async move { Ok(run_scripted_sbc(TurmoilNet, c, v, Some(t)).await?) }
+    });
+    if second.script.is_none() {
+        sim.crash(second.fqdn.as_str());
+    }
+    view
 }

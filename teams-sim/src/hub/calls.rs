@@ -3,18 +3,22 @@
 //! ringing on its forks and answering, media on the media processor, the
 //! hub's 4-second ACK timer, and hang-up.
 
+use super::causes::{self, NORMAL_CLEARING};
+use super::failover::{self, Next, Outbound};
 use super::raw::RawMessage;
 use super::{CallDirection, CallState, HubCallView, Proxy, Refusal, HUB_ALLOW, VIEW_HISTORY};
 use drlab_sim::far_end::{Callee, CalleeStep, Talk};
 use sbc::media::SrtpKey;
 use sbc::sip::sdp::offer_answer::{AnswerError, Codec, LocalMedia};
 use sbc::sip::sdp::{Origin, SessionDescription};
-use sbc::sip::session::{EndReason, Hop, Reply, RequestBuilder, SessionEvent, SessionId};
+use sbc::sip::session::{
+    EndReason, Hop, Reply, RequestBuilder, SessionEvent, SessionId, SessionState,
+};
 use sbc::sip::transport::Source;
 use sbc::sip::ua::UserAgent;
 use sbc::sip::wire::{Message, Method};
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub(crate) struct HubCall {
     serial: u64,
@@ -30,6 +34,19 @@ pub(crate) struct HubCall {
     media_port: u16,
     /// Why the hub ended the call itself, if it did.
     why: Option<String>,
+    /// The GUID the hub writes in this call's Reason texts.
+    correlation: String,
+    /// What the hub offered (outbound): the SBC's answer must pick from it.
+    offered: Option<String>,
+    /// Outbound: the route this attempt is part of.
+    pub(crate) outbound: Option<Outbound>,
+    /// Outbound: FailoverTimeSeconds runs out then, unless a 18x comes.
+    pub(crate) failover_at: Option<Instant>,
+    /// Outbound: a 180/183 or the answer came (no failover from then on).
+    progressed: bool,
+    /// Outbound: the hub gave up on this attempt (CANCELled it) and went
+    /// on; its end no longer speaks for the call.
+    pub(crate) superseded: bool,
 }
 
 impl HubCall {
@@ -37,6 +54,7 @@ impl HubCall {
         [
             self.callee.as_ref().and_then(|c| c.poll_timeout()),
             self.ack_deadline,
+            self.failover_at,
         ]
         .into_iter()
         .flatten()
@@ -53,6 +71,8 @@ fn teams_codecs() -> Vec<Codec> {
         Codec::new(9, "G722", 8000),
         Codec::pcmu(),
         Codec::pcma(),
+        // Case 9.25: G.729 is among the codecs Direct Routing supports.
+        Codec::new(18, "G729", 8000),
         Codec::new(13, "CN", 8000),
         Codec::telephone_event(),
     ]
@@ -68,6 +88,13 @@ fn teams_crypto(sd: &mut SessionDescription, with_mki: bool) {
             }
         }
     }
+}
+
+/// The `;`-separated parameters of a URI (before any `?headers`).
+fn uri_params(uri: &str) -> impl Iterator<Item = &str> {
+    let uri = uri.trim().trim_start_matches('<').trim_end_matches('>');
+    let uri = uri.split('?').next().unwrap_or_default();
+    uri.split(';').skip(1).map(str::trim)
 }
 
 fn user_of(uri: &str) -> String {
@@ -118,14 +145,7 @@ impl Proxy {
         }
     }
 
-    fn add_view(
-        &self,
-        call_id: &str,
-        direction: CallDirection,
-        user: &str,
-        remote: &str,
-        talk: &Talk,
-    ) -> u64 {
+    fn add_view(&self, call_id: &str, direction: CallDirection, user: &str, remote: &str) -> u64 {
         let proxy = self.config.fqdn.clone();
         let mut view = self.view();
         view.calls_total += 1;
@@ -139,7 +159,8 @@ impl Proxy {
             remote_number: remote.to_string(),
             state: CallState::Setup,
             acked: false,
-            media: talk.stats.clone(),
+            media: Default::default(),
+            attempts: Vec::new(),
         });
         if view.calls.len() > VIEW_HISTORY {
             view.calls.pop_front();
@@ -155,11 +176,11 @@ impl Proxy {
 
     /// Refuse a new INVITE: the status and headers the refusal implies.
     fn refuse(&mut self, now: Instant, ua: &mut UserAgent, id: SessionId, refusal: Refusal) {
-        let (code, reason) = refusal.status();
+        let (code, reason, headers) = self.refusal_reply(ua, &refusal);
         let mut reply = Reply::new(code, reason);
-        reply.headers = Self::refusal_headers(&refusal);
+        reply.headers = headers;
         let _ = ua.reject(now, id, reply);
-        self.record_refusal(&refusal);
+        self.record_refusal(code, &refusal);
     }
 
     pub(crate) fn on_session(
@@ -175,8 +196,12 @@ impl Proxy {
                 raw,
                 source,
             } => self.on_invite(now, ua, id, &request, &raw, &source),
-            SessionEvent::Progress { sdp, .. } => self.heard(ua, id, sdp, false),
-            SessionEvent::Answered { sdp, .. } => self.heard(ua, id, sdp, true),
+            SessionEvent::Progress { sdp, response } => {
+                self.heard(now, ua, id, &response, sdp, false)
+            }
+            SessionEvent::Answered { sdp, response } => {
+                self.heard(now, ua, id, &response, sdp, true)
+            }
             SessionEvent::Confirmed => {
                 if let Some(c) = self.calls.get_mut(&id) {
                     c.ack_deadline = None;
@@ -186,7 +211,7 @@ impl Proxy {
                     }
                 }
             }
-            SessionEvent::Ended { reason } => self.on_ended(id, reason),
+            SessionEvent::Ended { reason } => self.on_ended(now, ua, id, reason),
             SessionEvent::ReInvite { .. } => {
                 // Hold, refresh and bypass re-INVITEs come with the mid-call work.
                 let _ = ua.reject_reinvite(now, id, Reply::new(488, "Not Acceptable Here"));
@@ -208,16 +233,39 @@ impl Proxy {
     /// processor starts talking once both sides agree.
     fn heard(
         &mut self,
+        now: Instant,
         ua: &mut UserAgent,
         id: SessionId,
+        response: &Message,
         sdp: Option<SessionDescription>,
         answered: bool,
     ) {
+        let body = (!response.body.is_empty())
+            .then(|| String::from_utf8_lossy(&response.body).into_owned());
         let frames = self.config.media_frames;
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
+        if c.superseded {
+            return;
+        }
+        if answered || response.status().is_some_and(|s| s > 100) {
+            // A 180/183 stops FailoverTimeSeconds and any failover after it
+            // (behaviour §4, FO-live: no double ringing).
+            c.progressed = true;
+            c.failover_at = None;
+        }
         let serial = c.serial;
+        if let (Some(offered), Some(body)) = (&c.offered, body) {
+            // Outbound: the SBC's answer, judged from its text before any
+            // media is sent to it (never plain RTP).
+            if let Err(refusal) = super::rules::check_answer(&body, offered) {
+                return self.tear_down(now, ua, id, refusal);
+            }
+        }
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         match c.talk.heard(sdp, answered, frames, ua.rng()) {
             Ok(Some(cmd)) => self.media_out.push_back(cmd),
             Ok(None) => {}
@@ -231,7 +279,47 @@ impl Proxy {
         self.set_state(serial, state);
     }
 
-    fn on_ended(&mut self, id: SessionId, reason: EndReason) {
+    /// The Reason (and ms-diagnostics, where Microsoft has a code) for
+    /// this call, with its correlation id.
+    fn call_reason(
+        &self,
+        id: SessionId,
+        cause: u8,
+        phrase: &str,
+        ms_code: Option<u32>,
+    ) -> Vec<(String, String)> {
+        let correlation = self
+            .calls
+            .get(&id)
+            .map(|c| c.correlation.as_str())
+            .unwrap_or_default();
+        let mut headers = vec![causes::q850_reason(cause, correlation, phrase)];
+        if let Some(code) = ms_code {
+            headers.push(causes::ms_diagnostics(code, phrase, &self.config.fqdn));
+        }
+        headers
+    }
+
+    /// End an outbound call whose SBC answer the hub cannot accept: CANCEL
+    /// while early, BYE (after the ACK) once answered, with the refusal's
+    /// Reason on the BYE.
+    fn tear_down(&mut self, now: Instant, ua: &mut UserAgent, id: SessionId, refusal: Refusal) {
+        let policy = &self.config.refusals;
+        let headers = self.call_reason(
+            id,
+            refusal.q850(policy),
+            refusal.phrase(),
+            refusal.ms_code(),
+        );
+        let (code, reason) = refusal.status_in(policy);
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.why = Some(format!("SBC answer refused: {code} {refusal}"));
+        }
+        ua.hang_up(now, id, Reply::new(code, reason), headers);
+        self.record_refusal(code, &refusal);
+    }
+
+    fn on_ended(&mut self, now: Instant, ua: &mut UserAgent, id: SessionId, reason: EndReason) {
         let Some(mut c) = self.calls.remove(&id) else {
             return;
         };
@@ -239,14 +327,25 @@ impl Proxy {
             self.media_out.push_back(cmd);
         }
         self.view().media_ports.release(c.media_port);
+        if c.superseded {
+            return;
+        }
+        if let Some(plan) = c.outbound.clone().filter(|_| c.why.is_none()) {
+            let next = failover::after_end(&reason, c.progressed, &self.config.failover_codes);
+            if next != Next::End {
+                return self.fail_over(now, ua, plan, next);
+            }
+        }
         let why = c
             .why
             .take()
             .unwrap_or_else(|| match (&reason, c.direction) {
                 (EndReason::RemoteBye { .. }, _) => "BYE from SBC".into(),
                 (EndReason::Cancelled, CallDirection::Inbound) => "cancelled by SBC".into(),
-                (EndReason::Rejected { code, reason }, CallDirection::Outbound) => {
-                    format!("{code} {reason} from SBC")
+                // KB-CODES: a code starting with 560 means the final
+                // response came from the SBC.
+                (EndReason::Rejected { code, reason, .. }, CallDirection::Outbound) => {
+                    format!("{code} {reason} from SBC (560{code})")
                 }
                 (other, _) => other.to_string(),
             });
@@ -267,13 +366,28 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => return self.refuse(now, ua, id, Refusal::Unreadable { reason: e.0 }),
         };
-        if let Err(r) = super::rules::identify_sbc(&raw, source, &self.config.tenant) {
-            return self.refuse(now, ua, id, r);
+        let sbc = match super::rules::identify_sbc(&raw, source, &self.config.tenant) {
+            Ok((fqdn, _)) => fqdn,
+            Err(r) => return self.refuse(now, ua, id, r),
+        };
+        let callee = user_of(raw.request_uri().unwrap_or_default());
+        let caller = request
+            .from_header()
+            .ok()
+            .map(|f| user_of(&f.uri))
+            .unwrap_or_default();
+        self.judge_retry(now, &sbc, &caller, &callee);
+        let overloaded = self.view().overloaded.get(&self.config.fqdn).copied();
+        if let Some(secs) = overloaded {
+            let until = now + Duration::from_secs(u64::from(secs));
+            let proxy = self.config.fqdn.clone();
+            self.view().backoff.push((sbc, proxy, until));
+            return self.refuse(now, ua, id, Refusal::Overloaded { retry_after: secs });
         }
         if let Err(r) = super::rules::check_invite(&raw) {
             return self.refuse(now, ua, id, r);
         }
-        let number = user_of(raw.request_uri().unwrap_or_default());
+        let number = callee;
         let Some(user) = self
             .config
             .tenant
@@ -284,6 +398,23 @@ impl Proxy {
         else {
             return self.refuse(now, ua, id, Refusal::UnknownNumber { number });
         };
+        if !user.enabled {
+            return self.refuse(now, ua, id, Refusal::UserDisabled { number });
+        }
+        if user.blocked.contains(&caller) {
+            return self.refuse(now, ua, id, Refusal::BlockedCaller { number: caller });
+        }
+        let refusing = self.view().refusing.get(&user.number).copied();
+        if let Some(code) = refusing {
+            if code == 603 {
+                self.view().declined.push((caller, number.clone(), now));
+            }
+            return self.refuse(now, ua, id, Refusal::UserRefuses { number, code });
+        }
+        // Case 9.30: straight to voicemail, no endpoint rings.
+        let voicemail = raw
+            .request_uri()
+            .is_some_and(|u| uri_params(u).any(|p| p.eq_ignore_ascii_case("opaque=app:voicemail")));
         let offer = match SessionDescription::parse(&String::from_utf8_lossy(&raw.body)) {
             Ok(o) => o,
             Err(e) => {
@@ -329,36 +460,72 @@ impl Proxy {
             }
         };
         teams_crypto(&mut answer, true);
-        let caller = request
-            .from_header()
-            .ok()
-            .map(|f| user_of(&f.uri))
-            .unwrap_or_default();
         self.next_media += 1;
         let (mut talk, open) = Talk::open(self.next_media, &self.config.media_host, port);
         self.media_out.push_back(open);
         talk.local = Some(answer);
         talk.remote = Some(offer);
         let call_id = request.call_id().unwrap_or_default().to_string();
-        let serial = self.add_view(&call_id, CallDirection::Inbound, &user.name, &caller, &talk);
+        let serial = self.add_view(&call_id, CallDirection::Inbound, &user.name, &caller);
+        if let Some(v) = self.view().call_mut(serial) {
+            v.media = talk.stats.clone();
+        }
         self.calls.insert(
             id,
             HubCall {
                 serial,
                 direction: CallDirection::Inbound,
                 user: user.name,
-                callee: Some(Callee::new(now, self.config.answering)),
+                callee: (!voicemail).then(|| Callee::new(now, self.config.answering)),
                 answering_fork: 0,
                 ack_deadline: None,
                 talk,
                 media_port: port,
                 why: None,
+                correlation: causes::correlation_id(ua.rng()),
+                offered: None,
+                outbound: None,
+                failover_at: None,
+                progressed: false,
+                superseded: false,
             },
         );
+        if voicemail {
+            self.answer(now, ua, id);
+        }
+    }
+
+    /// The SBC's obligations after the hub's refusals, checked on each new
+    /// INVITE: no INVITE to a proxy within the Retry-After of its 503
+    /// (case 9.41), no retry of a call the user declined with 603 (case
+    /// 9.42; a retry comes within 64·T1 = 32 s, so that is the window).
+    fn judge_retry(&self, now: Instant, sbc: &str, caller: &str, callee: &str) {
+        const RETRY_WINDOW: Duration = Duration::from_secs(32);
+        let proxy = self.config.fqdn.clone();
+        let mut v = self.view();
+        v.backoff.retain(|(_, _, until)| *until > now);
+        v.declined
+            .retain(|(_, _, at)| now.saturating_duration_since(*at) < RETRY_WINDOW);
+        if v.backoff.iter().any(|(s, p, _)| s == sbc && *p == proxy) {
+            let line = format!(
+                "{sbc} sent an INVITE to {proxy} within the Retry-After of its 503 (case 9.41)"
+            );
+            v.sbc_violations.push(line);
+        }
+        if v.declined
+            .iter()
+            .any(|(c, d, _)| c == caller && d == callee)
+        {
+            let line = format!(
+                "{sbc} retried the call from {caller} to {callee} after 603 Decline (case 9.42)"
+            );
+            v.sbc_violations.push(line);
+        }
     }
 
     /// Ringing and answering on the Teams side, and the ACK timer.
     pub(crate) fn calls_due(&mut self, now: Instant, ua: &mut UserAgent) {
+        self.failover_due(now, ua);
         let ids: Vec<SessionId> = self
             .calls
             .iter()
@@ -388,11 +555,14 @@ impl Proxy {
                 let c = self.calls.get_mut(&id).expect("checked above");
                 c.ack_deadline = None;
                 c.why = Some("no ACK for 200 OK (408/1106)".into());
-                let reason = (
-                    "Reason".to_string(),
-                    "Q.850;cause=102;text=\"1106;Acknowledgement was not received for the call acceptance\"".to_string(),
+                let cause = self.config.refusals.causes.cause(408);
+                let headers = self.call_reason(
+                    id,
+                    cause,
+                    "Acknowledgement was not received for the call acceptance in the allotted time",
+                    Some(1106),
                 );
-                let _ = ua.bye_now(now, id, vec![reason]);
+                let _ = ua.bye_now(now, id, headers);
             }
         }
     }
@@ -466,53 +636,37 @@ impl Proxy {
         self.set_state(serial, CallState::Answered);
     }
 
-    pub(crate) fn hang_up(&mut self, now: Instant, ua: &mut UserAgent, user: &str) {
+    /// A Teams user hangs up their call on this proxy; `false`: none here.
+    pub(crate) fn hang_up(&mut self, now: Instant, ua: &mut UserAgent, user: &str) -> bool {
         let found = self
             .calls
             .iter_mut()
-            .find(|(_, c)| c.user == user && c.why.is_none());
+            .find(|(_, c)| c.user == user && c.why.is_none() && !c.superseded);
         if let Some((&id, c)) = found {
             c.why = Some(format!("hung up by Teams user {user}"));
             if let Some(callee) = c.callee.as_mut() {
                 callee.stop();
             }
-            ua.hang_up(now, id, Reply::new(480, "Temporarily Unavailable"), vec![]);
+            // A BYE clears normally (cause 16, observed on the hub's BYEs);
+            // an inbound call not yet answered is refused with 480.
+            let answered = ua.session(id).is_some_and(|s| {
+                matches!(s.state(), SessionState::Accepted | SessionState::Confirmed)
+            });
+            let cause = if answered {
+                NORMAL_CLEARING
+            } else {
+                self.config.refusals.causes.cause(480)
+            };
+            let headers = self.call_reason(id, cause, "CallEndReasonLocalUserInitiated", None);
+            let mut reply = Reply::new(480, "Temporarily Unavailable");
+            reply.headers = headers.clone();
+            ua.hang_up(now, id, reply, headers);
+            return true;
         }
+        false
     }
 
-    /// The tenant's SBCs in the order an outbound call tries them: by health
-    /// (Active first, Demoted last: behaviour §4), equally healthy ones
-    /// shuffled Fisher–Yates with the seeded RNG (behaviour §2, MON).
-    pub(crate) fn route_order(&self, ua: &mut UserAgent) -> Vec<String> {
-        let ranked: Vec<(u8, String)> = {
-            let view = self.view();
-            self.config
-                .tenant
-                .sbcs
-                .iter()
-                .map(|s| {
-                    let rank = view.sbcs.get(s).map_or(2, |h| h.status.routing_rank());
-                    (rank, s.clone())
-                })
-                .collect()
-        };
-        let mut out = Vec::new();
-        for rank in 0..=3 {
-            let mut same: Vec<String> = ranked
-                .iter()
-                .filter(|(r, _)| *r == rank)
-                .map(|(_, s)| s.clone())
-                .collect();
-            for i in (1..same.len()).rev() {
-                let j = (ua.rng().next_u32() as usize) % (i + 1);
-                same.swap(i, j);
-            }
-            out.extend(same);
-        }
-        out
-    }
-
-    /// A Teams user dials a PSTN number through the tenant's SBC.
+    /// A Teams user dials a PSTN number through the tenant's SBCs.
     pub(crate) fn dial(&mut self, now: Instant, ua: &mut UserAgent, user: &str, number: &str) {
         let Some(u) = self
             .config
@@ -524,12 +678,46 @@ impl Proxy {
         else {
             return self.problem("dial", format!("no Teams user {user}"));
         };
-        let Some(fqdn) = self.route_order(ua).into_iter().next() else {
-            return;
+        let route = self.route_order(ua);
+        let serial = self.add_view("", CallDirection::Outbound, &u.name, number);
+        let plan = Outbound {
+            serial,
+            user: u.name,
+            number: number.to_string(),
+            route,
+            tried_from: Vec::new(),
+            correlation: causes::correlation_id(ua.rng()),
+            last: None,
+        };
+        self.attempt(now, ua, plan);
+    }
+
+    /// Send the call to the first SBC of its route; with none left, the
+    /// call fails with why the last attempt did.
+    pub(crate) fn attempt(&mut self, now: Instant, ua: &mut UserAgent, mut plan: Outbound) {
+        let Some(u) = self
+            .config
+            .tenant
+            .users
+            .iter()
+            .find(|u| u.name == plan.user)
+            .cloned()
+        else {
+            return self.problem("dial", format!("no Teams user {}", plan.user));
+        };
+        let Some(fqdn) = plan.route.first().cloned() else {
+            let why = plan
+                .last
+                .take()
+                .unwrap_or_else(|| "no SBC in the tenant's route".into());
+            return self.set_state(plan.serial, CallState::Ended(why));
         };
         let (ip, mp_port, mp_key) = match self.media_processor(ua) {
             Ok(m) => m,
-            Err(e) => return self.problem("media", format!("media processor: {e}")),
+            Err(e) => {
+                self.problem("media", format!("media processor: {e}"));
+                return self.set_state(plan.serial, CallState::Ended(format!("503 {e}")));
+            }
         };
         let local_media = LocalMedia {
             address: ip.to_string(),
@@ -544,14 +732,22 @@ impl Proxy {
         teams_crypto(&mut offer, false);
         let port = self.config.tenant.sbc_port;
         let contact = self.contact(ua);
+        let number = plan.number.clone();
         let ruri = format!("sip:{number}@{fqdn}:{port};user=phone;transport=tls");
-        let invite = RequestBuilder::new(
-            Method::Invite,
-            ruri,
+        // Case 9.55: a hidden caller goes out as anonymous@anonymous.invalid
+        // (KB-OUT; no P-Asserted-Identity: ForwardPai is off by default).
+        let from = if u.hide_caller_id {
+            "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_string()
+        } else {
             format!(
                 "\"{}\" <sip:{}@{}:5061;user=phone>",
                 u.name, u.number, self.config.fqdn
-            ),
+            )
+        };
+        let invite = RequestBuilder::new(
+            Method::Invite,
+            ruri,
+            from,
             format!("<sip:{number}@{fqdn}:{port};user=phone>"),
         )
         .header("Record-Route", self.record_route())
@@ -564,18 +760,30 @@ impl Proxy {
             Ok(id) => id,
             Err(e) => {
                 self.view().media_ports.release(mp_port);
-                return self.problem("dial", format!("cannot send INVITE: {e}"));
+                let next = Next::Proxy(format!("cannot send INVITE: {e}"));
+                return self.fail_over(now, ua, plan, next);
             }
         };
         self.next_media += 1;
         let (mut talk, open) = Talk::open(self.next_media, &self.config.media_host, mp_port);
         self.media_out.push_back(open);
+        let offered = offer.to_string();
         talk.local = Some(offer);
-        let serial = self.add_view(&call_id, CallDirection::Outbound, &u.name, number, &talk);
+        {
+            let proxy = self.config.fqdn.clone();
+            let mut view = self.view();
+            if let Some(c) = view.call_mut(plan.serial) {
+                c.proxy = proxy;
+                c.call_id = call_id;
+                c.media = talk.stats.clone();
+                c.state = CallState::Setup;
+            }
+        }
+        let failover_at = Some(now + self.config.failover_time);
         self.calls.insert(
             id,
             HubCall {
-                serial,
+                serial: plan.serial,
                 direction: CallDirection::Outbound,
                 user: u.name,
                 callee: None,
@@ -584,6 +792,12 @@ impl Proxy {
                 talk,
                 media_port: mp_port,
                 why: None,
+                correlation: plan.correlation.clone(),
+                offered: Some(offered),
+                outbound: Some(plan),
+                failover_at,
+                progressed: false,
+                superseded: false,
             },
         );
     }

@@ -5,13 +5,15 @@
 //! ([`raw`], [`rules`]).
 
 mod calls;
+pub mod causes;
+pub mod failover;
 mod options;
 pub mod raw;
 mod refusal;
 pub mod rules;
 pub mod tls;
 
-pub use refusal::Refusal;
+pub use refusal::{reason_phrase, Refusal, RefusalPolicy};
 
 use drlab_sim::far_end::Answering;
 use drlab_sim::{MediaStats, ProbeCommand, ProbeDriver};
@@ -43,6 +45,27 @@ pub struct TeamsUser {
     /// E.164 with `+`.
     pub number: String,
     pub name: String,
+    /// `false`: disabled in the tenant while the number is still assigned
+    /// (case 9.60: 403 with Q.850 cause 63).
+    pub enabled: bool,
+    /// Callers (E.164 with `+`) on the user's blocked list (case 9.31).
+    pub blocked: Vec<String>,
+    /// The user's calls go out without caller ID: From
+    /// `anonymous@anonymous.invalid` (case 9.55).
+    pub hide_caller_id: bool,
+}
+
+impl TeamsUser {
+    /// An enabled user who blocks nobody and shows their number.
+    pub fn new(number: &str, name: &str) -> Self {
+        TeamsUser {
+            number: number.into(),
+            name: name.into(),
+            enabled: true,
+            blocked: Vec::new(),
+            hide_caller_id: false,
+        }
+    }
 }
 
 /// One tenant's Direct Routing configuration.
@@ -53,6 +76,20 @@ pub struct Tenant {
     /// The SBCs' `SipSignalingPort`.
     pub sbc_port: u16,
     pub users: Vec<TeamsUser>,
+    /// Voice routes in priority order, each a list of the SBCs it may use
+    /// (`OnlinePstnGatewayList`); empty: one route with every SBC.
+    pub routes: Vec<Vec<String>>,
+}
+
+impl Tenant {
+    /// The voice routes outbound calls take, in priority order.
+    pub fn voice_routes(&self) -> Vec<Vec<String>> {
+        if self.routes.is_empty() {
+            vec![self.sbcs.clone()]
+        } else {
+            self.routes.clone()
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -89,6 +126,17 @@ pub struct HubConfig {
     /// Silence after which an SBC is demoted: 5 minutes with
     /// `SendSipOptions` (behaviour §2, NEW), 3 in the original rule (MON).
     pub demote_after: Duration,
+    /// Statuses and Q.850 causes where the sources leave them open.
+    pub refusals: RefusalPolicy,
+    /// `FailoverTimeSeconds`: an outbound INVITE without 18x by then is
+    /// CANCELled and the next SBC tried (default 10 s).
+    pub failover_time: Duration,
+    /// `FailoverResponseCodes`: finals that move a call to the next SBC
+    /// when no 18x came first (default 408, 503, 504).
+    pub failover_codes: Vec<u16>,
+    /// The tenant's other proxies (other datacenters, other source
+    /// addresses): a connection failure is retried from one of them.
+    pub peers: Vec<(String, mpsc::UnboundedSender<HubCommand>)>,
     pub timers: TimerConfig,
     pub seed: u64,
 }
@@ -168,6 +216,8 @@ pub struct HubCallView {
     pub state: CallState,
     /// The SBC ACKed the hub's 200 (inbound calls).
     pub acked: bool,
+    /// Outbound: each failed attempt, in order (`<sbc>: <why>`).
+    pub attempts: Vec<String>,
     /// What the media processor received and sent on this call.
     pub media: Arc<Mutex<MediaStats>>,
 }
@@ -186,8 +236,9 @@ pub struct HubView {
     /// The latest calls (at most [`VIEW_HISTORY`]).
     pub calls: VecDeque<HubCallView>,
     pub calls_total: u64,
-    /// The latest refusals (at most [`VIEW_HISTORY`]) and how many in all.
-    pub refusals: VecDeque<(String, Refusal)>,
+    /// The latest refusals (at most [`VIEW_HISTORY`]): the proxy, the
+    /// status it answered and why; and how many in all.
+    pub refusals: VecDeque<(String, u16, Refusal)>,
     pub refusals_total: u64,
     /// Protocol problems the hub met (bad messages, TLS failures), for reports.
     pub problems: ProblemLog,
@@ -201,6 +252,18 @@ pub struct HubView {
     pub tls_refusals_total: u64,
     /// What the TLS verifiers noticed (certificates close to expiry).
     pub tls_notes: tls::SharedTlsNotes,
+    /// Users (by number) who take no call now, and the status every proxy
+    /// answers for them (486 busy, 603 declined).
+    pub refusing: BTreeMap<String, u16>,
+    /// Proxies answering SBC INVITEs 503 with this Retry-After (seconds).
+    pub overloaded: BTreeMap<String, u32>,
+    /// What the hub holds against the SBC: its obligations broken (a retry
+    /// within Retry-After, a retry after 603: cases 9.41, 9.42).
+    pub sbc_violations: Vec<String>,
+    /// Until when each (SBC, proxy) pair must see no INVITE (Retry-After).
+    pub(crate) backoff: Vec<(String, String, Instant)>,
+    /// Calls declined with 603: (caller, callee, when).
+    pub(crate) declined: Vec<(String, String, Instant)>,
 }
 
 impl HubView {
@@ -233,6 +296,11 @@ impl HubView {
             tls_refusals: VecDeque::new(),
             tls_refusals_total: 0,
             tls_notes: Default::default(),
+            refusing: BTreeMap::new(),
+            overloaded: BTreeMap::new(),
+            sbc_violations: Vec::new(),
+            backoff: Vec::new(),
+            declined: Vec::new(),
         }
     }
 
@@ -249,8 +317,23 @@ pub enum HubCommand {
     Dial { user: String, number: String },
     /// A Teams user hangs up their call.
     HangUp { user: String },
+    /// The same, from another proxy that does not hold the user's call
+    /// (an outbound call may have gone out from any proxy); not passed on.
+    HangUpHere { user: String },
     /// From now on, Teams users ring and answer this way.
     Answering(Answering),
+    /// A Teams user (name or number) refuses calls with this status (486
+    /// busy, 603 decline), or (`None`) takes them again.
+    Refuses { user: String, status: Option<u16> },
+    /// A proxy answers SBC INVITEs 503 with this Retry-After, or (`None`)
+    /// serves again.
+    Overload {
+        proxy: String,
+        retry_after: Option<u32>,
+    },
+    /// Another proxy could not reach an SBC: try it from here (behaviour
+    /// §4, FO: retried from another datacenter).
+    Continue(failover::Outbound),
 }
 
 /// Run one proxy until its host stops. Every SIP message it sends or
@@ -395,8 +478,42 @@ impl Role for Proxy {
     fn on_command(&mut self, now: Instant, command: HubCommand, ua: &mut UserAgent) {
         match command {
             HubCommand::Dial { user, number } => self.dial(now, ua, &user, &number),
-            HubCommand::HangUp { user } => self.hang_up(now, ua, &user),
+            HubCommand::HangUp { user } => {
+                if !self.hang_up(now, ua, &user) {
+                    for (_, tx) in &self.config.peers {
+                        let _ = tx.send(HubCommand::HangUpHere { user: user.clone() });
+                    }
+                }
+            }
+            HubCommand::HangUpHere { user } => {
+                self.hang_up(now, ua, &user);
+            }
             HubCommand::Answering(a) => self.config.answering = a,
+            HubCommand::Continue(plan) => self.attempt(now, ua, plan),
+            HubCommand::Overload { proxy, retry_after } => {
+                let mut v = self.view();
+                match retry_after {
+                    Some(secs) => v.overloaded.insert(proxy, secs),
+                    None => v.overloaded.remove(&proxy),
+                };
+            }
+            HubCommand::Refuses { user, status } => {
+                let Some(number) = self
+                    .config
+                    .tenant
+                    .users
+                    .iter()
+                    .find(|u| u.name == user || u.number == user)
+                    .map(|u| u.number.clone())
+                else {
+                    return self.problem("refuses", format!("no Teams user {user}"));
+                };
+                let mut v = self.view();
+                match status {
+                    Some(code) => v.refusing.insert(number, code),
+                    None => v.refusing.remove(&number),
+                };
+            }
         }
     }
 

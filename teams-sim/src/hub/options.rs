@@ -3,7 +3,7 @@
 //! 9.7–9.13); and how the hub refuses what it refuses.
 
 use super::raw::RawMessage;
-use super::{Proxy, Refusal, SbcStatus, HUB_ALLOW, VIEW_HISTORY};
+use super::{causes, Proxy, Refusal, SbcStatus, HUB_ALLOW, VIEW_HISTORY};
 use sbc::sip::session::{Hop, RequestBuilder};
 use sbc::sip::transaction::{response_to, TransactionKey};
 use sbc::sip::transport::Source;
@@ -21,23 +21,49 @@ pub(crate) struct Ping {
 
 impl Proxy {
     /// Note a refusal in the view (bounded history, total kept).
-    pub(crate) fn record_refusal(&self, refusal: &Refusal) {
+    pub(crate) fn record_refusal(&self, code: u16, refusal: &Refusal) {
         let fqdn = self.config.fqdn.clone();
         let mut v = self.view();
-        v.refusals.push_back((fqdn, refusal.clone()));
+        v.refusals.push_back((fqdn, code, refusal.clone()));
         if v.refusals.len() > VIEW_HISTORY {
             v.refusals.pop_front();
         }
         v.refusals_total += 1;
     }
 
-    /// Headers a refusal's answer carries (RFC 3261 §8.2.2.3: 420 lists
-    /// what is unsupported).
-    pub(crate) fn refusal_headers(refusal: &Refusal) -> Vec<(String, String)> {
-        match refusal {
-            Refusal::Requires100rel => vec![("Unsupported".into(), "100rel".into())],
-            _ => Vec::new(),
+    /// How a refusal is answered: its status under the hub's policy, a
+    /// Reason with the Q.850 cause and a fresh correlation id, ms-diagnostics
+    /// with Microsoft's code where the docs give one (behaviour §3.2, §6),
+    /// and the Unsupported list RFC 3261 §8.2.2.3 asks of a 420.
+    pub(crate) fn refusal_reply(
+        &self,
+        ua: &mut UserAgent,
+        refusal: &Refusal,
+    ) -> (u16, &'static str, Vec<(String, String)>) {
+        let policy = &self.config.refusals;
+        let (code, phrase) = refusal.status_in(policy);
+        let correlation = causes::correlation_id(ua.rng());
+        let mut headers = vec![causes::q850_reason(
+            refusal.q850(policy),
+            &correlation,
+            refusal.phrase(),
+        )];
+        if let Some(ms) = refusal.ms_code() {
+            headers.push(causes::ms_diagnostics(
+                ms,
+                refusal.phrase(),
+                &self.config.fqdn,
+            ));
         }
+        match refusal {
+            Refusal::Requires100rel => headers.push(("Unsupported".into(), "100rel".into())),
+            // RFC 3261 §20.33: delta-seconds.
+            Refusal::Overloaded { retry_after } => {
+                headers.push(("Retry-After".into(), retry_after.to_string()))
+            }
+            _ => {}
+        }
+        (code, phrase, headers)
     }
 
     fn refuse_out_of_dialog(
@@ -47,9 +73,9 @@ impl Proxy {
         key: &TransactionKey,
         refusal: Refusal,
     ) {
-        let (code, reason) = refusal.status();
-        ua.reply(now, key, code, reason, Self::refusal_headers(&refusal));
-        self.record_refusal(&refusal);
+        let (code, reason, headers) = self.refusal_reply(ua, &refusal);
+        ua.reply(now, key, code, reason, headers);
+        self.record_refusal(code, &refusal);
     }
 
     pub(crate) fn on_options(

@@ -50,6 +50,91 @@ pub fn identify_sbc(
     Ok((fqdn, port))
 }
 
+/// The SDP rules every SBC description meets, offer or answer: no
+/// `c=0.0.0.0` (§9.27), audio over RTP/SAVP with an SDES key (§9.24) and,
+/// for an answer, a crypto suite the hub offered (`offered_suites`).
+fn check_media_lines(lines: &[&str], offered_suites: Option<&[&str]>) -> Result<(), Refusal> {
+    if lines
+        .iter()
+        .any(|l| l.starts_with("c=IN IP4 0.0.0.0") || l.starts_with("c=IN IP6 ::"))
+    {
+        return Err(Refusal::ZeroConnectionAddress);
+    }
+    let audio_secure = lines
+        .iter()
+        .any(|l| l.starts_with("m=audio ") && l.contains(" RTP/SAVP"));
+    let suites: Vec<&str> = lines.iter().filter_map(|l| crypto_suite(l)).collect();
+    let suite_ok = match offered_suites {
+        None => !suites.is_empty(),
+        Some(offered) => suites.iter().any(|s| offered.contains(s)),
+    };
+    if !audio_secure || !suite_ok {
+        return Err(Refusal::SrtpRequired);
+    }
+    Ok(())
+}
+
+/// The suite of an `a=crypto:<tag> <suite> <key-params>` line (RFC 4568 §9.1).
+fn crypto_suite(line: &str) -> Option<&str> {
+    line.strip_prefix("a=crypto:")?.split_whitespace().nth(1)
+}
+
+/// The payload types of the first `m=audio` line, and its port.
+fn audio_line<'a>(lines: &[&'a str]) -> Option<(u16, Vec<&'a str>)> {
+    let m = lines.iter().find_map(|l| l.strip_prefix("m=audio "))?;
+    let mut parts = m.split_whitespace();
+    let port = parts.next()?.split('/').next()?.parse().ok()?;
+    let _proto = parts.next()?;
+    Some((port, parts.collect()))
+}
+
+/// The SBC's answer to the hub's offer (an outbound call's 183 or 200),
+/// read from its text: audio accepted (port not 0) with a codec the hub
+/// offered, SRTP with a suite the hub offered, no `c=0.0.0.0`. Anything
+/// else ends the call: the hub never sends plain RTP.
+pub fn check_answer(answer: &str, offer: &str) -> Result<(), Refusal> {
+    let lines: Vec<&str> = answer.lines().map(str::trim_end).collect();
+    let offer_lines: Vec<&str> = offer.lines().map(str::trim_end).collect();
+    if lines.first() != Some(&"v=0") {
+        return Err(Refusal::BadSdp {
+            reason: "no v=0 first".into(),
+        });
+    }
+    let (_, offered_pts) = audio_line(&offer_lines).unwrap_or_default();
+    let Some((port, pts)) = audio_line(&lines) else {
+        return Err(Refusal::BadSdp {
+            reason: "no m=audio line".into(),
+        });
+    };
+    if port == 0 {
+        return Err(Refusal::NoCommonCodec {
+            reason: "the answer rejects the audio stream (port 0)".into(),
+        });
+    }
+    let offered_suites: Vec<&str> = offer_lines.iter().filter_map(|l| crypto_suite(l)).collect();
+    check_media_lines(&lines, Some(&offered_suites))?;
+    // Comfort noise and DTMF events alone carry no voice.
+    let voice = |pt: &&str| {
+        offered_pts.contains(pt)
+            && !offer_lines.iter().any(|l| {
+                l.strip_prefix("a=rtpmap:")
+                    .and_then(|r| r.split_once(' '))
+                    .is_some_and(|(p, name)| {
+                        p == *pt
+                            && (name.starts_with("CN/") || name.starts_with("telephone-event/"))
+                    })
+            })
+    };
+    if !pts.iter().any(voice) {
+        return Err(Refusal::NoCommonCodec {
+            reason: format!(
+                "the answer's payload types {pts:?} hold no voice codec the hub offered"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Rules an SBC's INVITE must meet before it reaches a user (§9.17, 9.18,
 /// 9.22, 9.23, 9.24, 9.27), read from the text: header presence, the SDP
 /// lines as written, the Request-URI's user part.
@@ -77,19 +162,7 @@ pub fn check_invite(request: &RawMessage) -> Result<(), Refusal> {
             reason: "no v=0 first or no m= line".into(),
         });
     }
-    if lines
-        .iter()
-        .any(|l| l.starts_with("c=IN IP4 0.0.0.0") || l.starts_with("c=IN IP6 ::"))
-    {
-        return Err(Refusal::ZeroConnectionAddress);
-    }
-    let audio_secure = lines
-        .iter()
-        .any(|l| l.starts_with("m=audio ") && l.contains(" RTP/SAVP"));
-    let crypto = lines.iter().any(|l| l.starts_with("a=crypto:"));
-    if !audio_secure || !crypto {
-        return Err(Refusal::SrtpRequired);
-    }
+    check_media_lines(&lines, None)?;
     let number = request
         .request_uri()
         .and_then(|u| rsip::Uri::try_from(u).ok())
@@ -114,6 +187,7 @@ mod tests {
             sbcs: vec!["sbc.example.com".into(), "customers.carrier.net".into()],
             sbc_port: 5061,
             users: vec![],
+            routes: vec![],
         }
     }
 
@@ -256,6 +330,52 @@ mod tests {
     }
 
     #[test]
+    fn answers_the_hub_cannot_accept() {
+        let offer = "v=0\r\no=- 1 0 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n\
+m=audio 50000 RTP/SAVP 104 0 8 18 13 101\r\na=rtpmap:104 SILK/16000\r\na=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:8 PCMA/8000\r\na=rtpmap:18 G729/8000\r\na=rtpmap:13 CN/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:AAAA|2^31\r\n";
+        let good = "v=0\r\no=- 2 0 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+m=audio 40000 RTP/SAVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:BBBB\r\n";
+        assert_eq!(check_answer(good, offer), Ok(()));
+        let plain = good.replace("RTP/SAVP", "RTP/AVP");
+        assert_eq!(check_answer(&plain, offer), Err(Refusal::SrtpRequired));
+        let no_key = good.replace("a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:BBBB\r\n", "");
+        assert_eq!(check_answer(&no_key, offer), Err(Refusal::SrtpRequired));
+        let other_suite = good.replace("AES_CM_128_HMAC_SHA1_80", "AES_256_CM_HMAC_SHA1_80");
+        assert_eq!(
+            check_answer(&other_suite, offer),
+            Err(Refusal::SrtpRequired)
+        );
+        let zero = good.replace("c=IN IP4 10.0.0.1", "c=IN IP4 0.0.0.0");
+        assert_eq!(
+            check_answer(&zero, offer),
+            Err(Refusal::ZeroConnectionAddress)
+        );
+        let rejected = good.replace("m=audio 40000", "m=audio 0");
+        assert!(matches!(
+            check_answer(&rejected, offer),
+            Err(Refusal::NoCommonCodec { .. })
+        ));
+        let dtmf_only = good.replace("RTP/SAVP 0 101", "RTP/SAVP 101");
+        assert!(matches!(
+            check_answer(&dtmf_only, offer),
+            Err(Refusal::NoCommonCodec { .. })
+        ));
+        let unoffered = good.replace("RTP/SAVP 0 101", "RTP/SAVP 9");
+        assert!(matches!(
+            check_answer(&unoffered, offer),
+            Err(Refusal::NoCommonCodec { .. })
+        ));
+        assert!(matches!(
+            check_answer("garbage", offer),
+            Err(Refusal::BadSdp { .. })
+        ));
+        let g729 = good.replace("RTP/SAVP 0 101", "RTP/SAVP 18");
+        assert_eq!(check_answer(&g729, offer), Ok(()));
+    }
+
+    #[test]
     fn refusals_carry_the_documented_status_and_code() {
         assert_eq!(Refusal::UnknownTrunk { fqdn: "x".into() }.status().0, 403);
         assert_eq!(
@@ -266,7 +386,7 @@ mod tests {
         assert_eq!(Refusal::SrtpRequired.status().0, 488);
         assert_eq!(
             Refusal::NotE164 { number: "1".into() }.to_string(),
-            "404 1 is not E.164 with a leading + (511404)"
+            "1 is not E.164 with a leading + (511404)"
         );
     }
 }

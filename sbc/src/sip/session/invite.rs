@@ -445,6 +445,7 @@ impl InviteSession {
             EndReason::Rejected {
                 code: reply.code,
                 reason: reply.reason,
+                retry_after: None,
             },
         );
         Ok(())
@@ -922,6 +923,12 @@ impl InviteSession {
                             .summary()
                             .split_once(' ')
                             .map_or(String::new(), |x| x.1.to_string()),
+                        // delta-seconds first; a comment or parameters may follow.
+                        retry_after: response.headers.get("Retry-After").and_then(|v| {
+                            let digits: String =
+                                v.trim().chars().take_while(char::is_ascii_digit).collect();
+                            digits.parse().ok()
+                        }),
                     }
                 };
                 self.finish(now, reason);

@@ -123,8 +123,13 @@ pub enum SessionEvent {
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndReason {
-    /// A final non-2xx to the INVITE (received as UAC, sent as UAS).
-    Rejected { code: u16, reason: String },
+    /// A final non-2xx to the INVITE (received as UAC, sent as UAS), with
+    /// its Retry-After in seconds, if any (RFC 3261 §20.33).
+    Rejected {
+        code: u16,
+        reason: String,
+        retry_after: Option<u32>,
+    },
     /// CANCELled before an answer (either side).
     Cancelled,
     /// No response to the INVITE at all within Timer B (RFC 3261 §17.1.1.2).
@@ -146,7 +151,7 @@ pub enum EndReason {
 impl fmt::Display for EndReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EndReason::Rejected { code, reason } => write!(f, "{code} {reason}"),
+            EndReason::Rejected { code, reason, .. } => write!(f, "{code} {reason}"),
             EndReason::Cancelled => write!(f, "cancelled"),
             EndReason::Timeout => write!(f, "no response (Timer B)"),
             EndReason::TransportError(e) => write!(f, "transport error: {e}"),

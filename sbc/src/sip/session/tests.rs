@@ -643,6 +643,30 @@ fn a_request_for_an_unknown_dialog_gets_481() {
 }
 
 #[test]
+fn a_rejection_brings_its_retry_after_to_the_caller() {
+    let mut p = Pair::new();
+    let a = call(&mut p);
+    p.drive_until(100, |p| incoming(&p.b).is_some());
+    let b = incoming(&p.b).unwrap();
+    let now = p.now;
+    // RFC 3261 §20.33: delta-seconds, then an optional comment and params.
+    let reply = Reply::new(503, "Service Unavailable")
+        .header("Retry-After", "30 (maintenance);duration=60");
+    p.b.ua.reject(now, b, reply).unwrap();
+    p.drive_until(100, |p| ended(&p.a).is_some());
+    assert_eq!(
+        ended(&p.a),
+        Some(EndReason::Rejected {
+            code: 503,
+            reason: "Service Unavailable".into(),
+            retry_after: Some(30),
+        })
+    );
+    let _ = a;
+    p.drive_to_rest();
+}
+
+#[test]
 fn an_invite_without_contact_or_with_an_unknown_require_is_refused() {
     let mut p = Pair::new();
     let mut m = invite_msg(p.a.ua.rng());
@@ -654,7 +678,8 @@ fn an_invite_without_contact_or_with_an_unknown_require_is_refused() {
         ended(&p.a),
         Some(EndReason::Rejected {
             code: 420,
-            reason: "Bad Extension".into()
+            reason: "Bad Extension".into(),
+            retry_after: None,
         })
     );
     let unsupported = p.log.iter().any(|(_, l)| l.starts_with("SIP/2.0 420"));
