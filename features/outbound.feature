@@ -8,7 +8,8 @@ Feature: Outbound calls, Teams to PSTN
     Given the SBC is registered in the tenant as sbc.example.com
     And the hub marks the SBC active
     When Teams user Alice dials +4930123456
-    Then the phone rings
+    Then the hub's INVITE to sbc.example.com is longer than 1500 bytes
+    And the phone rings
     And the phone answers
     And audio flows both ways, decrypted and in order
     When the Teams user hangs up

@@ -230,3 +230,20 @@ async fn violation(w: &mut DrlabWorld, what: String) -> StepResult {
     }
     Ok(())
 }
+
+/// Case 9.61: the hub's messages may exceed 1,500 bytes; an SBC must take
+/// them whole (over TLS, one message across several TCP segments).
+#[then(regex = r"^the hub's INVITE to (\S+) is longer than (\d+) bytes$")]
+async fn hub_invite_size(w: &mut DrlabWorld, host: String, bytes: usize) -> StepResult {
+    let lab = w.lab()?;
+    let Some(invite) = hub_invites_to(lab, &host).into_iter().next() else {
+        return fail(lab, format!("an INVITE from the hub to {host}"));
+    };
+    if invite.raw.len() <= bytes {
+        return fail(
+            lab,
+            format!("an INVITE over {bytes} bytes, it has {}", invite.raw.len()),
+        );
+    }
+    Ok(())
+}

@@ -79,6 +79,12 @@ fn status(view: &HubView) -> String {
             m.out_of_order,
             m.corrupt + m.unprotect_errors
         ));
+        for a in &c.attempts {
+            out.push_str(&format!("  failed attempt: {a}\n"));
+        }
+    }
+    for v in &view.sbc_violations {
+        out.push_str(&format!("SBC obligation broken: {v}\n"));
     }
     for (proxy, code, r) in &view.refusals {
         out.push_str(&format!("refused by {proxy}: {code} {r}\n"));

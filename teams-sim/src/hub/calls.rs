@@ -62,24 +62,40 @@ impl HubCall {
     }
 }
 
-/// Codecs a Teams media processor offers (Teams offers carry SILK, G.722,
-/// G.711 and comfort noise; PT 104/103 are SILK wide/narrow band).
+/// Codecs a Teams media processor offers, in its order: SILK wide and
+/// narrow band (104, 103), G.722, SIREN, G.729 (case 9.25), G.711, RED,
+/// DTMF events and comfort noise at both rates, as Teams SDPs list them.
 fn teams_codecs() -> Vec<Codec> {
     vec![
         Codec::new(104, "SILK", 16000),
-        Codec::new(103, "SILK", 8000),
         Codec::new(9, "G722", 8000),
+        Codec::new(103, "SILK", 8000),
+        Codec::new(111, "SIREN", 16000),
+        Codec::new(18, "G729", 8000),
         Codec::pcmu(),
         Codec::pcma(),
-        // Case 9.25: G.729 is among the codecs Direct Routing supports.
-        Codec::new(18, "G729", 8000),
-        Codec::new(13, "CN", 8000),
+        Codec::new(97, "RED", 8000),
         Codec::telephone_event(),
+        Codec::new(13, "CN", 8000),
+        Codec::new(118, "CN", 16000),
     ]
+}
+
+/// The parameters Teams writes for its codecs (SIREN's bitrate, G.729
+/// without Annex B), on whichever of them a description carries.
+fn teams_fmtps(sd: &mut SessionDescription) {
+    for m in &mut sd.media {
+        for (pt, params) in [(111u8, "bitrate=16000"), (18, "annexb=no")] {
+            if m.formats.contains(&pt) && !m.fmtps.iter().any(|(p, _)| *p == pt) {
+                m.fmtps.push((pt, params.into()));
+            }
+        }
+    }
 }
 
 /// Teams writes its SDES lines with a lifetime, and its answers with MKI 1:1.
 fn teams_crypto(sd: &mut SessionDescription, with_mki: bool) {
+    teams_fmtps(sd);
     for m in &mut sd.media {
         for c in &mut m.crypto {
             c.lifetime = Some("2^31".into());
@@ -87,6 +103,33 @@ fn teams_crypto(sd: &mut SessionDescription, with_mki: bool) {
                 c.mki = Some((1, 1));
             }
         }
+    }
+}
+
+/// A Teams offer as observed: the key twice, tag 2 with MKI 1:1 and tag 3
+/// without, so the SBC may take either; `a=maxptime:200`. With the Contact's
+/// opaque parameters this takes the INVITE past 1,500 bytes, as the real
+/// hub's are (behaviour §3.1, case 9.61).
+fn teams_offer(sd: &mut SessionDescription) {
+    teams_fmtps(sd);
+    for m in &mut sd.media {
+        let Some(first) = m.crypto.first().cloned() else {
+            continue;
+        };
+        let with_mki = sbc::sip::sdp::Crypto {
+            tag: 2,
+            lifetime: Some("2^31".into()),
+            mki: Some((1, 1)),
+            ..first.clone()
+        };
+        let without = sbc::sip::sdp::Crypto {
+            tag: 3,
+            lifetime: Some("2^31".into()),
+            mki: None,
+            ..first
+        };
+        m.crypto = vec![with_mki, without];
+        m.attributes.push(("maxptime".into(), Some("200".into())));
     }
 }
 
@@ -729,7 +772,7 @@ impl Proxy {
         };
         let origin = self.origin(ua, ip);
         let mut offer = local_media.offer(origin);
-        teams_crypto(&mut offer, false);
+        teams_offer(&mut offer);
         let port = self.config.tenant.sbc_port;
         let contact = self.contact(ua);
         let number = plan.number.clone();
