@@ -10,6 +10,10 @@ Feature: What the hub refuses, and how
     When a client with the SBC's certificate sends OPTIONS with Contact <sip:192.0.2.10:5061;transport=tls>
     Then the hub answers it with 403
 
+  Scenario: OPTIONS without Contact is refused with 400
+    When a client with the SBC's certificate sends OPTIONS without Contact
+    Then the hub answers it with 400
+
   Scenario: OPTIONS from an FQDN no trunk is configured for is refused with 403
     When a client with the SBC's certificate sends OPTIONS with Contact <sip:sbc9.example.org:5061;transport=tls>
     Then the hub answers it with 403

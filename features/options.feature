@@ -29,3 +29,10 @@ Feature: SBC health monitoring with SIP OPTIONS
     When 3 minutes pass
     Then the hub shows the SBC as "Warning, no SIP options" for 1 minute
     And the hub has sent no OPTIONS to the SBC
+
+  Scenario: OPTIONS whose Contact FQDN the TLS certificate does not cover is refused with 403
+    # sbc2.example.com is paired with the tenant; the client shows sbc.example.com's certificate.
+    Given the tenant routes outbound calls to sbc2.example.com first, which answers INVITEs with 503
+    And the SBC is registered in the tenant as sbc.example.com
+    When a client with the SBC's certificate sends OPTIONS with Contact <sip:sbc2.example.com:5061;transport=tls>
+    Then the hub answers it with 403

@@ -14,4 +14,5 @@ Feature: Outbound calls, Teams to PSTN
     And audio flows both ways, decrypted and in order
     When the Teams user hangs up
     Then both legs end with BYE and 200
+    And every message from the hub has upper-case header names
     And the trace matches its snapshot

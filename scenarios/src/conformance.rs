@@ -59,10 +59,48 @@ fn send(
         .map_err(|e| e.to_string())
 }
 
-#[when(regex = r"^a client with the SBC's certificate sends OPTIONS with Contact (\S+)$")]
-async fn tester_options(w: &mut DrlabWorld, contact: String) -> StepResult {
+#[when(
+    regex = r"^a client with the SBC's certificate sends OPTIONS (?:with Contact (\S+)|(without Contact))$"
+)]
+async fn tester_options(w: &mut DrlabWorld, contact: String, without: String) -> StepResult {
     let ruri = format!("sip:{}:5061", HUB_FQDNS[0]);
-    send(w, Method::Options, &ruri, &[("Contact", contact)], "")
+    let headers: Vec<(&str, String)> = if without.is_empty() {
+        vec![("Contact", contact)]
+    } else {
+        Vec::new()
+    };
+    send(w, Method::Options, &ruri, &headers, "")
+}
+
+/// Case 9.61: the hub writes every header name in upper case, on every
+/// message (its 100 Trying and its own Via included).
+#[then("every message from the hub has upper-case header names")]
+async fn hub_upper_case(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let from_hub: Vec<_> = sent(lab)
+        .into_iter()
+        .filter(|s| s.from.ends_with(".pstnhub.microsoft.com"))
+        .collect();
+    if from_hub.is_empty() {
+        return fail(lab, "messages from the hub");
+    }
+    for s in &from_hub {
+        let text = String::from_utf8_lossy(&s.raw);
+        let head = text.split("\r\n\r\n").next().unwrap_or_default();
+        for line in head.lines().skip(1) {
+            let name = line.split(':').next().unwrap_or_default();
+            if name.chars().any(|c| c.is_ascii_lowercase()) {
+                return fail(
+                    lab,
+                    format!(
+                        "upper-case header names from the hub, {} has {name:?}",
+                        s.label()
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 #[when(
