@@ -4,14 +4,14 @@
 //! INVITE the way its script says. It never carries a call: it is there to
 //! fail, so the hub's choice of the next SBC can be watched.
 
+use sbc::direct_routing::{hub_hop, sbc_options};
 use sbc::driver::{HostSetup, NoMedia, Role};
 use sbc::sip::endpoint::EndpointConfig;
 use sbc::sip::rng::SeededRng;
-use sbc::sip::session::{Hop, Reply, RequestBuilder, SessionConfig, SessionEvent, SessionId};
+use sbc::sip::session::{Reply, SessionConfig, SessionEvent, SessionId};
 use sbc::sip::transaction::TimerConfig;
 use sbc::sip::transport::{Network, Tap, TlsListen, TransportConfig};
 use sbc::sip::ua::{UaConfig, UaCounts, UaEvent, UserAgent};
-use sbc::sip::wire::Method;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -85,18 +85,11 @@ impl ScriptedSbc {
         self.next_options = Some(now + self.config.options_interval);
         self.options_seq += 1;
         let (fqdn, port) = (self.config.fqdn.clone(), self.config.tls_listen_port);
+        let hub_port = self.config.hub_port;
         for hub in self.config.hub_fqdns.clone() {
-            let uri = format!("sip:{hub}:{}", self.config.hub_port);
-            let m = RequestBuilder::new(
-                Method::Options,
-                uri.clone(),
-                format!("<sip:{fqdn}:{port}>"),
-                format!("<{uri}>"),
-            )
-            .cseq(self.options_seq)
-            .contact(format!("<sip:{fqdn}:{port};transport=tls>"))
-            .build(ua.rng(), &fqdn);
-            let _ = ua.send_request(now, m, Hop::Uri(format!("{uri};transport=tls")));
+            let m =
+                sbc_options(&fqdn, port, &hub, hub_port, self.options_seq).build(ua.rng(), &fqdn);
+            let _ = ua.send_request(now, m, hub_hop(&hub, hub_port));
         }
     }
 

@@ -13,12 +13,13 @@
 mod call;
 pub mod numbers;
 
+use crate::direct_routing::{hub_hop, sbc_options};
 use crate::driver::{HostSetup, Role};
 use crate::media::{PortAllocator, RelayCommand, RelayDriver, RelayEvent, RelayStats};
 use crate::problems::ProblemLog;
 use crate::sip::endpoint::EndpointConfig;
 use crate::sip::rng::SeededRng;
-use crate::sip::session::{Hop, RequestBuilder, SessionConfig};
+use crate::sip::session::SessionConfig;
 use crate::sip::transaction::{TimerConfig, TransactionKey};
 use crate::sip::transport::{Network, Tap, TlsListen, TransportConfig};
 use crate::sip::ua::{UaConfig, UaCounts, UaEvent, UserAgent};
@@ -240,20 +241,12 @@ impl Sbc {
         self.options_seq += 1;
         let fqdn = self.config.fqdn.clone();
         let port = self.config.tls_listen_port;
+        let hub_port = self.config.hub_port;
         for hub in self.config.hub_fqdns.clone() {
-            let hub_uri = format!("sip:{hub}:{}", self.config.hub_port);
-            let m = RequestBuilder::new(
-                Method::Options,
-                hub_uri.clone(),
-                format!("<sip:{fqdn}:{port}>"),
-                format!("<{hub_uri}>"),
-            )
-            .cseq(self.options_seq)
-            .contact(format!("<sip:{fqdn}:{port};transport=tls>"))
-            .header("Allow", SBC_ALLOW)
-            .build(ua.rng(), &fqdn);
-            let hop = Hop::Uri(format!("{hub_uri};transport=tls"));
-            match ua.send_request(now, m, hop) {
+            let m = sbc_options(&fqdn, port, &hub, hub_port, self.options_seq)
+                .header("Allow", SBC_ALLOW)
+                .build(ua.rng(), &fqdn);
+            match ua.send_request(now, m, hub_hop(&hub, hub_port)) {
                 Ok(key) => {
                     self.options_keys.insert(key, hub);
                 }
