@@ -71,6 +71,23 @@ Feature: Failover, both ways
     When the Teams user hangs up
     Then both legs end with BYE and 200
 
+  Scenario: A demoted SBC is tried after a healthy one, and still tried
+    # One voice route with both SBCs: the order is by health, so sbc2
+    # (Active) comes first whatever the seed; the demoted SBC still gets
+    # the call before it fails (behaviour §4, MON).
+    Given the tenant routes outbound calls to sbc2.example.com as well, which answers INVITEs with 503
+    And the SBC is registered in the tenant as sbc.example.com
+    And the hub marks the SBC active
+    When the SBC stops sending OPTIONS
+    Then the hub shows the SBC as "Demoted" within 6 minutes
+    When Teams user Alice dials +4930123456
+    Then the hub sends the INVITE to sbc2.example.com
+    And the hub sends the INVITE to sbc.example.com
+    And the phone rings
+    And the phone answers
+    When the Teams user hangs up
+    Then both legs end with BYE and 200
+
   Scenario: The SBC moves on after 503 with Retry-After and leaves that proxy alone meanwhile
     Given the SBC is registered in the tenant as sbc.example.com
     And the hub marks the SBC active

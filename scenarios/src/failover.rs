@@ -38,8 +38,13 @@ fn script(text: &str) -> Result<Option<InviteScript>, String> {
     }
 }
 
-#[given(regex = r"^the tenant routes outbound calls to (\S+) first, which (.+)$")]
-async fn second_sbc(w: &mut DrlabWorld, fqdn: String, behaviour: String) -> StepResult {
+#[given(regex = r"^the tenant routes outbound calls to (\S+) (first|as well), which (.+)$")]
+async fn second_sbc(
+    w: &mut DrlabWorld,
+    fqdn: String,
+    order: String,
+    behaviour: String,
+) -> StepResult {
     if w.lab.is_some() {
         return Err(
             "the tenant's SBCs are set before the world is built: put this step \
@@ -50,6 +55,7 @@ async fn second_sbc(w: &mut DrlabWorld, fqdn: String, behaviour: String) -> Step
     w.second_sbc = Some(SecondSbc {
         fqdn,
         script: script(&behaviour)?,
+        first: order == "first",
     });
     Ok(())
 }

@@ -59,6 +59,9 @@ pub struct SecondSbc {
     pub fqdn: String,
     /// `None`: the host is down (the hub cannot connect).
     pub script: Option<drlab_sim::scripted_sbc::InviteScript>,
+    /// `true`: in a voice route of its own, tried before the SBC's;
+    /// `false`: in the SBC's route, ordered by health and chance.
+    pub first: bool,
 }
 
 impl Default for LabConfig {
@@ -255,7 +258,11 @@ impl Lab {
         let (sbcs, routes) = match &config.second_sbc {
             Some(second) => (
                 vec![second.fqdn.clone(), config.sbc_fqdn.clone()],
-                vec![vec![second.fqdn.clone()], vec![config.sbc_fqdn.clone()]],
+                if second.first {
+                    vec![vec![second.fqdn.clone()], vec![config.sbc_fqdn.clone()]]
+                } else {
+                    vec![]
+                },
             ),
             None => (vec![config.sbc_fqdn.clone()], vec![]),
         };
