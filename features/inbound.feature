@@ -10,6 +10,7 @@ Feature: Inbound calls, PSTN to Teams
     When PSTN caller +4930123456 calls +4989000001
     Then the SBC sends the INVITE to sip.pstnhub.microsoft.com with user=phone and E.164 numbers
     And the Teams user answers
+    And the hub answers the SBC's INVITE with 100, 180s from distinct forks, one 183 with SDP and a 200
     And audio flows both ways, decrypted and in order
     When the PSTN caller hangs up
     Then both legs end with BYE and 200

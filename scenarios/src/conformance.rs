@@ -4,6 +4,7 @@
 use crate::steps::{fail, lock, rsip_header, sent, DrlabWorld};
 use crate::tester::{Identity, TesterCommand};
 use cucumber::{then, when};
+use rsip::headers::UntypedHeader;
 use sbc::direct_routing::HUB_FQDNS;
 use sbc::sip::transport::TransportKind;
 use sbc::sip::wire::{Message, Method};
@@ -352,6 +353,80 @@ async fn hub_answer_codec(w: &mut DrlabWorld, codec: String) -> StepResult {
         return fail(
             w.lab()?,
             format!("an answer using {codec}, it uses {pt} {name:?}"),
+        );
+    }
+    Ok(())
+}
+
+/// Case 9.28: to the SBC's INVITE the hub sends 100 Trying first, a 180
+/// from each ringing endpoint with a To-tag of its own, at most one 183
+/// with SDP (non-bypass), then a 200 with SDP. Read with rsip.
+#[then("the hub answers the SBC's INVITE with 100, 180s from distinct forks, one 183 with SDP and a 200")]
+async fn hub_fork_shape(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let invite = sent(lab).into_iter().find(|s| {
+        s.from == fqdn && s.to.ends_with(".pstnhub.microsoft.com") && s.label() == "INVITE"
+    });
+    let Some(call_id) = invite
+        .and_then(|s| s.message())
+        .and_then(|m| m.call_id().ok().map(str::to_string))
+    else {
+        return fail(lab, "an INVITE from the SBC to the hub");
+    };
+    // (status, To-tag, has SDP), in the order the hub sent them.
+    let answers: Vec<(u16, String, bool)> = sent(lab)
+        .into_iter()
+        .filter(|s| s.from.ends_with(".pstnhub.microsoft.com") && s.to == fqdn)
+        .filter_map(|s| match s.rsip()? {
+            rsip::SipMessage::Response(r) => Some(r),
+            _ => None,
+        })
+        .filter(|r| {
+            r.headers
+                .iter()
+                .any(|h| matches!(h, rsip::Header::CallId(c) if c.value() == call_id))
+                && r.headers
+                    .iter()
+                    .any(|h| matches!(h, rsip::Header::CSeq(c) if c.value().ends_with("INVITE")))
+        })
+        .map(|r| {
+            let tag = r
+                .headers
+                .iter()
+                .find_map(|h| match h {
+                    rsip::Header::To(t) => t
+                        .value()
+                        .split(';')
+                        .find_map(|p| p.trim().strip_prefix("tag=").map(str::to_string)),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            (r.status_code.code(), tag, !r.body.is_empty())
+        })
+        .collect();
+    let codes: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    let ringing: std::collections::BTreeSet<&str> = answers
+        .iter()
+        .filter(|a| a.0 == 180)
+        .map(|a| a.1.as_str())
+        .collect();
+    let early: Vec<_> = answers.iter().filter(|a| a.0 == 183).collect();
+    let ok = codes.first() == Some(&100)
+        && ringing.len() >= 2
+        && early.len() == 1
+        && early[0].2
+        && answers.last().is_some_and(|a| a.0 == 200 && a.2);
+    if !ok {
+        return fail(
+            lab,
+            format!(
+                "100, then 180s with distinct To-tags, one 183 with SDP, a 200 with SDP; got {:?}",
+                answers
+                    .iter()
+                    .map(|a| (a.0, a.1.as_str(), a.2))
+                    .collect::<Vec<_>>()
+            ),
         );
     }
     Ok(())
