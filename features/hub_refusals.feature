@@ -61,3 +61,11 @@ Feature: What the hub refuses, and how
   Scenario: Only the first Contact counts
     When a client with the SBC's certificate sends an INVITE for +4989000001 with an IP address first of two Contacts
     Then the hub answers it with 403
+
+  Scenario: The top Record-Route, not Contact, names the SBC
+    When a client with the SBC's certificate sends OPTIONS with Contact <sip:sbc9.example.org:5061;transport=tls> and Record-Route <sip:sbc.example.com:5061;transport=tls;lr>
+    Then the hub answers it with 200
+
+  Scenario: A Record-Route FQDN no trunk is configured for is refused even with a good Contact
+    When a client with the SBC's certificate sends OPTIONS with Contact <sip:sbc.example.com:5061;transport=tls> and Record-Route <sip:sbc9.example.org:5061;transport=tls;lr>
+    Then the hub answers it with 403

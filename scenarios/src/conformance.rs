@@ -61,15 +61,22 @@ fn send(
 }
 
 #[when(
-    regex = r"^a client with the SBC's certificate sends OPTIONS (?:with Contact (\S+)|(without Contact))$"
+    regex = r"^a client with the SBC's certificate sends OPTIONS (?:with Contact (\S+)|(without Contact))(?: and Record-Route (\S+))?$"
 )]
-async fn tester_options(w: &mut DrlabWorld, contact: String, without: String) -> StepResult {
+async fn tester_options(
+    w: &mut DrlabWorld,
+    contact: String,
+    without: String,
+    record_route: String,
+) -> StepResult {
     let ruri = format!("sip:{}:5061", HUB_FQDNS[0]);
-    let headers: Vec<(&str, String)> = if without.is_empty() {
-        vec![("Contact", contact)]
-    } else {
-        Vec::new()
-    };
+    let mut headers: Vec<(&str, String)> = Vec::new();
+    if without.is_empty() {
+        headers.push(("Contact", contact));
+    }
+    if !record_route.is_empty() {
+        headers.push(("Record-Route", record_route));
+    }
     send(w, Method::Options, &ruri, &headers, "")
 }
 
