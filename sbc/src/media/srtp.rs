@@ -99,13 +99,24 @@ impl SrtpKey {
         }
     }
 
-    fn context(&self) -> Result<Context, SrtpError> {
+    /// An SRTP context for this key; a receiving one keeps a replay list
+    /// (RFC 3711 §3.3.2: a packet already seen, or older than the window,
+    /// is refused; the window is the RFC's minimum of 64).
+    fn context(&self, receiving: bool) -> Result<Context, SrtpError> {
+        let (rtp, rtcp) = if receiving {
+            (
+                Some(webrtc_srtp::option::srtp_replay_protection(REPLAY_WINDOW)),
+                Some(webrtc_srtp::option::srtcp_replay_protection(REPLAY_WINDOW)),
+            )
+        } else {
+            (None, None)
+        };
         Context::new(
             &self.key,
             &self.salt,
             ProtectionProfile::Aes128CmHmacSha1_80,
-            None,
-            None,
+            rtp,
+            rtcp,
         )
         .map_err(|e| SrtpError::BadKey(e.to_string()))
     }
@@ -120,6 +131,9 @@ pub fn agreed_keys(
     (read(&a.local_key), read(&a.remote_key))
 }
 
+/// RFC 3711 §3.3.2: SRTP-WINDOW-SIZE MUST be at least 64.
+const REPLAY_WINDOW: usize = 64;
+
 /// Protects outgoing RTP with one key.
 pub struct Protector {
     ctx: Context,
@@ -129,7 +143,7 @@ pub struct Protector {
 impl Protector {
     pub fn new(key: &SrtpKey) -> Result<Self, SrtpError> {
         Ok(Protector {
-            ctx: key.context()?,
+            ctx: key.context(false)?,
             mki: key.mki,
         })
     }
@@ -158,7 +172,7 @@ pub struct Unprotector {
 impl Unprotector {
     pub fn new(key: &SrtpKey) -> Result<Self, SrtpError> {
         Ok(Unprotector {
-            ctx: key.context()?,
+            ctx: key.context(true)?,
             mki: key.mki,
         })
     }
@@ -235,6 +249,22 @@ mod tests {
         let mut srtp = tx.protect(&rtp_frame(0, 1, 1, 0)).unwrap();
         srtp[20] ^= 1;
         assert!(rx.unprotect(&srtp).is_err());
+    }
+
+    #[test]
+    fn a_replayed_packet_is_refused_and_reordering_within_the_window_is_not() {
+        let key = SrtpKey::generate(&mut SeededRng::new(4));
+        let mut tx = Protector::new(&key).unwrap();
+        let mut rx = Unprotector::new(&key).unwrap();
+        let packets: Vec<Vec<u8>> = (1..=5)
+            .map(|seq| tx.protect(&rtp_frame(0, seq, 0x1234, seq as u32)).unwrap())
+            .collect();
+        // 1, 3, 2 (late, inside the window), then 3 again (a replay).
+        assert!(rx.unprotect(&packets[0]).is_ok());
+        assert!(rx.unprotect(&packets[2]).is_ok());
+        assert!(rx.unprotect(&packets[1]).is_ok());
+        assert!(rx.unprotect(&packets[2]).is_err(), "RFC 3711 §3.3.2 replay");
+        assert!(rx.unprotect(&packets[3]).is_ok());
     }
 
     #[test]
