@@ -11,6 +11,7 @@ use sbc::problems::ProblemLog;
 use sbc::sip::endpoint::EndpointConfig;
 use sbc::sip::rng::SeededRng;
 use sbc::sip::sdp::offer_answer::{Codec, LocalMedia};
+use sbc::sip::sdp::Direction;
 use sbc::sip::sdp::{Origin, SessionDescription};
 use sbc::sip::session::{
     EndReason, Hop, Reply, RequestBuilder, SessionConfig, SessionEvent, SessionId,
@@ -107,6 +108,26 @@ pub enum CarrierCommand {
     },
     /// From now on, called phones ring and answer this way.
     Answering(Answering),
+    /// The phone puts its call on hold, the way PSTN gear writes it.
+    Hold {
+        number: String,
+        how: HoldStyle,
+    },
+    /// The phone takes its call off hold.
+    Resume {
+        number: String,
+    },
+}
+
+/// How a PSTN phone (or the carrier's switch) says "hold" in SDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldStyle {
+    /// `a=sendonly` (RFC 3264 §8.4: the holder may still send music).
+    SendOnly,
+    /// `a=recvonly`.
+    RecvOnly,
+    /// `c=IN IP4 0.0.0.0` (RFC 2543, still common on PSTN gear).
+    ZeroAddress,
 }
 
 struct PstnCall {
@@ -301,6 +322,7 @@ impl Trunk {
                 return Err(e.to_string());
             }
         };
+        talk.media = Some(media);
         talk.local = Some(offer);
         let serial = self.add_view(from, to, PstnDirection::FromPstn, &talk);
         self.calls.insert(
@@ -360,8 +382,23 @@ impl Trunk {
             SessionEvent::Progress { sdp, .. } => self.heard(ua, id, sdp, false),
             SessionEvent::Answered { sdp, .. } => self.heard(ua, id, sdp, true),
             SessionEvent::Ended { reason } => self.on_ended(id, reason),
-            SessionEvent::ReInvite { .. } => {
-                let _ = ua.reject_reinvite(now, id, Reply::new(488, "Not Acceptable Here"));
+            SessionEvent::ReInvite { offer, .. } => {
+                // RFC 3264 §8: answered from the phone's own media.
+                let answer = match (offer, self.calls.get_mut(&id)) {
+                    (Some(offer), Some(c)) => c.talk.answer_reinvite(offer),
+                    (None, Some(c)) => c.talk.local.clone().ok_or_else(|| "no description".into()),
+                    (_, None) => Err("no such call".into()),
+                };
+                match answer {
+                    Ok(sd) => {
+                        let _ = ua.answer_reinvite(now, id, Reply::new(200, "OK").sdp(sd));
+                    }
+                    Err(e) => {
+                        self.problem("reinvite", format!("cannot answer a re-INVITE: {e}"));
+                        let reply = Reply::new(488, "Not Acceptable Here");
+                        let _ = ua.reject_reinvite(now, id, reply);
+                    }
+                }
             }
             SessionEvent::Request { key, request } => {
                 let _ = ua.respond_in_dialog(
@@ -372,7 +409,12 @@ impl Trunk {
                     Reply::new(501, "Not Implemented"),
                 );
             }
-            SessionEvent::Confirmed | SessionEvent::ReInviteDone { .. } => {}
+            SessionEvent::ReInviteDone { result } => {
+                if let (Ok(Some(answer)), Some(c)) = (result, self.calls.get_mut(&id)) {
+                    c.talk.remote = Some(answer);
+                }
+            }
+            SessionEvent::Confirmed => {}
         }
     }
 
@@ -445,6 +487,7 @@ impl Trunk {
             .and_then(|f| f.parsed_uri().ok())
             .and_then(|u| u.user().map(str::to_string))
             .unwrap_or_default();
+        talk.media = Some(media);
         talk.local = Some(answer);
         talk.remote = Some(offer);
         let serial = self.add_view(&phone.number, &caller, PstnDirection::ToPstn, &talk);
@@ -509,6 +552,57 @@ impl Trunk {
     }
 }
 
+impl Trunk {
+    /// A phone holds the call the way `how` says, or (`None`) resumes it,
+    /// with a re-INVITE from its own description.
+    fn hold(&mut self, now: Instant, ua: &mut UserAgent, number: &str, how: Option<HoldStyle>) {
+        let found = self
+            .calls
+            .iter()
+            .find(|(_, c)| c.phone == number && c.why.is_none())
+            .map(|(id, c)| (*id, c.talk.local.clone()));
+        let Some((id, Some(local))) = found else {
+            return self.problem("hold", format!("no call of {number} to hold or resume"));
+        };
+        let offer = match how {
+            Some(HoldStyle::SendOnly) => local.with_direction(Direction::SendOnly),
+            Some(HoldStyle::RecvOnly) => local.with_direction(Direction::RecvOnly),
+            Some(HoldStyle::ZeroAddress) => {
+                // RFC 2543 hold: the connection address 0.0.0.0.
+                let mut sd = local.with_direction(Direction::SendRecv);
+                sd.connection = Some("0.0.0.0".into());
+                for m in &mut sd.media {
+                    if m.connection.is_some() {
+                        m.connection = Some("0.0.0.0".into());
+                    }
+                }
+                sd
+            }
+            None => {
+                // Resume: the description it had before holding.
+                let mut sd = local.with_direction(Direction::SendRecv);
+                if let Some(media) = self.calls.get(&id).and_then(|c| c.talk.media.clone()) {
+                    sd.connection = Some(media.address.clone());
+                    for m in &mut sd.media {
+                        if m.connection.is_some() {
+                            m.connection = Some(media.address.clone());
+                        }
+                    }
+                }
+                sd
+            }
+        };
+        match ua.reinvite(now, id, offer.clone(), Vec::new()) {
+            Ok(()) => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.talk.local = Some(offer);
+                }
+            }
+            Err(e) => self.problem("hold", format!("re-INVITE from {number}: {e}")),
+        }
+    }
+}
+
 impl Role for Trunk {
     type Command = CarrierCommand;
     type MediaCommand = ProbeCommand;
@@ -564,6 +658,8 @@ impl Role for Trunk {
                 }
             }
             CarrierCommand::Answering(a) => self.config.answering = a,
+            CarrierCommand::Hold { number, how } => self.hold(now, ua, &number, Some(how)),
+            CarrierCommand::Resume { number } => self.hold(now, ua, &number, None),
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod certify;
 pub mod conformance;
 pub mod failover;
+pub mod hold;
 pub mod pcap;
 pub mod sbc_rules;
 pub mod steps;

@@ -31,8 +31,8 @@ pub const REFERENCE_SEED: u64 = 1;
 pub struct DrlabWorld {
     pub scenario: String,
     pub lab: Option<Lab>,
-    caller: Option<String>,
-    teams_user: Option<String>,
+    pub(crate) caller: Option<String>,
+    pub(crate) teams_user: Option<String>,
     /// Call-ID of the tester's last request, and how many it sent.
     pub(crate) tester_call: Option<String>,
     pub(crate) tester_sent: u32,
@@ -644,10 +644,10 @@ async fn phone_answers(w: &mut DrlabWorld) -> StepResult {
     Ok(())
 }
 
-type SharedStats = Arc<Mutex<MediaStats>>;
+pub(crate) type SharedStats = Arc<Mutex<MediaStats>>;
 
 /// The media processor's and the phone's counters for the latest call.
-fn last_media(lab: &Lab) -> Option<(SharedStats, SharedStats)> {
+pub(crate) fn last_media(lab: &Lab) -> Option<(SharedStats, SharedStats)> {
     let teams = lock(&lab.hub).calls.back()?.media.clone();
     let pstn = lock(&lab.carrier).calls.back()?.media.clone();
     Some((teams, pstn))
@@ -979,13 +979,14 @@ async fn proxy_overloaded(w: &mut DrlabWorld, proxy: String, secs: u32) -> StepR
 
 /// A deliberately misconfigured SBC (only the lab's own SBC can be told).
 #[given(
-    regex = r"^the SBC is misconfigured to (answer the hub with plain RTP|fail over on every failure|ignore Retry-After)$"
+    regex = r"^the SBC is misconfigured to (answer the hub with plain RTP|fail over on every failure|ignore Retry-After|hold with a=sendonly)$"
 )]
 async fn sbc_misconfigured(w: &mut DrlabWorld, fault: String) -> StepResult {
     use sbc::b2bua::{SbcCommand, SbcFault};
     let fault = match fault.as_str() {
         "answer the hub with plain RTP" => SbcFault::PlainRtpToTeams,
         "fail over on every failure" => SbcFault::RetryEveryFailure,
+        "hold with a=sendonly" => SbcFault::HoldWithSendonly,
         _ => SbcFault::IgnoreRetryAfter,
     };
     w.lab()?.sut.set(SbcCommand::Fault(fault))

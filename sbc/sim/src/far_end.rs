@@ -5,6 +5,7 @@
 
 use crate::probe::{MediaStats, ProbeCommand, ProbePlan};
 use sbc::sip::rng::SeededRng;
+use sbc::sip::sdp::offer_answer::LocalMedia;
 use sbc::sip::sdp::SessionDescription;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -83,6 +84,9 @@ pub struct Talk {
     pub id: u64,
     pub port: u16,
     pub stats: Arc<Mutex<MediaStats>>,
+    /// What this end can do (address, port, codecs, key): a re-INVITE is
+    /// answered from it.
+    pub media: Option<LocalMedia>,
     pub local: Option<SessionDescription>,
     pub remote: Option<SessionDescription>,
     started: bool,
@@ -104,6 +108,7 @@ impl Talk {
                 id,
                 port,
                 stats,
+                media: None,
                 local: None,
                 remote: None,
                 started: false,
@@ -152,6 +157,35 @@ impl Talk {
             None if answered && !self.started => Err("the answer has no usable audio"),
             None => Ok(None),
         }
+    }
+
+    /// Answer a re-INVITE's offer (RFC 3264 §8) from this end's own media:
+    /// the same address, port, key and origin, the direction mirrored, the
+    /// codecs limited to the one in use. The audio goes on as it was: a
+    /// far end keeps talking on hold, and what the SBC relays shows it.
+    pub fn answer_reinvite(
+        &mut self,
+        offer: SessionDescription,
+    ) -> Result<SessionDescription, String> {
+        let (Some(media), Some(local)) = (self.media.as_ref(), self.local.as_ref()) else {
+            return Err("no description of our own yet".into());
+        };
+        let mut media = media.clone();
+        if let Some(a) = self
+            .remote
+            .as_ref()
+            .and_then(|r| sbc::sip::sdp::offer_answer::agreed(local, r))
+        {
+            media.codecs.retain(|c| {
+                c.name.eq_ignore_ascii_case(&a.codec.name) || c.name == "telephone-event"
+            });
+        }
+        let answer = media
+            .answer(&offer, local.origin.clone())
+            .map_err(|e| e.to_string())?;
+        self.remote = Some(offer);
+        self.local = Some(answer.clone());
+        Ok(answer)
     }
 
     /// Stop the probe (the call ended); once.

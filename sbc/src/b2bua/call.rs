@@ -7,7 +7,7 @@ use super::numbers::{to_e164, to_national};
 use super::{Sbc, SbcFault, SBC_AGENT, SBC_ALLOW};
 use crate::media::{RelayCommand, RelayEvent, RelayLeg, RelayPlan, RelayStats, SrtpKey};
 use crate::sip::sdp::offer_answer::{agreed, Agreed, Codec, LocalMedia};
-use crate::sip::sdp::{Origin, SessionDescription};
+use crate::sip::sdp::{Direction as SdpDirection, Origin, SessionDescription};
 use crate::sip::session::{
     EndReason, Hop, Reply, RequestBuilder, SessionEvent, SessionId, SessionState,
 };
@@ -44,17 +44,23 @@ pub(crate) struct Call {
     /// `legs[0]` is leg a (we are its UAS); later ones are leg b attempts
     /// (we are their UAC), the last one current.
     legs: Vec<Leg>,
+    /// Leg a's description (its offer, then any re-INVITE's).
     a_offer: SessionDescription,
-    /// Leg b's offer body, the same on every attempt.
+    /// Our description on leg b: the offer, the same on every attempt,
+    /// then what our re-INVITEs offered.
     b_offer: SessionDescription,
+    /// Leg b's description (its answer, then its re-INVITEs' or answers').
+    b_answer: Option<SessionDescription>,
+    /// Whether leg a's, and leg b's, last description put the call on hold.
+    held: (bool, bool),
     /// Hub proxies still to try for an inbound call.
     hubs_left: Vec<String>,
     /// The called and calling numbers as leg b writes them.
     called: String,
     calling: Option<String>,
     max_forwards: u32,
-    /// Leg a's answer (in a 183 or the 200): it does not change (RFC 3261
-    /// §13.2.1 allows one answer per offer).
+    /// Our description on leg a: its answer (in a 183 or the 200: RFC 3261
+    /// §13.2.1 allows one answer per offer), then our re-INVITEs'.
     a_answer: Option<SessionDescription>,
     /// Provisional codes already passed to leg a.
     progress_sent: Vec<u16>,
@@ -78,6 +84,23 @@ impl Call {
 
     fn b(&self) -> Option<SessionId> {
         self.legs.get(1..).and_then(|l| l.last()).map(|l| l.session)
+    }
+
+    /// The relay plan the four descriptions give (our own first in each
+    /// pair), on hold if either side's last description said so.
+    fn relay_plan(&self) -> Option<RelayPlan> {
+        let a = agreed(self.a_answer.as_ref()?, &self.a_offer)?;
+        let b = agreed(&self.b_offer, self.b_answer.as_ref()?)?;
+        Some(RelayPlan {
+            a: relay_leg(&a)?,
+            b: relay_leg(&b)?,
+            hold: self.held.0 || self.held.1,
+        })
+    }
+
+    /// Whether leg a is the Teams side (an outbound call came from the hub).
+    fn a_is_teams(&self) -> bool {
+        self.direction == Direction::Outbound
     }
 }
 
@@ -244,12 +267,10 @@ impl Sbc {
                 self.on_answer(now, ua, call_id, id, sdp)
             }
             SessionEvent::Ended { reason } => self.on_leg_ended(now, ua, call_id, id, is_a, reason),
-            SessionEvent::ReInvite { .. } => {
-                // Re-INVITEs (hold, refresh) are not relayed yet.
-                let reply = Reply::new(488, "Not Acceptable Here")
-                    .header("Warning", "399 drlab-sbc \"re-INVITE not supported yet\"");
-                let _ = ua.reject_reinvite(now, id, reply);
+            SessionEvent::ReInvite { offer, .. } => {
+                self.on_reinvite(now, ua, call_id, id, is_a, offer)
             }
+            SessionEvent::ReInviteDone { result } => self.on_reinvite_done(call_id, is_a, result),
             SessionEvent::Request { key, request } => {
                 let reply = Reply::new(501, "Not Implemented").header("Allow", SBC_ALLOW);
                 let _ = ua.respond_in_dialog(now, id, key, &request, reply);
@@ -395,6 +416,8 @@ impl Sbc {
             }],
             a_offer: offer,
             b_offer,
+            b_answer: None,
+            held: (false, false),
             hubs_left: if from_hub {
                 Vec::new()
             } else {
@@ -608,13 +631,8 @@ impl Sbc {
             a_answer
         };
         call.a_answer = Some(a_answer.clone());
-        let plan = agreed(&a_answer, &call.a_offer).and_then(|a| {
-            Some(RelayPlan {
-                a: relay_leg(&a)?,
-                b: relay_leg(&b_agreed)?,
-            })
-        });
-        match plan {
+        call.b_answer = Some(b_answer.clone());
+        match call.relay_plan() {
             Some(plan) => self
                 .media_out
                 .push_back(RelayCommand::Plan { id: call_id, plan }),
@@ -663,6 +681,163 @@ impl Sbc {
         if let Some(c) = self.calls.get_mut(&call_id) {
             c.answered = true;
             c.ring_deadline = None;
+        }
+    }
+
+    /// A re-INVITE on either leg (RFC 3261 §14.2, RFC 3264 §8): answered at
+    /// once from the leg's own media (same address, port and key, the codec
+    /// in use), the direction mirrored. A change of hold goes on to the
+    /// other leg in a re-INVITE of ours, always as `a=inactive` (behaviour
+    /// §6: the hub "does not understand" sendonly or recvonly and refuses
+    /// c=0.0.0.0); while either side holds, the relay passes nothing.
+    fn on_reinvite(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call_id: u64,
+        id: SessionId,
+        is_a: bool,
+        offer: Option<SessionDescription>,
+    ) {
+        let refuse = |ua: &mut UserAgent, why: &str| {
+            let reply = Reply::new(488, "Not Acceptable Here")
+                .header("Warning", format!("399 drlab-sbc \"{why}\""));
+            let _ = ua.reject_reinvite(now, id, reply);
+        };
+        let Some(call) = self.calls.get(&call_id) else {
+            return refuse(ua, "no such call");
+        };
+        if !call.answered || (!is_a && call.b() != Some(id)) {
+            return refuse(ua, "the call is not answered yet");
+        }
+        let (local, remote, media) = if is_a {
+            (
+                call.a_answer.clone(),
+                Some(call.a_offer.clone()),
+                call.legs[0].media.clone(),
+            )
+        } else {
+            let media = call.legs.last().map(|l| l.media.clone());
+            let Some(media) = media else {
+                return refuse(ua, "no leg b");
+            };
+            (Some(call.b_offer.clone()), call.b_answer.clone(), media)
+        };
+        let (Some(local), Some(remote)) = (local, remote) else {
+            return refuse(ua, "no description agreed yet");
+        };
+        let Some(offer) = offer else {
+            // Offer-less (RFC 3261 §14.2): our description is the offer; the
+            // answer in the ACK changes nothing the relay does.
+            let _ = ua.answer_reinvite(now, id, Reply::new(200, "OK").sdp(local));
+            return;
+        };
+        // Keep the codec in use: the relay passes audio through untranscoded.
+        let mut media = media;
+        if let Some(a) = agreed(&local, &remote) {
+            media.codecs.retain(|c| {
+                c.name.eq_ignore_ascii_case(&a.codec.name) || c.name == "telephone-event"
+            });
+        }
+        let answer = match media.answer(&offer, local.origin.clone()) {
+            Ok(a) => a,
+            Err(e) => return refuse(ua, &e.to_string()),
+        };
+        if ua
+            .answer_reinvite(now, id, Reply::new(200, "OK").sdp(answer.clone()))
+            .is_err()
+        {
+            return;
+        }
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let was = call.held.0 || call.held.1;
+        if is_a {
+            call.held.0 = offer.holds();
+            call.a_offer = offer;
+            call.a_answer = Some(answer);
+        } else {
+            call.held.1 = offer.holds();
+            call.b_answer = Some(offer);
+            call.b_offer = answer;
+        }
+        let held = call.held.0 || call.held.1;
+        if held != was {
+            self.carry_hold(now, ua, call_id, !is_a, held);
+        }
+        self.push_plan(call_id);
+    }
+
+    /// Tell one leg the call is held or resumed: a re-INVITE with our
+    /// description there, `a=inactive` or `a=sendrecv`.
+    fn carry_hold(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call_id: u64,
+        to_a: bool,
+        held: bool,
+    ) {
+        let wrong = self.faults.contains(&SbcFault::HoldWithSendonly);
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let teams = to_a == call.a_is_teams();
+        let direction = match (held, teams && wrong) {
+            (false, _) => SdpDirection::SendRecv,
+            (true, true) => SdpDirection::SendOnly,
+            (true, false) => SdpDirection::Inactive,
+        };
+        let (session, local) = if to_a {
+            (Some(call.a()), call.a_answer.clone())
+        } else {
+            (call.b(), Some(call.b_offer.clone()))
+        };
+        let (Some(session), Some(local)) = (session, local) else {
+            return;
+        };
+        let offer = local.with_direction(direction);
+        match ua.reinvite(now, session, offer.clone(), Vec::new()) {
+            Ok(()) if to_a => call.a_answer = Some(offer),
+            Ok(()) => call.b_offer = offer,
+            Err(e) => {
+                let line = format!("call {call_id}: cannot re-INVITE the other leg: {e}");
+                self.problem("hold", line);
+            }
+        }
+    }
+
+    /// Our re-INVITE on a leg ended: its answer is that leg's description now.
+    fn on_reinvite_done(
+        &mut self,
+        call_id: u64,
+        is_a: bool,
+        result: Result<Option<SessionDescription>, u16>,
+    ) {
+        match result {
+            Ok(Some(answer)) => {
+                if let Some(call) = self.calls.get_mut(&call_id) {
+                    if is_a {
+                        call.a_offer = answer;
+                    } else {
+                        call.b_answer = Some(answer);
+                    }
+                }
+                self.push_plan(call_id);
+            }
+            Ok(None) => {}
+            Err(code) => self.problem(
+                "hold",
+                format!("call {call_id}: our re-INVITE was answered {code}"),
+            ),
+        }
+    }
+
+    fn push_plan(&mut self, call_id: u64) {
+        if let Some(plan) = self.calls.get(&call_id).and_then(|c| c.relay_plan()) {
+            self.media_out
+                .push_back(RelayCommand::Plan { id: call_id, plan });
         }
     }
 

@@ -111,6 +111,9 @@ pub enum SbcFault {
     RetryEveryFailure,
     /// Ignore Retry-After from a hub proxy and keep using it (case 9.41).
     IgnoreRetryAfter,
+    /// Put the Teams leg on hold with `a=sendonly`, which the hub does not
+    /// understand (case 9.50), instead of `a=inactive`.
+    HoldWithSendonly,
 }
 
 /// The names the SBC sends to, resolved once at start.

@@ -36,6 +36,10 @@ pub struct RelayLeg {
 pub struct RelayPlan {
     pub a: RelayLeg,
     pub b: RelayLeg,
+    /// The call is on hold (either side's SDP says no media: `a=inactive`,
+    /// or `sendonly`/`recvonly`/`c=0.0.0.0` from the carrier): nothing is
+    /// relayed either way (toward Teams the SBC says `a=inactive`).
+    pub hold: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +50,8 @@ pub struct RelayStats {
     pub srtp_errors: u32,
     /// Packets from an address the leg does not accept (see the module doc).
     pub foreign: u32,
+    /// Packets dropped because the call is on hold.
+    pub held: u32,
     /// Where each leg latched.
     pub latched_a: Option<SocketAddr>,
     pub latched_b: Option<SocketAddr>,
@@ -87,6 +93,8 @@ pub struct RelayOut {
 /// What the relay does with each packet, without sockets.
 pub struct RelayCore {
     legs: Option<(LegState, LegState)>,
+    /// The plan the legs were built from.
+    plan: Option<RelayPlan>,
     early: Vec<(bool, Vec<u8>, SocketAddr)>,
     pub stats: RelayStats,
 }
@@ -101,6 +109,7 @@ impl RelayCore {
     pub fn new() -> Self {
         RelayCore {
             legs: None,
+            plan: None,
             early: Vec::new(),
             stats: RelayStats::default(),
         }
@@ -108,10 +117,28 @@ impl RelayCore {
 
     /// A new plan (the answer arrived, or a re-INVITE changed it). Packets
     /// held until now are relayed by it.
+    ///
+    /// A leg whose address and keys did not change keeps its SRTP contexts
+    /// (rollover counter, replay window: RFC 3711 §3.3.1) and its latch, so
+    /// a re-INVITE that only holds or resumes does not restart the stream.
     pub fn set_plan(&mut self, plan: &RelayPlan) -> Result<Vec<RelayOut>, super::SrtpError> {
-        self.legs = Some((LegState::new(&plan.a)?, LegState::new(&plan.b)?));
-        self.stats.latched_a = None;
-        self.stats.latched_b = None;
+        let old = self.plan.take();
+        let legs = self.legs.take();
+        let (keep_a, keep_b) = match &old {
+            Some(o) => (o.a == plan.a, o.b == plan.b),
+            None => (false, false),
+        };
+        let (a, b) = match legs {
+            Some((a, b)) => (
+                if keep_a { a } else { LegState::new(&plan.a)? },
+                if keep_b { b } else { LegState::new(&plan.b)? },
+            ),
+            None => (LegState::new(&plan.a)?, LegState::new(&plan.b)?),
+        };
+        self.stats.latched_a = a.latched;
+        self.stats.latched_b = b.latched;
+        self.legs = Some((a, b));
+        self.plan = Some(plan.clone());
         let early = std::mem::take(&mut self.early);
         Ok(early
             .into_iter()
@@ -127,6 +154,10 @@ impl RelayCore {
             }
             return None;
         };
+        if self.plan.as_ref().is_some_and(|p| p.hold) {
+            self.stats.held += 1;
+            return None;
+        }
         let (inbound, outbound) = if from_a { (a, b) } else { (b, a) };
         let plain = match accept(inbound, src, packet) {
             Accept::Plain(p) => p,
@@ -377,6 +408,7 @@ mod tests {
                 tx_key: Some(ours.clone()),
                 rx_key: Some(theirs.clone()),
             },
+            hold: false,
         };
         (p, ours, theirs)
     }
@@ -424,6 +456,41 @@ mod tests {
             .unwrap();
         assert_eq!(core.handle(false, addr("203.0.113.66:4000"), &forged), None);
         assert_eq!(core.stats.foreign, 2);
+    }
+
+    #[test]
+    fn hold_drops_both_ways_and_resume_keeps_the_srtp_context() {
+        let mut rng = SeededRng::new(4);
+        let (p, _, theirs) = plan(&mut rng);
+        let mut core = RelayCore::new();
+        core.set_plan(&p).unwrap();
+        let mut tx = Protector::new(&theirs).unwrap();
+        let from_teams = addr("52.114.16.1:49152");
+        assert!(core
+            .handle(false, from_teams, &tx.protect(&rtp(1)).unwrap())
+            .is_some());
+        let held = RelayPlan {
+            hold: true,
+            ..p.clone()
+        };
+        core.set_plan(&held).unwrap();
+        assert_eq!(core.handle(true, addr("198.51.100.7:20000"), &rtp(2)), None);
+        assert_eq!(
+            core.handle(false, from_teams, &tx.protect(&rtp(3)).unwrap()),
+            None
+        );
+        assert_eq!(core.stats.held, 2);
+        assert_eq!((core.stats.a_to_b, core.stats.b_to_a), (0, 1));
+        // Resume: the same legs, so the packet already seen (index 1) is
+        // still a replay and the next one passes.
+        core.set_plan(&p).unwrap();
+        let replay = Protector::new(&theirs).unwrap().protect(&rtp(1)).unwrap();
+        assert_eq!(core.handle(false, from_teams, &replay), None);
+        assert_eq!(core.stats.srtp_errors, 1);
+        assert!(core
+            .handle(false, from_teams, &tx.protect(&rtp(4)).unwrap())
+            .is_some());
+        assert_eq!(core.stats.latched_b, Some(from_teams));
     }
 
     #[test]

@@ -140,6 +140,20 @@ fn uri_params(uri: &str) -> impl Iterator<Item = &str> {
     uri.split(';').skip(1).map(str::trim)
 }
 
+/// The host of a Contact header value, for naming the SBC in a record.
+fn user_of_host(contact: &str) -> String {
+    rsip::Uri::try_from(
+        contact
+            .trim()
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .unwrap_or_default(),
+    )
+    .map(|u| u.host_with_port.host.to_string())
+    .unwrap_or_default()
+}
+
 fn user_of(uri: &str) -> String {
     rsip::Uri::try_from(uri)
         .ok()
@@ -255,9 +269,8 @@ impl Proxy {
                 }
             }
             SessionEvent::Ended { reason } => self.on_ended(now, ua, id, reason),
-            SessionEvent::ReInvite { .. } => {
-                // Hold, refresh and bypass re-INVITEs come with the mid-call work.
-                let _ = ua.reject_reinvite(now, id, Reply::new(488, "Not Acceptable Here"));
+            SessionEvent::ReInvite { request, offer } => {
+                self.on_reinvite(now, ua, id, &request, offer)
             }
             SessionEvent::Request { key, request } => {
                 let _ = ua.respond_in_dialog(
@@ -268,8 +281,107 @@ impl Proxy {
                     Reply::new(501, "Not Implemented"),
                 );
             }
-            SessionEvent::ReInviteDone { .. } => {}
+            SessionEvent::ReInviteDone { result } => {
+                if let (Ok(Some(answer)), Some(c)) = (result, self.calls.get_mut(&id)) {
+                    c.talk.remote = Some(answer);
+                }
+            }
         }
+    }
+
+    /// The SBC's re-INVITE (behaviour §6): hold only with `a=inactive`.
+    /// `c=0.0.0.0` is refused with 488/531052 (KB-488); `sendonly` or
+    /// `recvonly` is answered as RFC 3264 asks but recorded against the SBC,
+    /// since the hub "does not understand" it (case 9.50). A re-INVITE
+    /// with no change (a refresh) gets the same answer.
+    fn on_reinvite(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        id: SessionId,
+        request: &Message,
+        offer: Option<SessionDescription>,
+    ) {
+        let text = String::from_utf8_lossy(&request.body).into_owned();
+        let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+        if lines
+            .iter()
+            .any(|l| l.starts_with("c=IN IP4 0.0.0.0") || l.starts_with("c=IN IP6 ::"))
+        {
+            let refusal = Refusal::ZeroConnectionAddress;
+            let (code, reason, headers) = self.refusal_reply(ua, &refusal);
+            let mut reply = Reply::new(code, reason);
+            reply.headers = headers;
+            let _ = ua.reject_reinvite(now, id, reply);
+            return self.record_refusal(code, &refusal);
+        }
+        if let Some(d) = lines
+            .iter()
+            .find(|l| **l == "a=sendonly" || **l == "a=recvonly")
+        {
+            let line = format!(
+                "{} held the call with {d}, which the hub does not understand: use a=inactive (case 9.50)",
+                request
+                    .headers
+                    .get("Contact")
+                    .map(user_of_host)
+                    .unwrap_or_default()
+            );
+            self.view().sbc_violations.push(line);
+        }
+        let answer = match (offer, self.calls.get_mut(&id)) {
+            (Some(offer), Some(c)) => c.talk.answer_reinvite(offer),
+            (None, Some(c)) => c
+                .talk
+                .local
+                .clone()
+                .ok_or_else(|| "no description".to_string()),
+            (_, None) => Err("no such call".to_string()),
+        };
+        match answer {
+            Ok(mut sd) => {
+                teams_crypto(&mut sd, true);
+                let _ = ua.answer_reinvite(now, id, Reply::new(200, "OK").sdp(sd));
+            }
+            Err(e) => {
+                let reply = Reply::new(488, "Not Acceptable Here")
+                    .header("Warning", format!("399 {} \"{e}\"", self.config.fqdn));
+                let _ = ua.reject_reinvite(now, id, reply);
+            }
+        }
+    }
+
+    /// A Teams user holds or resumes the call (a re-INVITE with
+    /// `a=inactive` or `a=sendrecv`), or the hub refreshes it with the same
+    /// description (a keep-alive: the `o=` version does not change).
+    pub(crate) fn reinvite_user(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        user: &str,
+        direction: Option<sbc::sip::sdp::Direction>,
+    ) -> bool {
+        let found = self
+            .calls
+            .iter()
+            .find(|(_, c)| c.user == user && c.why.is_none() && !c.superseded)
+            .map(|(id, c)| (*id, c.talk.local.clone()));
+        let Some((id, Some(local))) = found else {
+            return false;
+        };
+        let offer = match direction {
+            Some(d) => local.with_direction(d),
+            None => local,
+        };
+        match ua.reinvite(now, id, offer.clone(), Vec::new()) {
+            Ok(()) => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.talk.local = Some(offer);
+                }
+            }
+            Err(e) => self.problem("reinvite", format!("re-INVITE for {user}: {e}")),
+        }
+        true
     }
 
     /// The SBC's SDP (early media in a 183, or the answer): the media
@@ -506,6 +618,7 @@ impl Proxy {
         self.next_media += 1;
         let (mut talk, open) = Talk::open(self.next_media, &self.config.media_host, port);
         self.media_out.push_back(open);
+        talk.media = Some(local_media);
         talk.local = Some(answer);
         talk.remote = Some(offer);
         let call_id = request.call_id().unwrap_or_default().to_string();
@@ -811,6 +924,7 @@ impl Proxy {
         let (mut talk, open) = Talk::open(self.next_media, &self.config.media_host, mp_port);
         self.media_out.push_back(open);
         let offered = offer.to_string();
+        talk.media = Some(local_media);
         talk.local = Some(offer);
         {
             let proxy = self.config.fqdn.clone();

@@ -317,6 +317,12 @@ pub enum HubCommand {
     Dial { user: String, number: String },
     /// A Teams user hangs up their call.
     HangUp { user: String },
+    /// A Teams user puts their call on hold (`a=inactive`) or resumes it;
+    /// or (`None`) the hub refreshes it with the same description.
+    Reinvite {
+        user: String,
+        direction: Option<sbc::sip::sdp::Direction>,
+    },
     /// The same, from another proxy that does not hold the user's call
     /// (an outbound call may have gone out from any proxy); not passed on.
     HangUpHere { user: String },
@@ -483,6 +489,11 @@ impl Role for Proxy {
                     for (_, tx) in &self.config.peers {
                         let _ = tx.send(HubCommand::HangUpHere { user: user.clone() });
                     }
+                }
+            }
+            HubCommand::Reinvite { user, direction } => {
+                if !self.reinvite_user(now, ua, &user, direction) {
+                    self.problem("reinvite", format!("no call of {user} on this proxy"));
                 }
             }
             HubCommand::HangUpHere { user } => {

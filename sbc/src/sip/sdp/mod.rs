@@ -123,6 +123,54 @@ impl MediaDescription {
 }
 
 impl SessionDescription {
+    /// The first audio stream, if it is not rejected (port 0).
+    fn audio(&self) -> Option<&MediaDescription> {
+        self.media.iter().find(|m| m.kind == "audio" && m.port != 0)
+    }
+
+    /// Whether this description puts the call on hold: the audio stream is
+    /// `sendonly`, `recvonly` or `inactive` (RFC 3264 §8.4; `a=` at media
+    /// level over session level), or its connection address is `0.0.0.0`
+    /// (RFC 2543 hold, still sent by PSTN gear; RFC 3264 §8.4 asks answerers
+    /// to understand it).
+    pub fn holds(&self) -> bool {
+        let Some(m) = self.audio() else {
+            return false;
+        };
+        let zero = m
+            .connection
+            .as_deref()
+            .or(self.connection.as_deref())
+            .is_some_and(|c| c == "0.0.0.0");
+        let direction = m.direction.or_else(|| self.direction());
+        zero || matches!(
+            direction,
+            Some(Direction::SendOnly | Direction::RecvOnly | Direction::Inactive)
+        )
+    }
+
+    /// The session-level direction attribute, if any.
+    fn direction(&self) -> Option<Direction> {
+        self.attributes
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .find_map(|(k, _)| match k.as_str() {
+                "sendrecv" => Some(Direction::SendRecv),
+                "sendonly" => Some(Direction::SendOnly),
+                "recvonly" => Some(Direction::RecvOnly),
+                "inactive" => Some(Direction::Inactive),
+                _ => None,
+            })
+    }
+
+    /// The same description with every media stream set to `direction`.
+    pub fn with_direction(mut self, direction: Direction) -> Self {
+        for m in &mut self.media {
+            m.direction = Some(direction);
+        }
+        self
+    }
+
     /// The address where a media stream is to be sent: media `c=` over session `c=`.
     pub fn media_address(&self, idx: usize) -> Option<&str> {
         let m = self.media.get(idx)?;

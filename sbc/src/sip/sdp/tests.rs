@@ -169,3 +169,22 @@ fn malformed_lines_say_where() {
     let bad_crypto = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 key:abc\r\n";
     assert!(SessionDescription::parse(bad_crypto).is_err());
 }
+
+#[test]
+fn hold_is_read_the_three_ways_pstn_gear_writes_it() {
+    let base = "v=0\r\no=- 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0\r\n";
+    let sd = |extra: &str| SessionDescription::parse(&format!("{base}{extra}")).unwrap();
+    assert!(!sd("").holds());
+    assert!(!sd("a=sendrecv\r\n").holds());
+    assert!(sd("a=sendonly\r\n").holds());
+    assert!(sd("a=recvonly\r\n").holds());
+    assert!(sd("a=inactive\r\n").holds());
+    let zero = base.replace("c=IN IP4 198.51.100.7", "c=IN IP4 0.0.0.0");
+    assert!(SessionDescription::parse(&zero).unwrap().holds());
+    // A session-level direction counts when the stream has none.
+    let session_level = base.replace("t=0 0\r\n", "t=0 0\r\na=inactive\r\n");
+    assert!(SessionDescription::parse(&session_level).unwrap().holds());
+    let resumed = sd("a=inactive\r\n").with_direction(Direction::SendRecv);
+    assert!(!resumed.holds());
+    assert!(resumed.to_string().contains("a=sendrecv"));
+}

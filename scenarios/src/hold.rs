@@ -1,0 +1,220 @@
+//! Steps for re-INVITEs and hold (behaviour §6, case 9.50): a PSTN phone
+//! or a Teams user holds and resumes, the hub refreshes a call, and what
+//! crosses the SBC toward the other side, checked on the wire and in the
+//! far ends' audio counters.
+
+use crate::steps::{fail, last_media, lock, sent, DrlabWorld};
+use crate::world::Lab;
+use carrier_sim::trunk::{CarrierCommand, HoldStyle};
+use cucumber::{then, when};
+use sbc::sip::sdp::Direction;
+use std::time::Duration;
+use teams_sim::hub::HubCommand;
+
+type StepResult = Result<(), String>;
+
+#[when(
+    regex = r"^the PSTN caller puts the call on hold with (a=sendonly|a=recvonly|c=0\.0\.0\.0)$"
+)]
+async fn pstn_holds(w: &mut DrlabWorld, how: String) -> StepResult {
+    let number = w.caller.clone().ok_or("no PSTN caller in this scenario")?;
+    let how = match how.as_str() {
+        "a=sendonly" => HoldStyle::SendOnly,
+        "a=recvonly" => HoldStyle::RecvOnly,
+        _ => HoldStyle::ZeroAddress,
+    };
+    let lab = w.lab()?;
+    lab.carrier_commands
+        .send(CarrierCommand::Hold { number, how })
+        .map_err(|e| e.to_string())?;
+    lab.run_for(Duration::from_millis(200))
+        .map_err(|e| e.to_string())
+}
+
+#[when("the PSTN caller resumes the call")]
+async fn pstn_resumes(w: &mut DrlabWorld) -> StepResult {
+    let number = w.caller.clone().ok_or("no PSTN caller in this scenario")?;
+    let lab = w.lab()?;
+    lab.carrier_commands
+        .send(CarrierCommand::Resume { number })
+        .map_err(|e| e.to_string())?;
+    lab.run_for(Duration::from_millis(200))
+        .map_err(|e| e.to_string())
+}
+
+/// The Teams user of the latest call (the dialling one, or the called one).
+fn teams_user(w: &mut DrlabWorld) -> Result<String, String> {
+    if let Some(u) = w.teams_user.clone() {
+        return Ok(u);
+    }
+    let lab = w.lab()?;
+    let user = lock(&lab.hub).calls.back().map(|c| c.user.clone());
+    user.ok_or_else(|| "no Teams call in this scenario".into())
+}
+
+#[when(regex = r"^the Teams user (puts the call on hold|resumes the call)$")]
+async fn teams_holds(w: &mut DrlabWorld, what: String) -> StepResult {
+    let user = teams_user(w)?;
+    let direction = Some(if what.starts_with("puts") {
+        Direction::Inactive
+    } else {
+        Direction::SendRecv
+    });
+    let lab = w.lab()?;
+    lab.hub_commands
+        .send(HubCommand::Reinvite { user, direction })
+        .map_err(|e| e.to_string())?;
+    lab.run_for(Duration::from_millis(200))
+        .map_err(|e| e.to_string())
+}
+
+#[when("the hub refreshes the call with an unchanged description")]
+async fn hub_refreshes(w: &mut DrlabWorld) -> StepResult {
+    let user = teams_user(w)?;
+    let lab = w.lab()?;
+    lab.hub_commands
+        .send(HubCommand::Reinvite {
+            user,
+            direction: None,
+        })
+        .map_err(|e| e.to_string())?;
+    lab.run_for(Duration::from_millis(200))
+        .map_err(|e| e.to_string())
+}
+
+/// In-dialog INVITEs (re-INVITEs: the To has a tag) from `from` to `to`.
+fn reinvites(lab: &Lab, from: &dyn Fn(&str) -> bool, to: &dyn Fn(&str) -> bool) -> Vec<String> {
+    sent(lab)
+        .into_iter()
+        .filter(|s| from(&s.from) && to(&s.to))
+        .filter_map(|s| s.message())
+        .filter(|m| {
+            m.method() == Some(&sbc::sip::wire::Method::Invite)
+                && m.headers.get("To").is_some_and(|t| t.contains("tag="))
+        })
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect()
+}
+
+fn is_hub(h: &str) -> bool {
+    h.ends_with(".pstnhub.microsoft.com") && !h.starts_with("mp")
+}
+
+#[then(regex = r"^the SBC sends (the hub|the carrier) a re-INVITE with (a=inactive|a=sendrecv)$")]
+async fn sbc_reinvites(w: &mut DrlabWorld, to: String, line: String) -> StepResult {
+    let lab = w.lab()?;
+    let sbc = lab.config.sbc_fqdn.clone();
+    let from = move |h: &str| h == sbc;
+    let to_hub = to == "the hub";
+    let target = move |h: &str| {
+        if to_hub {
+            is_hub(h)
+        } else {
+            h == crate::world::CARRIER
+        }
+    };
+    let found = |l: &Lab| {
+        reinvites(l, &from, &target)
+            .last()
+            .is_some_and(|sdp| sdp.lines().any(|x| x.trim_end() == line))
+    };
+    lab.run_until(Duration::from_secs(2), found)
+        .map_err(|e| e.to_string())?;
+    if !found(lab) {
+        let got = reinvites(lab, &from, &target);
+        return fail(
+            lab,
+            format!("a re-INVITE from the SBC to {to} with {line}; its re-INVITEs: {got:?}"),
+        );
+    }
+    // Never sendonly or recvonly toward the hub (case 9.50).
+    if to_hub {
+        for sdp in reinvites(lab, &from, &target) {
+            if sdp.lines().any(|x| x == "a=sendonly" || x == "a=recvonly") {
+                return fail(
+                    lab,
+                    "no sendonly/recvonly in the SBC's re-INVITEs to the hub",
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[then("audio stops both ways")]
+async fn audio_stops(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let Some((teams, pstn)) = last_media(lab) else {
+        return fail(lab, "a call with media on both sides");
+    };
+    // Let what was already in flight land, then nothing more may.
+    lab.run_for(Duration::from_millis(200))
+        .map_err(|e| e.to_string())?;
+    let (t0, p0) = (lock(&teams).received, lock(&pstn).received);
+    lab.run_for(Duration::from_secs(1))
+        .map_err(|e| e.to_string())?;
+    let (t1, p1) = (lock(&teams).received, lock(&pstn).received);
+    if t1 != t0 || p1 != p0 {
+        return fail(
+            lab,
+            format!(
+                "no audio for a second on hold; the Teams side got {} frames, the phone {}",
+                t1 - t0,
+                p1 - p0
+            ),
+        );
+    }
+    Ok(())
+}
+
+#[then("the SBC answers the hub's refresh with its description unchanged")]
+async fn refresh_unchanged(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let sbc = lab.config.sbc_fqdn.clone();
+    // The SBC's 200s to INVITEs from the hub, in order: the answer, then
+    // the refresh's. RFC 3264 §8: an unchanged description keeps its o=.
+    let origins = |l: &Lab| -> Vec<String> {
+        sent(l)
+            .into_iter()
+            .filter(|s| s.from == sbc && is_hub(&s.to))
+            .filter_map(|s| s.message())
+            .filter(|m| {
+                m.status() == Some(200)
+                    && m.cseq()
+                        .is_ok_and(|c| c.method == sbc::sip::wire::Method::Invite)
+                    && !m.body.is_empty()
+            })
+            .filter_map(|m| {
+                String::from_utf8_lossy(&m.body)
+                    .lines()
+                    .find(|l| l.starts_with("o="))
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    lab.run_until(Duration::from_secs(2), |l| origins(l).len() >= 2)
+        .map_err(|e| e.to_string())?;
+    let o = origins(lab);
+    match o.as_slice() {
+        [.., before, after] if before == after => Ok(()),
+        _ => fail(lab, format!("two 200s with the same o= line, got {o:?}")),
+    }
+}
+
+#[then("the hub reports that the SBC held the call with a=sendonly")]
+async fn hub_reports_sendonly(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let found = |l: &Lab| {
+        lock(&l.hub)
+            .sbc_violations
+            .iter()
+            .any(|v| v.contains("a=sendonly"))
+    };
+    lab.run_until(Duration::from_secs(2), found)
+        .map_err(|e| e.to_string())?;
+    if !found(lab) {
+        let v = lock(&lab.hub).sbc_violations.clone();
+        return fail(lab, format!("the hub to report a=sendonly; it has {v:?}"));
+    }
+    Ok(())
+}
