@@ -148,6 +148,7 @@ fn openssl_with_each_certificate_variant_is_accepted_or_refused_as_the_hub_does(
         options_interval: Duration::from_secs(60),
         demote_after: Duration::from_secs(300),
         refusals: Default::default(),
+        session_expires: 1800,
         failover_time: Duration::from_secs(10),
         failover_codes: vec![408, 503, 504],
         peers: Vec::new(),

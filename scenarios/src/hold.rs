@@ -6,7 +6,7 @@
 use crate::steps::{fail, last_media, lock, sent, DrlabWorld};
 use crate::world::Lab;
 use carrier_sim::trunk::{CarrierCommand, HoldStyle};
-use cucumber::{then, when};
+use cucumber::{given, then, when};
 use sbc::sip::sdp::Direction;
 use std::time::Duration;
 use teams_sim::hub::HubCommand;
@@ -215,6 +215,91 @@ async fn hub_reports_sendonly(w: &mut DrlabWorld) -> StepResult {
     if !found(lab) {
         let v = lock(&lab.hub).sbc_violations.clone();
         return fail(lab, format!("the hub to report a=sendonly; it has {v:?}"));
+    }
+    Ok(())
+}
+
+// ----- session timers (RFC 4028, cases 9.51, 9.52) -----
+
+#[given(regex = r"^the hub asks for a session timer of (\d+) seconds$")]
+async fn hub_session_timer(w: &mut DrlabWorld, secs: u32) -> StepResult {
+    if w.lab.is_some() {
+        return Err(
+            "the hub's session timer is set before the world is built: put this \
+                    step before `Given the SBC is registered in the tenant as <fqdn>`"
+                .into(),
+        );
+    }
+    if secs < 90 {
+        return Err(format!("{secs} s is below RFC 4028's Min-SE floor of 90"));
+    }
+    w.session_expires = Some(secs);
+    Ok(())
+}
+
+#[then(regex = r"^the (SBC|hub) has sent the (hub|SBC) (\d+) re-INVITEs?$")]
+async fn reinvite_count(w: &mut DrlabWorld, from: String, _to: String, n: usize) -> StepResult {
+    let lab = w.lab()?;
+    let sbc = lab.config.sbc_fqdn.clone();
+    let (s1, s2) = (sbc.clone(), sbc);
+    let got = if from == "SBC" {
+        reinvites(lab, &move |h: &str| h == s1, &is_hub).len()
+    } else {
+        reinvites(lab, &is_hub, &move |h: &str| h == s2).len()
+    };
+    if got != n {
+        return fail(
+            lab,
+            format!("{n} re-INVITE(s) from the {from}, it sent {got}"),
+        );
+    }
+    Ok(())
+}
+
+#[then(regex = r"^the hub ends the call with a BYE about (\d+) seconds after its 200$")]
+async fn hub_bye_after_answer(w: &mut DrlabWorld, secs: u64) -> StepResult {
+    let lab = w.lab()?;
+    let sbc = lab.config.sbc_fqdn.clone();
+    let (s1, s2) = (sbc.clone(), sbc);
+    let ok = move |l: &Lab| {
+        sent(l)
+            .into_iter()
+            .find(|s| is_hub(&s.from) && s.to == s1 && s.label() == "200 OK (INVITE)")
+    };
+    let bye = move |l: &Lab| {
+        sent(l)
+            .into_iter()
+            .find(|s| is_hub(&s.from) && s.to == s2 && s.label() == "BYE")
+    };
+    lab.run_until(Duration::from_secs(secs + 5), |l| bye(l).is_some())
+        .map_err(|e| e.to_string())?;
+    let (Some(ok), Some(bye)) = (ok(lab), bye(lab)) else {
+        return fail(lab, "the hub's 200 and then its BYE");
+    };
+    let after = (bye.at_ms - ok.at_ms) / 1000.0;
+    if (after - secs as f64).abs() > 1.0 {
+        return fail(
+            lab,
+            format!("the BYE about {secs} s after the 200, it came {after:.3} s after"),
+        );
+    }
+    Ok(())
+}
+
+#[then("the PSTN caller hears the call end")]
+async fn pstn_call_ends(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let ended = |l: &Lab| {
+        lock(&l.carrier)
+            .calls
+            .back()
+            .is_some_and(|c| matches!(c.state, carrier_sim::trunk::PstnState::Ended(_)))
+    };
+    lab.run_until(Duration::from_secs(5), ended)
+        .map_err(|e| e.to_string())?;
+    if !ended(lab) {
+        let state = lock(&lab.carrier).calls.back().map(|c| c.state.clone());
+        return fail(lab, format!("the PSTN call to end, it is {state:?}"));
     }
     Ok(())
 }

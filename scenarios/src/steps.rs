@@ -40,6 +40,8 @@ pub struct DrlabWorld {
     answer_after: Duration,
     /// The tenant's second SBC, set before the world is built.
     pub(crate) second_sbc: Option<crate::world::SecondSbc>,
+    /// The hub's session interval, set before the world is built.
+    pub(crate) session_expires: Option<u32>,
 }
 
 type StepResult = Result<(), String>;
@@ -134,6 +136,7 @@ async fn registered(w: &mut DrlabWorld, fqdn: String, certificate: String) -> St
             certificate
         },
         second_sbc: w.second_sbc.take(),
+        session_expires: w.session_expires.take().unwrap_or(1800),
         ..LabConfig::default()
     };
     w.lab = Some(Lab::new(config).map_err(|e| format!("cannot build the world: {e}"))?);
@@ -979,7 +982,7 @@ async fn proxy_overloaded(w: &mut DrlabWorld, proxy: String, secs: u32) -> StepR
 
 /// A deliberately misconfigured SBC (only the lab's own SBC can be told).
 #[given(
-    regex = r"^the SBC is misconfigured to (answer the hub with plain RTP|fail over on every failure|ignore Retry-After|hold with a=sendonly)$"
+    regex = r"^the SBC is misconfigured to (answer the hub with plain RTP|fail over on every failure|ignore Retry-After|hold with a=sendonly|never refresh sessions)$"
 )]
 async fn sbc_misconfigured(w: &mut DrlabWorld, fault: String) -> StepResult {
     use sbc::b2bua::{SbcCommand, SbcFault};
@@ -987,6 +990,7 @@ async fn sbc_misconfigured(w: &mut DrlabWorld, fault: String) -> StepResult {
         "answer the hub with plain RTP" => SbcFault::PlainRtpToTeams,
         "fail over on every failure" => SbcFault::RetryEveryFailure,
         "hold with a=sendonly" => SbcFault::HoldWithSendonly,
+        "never refresh sessions" => SbcFault::NoSessionRefresh,
         _ => SbcFault::IgnoreRetryAfter,
     };
     w.lab()?.sut.set(SbcCommand::Fault(fault))

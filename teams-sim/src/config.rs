@@ -46,6 +46,9 @@ struct FileConfig {
     demote_after_secs: u64,
     #[serde(default)]
     refusals: RefusalsSection,
+    /// RFC 4028 session interval the hub asks for (and lowers longer ones to).
+    #[serde(default = "default_session_expires")]
+    session_expires_secs: u32,
     /// `FailoverTimeSeconds`: no 18x from an SBC by then, the next is tried.
     #[serde(default = "default_failover_time")]
     failover_time_secs: u64,
@@ -103,6 +106,9 @@ struct RefusalsSection {
     q850: BTreeMap<String, u8>,
 }
 
+fn default_session_expires() -> u32 {
+    1800
+}
 fn default_failover_time() -> u64 {
     10
 }
@@ -224,6 +230,7 @@ pub struct HubFile {
     pub tls13: bool,
     pub demote_after: Duration,
     pub refusals: RefusalPolicy,
+    pub session_expires: u32,
     pub failover_time: Duration,
     pub failover_codes: Vec<u16>,
     pub hosts: BTreeMap<String, IpAddr>,
@@ -274,6 +281,16 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         }
     }
     let refusals = refusal_policy(path, &f.refusals)?;
+    if !(90..=86400).contains(&f.session_expires_secs) {
+        return Err(error(
+            path,
+            "session_expires_secs",
+            format!(
+                "{} is outside 90-86400 (RFC 4028: Min-SE is at least 90)",
+                f.session_expires_secs
+            ),
+        ));
+    }
     if !(1..=600).contains(&f.failover_time_secs) {
         return Err(error(
             path,
@@ -388,6 +405,7 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         tls13: f.tls13,
         demote_after: Duration::from_secs(f.demote_after_secs),
         refusals,
+        session_expires: f.session_expires_secs,
         failover_time: Duration::from_secs(f.failover_time_secs),
         failover_codes: f.failover_response_codes,
         hosts: f.hosts,

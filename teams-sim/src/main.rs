@@ -247,6 +247,7 @@ fn main() -> ExitCode {
                 options_interval: std::time::Duration::from_secs(60),
                 demote_after: file.demote_after,
                 refusals: file.refusals.clone(),
+                session_expires: file.session_expires,
                 failover_time: file.failover_time,
                 failover_codes: file.failover_codes.clone(),
                 peers,

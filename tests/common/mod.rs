@@ -146,6 +146,7 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         options_interval: Duration::from_secs(60),
         demote_after: Duration::from_secs(300),
         refusals: Default::default(),
+        session_expires: 1800,
         failover_time: Duration::from_secs(10),
         failover_codes: vec![408, 503, 504],
         peers: Vec::new(),

@@ -19,7 +19,7 @@ use crate::media::{PortAllocator, RelayCommand, RelayDriver, RelayEvent, RelaySt
 use crate::problems::ProblemLog;
 use crate::sip::endpoint::EndpointConfig;
 use crate::sip::rng::SeededRng;
-use crate::sip::session::SessionConfig;
+use crate::sip::session::{SessionConfig, SessionTimerConfig};
 use crate::sip::transaction::{TimerConfig, TransactionKey};
 use crate::sip::transport::{Network, Tap, TlsListen, TransportConfig};
 use crate::sip::ua::{UaConfig, UaCounts, UaEvent, UserAgent};
@@ -114,6 +114,8 @@ pub enum SbcFault {
     /// Put the Teams leg on hold with `a=sendonly`, which the hub does not
     /// understand (case 9.50), instead of `a=inactive`.
     HoldWithSendonly,
+    /// Never send the session refreshes it owes (RFC 4028; case 9.52).
+    NoSessionRefresh,
 }
 
 /// The names the SBC sends to, resolved once at start.
@@ -159,10 +161,14 @@ pub async fn run_sbc_with<N: Network>(
     let mut endpoint = EndpointConfig::new(config.fqdn.clone());
     endpoint.timers = config.timers;
     endpoint.user_agent = Some(SBC_AGENT.into());
-    let session = SessionConfig::new(format!(
+    let mut session = SessionConfig::new(format!(
         "<sip:{}:{};transport=tls>",
         config.fqdn, config.tls_listen_port
     ));
+    // RFC 4028 on every leg that supports it (the hub always offers it on
+    // non-bypass calls, behaviour §6); when the hub names no refresher,
+    // the hub refreshes.
+    session.timer = Some(SessionTimerConfig::default());
     let setup = HostSetup {
         transport: tc,
         ua: UaConfig { endpoint, session },
@@ -350,6 +356,11 @@ impl Role for Sbc {
                 }
             }
             SbcCommand::Fault(f) => {
+                if f == SbcFault::NoSessionRefresh {
+                    if let Some(t) = ua.session_config_mut().timer.as_mut() {
+                        t.refresh = false;
+                    }
+                }
                 self.faults.insert(f);
             }
         }

@@ -20,8 +20,8 @@ use crate::sip::routing::{RouteError, RoutingTable};
 use crate::sip::sdp::SessionDescription;
 use crate::sip::session::SessionInput;
 use crate::sip::session::{
-    uas_precheck, Hop, InviteSession, Reply, SessionAction, SessionConfig, SessionError,
-    SessionEvent, SessionId, SessionSet,
+    timer_precheck, uas_precheck, Hop, InviteSession, Reply, SessionAction, SessionConfig,
+    SessionError, SessionEvent, SessionId, SessionSet,
 };
 use crate::sip::transaction::{response_to, ServerEvent, TransactionKey};
 use crate::sip::transport::{Source, Target};
@@ -151,6 +151,11 @@ impl UserAgent {
 
     pub fn session_config(&self) -> &SessionConfig {
         &self.config
+    }
+
+    /// For sessions made from now on.
+    pub fn session_config_mut(&mut self) -> &mut SessionConfig {
+        &mut self.config
     }
 
     pub fn session(&self, id: SessionId) -> Option<&InviteSession> {
@@ -344,7 +349,7 @@ impl UserAgent {
         id: SessionId,
         reply: Reply,
     ) -> Result<(), UaError> {
-        self.with(now, id, |s, _| s.answer_reinvite(reply))
+        self.with(now, id, |s, _| s.answer_reinvite(now, reply))
     }
 
     pub fn reject_reinvite(
@@ -522,8 +527,13 @@ impl UserAgent {
             });
             return;
         }
-        if self.config.uas_checks {
-            if let Err(p) = uas_precheck(&request, &self.config) {
+        let checked = if self.config.uas_checks {
+            uas_precheck(&request, &self.config)
+        } else {
+            Ok(())
+        };
+        {
+            if let Err(p) = checked.and_then(|()| timer_precheck(&request, &self.config)) {
                 let tag = self.rng.tag();
                 let mut r = response_to(&request, p.code, p.reason, Some(&tag));
                 for (k, v) in p.headers {

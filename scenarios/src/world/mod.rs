@@ -47,6 +47,8 @@ pub struct LabConfig {
     /// The SBC's certificate: a [`drlab_sim::pki::variants`] name ("good"
     /// by default; "expired", "client-auth-only"... for the hub to refuse).
     pub sbc_certificate: String,
+    /// The session interval the hub asks for (RFC 4028; 1800 by default).
+    pub session_expires: u32,
     /// A second SBC in the tenant, in a voice route of higher priority
     /// than the SBC's: outbound calls try it first (failover cases).
     pub second_sbc: Option<SecondSbc>,
@@ -94,6 +96,7 @@ impl Default for LabConfig {
             media_frames: 100_000,
             sbc_certificate: "good".into(),
             second_sbc: None,
+            session_expires: 1800,
         }
     }
 }
@@ -288,6 +291,7 @@ impl Lab {
             sbc_carrier_port: 5060,
             phones: config.phones.clone(),
             media_frames: config.media_frames,
+            session_expires: config.session_expires,
             hub_tls,
             tester_tls: (
                 client_config_at(&sbc_id, root.clone(), clock.clone()).map_err(|e| err(&e))?,

@@ -71,6 +71,8 @@ pub struct Parties {
     pub sbc_carrier_port: u16,
     pub phones: Vec<String>,
     pub media_frames: u32,
+    /// The hub's session interval (RFC 4028).
+    pub session_expires: u32,
     pub hub_tls: (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>),
     /// The tester's client identities: the SBC's and the hub's certificate.
     pub tester_tls: (Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>),
@@ -132,6 +134,7 @@ pub fn install(sim: &mut turmoil::Sim<'static>, p: &Parties, tap: Arc<dyn Tap>) 
             options_interval: Duration::from_secs(60),
             demote_after: Duration::from_secs(300),
             refusals: Default::default(),
+            session_expires: p.session_expires,
             failover_time: Duration::from_secs(10),
             failover_codes: vec![408, 503, 504],
             peers,

@@ -22,7 +22,7 @@ use sbc::media::PortAllocator;
 use sbc::problems::ProblemLog;
 use sbc::sip::endpoint::EndpointConfig;
 use sbc::sip::rng::SeededRng;
-use sbc::sip::session::{SessionConfig, SessionId};
+use sbc::sip::session::{Refresher, SessionConfig, SessionId, SessionTimerConfig};
 use sbc::sip::transaction::TimerConfig;
 use sbc::sip::transport::{Network, Tap, TlsListen, TransportConfig};
 use sbc::sip::ua::{UaConfig, UaCounts, UaEvent, UserAgent};
@@ -128,6 +128,9 @@ pub struct HubConfig {
     pub demote_after: Duration,
     /// Statuses and Q.850 causes where the sources leave them open.
     pub refusals: RefusalPolicy,
+    /// The session interval the hub asks for and lowers longer ones to
+    /// (RFC 4028; 1800 s in the traces Microsoft shows).
+    pub session_expires: u32,
     /// `FailoverTimeSeconds`: an outbound INVITE without 18x by then is
     /// CANCELled and the next SBC tried (default 10 s).
     pub failover_time: Duration,
@@ -369,6 +372,17 @@ pub async fn run_proxy<N: Network>(
     // Observed: the hub writes every header name in upper case.
     endpoint.upper_case_headers = true;
     let mut session = SessionConfig::new(format!("<sip:{}:5061>", config.internal_name));
+    // Behaviour §6: the hub always offers the session timer on non-bypass
+    // calls; the SBC refreshes the calls it sent (refresher=uac in the
+    // hub's 200, as KB-IN shows), the hub the ones it sent unless the SBC
+    // names itself.
+    session.timer = Some(SessionTimerConfig {
+        interval: config.session_expires,
+        min_se: 90,
+        request_refresher: None,
+        uas_choice: Refresher::Uac,
+        refresh: true,
+    });
     // The hub judges new INVITEs by its own rules (rules.rs), not the stack's.
     session.uas_checks = false;
     // Its own Record-Route on its INVITEs is not a hop of its route set.

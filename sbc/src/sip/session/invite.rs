@@ -1,6 +1,7 @@
 //! One INVITE session, UAC or UAS (RFC 3261 §12–§15, RFC 6026).
 
 use super::offer_answer::OfferAnswer;
+use super::timer::{self, Refresher, TimerState};
 use super::{EndReason, Hop, Reply, SessionAction, SessionConfig, SessionEvent, SessionId};
 use crate::sip::dialog::Dialog;
 use crate::sip::rng::SeededRng;
@@ -159,6 +160,10 @@ pub struct InviteSession {
     keys: Vec<TransactionKey>,
     actions: VecDeque<SessionAction>,
     events: VecDeque<SessionEvent>,
+    /// The session timer this session negotiated (RFC 4028), if any.
+    timer: Option<TimerState>,
+    /// UAC: where the INVITE went, to send it again after a 422.
+    initial_hop: Hop,
 }
 
 fn parse_sdp(m: &Message) -> Option<SessionDescription> {
@@ -206,6 +211,15 @@ impl InviteSession {
         if !invite.headers.contains("Contact") {
             invite.headers.push("Contact", config.contact.clone());
         }
+        if let Some(t) = &config.timer {
+            // RFC 4028 §7.1: we support timers and ask for our interval.
+            invite.headers.push("Supported", "timer");
+            invite.headers.push(
+                "Session-Expires",
+                timer::session_expires(t.interval, t.request_refresher),
+            );
+            invite.headers.push("Min-SE", t.min_se.to_string());
+        }
         let mut oa = OfferAnswer::default();
         if let Some(sd) = sdp {
             invite.set_body("application/sdp", sd.to_text().into_bytes());
@@ -218,6 +232,7 @@ impl InviteSession {
         };
         let mut s = InviteSession::new(id, Side::Uac, config, call_id, local_tag, invite.clone());
         s.reliable = hop_is_reliable(&hop);
+        s.initial_hop = hop.clone();
         s.invite_key = invite_key.clone();
         s.keys.push(invite_key);
         s.oa = oa;
@@ -301,6 +316,8 @@ impl InviteSession {
             keys: Vec::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
+            timer: None,
+            initial_hop: Hop::Uri(String::new()),
         }
     }
 
@@ -377,6 +394,7 @@ impl InviteSession {
             self.glare_retry.as_ref().map(|g| g.0),
             self.cancel_deadline,
             self.linger_until,
+            self.timer.as_ref().and_then(|t| t.wake()),
         ]
         .into_iter()
         .flatten()
@@ -416,6 +434,7 @@ impl InviteSession {
     pub fn accept(&mut self, now: Instant, fork: usize, reply: Reply) -> Result<(), SessionError> {
         let tag = self.uas_can_answer("accept", 200..300, fork, reply.code)?;
         let mut reply = reply;
+        self.timer = self.negotiate_as_uas(now, &mut reply);
         if let Some(sd) = reply.sdp.take() {
             let sd = self.oa.next_local(sd);
             self.oa.send(sd.clone());
@@ -430,7 +449,6 @@ impl InviteSession {
         self.state = SessionState::Accepted;
         self.final_response = Some(response.clone());
         self.respond(self.invite_key.clone(), response);
-        let _ = now;
         Ok(())
     }
 
@@ -558,6 +576,14 @@ impl InviteSession {
         for (k, v) in &headers {
             req.headers.push(k.clone(), v.clone());
         }
+        if let Some(t) = &self.timer {
+            // Every re-INVITE refreshes the session (RFC 4028 §7.4).
+            req.headers.push("Supported", "timer");
+            req.headers.push(
+                "Session-Expires",
+                timer::session_expires(t.interval, Some(t.refresher_for_our_request())),
+            );
+        }
         req.set_body("application/sdp", offer.to_text().into_bytes());
         let seq = dialog.local_seq;
         let branch = rng.branch();
@@ -583,13 +609,36 @@ impl InviteSession {
 
     /// Answer the peer's re-INVITE with 200: our answer, or (offer-less
     /// re-INVITE) our offer, whose answer then comes in the ACK.
-    pub fn answer_reinvite(&mut self, reply: Reply) -> Result<(), SessionError> {
+    pub fn answer_reinvite(&mut self, now: Instant, reply: Reply) -> Result<(), SessionError> {
         let key = self
             .reinvite_in
             .take()
             .ok_or_else(|| self.wrong("answer a re-INVITE"))?;
         let request = self.request_of_reinvite(&key)?;
         let mut reply = reply;
+        if let Some(t) = self.timer.as_mut() {
+            // The peer's re-INVITE refreshed the session (RFC 4028 §9):
+            // its refresher, if it named one, holds from now on.
+            if let Some((interval, who)) = request
+                .headers
+                .get("Session-Expires")
+                .and_then(timer::parse_session_expires)
+            {
+                t.interval = interval.max(1);
+                if let Some(who) = who {
+                    t.we_refresh = who == Refresher::Uas;
+                }
+            }
+            t.restart(now);
+            let who = t.refresher_for_our_answer();
+            reply.headers.push((
+                "Session-Expires".into(),
+                timer::session_expires(t.interval, Some(who)),
+            ));
+            if who == Refresher::Uac {
+                reply.headers.push(("Require".into(), "timer".into()));
+            }
+        }
         if let Some(sd) = reply.sdp.take() {
             let sd = self.oa.next_local(sd);
             self.oa.send(sd.clone());
@@ -637,6 +686,7 @@ impl InviteSession {
     }
 
     pub fn handle_timeout(&mut self, now: Instant, rng: &mut SeededRng) {
+        self.session_timer_due(now, rng);
         if self.cancel_deadline.is_some_and(|t| now >= t) {
             self.cancel_deadline = None;
             if self.state != SessionState::Terminated {
@@ -655,6 +705,153 @@ impl InviteSession {
                     Err(_) => self
                         .events
                         .push_back(SessionEvent::ReInviteDone { result: Err(491) }),
+                }
+            }
+        }
+    }
+
+    // ----- session timers (RFC 4028) -----
+
+    /// As UAS accepting the INVITE: the timer the request asks for (or,
+    /// when it only supports timers, ours), written into our 2xx (§9).
+    fn negotiate_as_uas(&self, now: Instant, reply: &mut Reply) -> Option<TimerState> {
+        let config = self.config.timer.as_ref()?;
+        let supported = timer::lists(
+            &self.invite.headers.values("Supported").collect::<Vec<_>>(),
+            "timer",
+        );
+        let asked = self
+            .invite
+            .headers
+            .get("Session-Expires")
+            .and_then(timer::parse_session_expires);
+        // §9: the UAS may lower the interval, never below its Min-SE.
+        let (interval, named) = match asked {
+            Some((i, r)) => (i.min(config.interval).max(config.min_se), r),
+            None if supported => (config.interval, None),
+            None => return None,
+        };
+        // §9: the UAC refreshes only if it supports timers.
+        let who = match named.unwrap_or(config.uas_choice) {
+            Refresher::Uac if supported => Refresher::Uac,
+            _ => Refresher::Uas,
+        };
+        reply.headers.push((
+            "Session-Expires".into(),
+            timer::session_expires(interval, Some(who)),
+        ));
+        if who == Refresher::Uac {
+            reply.headers.push(("Require".into(), "timer".into()));
+        }
+        Some(TimerState::new(
+            now,
+            interval,
+            who == Refresher::Uas,
+            config.refresh,
+        ))
+    }
+
+    /// As UAC, from a 2xx: the timer the UAS settled on (§7.2: without a
+    /// refresher parameter, the UAC refreshes).
+    fn negotiated_as_uac(&self, now: Instant, response: &Message) -> Option<TimerState> {
+        let config = self.config.timer.as_ref()?;
+        let (interval, who) = response
+            .headers
+            .get("Session-Expires")
+            .and_then(timer::parse_session_expires)?;
+        let we_refresh = who.unwrap_or(Refresher::Uac) == Refresher::Uac;
+        Some(TimerState::new(
+            now,
+            interval.max(1),
+            we_refresh,
+            config.refresh,
+        ))
+    }
+
+    /// RFC 4028 §7.4: a 422 to our INVITE names the Min-SE the UAS wants;
+    /// send the INVITE again (new branch, next CSeq) with that interval,
+    /// once. `false` when there is nothing to retry.
+    fn retry_after_422(&mut self, rng: &mut SeededRng, response: &Message) -> bool {
+        let asked = self
+            .invite
+            .headers
+            .get("Session-Expires")
+            .and_then(timer::parse_session_expires);
+        let min_se: Option<u32> = response
+            .headers
+            .get("Min-SE")
+            .and_then(|v| v.split(';').next())
+            .and_then(|v| v.trim().parse().ok());
+        let (Some((interval, who)), Some(min_se)) = (asked, min_se) else {
+            return false;
+        };
+        if self.config.timer.is_none()
+            || min_se <= interval
+            || self.state != SessionState::Initial
+            || self.cancel_requested
+        {
+            return false;
+        }
+        let seq = self.invite.cseq().map(|c| c.seq + 1).unwrap_or(2);
+        self.invite.headers.set("CSeq", format!("{seq} INVITE"));
+        self.invite
+            .headers
+            .set("Session-Expires", timer::session_expires(min_se, who));
+        self.invite.headers.set("Min-SE", min_se.to_string());
+        let branch = rng.branch();
+        self.invite_key = TransactionKey {
+            branch: branch.clone(),
+            method: Method::Invite,
+        };
+        self.keys.push(self.invite_key.clone());
+        let hop = self.initial_hop.clone();
+        self.actions.push_back(SessionAction::Request {
+            request: self.invite.clone(),
+            hop,
+            branch,
+        });
+        true
+    }
+
+    /// Our refresh is due (a re-INVITE with the description unchanged, so
+    /// its o= version stays: RFC 3264 §8), or the peer's is overdue (BYE).
+    fn session_timer_due(&mut self, now: Instant, rng: &mut SeededRng) {
+        let Some(t) = self.timer.clone() else {
+            return;
+        };
+        if t.expires_at.is_some_and(|at| now >= at) {
+            if let Some(t) = self.timer.as_mut() {
+                t.expires_at = None;
+            }
+            if matches!(self.state, SessionState::Confirmed | SessionState::Accepted) {
+                let reason = (
+                    "Reason".to_string(),
+                    "SIP;cause=408;text=\"Session expired\"".to_string(),
+                );
+                self.send_bye(now, rng, vec![reason], EndReason::SessionExpired);
+            }
+            return;
+        }
+        if t.refresh_at.is_none_or(|at| now < at) {
+            return;
+        }
+        let busy = self.state != SessionState::Confirmed
+            || self.reinvite_out.is_some()
+            || self.reinvite_in.is_some()
+            || self.glare_retry.is_some()
+            || !self.oa.is_settled();
+        let local = self.oa.local.clone();
+        match local {
+            Some(sd) if !busy => {
+                if let Some(t) = self.timer.as_mut() {
+                    t.refresh_at = None; // until the refresh is answered
+                }
+                let _ = self.reinvite(rng, sd, Vec::new());
+            }
+            _ => {
+                // Another INVITE is in progress: try again shortly.
+                if let Some(t) = self.timer.as_mut() {
+                    t.refresh_at = Some(now + self.config.timers.t1);
                 }
             }
         }
@@ -765,6 +962,7 @@ impl InviteSession {
         self.state = SessionState::Terminated;
         self.cancel_deadline = None;
         self.glare_retry = None;
+        self.timer = None;
         // Retransmitted 2xx and ACKs keep arriving for 64·T1 on UDP.
         let linger = if self.reliable {
             Duration::ZERO
@@ -909,6 +1107,7 @@ impl InviteSession {
                     .push_back(SessionEvent::Progress { response, sdp });
             }
             200..=299 => self.on_invite_2xx(now, rng, response, tag),
+            422 if self.retry_after_422(rng, &response) => {}
             _ => {
                 if self.state == SessionState::Terminated || self.dialog.is_some() {
                     return;
@@ -983,6 +1182,7 @@ impl InviteSession {
         self.early.clear();
         self.state = SessionState::Confirmed;
         self.cancel_deadline = None;
+        self.timer = self.negotiated_as_uac(now, &response);
         let sdp = parse_sdp(&response);
         if let Some(sd) = &sdp {
             self.oa.receive(sd.clone());
@@ -1007,6 +1207,12 @@ impl InviteSession {
         if (200..300).contains(&code) {
             if let Some(d) = self.dialog.clone() {
                 self.ack_2xx(rng, &d, out.seq);
+            }
+            if self.timer.is_some() {
+                self.timer = self.negotiated_as_uac(now, &response).or(self.timer.take());
+                if let Some(t) = self.timer.as_mut() {
+                    t.restart(now);
+                }
             }
             let sdp = parse_sdp(&response);
             if let Some(sd) = &sdp {

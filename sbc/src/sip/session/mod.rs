@@ -24,11 +24,13 @@ mod invite;
 mod offer_answer;
 mod request;
 mod set;
+pub mod timer;
 
 pub use invite::{InviteSession, SessionError, SessionInput, SessionState, Side};
 pub use offer_answer::{OaState, OfferAnswer};
 pub use request::RequestBuilder;
-pub use set::{uas_precheck, Precheck, SessionSet};
+pub use set::{timer_precheck, uas_precheck, Precheck, SessionSet};
+pub use timer::{Refresher, SessionTimerConfig};
 
 use crate::sip::sdp::SessionDescription;
 use crate::sip::transaction::{TimerConfig, TransactionKey};
@@ -143,6 +145,8 @@ pub enum EndReason {
     /// Our 2xx was retransmitted for 64·T1 without an ACK (RFC 3261
     /// §13.3.1.4); a BYE was sent.
     NoAck,
+    /// Nobody refreshed the session in time (RFC 4028 §10); a BYE was sent.
+    SessionExpired,
     /// The peer answered a re-INVITE or in-dialog request with 481 or 408:
     /// the dialog is gone (§14.1, §12.2.1.2).
     DialogLost { code: u16 },
@@ -158,6 +162,7 @@ impl fmt::Display for EndReason {
             EndReason::RemoteBye { reason: Some(r) } => write!(f, "BYE from peer ({r})"),
             EndReason::RemoteBye { reason: None } => write!(f, "BYE from peer"),
             EndReason::LocalBye => write!(f, "BYE sent"),
+            EndReason::SessionExpired => write!(f, "session expired (no refresh, RFC 4028)"),
             EndReason::NoAck => write!(f, "no ACK for 2xx (BYE sent)"),
             EndReason::DialogLost { code } => write!(f, "dialog lost ({code})"),
         }
@@ -178,6 +183,8 @@ pub struct SessionConfig {
     /// Record-Route URIs that are ours (hosts we put in Record-Route on
     /// requests we send): never a hop of our own route set.
     pub own_routes: Vec<String>,
+    /// Session timers (RFC 4028); `None`: we do not support them.
+    pub timer: Option<SessionTimerConfig>,
 }
 
 impl SessionConfig {
@@ -188,6 +195,7 @@ impl SessionConfig {
             supported: Vec::new(),
             uas_checks: true,
             own_routes: Vec::new(),
+            timer: None,
         }
     }
 

@@ -145,6 +145,30 @@ pub struct Precheck {
 /// send in-dialog requests to (§8.1.1.8: an INVITE MUST carry exactly one;
 /// 400 otherwise), and no `Require` option it does not support (§8.2.2.3:
 /// 420 listing them in `Unsupported`).
+/// RFC 4028 §9: a Session-Expires below our Min-SE is refused with 422,
+/// naming our Min-SE (checked whenever we do session timers).
+pub fn timer_precheck(request: &Message, config: &SessionConfig) -> Result<(), Precheck> {
+    let Some(t) = &config.timer else {
+        return Ok(());
+    };
+    let asked = request
+        .headers
+        .get("Session-Expires")
+        .and_then(super::timer::parse_session_expires);
+    match asked {
+        Some((interval, _)) if interval < t.min_se => Err(Precheck {
+            code: 422,
+            reason: "Session Interval Too Small",
+            headers: vec![("Min-SE".into(), t.min_se.to_string())],
+            why: format!(
+                "Session-Expires {interval} is below our Min-SE {} (RFC 4028 §9)",
+                t.min_se
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 pub fn uas_precheck(request: &Message, config: &SessionConfig) -> Result<(), Precheck> {
     let contacts = request.contacts().map_err(|e| Precheck {
         code: 400,
@@ -176,6 +200,7 @@ pub fn uas_precheck(request: &Message, config: &SessionConfig) -> Result<(), Pre
         .headers
         .values("Require")
         .filter(|opt| !config.supported.iter().any(|s| s.eq_ignore_ascii_case(opt)))
+        .filter(|opt| !(opt.eq_ignore_ascii_case("timer") && config.timer.is_some()))
         .map(str::to_string)
         .collect();
     if !unsupported.is_empty() {

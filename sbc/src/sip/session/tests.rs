@@ -57,11 +57,16 @@ struct Pair {
 }
 
 fn host(name: &str, at: &str, seed: u64) -> Host {
+    host_with(name, at, seed, None)
+}
+
+fn host_with(name: &str, at: &str, seed: u64, timer: Option<SessionTimerConfig>) -> Host {
     let mut routing = RoutingTable::new();
     routing.insert("a.example.com", addr(A).ip());
     routing.insert("b.example.com", addr(B).ip());
     let mut session = SessionConfig::new(format!("<sip:{name}.example.com:5060>"));
     session.supported = vec!["timer".into()];
+    session.timer = timer;
     let config = UaConfig {
         endpoint: EndpointConfig::new(format!("{name}.example.com")),
         session,
@@ -768,4 +773,148 @@ fn a_bye_on_an_early_dialog_ends_the_invite_with_487() {
         ended(&p.a),
         Some(EndReason::Rejected { code: 487, .. })
     ));
+}
+
+// ----- session timers (RFC 4028) -----
+
+fn timed(a: Option<SessionTimerConfig>, b: Option<SessionTimerConfig>) -> Pair {
+    let mut p = Pair::new();
+    p.a = host_with("a", A, 1, a);
+    p.b = host_with("b", B, 2, b);
+    p
+}
+
+/// Answer, with its description unchanged, every re-INVITE `h` got since
+/// the last call (the role's part; the harness has no role).
+fn answer_reinvites(h: &mut Host, now: Instant, answered: &mut usize) -> Vec<Message> {
+    let pending: Vec<(SessionId, Message)> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            UaEvent::Session {
+                id,
+                event: SessionEvent::ReInvite { request, .. },
+            } => Some((*id, request.clone())),
+            _ => None,
+        })
+        .skip(*answered)
+        .collect();
+    for (id, _) in &pending {
+        *answered += 1;
+        let local =
+            h.ua.session(*id)
+                .and_then(|s| s.offer_answer().local.clone());
+        let mut reply = Reply::new(200, "OK");
+        if let Some(sd) = local {
+            reply = reply.sdp(sd);
+        }
+        h.ua.answer_reinvite(now, *id, reply).unwrap();
+    }
+    pending.into_iter().map(|(_, r)| r).collect()
+}
+
+fn timer_90(refresh: bool) -> SessionTimerConfig {
+    SessionTimerConfig {
+        interval: 90,
+        refresh,
+        ..SessionTimerConfig::default()
+    }
+}
+
+#[test]
+fn the_uac_refreshes_every_half_interval_and_the_session_lives_on() {
+    let mut p = timed(Some(timer_90(true)), Some(SessionTimerConfig::default()));
+    let (a, b) = answered_call(&mut p);
+    // B (UAS, refresher chosen: uac) wrote the timer into its 200.
+    let answer = p.a.events.iter().find_map(|e| match e {
+        UaEvent::Session {
+            event: SessionEvent::Answered { response, .. },
+            ..
+        } => Some(response.clone()),
+        _ => None,
+    });
+    let answer = answer.unwrap();
+    assert_eq!(
+        answer.headers.get("Session-Expires"),
+        Some("90;refresher=uac")
+    );
+    assert_eq!(answer.headers.get("Require"), Some("timer"));
+    let start = p.now;
+    let mut answered = 0;
+    let mut refreshes = Vec::new();
+    for _ in 0..200 {
+        p.advance(Duration::from_secs(1));
+        let now = p.now;
+        for r in answer_reinvites(&mut p.b, now, &mut answered) {
+            refreshes.push((now - start, r));
+        }
+    }
+    // At 45, 90, 135 and 180 s (the 200 arrives a few ms later each time).
+    assert_eq!(
+        refreshes.len(),
+        4,
+        "{:?}",
+        refreshes.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert!(refreshes[0].0 >= Duration::from_secs(45) && refreshes[0].0 < Duration::from_secs(47));
+    let r = &refreshes[0].1;
+    assert_eq!(r.headers.get("Session-Expires"), Some("90;refresher=uac"));
+    // The description is unchanged: the same o= version (RFC 3264 §8).
+    let before =
+        p.a.ua
+            .session(a)
+            .unwrap()
+            .offer_answer()
+            .local
+            .clone()
+            .unwrap();
+    assert!(String::from_utf8_lossy(&r.body)
+        .contains(&format!("o=- 42 {} ", before.origin.session_version)));
+    assert_eq!(p.a.ua.session(a).unwrap().state(), SessionState::Confirmed);
+    assert_eq!(p.b.ua.session(b).unwrap().state(), SessionState::Confirmed);
+}
+
+#[test]
+fn a_session_nobody_refreshes_ends_with_bye_before_it_expires() {
+    let mut p = timed(Some(timer_90(false)), Some(SessionTimerConfig::default()));
+    answered_call(&mut p);
+    let start = p.now;
+    p.drive_until(1000, |p| ended(&p.b).is_some() && ended(&p.a).is_some());
+    // RFC 4028 §10: the non-refresher gives up at 90 − min(32, 30) = 60 s.
+    let after = p.now - start;
+    assert!(
+        after >= Duration::from_secs(60) && after < Duration::from_secs(61),
+        "{after:?}"
+    );
+    assert_eq!(ended(&p.b), Some(EndReason::SessionExpired));
+    assert!(
+        matches!(ended(&p.a), Some(EndReason::RemoteBye { reason: Some(r) }) if r.contains("408"))
+    );
+    p.drive_to_rest();
+}
+
+#[test]
+fn a_session_interval_below_min_se_gets_422_and_the_uac_asks_again_with_min_se() {
+    let strict = SessionTimerConfig {
+        min_se: 120,
+        ..SessionTimerConfig::default()
+    };
+    let mut p = timed(Some(timer_90(true)), Some(strict));
+    let a = call(&mut p);
+    p.drive_until(100, |p| incoming(&p.b).is_some());
+    assert_eq!(p.sent(B, "SIP/2.0 422"), 1);
+    // RFC 4028 §7.4: the same call again, next CSeq, the interval raised.
+    let b = incoming(&p.b).unwrap();
+    let again = p.b.ua.session(b).unwrap().invite().clone();
+    assert_eq!(again.headers.get("Session-Expires"), Some("120"));
+    assert_eq!(again.cseq().unwrap().seq, 2);
+    let now = p.now;
+    p.b.ua
+        .accept(now, b, 0, Reply::new(200, "OK").sdp(sdp(5000, 1)))
+        .unwrap();
+    p.drive_until(100, |p| {
+        has(&p.a, |e| matches!(e, SessionEvent::Answered { .. }))
+    });
+    assert_eq!(p.a.ua.session(a).unwrap().state(), SessionState::Confirmed);
+    assert_eq!(ended(&p.a), None);
 }
