@@ -50,9 +50,19 @@ Feature: What the hub refuses, and how
     When a client with the SBC's certificate sends an INVITE for +4989000001 without SDP
     Then the hub answers it with 488
 
-  Scenario: An INVITE with a Replaces header is rejected
-    When a client with the SBC's certificate sends an INVITE for +4989000001 with a Replaces header
+  Scenario: An INVITE replacing a call the hub holds is rejected
+    When PSTN caller +4930123456 calls +4989000001
+    Then the Teams user answers
+    When a client with the SBC's certificate sends an INVITE for +4989000001 with a Replaces header naming the hub's current call
     Then the hub answers it with 403
+    When the PSTN caller hangs up
+    Then the PSTN caller hears the call end
+
+  @replaces
+  Scenario: An INVITE with Replaces naming a dialog the hub does not know gets 404 with 10202
+    When a client with the SBC's certificate sends an INVITE for +4989000001 with a Replaces header
+    Then the hub answers it with 404
+    And the hub's last refusal carries Q.850 cause 1 and Microsoft code 10202
 
   Scenario: An INVITE with an IP address in Record-Route is refused with 403
     When a client with the SBC's certificate sends an INVITE for +4989000001 with an IP address in Record-Route

@@ -203,6 +203,7 @@ fn identify(id: &TlsIdentity) -> Result<(), teams_sim::hub::Refusal> {
         sbc_port: 5061,
         users: vec![],
         routes: vec![],
+        forward_pai: vec![],
     };
     teams_sim::hub::rules::identify_sbc(&msg, &source, &tenant).map(|_| ())
 }

@@ -414,7 +414,8 @@ impl Trunk {
                     c.talk.remote = Some(answer);
                 }
             }
-            SessionEvent::Confirmed => {}
+            // The phones send no REFER or NOTIFY of their own.
+            SessionEvent::Confirmed | SessionEvent::Response { .. } => {}
         }
     }
 

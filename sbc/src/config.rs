@@ -83,6 +83,14 @@ pub struct CarrierSection {
     pub listen_port: u16,
     /// Country code for national numbers on the trunk (`49`).
     pub country_code: String,
+    /// Pass the caller's P-Asserted-Identity (and Privacy) from Teams on
+    /// to the carrier: the carrier is in our trust domain (RFC 3325).
+    #[serde(default = "default_true")]
+    pub forward_identity: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +105,29 @@ pub struct HubSection {
     pub listen_port: u16,
     #[serde(default = "default_options_interval")]
     pub options_interval_secs: u64,
+    /// `"refer"` (the default): REFER in Allow, the SBC carries out the
+    /// hub's transfers; `"hub"`: no REFER, the hub transfers on its side
+    /// or with an INVITE carrying Replaces (behaviour §5).
+    #[serde(default)]
+    pub transfers: Transfers,
+}
+
+/// The `hub.transfers` setting.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transfers {
+    #[default]
+    Refer,
+    Hub,
+}
+
+impl From<Transfers> for crate::b2bua::TransferMode {
+    fn from(t: Transfers) -> Self {
+        match t {
+            Transfers::Refer => crate::b2bua::TransferMode::Refer,
+            Transfers::Hub => crate::b2bua::TransferMode::HubOnly,
+        }
+    }
 }
 
 impl Default for HubSection {
@@ -106,6 +137,7 @@ impl Default for HubSection {
             port: default_tls_port(),
             listen_port: default_tls_port(),
             options_interval_secs: default_options_interval(),
+            transfers: Transfers::default(),
         }
     }
 }
@@ -237,6 +269,8 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         options_interval: Duration::from_secs(file.hub.options_interval_secs),
         media_ports: file.media_port_min..=file.media_port_max,
         max_ringing: Duration::from_secs(180),
+        transfers: file.hub.transfers.into(),
+        forward_identity: file.carrier.forward_identity,
         timers: crate::sip::transaction::TimerConfig::default(),
         seed: file.seed.unwrap_or(0),
     };

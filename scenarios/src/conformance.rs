@@ -112,7 +112,7 @@ async fn hub_upper_case(w: &mut DrlabWorld) -> StepResult {
 }
 
 #[when(
-    regex = r"^a client with the SBC's certificate sends an INVITE for (\+?\d+)(?: (offering RTP/AVP|offering only AMR|offering only G\.729|with Require: 100rel|with c=0\.0\.0\.0|without SDP|with a Replaces header|with an IP address in Record-Route|with an IP address first of two Contacts|and never ACKs|to voicemail))?$"
+    regex = r"^a client with the SBC's certificate sends an INVITE for (\+?\d+)(?: (offering RTP/AVP|offering only AMR|offering only G\.729|with Require: 100rel|with c=0\.0\.0\.0|without SDP|with a Replaces header|with a Replaces header naming the hub's current call|with an IP address in Record-Route|with an IP address first of two Contacts|and never ACKs|to voicemail))?$"
 )]
 async fn tester_invite(w: &mut DrlabWorld, number: String, variant: String) -> StepResult {
     let mut ruri = format!("sip:{number}@{}:5061;user=phone", HUB_FQDNS[0]);
@@ -133,6 +133,12 @@ async fn tester_invite(w: &mut DrlabWorld, number: String, variant: String) -> S
         "with c=0.0.0.0" => body = body.replace("c=IN IP4 192.0.2.10", "c=IN IP4 0.0.0.0"),
         "without SDP" => body.clear(),
         "with a Replaces header" => headers.push(("Replaces", "abc@sbc.example.com;to-tag=1;from-tag=2".into())),
+        "with a Replaces header naming the hub's current call" => {
+            let lab = w.lab()?;
+            let call_id = lock(&lab.hub).calls.back().map(|c| c.call_id.clone());
+            let call_id = call_id.ok_or("no call at the hub to name")?;
+            headers.push(("Replaces", format!("{call_id};to-tag=1;from-tag=2")));
+        }
         "with an IP address in Record-Route" => headers.push(("Record-Route", "<sip:192.0.2.10:5061;transport=tls;lr>".into())),
         "with an IP address first of two Contacts" => headers[0].1 = format!("<sip:192.0.2.10:5061>, {}", headers[0].1),
         _ => {}

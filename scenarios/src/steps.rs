@@ -982,7 +982,7 @@ async fn proxy_overloaded(w: &mut DrlabWorld, proxy: String, secs: u32) -> StepR
 
 /// A deliberately misconfigured SBC (only the lab's own SBC can be told).
 #[given(
-    regex = r"^the SBC is misconfigured to (answer the hub with plain RTP|fail over on every failure|ignore Retry-After|hold with a=sendonly|never refresh sessions)$"
+    regex = r"^the SBC is misconfigured to (answer the hub with plain RTP|fail over on every failure|ignore Retry-After|hold with a=sendonly|never refresh sessions|send BYE before a transfer completes|send no NOTIFY for a transfer|rewrite the Referred-By of a transfer)$"
 )]
 async fn sbc_misconfigured(w: &mut DrlabWorld, fault: String) -> StepResult {
     use sbc::b2bua::{SbcCommand, SbcFault};
@@ -991,6 +991,9 @@ async fn sbc_misconfigured(w: &mut DrlabWorld, fault: String) -> StepResult {
         "fail over on every failure" => SbcFault::RetryEveryFailure,
         "hold with a=sendonly" => SbcFault::HoldWithSendonly,
         "never refresh sessions" => SbcFault::NoSessionRefresh,
+        "send BYE before a transfer completes" => SbcFault::ByeBeforeTransferCompletes,
+        "send no NOTIFY for a transfer" => SbcFault::NoTransferNotify,
+        "rewrite the Referred-By of a transfer" => SbcFault::RewriteReferredBy,
         _ => SbcFault::IgnoreRetryAfter,
     };
     w.lab()?.sut.set(SbcCommand::Fault(fault))

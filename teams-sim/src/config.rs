@@ -78,6 +78,9 @@ struct TenantSection {
     /// Voice routes by priority, each listing SBCs of `sbcs`.
     #[serde(default)]
     routes: Vec<Vec<String>>,
+    /// SBCs of `sbcs` whose gateway has ForwardPai on.
+    #[serde(default)]
+    forward_pai: Vec<String>,
     users: Vec<UserSection>,
 }
 
@@ -326,6 +329,15 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
             ));
         }
     }
+    for (i, s) in f.tenant.forward_pai.iter().enumerate() {
+        if !f.tenant.sbcs.iter().any(|t| t.eq_ignore_ascii_case(s)) {
+            return Err(error(
+                path,
+                &format!("tenant.forward_pai[{i}]"),
+                format!("{s:?} is not one of tenant.sbcs"),
+            ));
+        }
+    }
     if f.media_ip.is_unspecified() {
         return Err(error(
             path,
@@ -378,6 +390,12 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
                 .routes
                 .iter()
                 .map(|r| r.iter().map(|s| s.to_ascii_lowercase()).collect())
+                .collect(),
+            forward_pai: f
+                .tenant
+                .forward_pai
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
                 .collect(),
             users: f
                 .tenant

@@ -4,6 +4,12 @@
 //!     dial <user> <number>     a Teams user calls a PSTN number
 //!     hangup <user>            a Teams user hangs up
 //!     busy|decline|free <user> the user answers new calls 486, 603 (or takes them)
+//!     hold|resume <user>       a Teams user holds (a=inactive) or resumes their call
+//!     transfer <user> <to>     a Teams user transfers their call to another
+//!                              Teams user: REFER if the SBC allows it, else
+//!                              inside Teams
+//!     pickup <agent> <user>    a call queue's agent takes <user>'s call over
+//!                              (an INVITE with Replaces to the SBC)
 //!     status                   SBC health, calls, refusals, problems
 //!
 //! `teams-sim test-pki --fqdn sbc.example.com --out target/lab` mints the
@@ -82,6 +88,17 @@ fn status(view: &HubView) -> String {
         for a in &c.attempts {
             out.push_str(&format!("  failed attempt: {a}\n"));
         }
+    }
+    for t in &view.transfers {
+        let outcome = match &t.outcome {
+            None => "under way".to_string(),
+            Some(Ok(())) => "done".to_string(),
+            Some(Err(e)) => format!("failed: {e}"),
+        };
+        out.push_str(&format!(
+            "transfer {} -> {} ({:?}): {outcome}\n",
+            t.from_user, t.to_user, t.how
+        ));
     }
     for v in &view.sbc_violations {
         out.push_str(&format!("SBC obligation broken: {v}\n"));
@@ -265,7 +282,7 @@ fn main() -> ExitCode {
         let Some(commands) = first_commands else {
             return ExitCode::from(2);
         };
-        let help = "`dial <user> <number>`, `hangup <user>`, `busy|decline|free <user>`, `status`";
+        let help = "`dial <user> <number>`, `hangup <user>`, `busy|decline|free <user>`, `hold|resume <user>`, `transfer <user> <to>`, `pickup <agent> <user>`, `status`";
         drlab_sim::console::serve_stdin("teams-sim", help, |words| {
             match words {
                 ["dial", user, number] => {
@@ -288,6 +305,30 @@ fn main() -> ExitCode {
                     let _ = commands.send(HubCommand::Refuses {
                         user: user.to_string(),
                         status,
+                    });
+                }
+                [word @ ("hold" | "resume"), user] => {
+                    let direction = Some(if *word == "hold" {
+                        sbc::sip::sdp::Direction::Inactive
+                    } else {
+                        sbc::sip::sdp::Direction::SendRecv
+                    });
+                    let _ = commands.send(HubCommand::Reinvite {
+                        user: user.to_string(),
+                        direction,
+                    });
+                }
+                ["transfer", user, to] => {
+                    let _ = commands.send(HubCommand::Transfer {
+                        user: user.to_string(),
+                        to: to.to_string(),
+                    });
+                }
+                ["pickup", agent, user] => {
+                    let _ = commands.send(HubCommand::PickUp {
+                        user: user.to_string(),
+                        agent: agent.to_string(),
+                        unknown_dialog: false,
                     });
                 }
                 ["status"] => print!(

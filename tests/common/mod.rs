@@ -111,8 +111,12 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
     let tenant = Tenant {
         sbcs: vec!["sbc.example.com".into()],
         sbc_port: 5061,
-        users: vec![TeamsUser::new("+4989000001", "Alice")],
+        users: vec![
+            TeamsUser::new("+4989000001", "Alice"),
+            TeamsUser::new("+4989000002", "Bob"),
+        ],
         routes: vec![],
+        forward_pai: vec![],
     };
     let view = HubView::new(&tenant);
     let (hub_server, hub_client) = teams_sim::hub::tls::hub_configs(
@@ -187,6 +191,8 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         options_interval: Duration::from_secs(60),
         media_ports: o.sbc_media_ports.clone(),
         max_ringing: Duration::from_secs(180),
+        transfers: Default::default(),
+        forward_identity: true,
         timers: o.timers,
         seed: 1,
     };

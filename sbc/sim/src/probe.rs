@@ -63,6 +63,17 @@ pub struct MediaStats {
     pub corrupt: u32,
     pub unprotect_errors: u32,
     pub last_index: Option<u32>,
+    /// The SSRC of the latest frame received. Order is judged per source
+    /// (RFC 3550 §8: a new SSRC is a new source with its own numbering),
+    /// so a call re-bridged to another party (a transfer) is in order when
+    /// each source is.
+    pub last_ssrc: Option<u32>,
+    /// How many times the source changed (0 for one source throughout).
+    pub source_changes: u32,
+    /// Frames received from the current source.
+    pub from_source: u32,
+    /// The SSRC this probe sends with, once it has a plan.
+    pub own_ssrc: Option<u32>,
     /// Where the first frame came from (to check media paths).
     pub first_source: Option<SocketAddr>,
     /// The probe could not open its socket.
@@ -151,6 +162,7 @@ impl AudioProbe {
                     let Some(p) = plan.borrow_and_update().clone() else { continue };
                     let tx = p.tx_key.as_ref().map(Protector::new).transpose().map_err(std::io::Error::other)?;
                     let rx = p.rx_key.as_ref().map(Unprotector::new).transpose().map_err(std::io::Error::other)?;
+                    lock(&stats).own_ssrc = Some(p.ssrc);
                     active = Some((p, tx, rx));
                     next_send = tokio::time::Instant::now();
                     if let Some((_, _, rx)) = &mut active {
@@ -205,6 +217,14 @@ fn receive(
     match read_frame(&rtp) {
         Ok((_, index)) => {
             s.received += 1;
+            let ssrc = u32::from_be_bytes([rtp[8], rtp[9], rtp[10], rtp[11]]);
+            if s.last_ssrc.is_some_and(|x| x != ssrc) {
+                s.source_changes += 1;
+                s.last_index = None;
+                s.from_source = 0;
+            }
+            s.last_ssrc = Some(ssrc);
+            s.from_source += 1;
             if s.last_index.is_some_and(|l| index <= l) {
                 s.out_of_order += 1;
             }

@@ -3,8 +3,10 @@
 //! each, and the media relay between them. Policy only: each leg's SIP is
 //! its session's.
 
+mod transfer;
+
 use super::numbers::{to_e164, to_national};
-use super::{Sbc, SbcFault, SBC_AGENT, SBC_ALLOW};
+use super::{Sbc, SbcFault, SBC_AGENT};
 use crate::media::{RelayCommand, RelayEvent, RelayLeg, RelayPlan, RelayStats, SrtpKey};
 use crate::sip::sdp::offer_answer::{agreed, Agreed, Codec, LocalMedia};
 use crate::sip::sdp::{Direction as SdpDirection, Origin, SessionDescription};
@@ -71,11 +73,28 @@ pub(crate) struct Call {
     media_open: bool,
     /// The relay is closed (or was never opened): its ports are free.
     media_closed: bool,
+    /// The PSTN party in E.164 (the transferee when Teams transfers the
+    /// call), `None` when anonymous.
+    pstn_party: Option<String>,
+    /// Outbound: the caller's asserted number (P-Asserted-Identity, in the
+    /// carrier's format) and whether Teams asked for privacy.
+    asserted: Option<String>,
+    privacy_id: bool,
+    /// A transfer the SBC is carrying out for the hub (REFER).
+    transfer: Option<transfer::Transfer>,
+    /// Teams legs this call has moved off (transferred or replaced), and
+    /// failed transfer legs: they end on their own or by `retire_by`.
+    retired: Vec<SessionId>,
+    /// A retired leg still up then gets our BYE.
+    retire_by: Option<Instant>,
 }
 
 impl Call {
     pub(crate) fn wake(&self) -> Option<Instant> {
-        self.ring_deadline
+        [self.ring_deadline, self.retire_by]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn a(&self) -> SessionId {
@@ -257,6 +276,10 @@ impl Sbc {
         let Some(&call_id) = self.by_session.get(&id) else {
             return;
         };
+        // A transfer's new leg, or a Teams leg the call has moved off.
+        let Some(event) = self.on_side_leg(now, ua, call_id, id, event) else {
+            return;
+        };
         let is_a = self.calls.get(&call_id).is_some_and(|c| c.a() == id);
         match event {
             SessionEvent::Incoming { .. } => {}
@@ -271,8 +294,16 @@ impl Sbc {
                 self.on_reinvite(now, ua, call_id, id, is_a, offer)
             }
             SessionEvent::ReInviteDone { result } => self.on_reinvite_done(call_id, is_a, result),
+            SessionEvent::Request { key, request } if request.method() == Some(&Method::Refer) => {
+                self.on_refer(now, ua, call_id, id, key, &request)
+            }
             SessionEvent::Request { key, request } => {
-                let reply = Reply::new(501, "Not Implemented").header("Allow", SBC_ALLOW);
+                // NOTIFY outside a subscription of ours: RFC 6665 §4.1.3.
+                let reply = if request.method() == Some(&Method::Notify) {
+                    Reply::new(481, "Subscription Does Not Exist")
+                } else {
+                    Reply::new(501, "Not Implemented").header("Allow", self.allow())
+                };
                 let _ = ua.respond_in_dialog(now, id, key, &request, reply);
             }
             _ => {}
@@ -288,6 +319,9 @@ impl Sbc {
         request: Message,
         source: Source,
     ) {
+        if request.headers.contains("Replaces") {
+            return self.on_replaces(now, ua, id, &request, &source);
+        }
         if let Err(r) = self.set_up(now, ua, id, &request, &source) {
             self.problem(
                 "rejected",
@@ -406,6 +440,10 @@ impl Sbc {
         self.next_call += 1;
         let call_id = self.next_call;
         let stats = Arc::new(Mutex::new(RelayStats::default()));
+        let pstn_party = match direction {
+            Direction::Inbound => calling.clone(),
+            Direction::Outbound => to_e164(&called_raw, &cc).ok(),
+        };
         let mut call = Call {
             id: call_id,
             direction,
@@ -433,6 +471,21 @@ impl Sbc {
             ports: (a_port, b_port),
             media_open: true,
             media_closed: false,
+            pstn_party,
+            asserted: (direction == Direction::Outbound)
+                .then(|| request.headers.get("P-Asserted-Identity"))
+                .flatten()
+                .and_then(|v| crate::sip::wire::NameAddr::parse("P-Asserted-Identity", v).ok())
+                .map(|na| uri_user(&na.uri))
+                .filter(|n| !n.is_empty())
+                .map(|n| to_national(&n, &cc)),
+            privacy_id: request
+                .headers
+                .values("Privacy")
+                .any(|p| p.split(';').any(|x| x.trim().eq_ignore_ascii_case("id"))),
+            transfer: None,
+            retired: Vec::new(),
+            retire_by: None,
         };
         self.media_out.push_back(RelayCommand::Open {
             id: call_id,
@@ -521,7 +574,7 @@ impl Sbc {
         )
         .max_forwards(call.max_forwards)
         .contact(self.teams_contact(call.calling.as_deref()))
-        .header("Allow", SBC_ALLOW)
+        .header("Allow", self.allow())
         .header("X-MS-SBC", SBC_AGENT);
         if call.calling.is_none() {
             b = b.header("Privacy", "id");
@@ -536,7 +589,7 @@ impl Sbc {
             Some(n) => format!("<sip:{n}@{}>", self.config.fqdn),
             None => "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_string(),
         };
-        let m = RequestBuilder::new(
+        let mut b = RequestBuilder::new(
             Method::Invite,
             format!("sip:{}@{carrier}", call.called),
             from,
@@ -544,8 +597,19 @@ impl Sbc {
         )
         .max_forwards(call.max_forwards)
         .contact(self.carrier_contact(call.calling.as_deref()))
-        .header("Allow", SBC_ALLOW)
-        .build(ua.rng(), &self.config.fqdn);
+        .header("Allow", self.allow());
+        // RFC 3325 §5: the asserted identity goes on only to a trusted
+        // carrier; RFC 3323: a hidden caller's privacy goes on regardless.
+        if let (true, Some(n)) = (self.config.forward_identity, &call.asserted) {
+            b = b.header(
+                "P-Asserted-Identity",
+                format!("<sip:{n}@{}>", self.config.fqdn),
+            );
+        }
+        if call.privacy_id {
+            b = b.header("Privacy", "id");
+        }
+        let m = b.build(ua.rng(), &self.config.fqdn);
         (m, Hop::Uri(format!("sip:{carrier}")))
     }
 
@@ -670,7 +734,7 @@ impl Sbc {
         };
         let reply = Reply::new(200, "OK")
             .header("Contact", contact)
-            .header("Allow", SBC_ALLOW)
+            .header("Allow", self.allow())
             .sdp(a_answer);
         if let Err(e) = ua.accept(now, a, 0, reply) {
             // Leg a went away meanwhile (CANCEL crossed the answer).
@@ -872,6 +936,19 @@ impl Sbc {
         is_a: bool,
         reason: EndReason,
     ) {
+        // A transfer under way ends with the call (the hub gave up on the
+        // old leg, or the PSTN party hung up): its new leg goes too.
+        if let Some(c) = self.calls.get_mut(&call_id) {
+            if let Some(t) = c.transfer.take() {
+                c.retired.push(t.new_leg);
+                ua.hang_up(
+                    now,
+                    t.new_leg,
+                    Reply::new(487, "Request Terminated"),
+                    Vec::new(),
+                );
+            }
+        }
         let Some(call) = self.calls.get(&call_id) else {
             return;
         };
@@ -982,7 +1059,10 @@ impl Sbc {
         let all_ended = call
             .legs
             .iter()
-            .all(|l| ua.session(l.session).is_none_or(|s| s.is_ended()));
+            .map(|l| l.session)
+            .chain(call.retired.iter().copied())
+            .chain(call.transfer.as_ref().map(|t| t.new_leg))
+            .all(|s| ua.session(s).is_none_or(|s| s.is_ended()));
         if !all_ended {
             return;
         }
@@ -996,8 +1076,8 @@ impl Sbc {
             let call = self.calls.remove(&call_id).expect("checked above");
             self.ports.release(call.ports.0);
             self.ports.release(call.ports.1);
-            for l in &call.legs {
-                self.by_session.remove(&l.session);
+            for s in call.legs.iter().map(|l| l.session).chain(call.retired) {
+                self.by_session.remove(&s);
             }
             self.view().calls_ended += 1;
         }
@@ -1032,8 +1112,10 @@ impl Sbc {
         }
     }
 
-    /// Leg b rang too long: CANCEL it and answer leg a 408.
+    /// Leg b rang too long: CANCEL it and answer leg a 408. A Teams leg
+    /// the call moved off and the hub did not end: BYE it.
     pub(crate) fn calls_due(&mut self, now: Instant, ua: &mut UserAgent) {
+        self.retired_due(now, ua);
         let due: Vec<u64> = self
             .calls
             .values()

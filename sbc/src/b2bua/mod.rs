@@ -32,8 +32,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// What the SBC allows (no REFER yet: the hub then transfers on its own side).
-pub const SBC_ALLOW: &str = "INVITE,ACK,OPTIONS,CANCEL,BYE";
+/// What the SBC allows when it carries out transfers itself: with REFER
+/// listed the hub sends REFER (behaviour §5, case 9.43).
+pub const SBC_ALLOW: &str = "INVITE,ACK,OPTIONS,CANCEL,BYE,REFER,NOTIFY";
+/// Without REFER the hub transfers on its own side or with an INVITE
+/// carrying Replaces (case 9.44); NOTIFY "must still be listed" (§5).
+pub const SBC_ALLOW_NO_REFER: &str = "INVITE,ACK,OPTIONS,CANCEL,BYE,NOTIFY";
+
+/// How the SBC takes part in transfers the hub asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransferMode {
+    /// REFER in Allow: the SBC answers the hub's REFER with 202, calls the
+    /// Refer-To back through the hub, reports progress in NOTIFY and
+    /// re-bridges the PSTN leg to the new Teams leg (behaviour §5).
+    #[default]
+    Refer,
+    /// No REFER in Allow: the hub transfers internally or replaces the
+    /// dialog with an INVITE carrying Replaces, which the SBC accepts.
+    HubOnly,
+}
 pub const SBC_AGENT: &str = "drlab-sbc/0.1";
 
 #[derive(Debug, Clone)]
@@ -66,6 +83,14 @@ pub struct SbcConfig {
     /// How long leg b may ring unanswered before the SBC CANCELs it and
     /// answers leg a 408 (a B2BUA's Timer C, RFC 3261 §16.6 step 11: > 3 min).
     pub max_ringing: Duration,
+    /// Whether the SBC handles REFER itself (the default) or leaves
+    /// transfers to the hub.
+    pub transfers: TransferMode,
+    /// Pass P-Asserted-Identity (and Privacy) from the hub on to the
+    /// carrier, which is then in our trust domain (RFC 3325 §5); off: the
+    /// carrier gets neither PAI nor more than `Privacy: id` for a hidden
+    /// caller.
+    pub forward_identity: bool,
     pub timers: TimerConfig,
     pub seed: u64,
 }
@@ -77,6 +102,8 @@ pub struct SbcView {
     pub hub_options: BTreeMap<String, u16>,
     pub calls_started: u64,
     pub calls_ended: u64,
+    /// Calls moved to a new Teams leg (REFER carried out, or replaced).
+    pub transfers: u64,
     /// Calls held now (set up, talking or being torn down).
     pub live_calls: usize,
     /// The relays of the latest calls (at most 16), for failure reports.
@@ -97,6 +124,9 @@ pub enum SbcCommand {
     SendOptions(bool),
     /// Turn a deliberate fault on.
     Fault(SbcFault),
+    /// Take part in transfers this way from now on (what `hub.transfers`
+    /// sets in the configuration file).
+    Transfers(TransferMode),
 }
 
 /// Deliberate misconfigurations, each the mistake a real SBC makes, so a
@@ -116,6 +146,14 @@ pub enum SbcFault {
     HoldWithSendonly,
     /// Never send the session refreshes it owes (RFC 4028; case 9.52).
     NoSessionRefresh,
+    /// BYE the Teams leg as soon as it has sent the INVITE a REFER asked
+    /// for, before the transfer completes (case 9.47).
+    ByeBeforeTransferCompletes,
+    /// Answer REFER with 202 but send no NOTIFY (case 9.47).
+    NoTransferNotify,
+    /// Rewrite the Referred-By of the INVITE a REFER asks for (dropping
+    /// its `x-tt`), where it must be copied byte for byte (case 9.45).
+    RewriteReferredBy,
 }
 
 /// The names the SBC sends to, resolved once at start.
@@ -169,6 +207,9 @@ pub async fn run_sbc_with<N: Network>(
     // non-bypass calls, behaviour §6); when the hub names no refresher,
     // the hub refreshes.
     session.timer = Some(SessionTimerConfig::default());
+    // RFC 3891: the hub's INVITE with Replaces (a call queue, case 9.48)
+    // comes with Require: replaces.
+    session.supported = vec!["replaces".into()];
     let setup = HostSetup {
         transport: tc,
         ua: UaConfig { endpoint, session },
@@ -239,6 +280,15 @@ impl Sbc {
         self.view().problems.push(kind, p);
     }
 
+    /// The Allow the SBC writes everywhere: the hub picks its transfer
+    /// method from it (behaviour §5).
+    fn allow(&self) -> &'static str {
+        match self.config.transfers {
+            TransferMode::Refer => SBC_ALLOW,
+            TransferMode::HubOnly => SBC_ALLOW_NO_REFER,
+        }
+    }
+
     /// OPTIONS to every hub proxy (behaviour §2: the SBC starts the exchange;
     /// Contact carries the FQDN, never an IP).
     fn send_options(&mut self, now: Instant, ua: &mut UserAgent) {
@@ -253,7 +303,7 @@ impl Sbc {
         let hub_port = self.config.hub_port;
         for hub in self.config.hub_fqdns.clone() {
             let m = sbc_options(&fqdn, port, &hub, hub_port, self.options_seq)
-                .header("Allow", SBC_ALLOW)
+                .header("Allow", self.allow())
                 .build(ua.rng(), &fqdn);
             match ua.send_request(now, m, hub_hop(&hub, hub_port)) {
                 Ok(key) => {
@@ -274,14 +324,14 @@ impl Sbc {
         match method {
             Some(Method::Options) => {
                 let headers = vec![
-                    ("Allow".to_string(), SBC_ALLOW.to_string()),
+                    ("Allow".to_string(), self.allow().to_string()),
                     ("Accept".to_string(), "application/sdp".to_string()),
                 ];
                 ua.reply(now, &key, 200, "OK", headers);
             }
             // RFC 3261 §8.2.1: a method we do not implement.
             _ => {
-                let allow = vec![("Allow".to_string(), SBC_ALLOW.to_string())];
+                let allow = vec![("Allow".to_string(), self.allow().to_string())];
                 ua.reply(now, &key, 501, "Not Implemented", allow);
             }
         }
@@ -363,6 +413,7 @@ impl Role for Sbc {
                 }
                 self.faults.insert(f);
             }
+            SbcCommand::Transfers(mode) => self.config.transfers = mode,
         }
     }
 

@@ -375,6 +375,19 @@ impl UserAgent {
         })
     }
 
+    /// Send an in-dialog request other than INVITE, ACK, BYE or CANCEL
+    /// (REFER, NOTIFY...); its answer comes as [`SessionEvent::Response`].
+    pub fn request_in_dialog(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        method: Method,
+        headers: Vec<(String, String)>,
+        body: Option<(String, Vec<u8>)>,
+    ) -> Result<TransactionKey, UaError> {
+        self.with(now, id, |s, rng| s.request(rng, method, headers, body))
+    }
+
     // ----- outside dialogs -----
 
     /// Send a request outside any session (OPTIONS, REGISTER...) in a

@@ -274,6 +274,7 @@ impl Lab {
             sbc_port: 5061,
             users: config.teams_users.clone(),
             routes,
+            forward_pai: Vec::new(),
         };
         let hub_view = HubView::new(&tenant);
         let hub_tls = teams_sim::hub::tls::hub_configs(

@@ -80,6 +80,8 @@ impl SystemUnderTest for ReferenceSbc {
             options_interval: Duration::from_secs(60),
             media_ports: 40000..=40999,
             max_ringing: Duration::from_secs(180),
+            transfers: Default::default(),
+            forward_identity: true,
             timers: Default::default(),
             seed: ctx.seed,
         };

@@ -3,6 +3,8 @@
 //! ringing on its forks and answering, media on the media processor, the
 //! hub's 4-second ACK timer, and hang-up.
 
+mod transfer;
+
 use super::causes::{self, NORMAL_CLEARING};
 use super::failover::{self, Next, Outbound};
 use super::raw::RawMessage;
@@ -47,6 +49,15 @@ pub(crate) struct HubCall {
     /// Outbound: the hub gave up on this attempt (CANCELled it) and went
     /// on; its end no longer speaks for the call.
     pub(crate) superseded: bool,
+    /// The SBC this call is with, and the Allow it sent (in its INVITE or
+    /// its 200): REFER there decides how the hub transfers (§5).
+    sbc: String,
+    sbc_allow: String,
+    /// A transfer of this call the hub asked the SBC for (REFER).
+    transfer: Option<transfer::Pending>,
+    /// This call carries out a transfer or a replacement: the record's id
+    /// and the call it takes over.
+    takes_over: Option<(u64, SessionId)>,
 }
 
 impl HubCall {
@@ -55,6 +66,7 @@ impl HubCall {
             self.callee.as_ref().and_then(|c| c.poll_timeout()),
             self.ack_deadline,
             self.failover_at,
+            self.transfer.as_ref().and_then(|t| t.deadline),
         ]
         .into_iter()
         .flatten()
@@ -272,6 +284,9 @@ impl Proxy {
             SessionEvent::ReInvite { request, offer } => {
                 self.on_reinvite(now, ua, id, &request, offer)
             }
+            SessionEvent::Request { key, request } if request.method() == Some(&Method::Notify) => {
+                self.on_notify(now, ua, id, key, &request)
+            }
             SessionEvent::Request { key, request } => {
                 let _ = ua.respond_in_dialog(
                     now,
@@ -280,6 +295,9 @@ impl Proxy {
                     &request,
                     Reply::new(501, "Not Implemented"),
                 );
+            }
+            SessionEvent::Response { key, code, .. } => {
+                self.on_refer_answer(now, ua, id, &key, code)
             }
             SessionEvent::ReInviteDone { result } => {
                 if let (Ok(Some(answer)), Some(c)) = (result, self.calls.get_mut(&id)) {
@@ -404,6 +422,13 @@ impl Proxy {
         if c.superseded {
             return;
         }
+        if answered {
+            c.sbc_allow = response
+                .headers
+                .get("Allow")
+                .unwrap_or_default()
+                .to_string();
+        }
         if answered || response.status().is_some_and(|s| s > 100) {
             // A 180/183 stops FailoverTimeSeconds and any failover after it
             // (behaviour §4, FO-live: no double ringing).
@@ -432,6 +457,9 @@ impl Proxy {
             CallState::Ringing
         };
         self.set_state(serial, state);
+        if answered {
+            self.replacement_answered(now, ua, id);
+        }
     }
 
     /// The Reason (and ms-diagnostics, where Microsoft has a code) for
@@ -485,6 +513,7 @@ impl Proxy {
         if c.superseded {
             return;
         }
+        self.transfer_ended(now, ua, &mut c, &reason);
         if let Some(plan) = c.outbound.clone().filter(|_| c.why.is_none()) {
             let next = failover::after_end(&reason, c.progressed, &self.config.failover_codes);
             if next != Next::End {
@@ -539,20 +568,38 @@ impl Proxy {
             self.view().backoff.push((sbc, proxy, until));
             return self.refuse(now, ua, id, Refusal::Overloaded { retry_after: secs });
         }
-        if let Err(r) = super::rules::check_invite(&raw) {
+        if let Some(r) = self.unknown_replaces(ua, &raw) {
             return self.refuse(now, ua, id, r);
         }
+        // The SBC calling a Refer-To back (case 9.45): the transfer's target.
+        let takes_over = match self.transfer_invite(&raw) {
+            Ok(t) => t,
+            Err(r) => return self.refuse(now, ua, id, r),
+        };
+        let checked = match takes_over {
+            Some(_) => super::rules::check_invite_content(&raw),
+            None => super::rules::check_invite(&raw),
+        };
+        if let Err(r) = checked {
+            return self.refuse(now, ua, id, r);
+        }
+        let target = takes_over.as_ref().map(|(_, _, user)| user.clone());
+        let takes_over = takes_over.map(|(record, old, _)| (record, old));
         let number = callee;
         let Some(user) = self
             .config
             .tenant
             .users
             .iter()
-            .find(|u| u.number == number)
+            .find(|u| match &target {
+                Some(t) => u.name == *t,
+                None => u.number == number,
+            })
             .cloned()
         else {
             return self.refuse(now, ua, id, Refusal::UnknownNumber { number });
         };
+        let number = user.number.clone();
         if !user.enabled {
             return self.refuse(now, ua, id, Refusal::UserDisabled { number });
         }
@@ -644,8 +691,15 @@ impl Proxy {
                 failover_at: None,
                 progressed: false,
                 superseded: false,
+                sbc: sbc.clone(),
+                sbc_allow: raw.values("Allow").join(","),
+                transfer: None,
+                takes_over,
             },
         );
+        if let Some((_, old)) = takes_over {
+            self.transfer_arrived(old, id);
+        }
         if voicemail {
             self.answer(now, ua, id);
         }
@@ -682,6 +736,7 @@ impl Proxy {
     /// Ringing and answering on the Teams side, and the ACK timer.
     pub(crate) fn calls_due(&mut self, now: Instant, ua: &mut UserAgent) {
         self.failover_due(now, ua);
+        self.transfers_due(now, ua);
         let ids: Vec<SessionId> = self
             .calls
             .iter()
@@ -789,7 +844,11 @@ impl Proxy {
             self.media_out.push_back(cmd);
         }
         let serial = c.serial;
+        let takes_over = c.takes_over;
         self.set_state(serial, CallState::Answered);
+        if let Some((_, old)) = takes_over {
+            self.target_answered(now, old);
+        }
     }
 
     /// A Teams user hangs up their call on this proxy; `false`: none here.
@@ -900,7 +959,7 @@ impl Proxy {
                 u.name, u.number, self.config.fqdn
             )
         };
-        let invite = RequestBuilder::new(
+        let mut builder = RequestBuilder::new(
             Method::Invite,
             ruri,
             from,
@@ -908,8 +967,20 @@ impl Proxy {
         )
         .header("Record-Route", self.record_route())
         .contact(contact)
-        .header("Allow", HUB_ALLOW)
-        .build(ua.rng(), &self.config.internal_name);
+        .header("Allow", HUB_ALLOW);
+        // Case 9.53: with ForwardPai the billed user's number goes in
+        // P-Asserted-Identity, and a hidden caller adds Privacy: id;
+        // without it, neither (KB-OUT, CONNECT).
+        if self.view().forward_pai.contains(&fqdn) {
+            builder = builder.header(
+                "P-Asserted-Identity",
+                format!("<sip:{}@{}:5061;user=phone>", u.number, self.config.fqdn),
+            );
+            if u.hide_caller_id {
+                builder = builder.header("Privacy", "id");
+            }
+        }
+        let invite = builder.build(ua.rng(), &self.config.internal_name);
         let call_id = invite.call_id().unwrap_or_default().to_string();
         let hop = Hop::Uri(format!("sip:{fqdn}:{port};transport=tls"));
         let id = match ua.invite(now, invite, Some(offer.clone()), hop) {
@@ -955,6 +1026,10 @@ impl Proxy {
                 failover_at,
                 progressed: false,
                 superseded: false,
+                sbc: fqdn,
+                sbc_allow: String::new(),
+                transfer: None,
+                takes_over: None,
             },
         );
     }

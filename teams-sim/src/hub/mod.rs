@@ -79,6 +79,10 @@ pub struct Tenant {
     /// Voice routes in priority order, each a list of the SBCs it may use
     /// (`OnlinePstnGatewayList`); empty: one route with every SBC.
     pub routes: Vec<Vec<String>>,
+    /// SBCs whose gateway has `ForwardPai` on (default off): the hub's
+    /// INVITEs to them carry P-Asserted-Identity, and `Privacy: id` when
+    /// the caller is hidden (behaviour §3.3, case 9.53).
+    pub forward_pai: Vec<String>,
 }
 
 impl Tenant {
@@ -225,6 +229,30 @@ pub struct HubCallView {
     pub media: Arc<Mutex<MediaStats>>,
 }
 
+/// How the hub carried out a Teams user's transfer (behaviour §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferHow {
+    /// REFER to the SBC (REFER in its Allow, case 9.43).
+    Refer,
+    /// Inside Teams, invisible to the SBC (no REFER in its Allow, 9.44).
+    Internal,
+    /// An INVITE with Replaces to the SBC (a call queue, case 9.48).
+    Replaces,
+}
+
+/// One transfer and how it ended (`None` while under way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRecord {
+    pub id: u64,
+    pub from_user: String,
+    pub to_user: String,
+    pub how: TransferHow,
+    /// REFER: the Refer-To and Referred-By values the hub sent.
+    pub refer_to: Option<String>,
+    pub referred_by: Option<String>,
+    pub outcome: Option<Result<(), String>>,
+}
+
 /// What one proxy holds now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProxyState {
@@ -263,6 +291,12 @@ pub struct HubView {
     /// What the hub holds against the SBC: its obligations broken (a retry
     /// within Retry-After, a retry after 603: cases 9.41, 9.42).
     pub sbc_violations: Vec<String>,
+    /// The latest transfers (at most [`VIEW_HISTORY`]) and how many in all.
+    pub transfers: VecDeque<TransferRecord>,
+    pub transfers_total: u64,
+    /// SBCs with `ForwardPai` on now (from the tenant, changed live as
+    /// `Set-CsOnlinePSTNGateway` would).
+    pub forward_pai: std::collections::BTreeSet<String>,
     /// Until when each (SBC, proxy) pair must see no INVITE (Retry-After).
     pub(crate) backoff: Vec<(String, String, Instant)>,
     /// Calls declined with 603: (caller, callee, when).
@@ -302,9 +336,17 @@ impl HubView {
             refusing: BTreeMap::new(),
             overloaded: BTreeMap::new(),
             sbc_violations: Vec::new(),
+            transfers: VecDeque::new(),
+            transfers_total: 0,
+            forward_pai: tenant.forward_pai.iter().cloned().collect(),
             backoff: Vec::new(),
             declined: Vec::new(),
         }
+    }
+
+    /// A transfer by id, if still in the view.
+    pub fn transfer_mut(&mut self, id: u64) -> Option<&mut TransferRecord> {
+        self.transfers.iter_mut().rev().find(|t| t.id == id)
     }
 
     /// A call by serial, if still in the view.
@@ -325,6 +367,17 @@ pub enum HubCommand {
     Reinvite {
         user: String,
         direction: Option<sbc::sip::sdp::Direction>,
+    },
+    /// A Teams user transfers their call to another Teams user (name or
+    /// number): by REFER when the SBC allows it, else inside Teams.
+    Transfer { user: String, to: String },
+    /// Teams user `agent` picks up `user`'s call (a call queue): the hub
+    /// replaces the SBC's dialog with an INVITE carrying Replaces (case
+    /// 9.48); with `unknown_dialog`, one naming a dialog the SBC lacks.
+    PickUp {
+        user: String,
+        agent: String,
+        unknown_dialog: bool,
     },
     /// The same, from another proxy that does not hold the user's call
     /// (an outbound call may have gone out from any proxy); not passed on.
@@ -508,6 +561,26 @@ impl Role for Proxy {
             HubCommand::Reinvite { user, direction } => {
                 if !self.reinvite_user(now, ua, &user, direction) {
                     self.problem("reinvite", format!("no call of {user} on this proxy"));
+                }
+            }
+            HubCommand::Transfer { user, to } => {
+                if !self.transfer(now, ua, &user, &to) {
+                    self.problem(
+                        "transfer",
+                        format!("no answered call of {user} on this proxy"),
+                    );
+                }
+            }
+            HubCommand::PickUp {
+                user,
+                agent,
+                unknown_dialog,
+            } => {
+                if !self.pick_up(now, ua, &user, &agent, unknown_dialog) {
+                    self.problem(
+                        "pick-up",
+                        format!("no answered call of {user} on this proxy"),
+                    );
                 }
             }
             HubCommand::HangUpHere { user } => {

@@ -37,6 +37,8 @@ const COMPACT: &[(&str, &str)] = &[
     ("l", "content-length"),
     ("c", "content-type"),
     ("k", "supported"),
+    ("r", "refer-to"),
+    ("b", "referred-by"),
 ];
 
 fn same_header(written: &str, wanted: &str) -> bool {
@@ -103,6 +105,16 @@ impl RawMessage {
             .iter()
             .filter(|(n, _)| same_header(n, name))
             .flat_map(|(_, v)| split_top_level(v))
+            .collect()
+    }
+
+    /// Each header line `name` as written (its value, trimmed), not split
+    /// at commas: for values compared byte for byte.
+    pub fn lines(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| same_header(n, name))
+            .map(|(_, v)| v.trim())
             .collect()
     }
 

@@ -92,6 +92,13 @@ pub enum Refusal {
     /// §9.22: since April 2022 Direct Routing rejects SBC requests with a
     /// Replaces header; the code is undocumented (a setting, default 403).
     Replaces,
+    /// Case 9.48 (KB-404): a Replaces naming a dialog the hub does not
+    /// know: 404 with 10202.
+    ReplacesUnknownDialog { call_id: String },
+    /// Case 9.45: an INVITE for a Refer-To the hub sent whose Referred-By
+    /// is not the one it sent, byte for byte: the hub cannot tie it to the
+    /// transfer (status undocumented; 403 is our guess).
+    TransferNotCorrelated { reason: String },
     /// §9.31: the caller is on the callee's blocked list (510534).
     BlockedCaller { number: String },
     /// §9.60: the user is disabled but still has the number: 403 with
@@ -124,7 +131,10 @@ impl Refusal {
             | Refusal::CertificateMismatch { .. }
             | Refusal::BlockedCaller { .. }
             | Refusal::UserDisabled { .. } => (403, "Forbidden"),
-            Refusal::NotE164 { .. } | Refusal::UnknownNumber { .. } => (404, "Not Found"),
+            Refusal::TransferNotCorrelated { .. } => (403, "Forbidden"),
+            Refusal::NotE164 { .. }
+            | Refusal::UnknownNumber { .. }
+            | Refusal::ReplacesUnknownDialog { .. } => (404, "Not Found"),
             Refusal::Requires100rel => (420, "Bad Extension"),
             Refusal::UserRefuses { code, .. } => (*code, reason_phrase(*code)),
             Refusal::Overloaded { .. } => (503, "Service Unavailable"),
@@ -144,6 +154,7 @@ impl Refusal {
             Refusal::Requires100rel => Some(540420),
             Refusal::SrtpRequired | Refusal::NoCommonCodec { .. } => Some(531000),
             Refusal::ZeroConnectionAddress => Some(531052),
+            Refusal::ReplacesUnknownDialog { .. } => Some(10202),
             _ => None,
         }
     }
@@ -175,6 +186,8 @@ impl Refusal {
             Refusal::NoCommonCodec { .. } => "CannotSupportAnyMedia",
             Refusal::ZeroConnectionAddress => "Blackhole media is not supported",
             Refusal::Replaces => "Replaces is not supported",
+            Refusal::ReplacesUnknownDialog { .. } => "The dialog to replace was not found",
+            Refusal::TransferNotCorrelated { .. } => "The transfer could not be correlated",
             Refusal::BlockedCaller { .. } => "The caller is blocked by the callee",
             Refusal::UserDisabled { .. } => "The user is disabled",
             Refusal::UserRefuses { code: 486, .. } => "The user is busy",
@@ -205,6 +218,18 @@ impl fmt::Display for Refusal {
             Refusal::NoCommonCodec { reason } => write!(f, "cannot support any media: {reason}"),
             Refusal::ZeroConnectionAddress => write!(f, "c=0.0.0.0 is not accepted"),
             Refusal::Replaces => write!(f, "requests with Replaces are rejected"),
+            Refusal::ReplacesUnknownDialog { call_id } => {
+                write!(
+                    f,
+                    "Replaces names dialog {call_id}, which the hub does not know"
+                )
+            }
+            Refusal::TransferNotCorrelated { reason } => {
+                write!(
+                    f,
+                    "INVITE for a transfer target not tied to the transfer: {reason}"
+                )
+            }
             Refusal::BlockedCaller { number } => write!(f, "caller {number} is blocked"),
             Refusal::UserDisabled { number } => write!(f, "the user with {number} is disabled"),
             Refusal::UserRefuses { number, code } => {

@@ -139,6 +139,24 @@ pub fn check_answer(answer: &str, offer: &str) -> Result<(), Refusal> {
 /// 9.22, 9.23, 9.24, 9.27), read from the text: header presence, the SDP
 /// lines as written, the Request-URI's user part.
 pub fn check_invite(request: &RawMessage) -> Result<(), Refusal> {
+    check_invite_content(request)?;
+    let number = request
+        .request_uri()
+        .and_then(|u| rsip::Uri::try_from(u).ok())
+        .and_then(|u| u.auth.map(|a| a.user))
+        .unwrap_or_default();
+    if !number.starts_with('+')
+        || number.len() < 4
+        || !number.bytes().skip(1).all(|b| b.is_ascii_digit())
+    {
+        return Err(Refusal::NotE164 { number });
+    }
+    Ok(())
+}
+
+/// The rules of [`check_invite`] but the Request-URI's number: an INVITE
+/// for a Refer-To (case 9.45) names a Teams user by `x-m`, not by number.
+pub fn check_invite_content(request: &RawMessage) -> Result<(), Refusal> {
     if request.has("Replaces") {
         return Err(Refusal::Replaces);
     }
@@ -163,17 +181,6 @@ pub fn check_invite(request: &RawMessage) -> Result<(), Refusal> {
         });
     }
     check_media_lines(&lines, None)?;
-    let number = request
-        .request_uri()
-        .and_then(|u| rsip::Uri::try_from(u).ok())
-        .and_then(|u| u.auth.map(|a| a.user))
-        .unwrap_or_default();
-    if !number.starts_with('+')
-        || number.len() < 4
-        || !number.bytes().skip(1).all(|b| b.is_ascii_digit())
-    {
-        return Err(Refusal::NotE164 { number });
-    }
     Ok(())
 }
 
@@ -188,6 +195,7 @@ mod tests {
             sbc_port: 5061,
             users: vec![],
             routes: vec![],
+            forward_pai: vec![],
         }
     }
 

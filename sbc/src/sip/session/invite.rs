@@ -152,6 +152,8 @@ pub struct InviteSession {
     pending_reinvite_request: Option<Message>,
     glare_retry: Option<GlareRetry>,
     pending_bye: Option<TransactionKey>,
+    /// Our other in-dialog requests in flight (REFER, NOTIFY, INFO...).
+    requests_out: Vec<TransactionKey>,
     /// BYE asked for before the ACK of our 2xx (RFC 3261 §15: wait for it).
     deferred_bye: Option<Vec<(String, String)>>,
     ending: Option<EndReason>,
@@ -309,6 +311,7 @@ impl InviteSession {
             pending_reinvite_request: None,
             glare_retry: None,
             pending_bye: None,
+            requests_out: Vec::new(),
             deferred_bye: None,
             ending: None,
             end: None,
@@ -667,6 +670,54 @@ impl InviteSession {
     pub fn respond_in_dialog(&mut self, key: TransactionKey, request: &Message, reply: Reply) {
         let (response, _) = self.build_response(request, &self.local_tag.clone(), &reply);
         self.respond(key, response);
+    }
+
+    /// Send another request in the confirmed dialog (REFER, NOTIFY,
+    /// INFO...; RFC 3261 §12.2.1.1): the dialog's Request-URI, route set,
+    /// tags and next CSeq, then `headers` and `body` (content type, bytes).
+    /// Its final response comes back as [`SessionEvent::Response`] with the
+    /// key returned here; a 481 or 408 (or no answer) also ends the
+    /// session, since the dialog is gone (§12.2.1.2).
+    pub fn request(
+        &mut self,
+        rng: &mut SeededRng,
+        method: Method,
+        headers: Vec<(String, String)>,
+        body: Option<(String, Vec<u8>)>,
+    ) -> Result<TransactionKey, SessionError> {
+        if matches!(
+            method,
+            Method::Invite | Method::Ack | Method::Bye | Method::Cancel
+        ) {
+            return Err(self.wrong("send this method as a plain in-dialog request"));
+        }
+        if self.state != SessionState::Confirmed {
+            return Err(self.wrong("send an in-dialog request"));
+        }
+        let Some(dialog) = self.dialog.as_mut() else {
+            return Err(self.wrong("send an in-dialog request"));
+        };
+        let mut req = dialog.request(method.clone());
+        let hop = Hop::Uri(dialog.next_hop());
+        for (k, v) in headers {
+            req.headers.push(k, v);
+        }
+        if let Some((ctype, bytes)) = body {
+            req.set_body(&ctype, bytes);
+        }
+        let branch = rng.branch();
+        let key = TransactionKey {
+            branch: branch.clone(),
+            method,
+        };
+        self.keys.push(key.clone());
+        self.requests_out.push(key.clone());
+        self.actions.push_back(SessionAction::Request {
+            request: req,
+            hop,
+            branch,
+        });
+        Ok(key)
     }
 
     // ----- what the endpoint reports -----
@@ -1070,6 +1121,18 @@ impl InviteSession {
             self.pending_bye = None;
             let reason = self.ending.take().unwrap_or(EndReason::LocalBye);
             self.finish(now, reason);
+            return;
+        }
+        if code >= 200 && self.requests_out.contains(&key) {
+            self.requests_out.retain(|k| k != &key);
+            self.events.push_back(SessionEvent::Response {
+                key,
+                code,
+                response: Some(response),
+            });
+            if matches!(code, 408 | 481) && self.state == SessionState::Confirmed {
+                self.send_bye(now, rng, Vec::new(), EndReason::DialogLost { code });
+            }
         }
     }
 
@@ -1387,6 +1450,19 @@ impl InviteSession {
             let out = self.reinvite_out.take();
             self.oa.rollback(out.and_then(|o| o.before));
             return self.send_bye(now, rng, Vec::new(), EndReason::DialogLost { code: 408 });
+        }
+        if self.requests_out.contains(&key) {
+            // No answer (Timer F) or not sendable: reported as 408 (§8.1.3.1).
+            self.requests_out.retain(|k| k != &key);
+            self.events.push_back(SessionEvent::Response {
+                key,
+                code: 408,
+                response: None,
+            });
+            if self.state == SessionState::Confirmed {
+                self.send_bye(now, rng, Vec::new(), EndReason::DialogLost { code: 408 });
+            }
+            return;
         }
         if self.pending_bye.as_ref() == Some(&key) {
             self.pending_bye = None;

@@ -118,6 +118,14 @@ pub enum SessionEvent {
         key: TransactionKey,
         request: Message,
     },
+    /// The final response to a request we sent with `request` (REFER,
+    /// NOTIFY...): `response` is `None` when none came (Timer F, or it
+    /// could not be sent) and `code` is then 408.
+    Response {
+        key: TransactionKey,
+        code: u16,
+        response: Option<Message>,
+    },
     /// The session is over; it is reaped once it has lingered.
     Ended { reason: EndReason },
 }

@@ -918,3 +918,94 @@ fn a_session_interval_below_min_se_gets_422_and_the_uac_asks_again_with_min_se()
     assert_eq!(p.a.ua.session(a).unwrap().state(), SessionState::Confirmed);
     assert_eq!(ended(&p.a), None);
 }
+
+/// The `Response` events a host heard: (key, code).
+fn responses(h: &Host) -> Vec<(crate::sip::transaction::TransactionKey, u16)> {
+    h.events
+        .iter()
+        .filter_map(|e| match e {
+            UaEvent::Session {
+                event: SessionEvent::Response { key, code, .. },
+                ..
+            } => Some((key.clone(), *code)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The in-dialog requests (other than BYE, re-INVITE) a host was handed.
+fn requests(h: &Host) -> Vec<(SessionId, crate::sip::transaction::TransactionKey, Message)> {
+    h.events
+        .iter()
+        .filter_map(|e| match e {
+            UaEvent::Session {
+                id,
+                event: SessionEvent::Request { key, request },
+            } => Some((*id, key.clone(), request.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_notify_in_the_dialog_carries_its_body_and_its_answer_comes_back() {
+    let mut p = Pair::new();
+    let (a, b) = answered_call(&mut p);
+    let now = p.now;
+    let key =
+        p.a.ua
+            .request_in_dialog(
+                now,
+                a,
+                Method::Notify,
+                vec![
+                    ("Event".into(), "refer".into()),
+                    ("Subscription-State".into(), "active;expires=60".into()),
+                ],
+                Some(("message/sipfrag".into(), b"SIP/2.0 100 Trying\r\n".to_vec())),
+            )
+            .unwrap();
+    p.drive_until(100, |p| !requests(&p.b).is_empty());
+    let (id, rkey, notify) = requests(&p.b).remove(0);
+    assert_eq!(id, b);
+    // In the dialog: its Call-ID and tags, the next CSeq after the INVITE.
+    assert_eq!(notify.cseq().unwrap().seq, 2);
+    assert_eq!(notify.body, b"SIP/2.0 100 Trying\r\n");
+    assert_eq!(
+        notify.headers.get("Content-Type").map(str::trim),
+        Some("message/sipfrag")
+    );
+    let now = p.now;
+    p.b.ua
+        .respond_in_dialog(now, b, rkey, &notify, Reply::new(200, "OK"))
+        .unwrap();
+    p.drive_until(100, |p| !responses(&p.a).is_empty());
+    assert_eq!(responses(&p.a), vec![(key, 200)]);
+    assert_eq!(p.a.ua.session(a).unwrap().state(), SessionState::Confirmed);
+}
+
+#[test]
+fn a_481_to_an_in_dialog_request_ends_the_session() {
+    let mut p = Pair::new();
+    let (a, b) = answered_call(&mut p);
+    let now = p.now;
+    p.a.ua
+        .request_in_dialog(now, a, Method::Refer, vec![], None)
+        .unwrap();
+    p.drive_until(100, |p| !requests(&p.b).is_empty());
+    let (_, rkey, refer) = requests(&p.b).remove(0);
+    let now = p.now;
+    p.b.ua
+        .respond_in_dialog(now, b, rkey, &refer, Reply::new(481, "Call Does Not Exist"))
+        .unwrap();
+    p.drive_until(100, |p| ended(&p.a).is_some());
+    assert_eq!(ended(&p.a), Some(EndReason::DialogLost { code: 481 }));
+    // Neither INVITE, BYE nor a request outside a confirmed dialog goes
+    // through this door.
+    let now = p.now;
+    assert!(p
+        .a
+        .ua
+        .request_in_dialog(now, a, Method::Notify, vec![], None)
+        .is_err());
+}
