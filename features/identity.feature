@@ -40,3 +40,30 @@ Feature: The caller's identity on calls from Teams (ForwardPai)
     And the phone answers
     When the Teams user hangs up
     Then both legs end with BYE and 200
+
+  Scenario: A call a Teams user forwards carries History-Info with ForwardCallHistory
+    Given the SBC's gateway has ForwardCallHistory on
+    And Teams user Bob forwards calls to +4930654321
+    When PSTN caller +4930123456 calls +4989000002
+    Then the hub's INVITE to the SBC for +4930654321 carries History-Info: +4989000002 forwarded to +4930654321
+    And the PSTN caller and PSTN phone +4930654321 hear each other, in order
+    When the PSTN caller hangs up
+    Then the PSTN caller hears the call end
+
+  Scenario: Without ForwardCallHistory a forwarded call carries no History-Info
+    Given Teams user Bob forwards calls to +4930654321
+    When PSTN caller +4930123456 calls +4989000002
+    Then the hub's INVITE to the SBC for +4930654321 carries no History-Info
+    And the PSTN caller and PSTN phone +4930654321 hear each other, in order
+    When the PSTN caller hangs up
+    Then the PSTN caller hears the call end
+
+  Scenario: A transfer to a PSTN number carries no History-Info, even with ForwardCallHistory
+    Given the SBC's gateway has ForwardCallHistory on
+    When PSTN caller +4930123456 calls +4989000001
+    Then the Teams user answers
+    When Alice transfers the call to +4930654321
+    Then the hub's INVITE to the SBC for +4930654321 carries no History-Info
+    And the transfer to +4930654321 completes by REFER
+    When the PSTN caller hangs up
+    Then the PSTN caller hears the call end

@@ -98,3 +98,14 @@ Feature: Transfers the hub asks of the SBC
     Then the transfer to Bob fails: the transfer target answered 403
     And the hub holds against the SBC: "Referred-By"
     And the PSTN caller hears the call end
+
+  Scenario: A Teams user transfers a PSTN caller to a PSTN number
+    When PSTN caller +4930123456 calls +4989000001
+    Then the Teams user answers
+    When Alice transfers the call to +4930654321
+    Then the transfer to +4930654321 completes by REFER
+    And the SBC accepts the REFER and calls the Refer-To back with the Referred-By unchanged
+    And the carrier has been sent 1 new call
+    And the PSTN caller and PSTN phone +4930654321 hear each other, in order
+    When the PSTN caller hangs up
+    Then the PSTN caller hears the call end

@@ -108,6 +108,7 @@ fn openssl_with_each_certificate_variant_is_accepted_or_refused_as_the_hub_does(
         users: vec![TeamsUser::new("+4989000001", "Alice")],
         routes: vec![],
         forward_pai: vec![],
+        forward_call_history: vec![],
     };
     let view = HubView::new(&tenant);
     let (tls_server, tls_client) = hub_configs(

@@ -204,6 +204,7 @@ fn identify(id: &TlsIdentity) -> Result<(), teams_sim::hub::Refusal> {
         users: vec![],
         routes: vec![],
         forward_pai: vec![],
+        forward_call_history: vec![],
     };
     teams_sim::hub::rules::identify_sbc(&msg, &source, &tenant).map(|_| ())
 }

@@ -185,10 +185,16 @@ async fn refer_followed(w: &mut DrlabWorld) -> StepResult {
         return fail(lab, "Refer-To and Referred-By on the hub's REFER");
     };
     let target = teams_sim::hub::raw::uri_of(&refer_to).to_string();
-    if !target.contains("x-m=") || !target.contains("x-t=") || !referred_by.contains("x-tt=") {
+    // Case 9.43: the proxy FQDN with either an E.164 user or x-m and x-t.
+    let e164 = target
+        .strip_prefix("sip:+")
+        .and_then(|r| r.split_once('@'))
+        .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let mri = target.contains("x-m=") && target.contains("x-t=");
+    if !(e164 || mri) || !referred_by.contains("x-tt=") {
         return fail(
             lab,
-            format!("x-m/x-t in Refer-To and x-tt in Referred-By; got {refer_to} / {referred_by}"),
+            format!("+E.164 or x-m/x-t in Refer-To and x-tt in Referred-By; got {refer_to} / {referred_by}"),
         );
     }
     let from_sbc = raw_between(lab, |h| h == s2, is_hub);
@@ -396,6 +402,60 @@ async fn held_against(w: &mut DrlabWorld, needle: String) -> StepResult {
         return fail(
             lab,
             format!("the hub to hold \"{needle}\" against the SBC; it has {v:?}"),
+        );
+    }
+    Ok(())
+}
+
+/// After a transfer to a PSTN number the two PSTN phones talk through the
+/// SBC and the hub's bridge: each hears the other's own stream (its SSRC),
+/// in order.
+#[then(regex = r"^the PSTN caller and PSTN phone (\S+) hear each other, in order$")]
+async fn phones_hear_each_other(w: &mut DrlabWorld, number: String) -> StepResult {
+    const FRAMES: u32 = 50;
+    let caller = w.caller.clone().ok_or("no PSTN caller in this scenario")?;
+    let lab = w.lab()?;
+    let stats = |l: &Lab, n: &str| {
+        lock(&l.carrier)
+            .calls
+            .iter()
+            .rev()
+            .find(|c| c.phone == n)
+            .map(|c| c.media.clone())
+    };
+    let (n2, c2) = (number.clone(), caller.clone());
+    lab.run_until(Duration::from_secs(30), move |l| {
+        let (Some(a), Some(b)) = (stats(l, &c2), stats(l, &n2)) else {
+            return false;
+        };
+        let (a, b) = (lock(&a).clone(), lock(&b).clone());
+        a.own_ssrc.is_some()
+            && b.own_ssrc.is_some()
+            && a.last_ssrc == b.own_ssrc
+            && b.last_ssrc == a.own_ssrc
+            && a.from_source >= FRAMES
+            && b.from_source >= FRAMES
+    })
+    .map_err(|e| e.to_string())?;
+    let (Some(a), Some(b)) = (stats(lab, &caller), stats(lab, &number)) else {
+        return fail(
+            lab,
+            format!("calls of {caller} and {number} at the carrier"),
+        );
+    };
+    let (a, b) = (lock(&a).clone(), lock(&b).clone());
+    let ok = |x: &drlab_sim::MediaStats, y: &drlab_sim::MediaStats| {
+        x.last_ssrc == y.own_ssrc
+            && x.from_source >= FRAMES
+            && x.corrupt == 0
+            && x.unprotect_errors == 0
+    };
+    if !ok(&a, &b) || !ok(&b, &a) || b.out_of_order != 0 {
+        return fail(
+            lab,
+            format!(
+                "{caller} and {number} to hear each other; {caller} saw {a:?}, {number} saw {b:?}"
+            ),
         );
     }
     Ok(())

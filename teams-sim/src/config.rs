@@ -81,6 +81,9 @@ struct TenantSection {
     /// SBCs of `sbcs` whose gateway has ForwardPai on.
     #[serde(default)]
     forward_pai: Vec<String>,
+    /// SBCs of `sbcs` whose gateway has ForwardCallHistory on.
+    #[serde(default)]
+    forward_call_history: Vec<String>,
     users: Vec<UserSection>,
 }
 
@@ -95,6 +98,9 @@ struct UserSection {
     blocked: Vec<String>,
     #[serde(default)]
     hide_caller_id: bool,
+    /// E.164 number the user's calls are forwarded to.
+    #[serde(default)]
+    forward_to: Option<String>,
 }
 
 /// Statuses and causes the sources leave open (see `hub::causes`).
@@ -329,13 +335,31 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
             ));
         }
     }
-    for (i, s) in f.tenant.forward_pai.iter().enumerate() {
-        if !f.tenant.sbcs.iter().any(|t| t.eq_ignore_ascii_case(s)) {
-            return Err(error(
-                path,
-                &format!("tenant.forward_pai[{i}]"),
-                format!("{s:?} is not one of tenant.sbcs"),
-            ));
+    for (key, list) in [
+        ("forward_pai", &f.tenant.forward_pai),
+        ("forward_call_history", &f.tenant.forward_call_history),
+    ] {
+        for (i, s) in list.iter().enumerate() {
+            if !f.tenant.sbcs.iter().any(|t| t.eq_ignore_ascii_case(s)) {
+                return Err(error(
+                    path,
+                    &format!("tenant.{key}[{i}]"),
+                    format!("{s:?} is not one of tenant.sbcs"),
+                ));
+            }
+        }
+    }
+    for (i, u) in f.tenant.users.iter().enumerate() {
+        if let Some(n) = &u.forward_to {
+            let e164 =
+                n.len() > 3 && n.starts_with('+') && n.bytes().skip(1).all(|b| b.is_ascii_digit());
+            if !e164 {
+                return Err(error(
+                    path,
+                    &format!("tenant.users[{i}].forward_to"),
+                    format!("{n:?} is not an E.164 number (+ and digits)"),
+                ));
+            }
         }
     }
     if f.media_ip.is_unspecified() {
@@ -397,6 +421,12 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
                 .iter()
                 .map(|s| s.to_ascii_lowercase())
                 .collect(),
+            forward_call_history: f
+                .tenant
+                .forward_call_history
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
             users: f
                 .tenant
                 .users
@@ -407,6 +437,7 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
                     enabled: u.enabled,
                     blocked: u.blocked,
                     hide_caller_id: u.hide_caller_id,
+                    forward_to: u.forward_to,
                 })
                 .collect(),
         },
@@ -497,6 +528,24 @@ mod tests {
             (
                 text.replace("blocked = [\"+4930654321\"]", "blocked = [\"030654321\"]"),
                 "tenant.users[0].blocked[0]",
+            ),
+            (
+                text.replace("forward_pai = []", "forward_pai = [\"sbc9.example.com\"]"),
+                "tenant.forward_pai[0]",
+            ),
+            (
+                text.replace(
+                    "forward_call_history = []",
+                    "forward_call_history = [\"sbc9.example.com\"]",
+                ),
+                "tenant.forward_call_history[0]",
+            ),
+            (
+                text.replace(
+                    "name = \"Bob\" }",
+                    "name = \"Bob\", forward_to = \"030654321\" }",
+                ),
+                "tenant.users[1].forward_to",
             ),
         ] {
             std::fs::write(&p, bad).unwrap();

@@ -6,8 +6,8 @@
 //!     busy|decline|free <user> the user answers new calls 486, 603 (or takes them)
 //!     hold|resume <user>       a Teams user holds (a=inactive) or resumes their call
 //!     transfer <user> <to>     a Teams user transfers their call to another
-//!                              Teams user: REFER if the SBC allows it, else
-//!                              inside Teams
+//!                              Teams user (REFER if the SBC allows it, else
+//!                              inside Teams) or to a +E.164 number (REFER)
 //!     pickup <agent> <user>    a call queue's agent takes <user>'s call over
 //!                              (an INVITE with Replaces to the SBC)
 //!     status                   SBC health, calls, refusals, problems

@@ -117,6 +117,7 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         ],
         routes: vec![],
         forward_pai: vec![],
+        forward_call_history: vec![],
     };
     let view = HubView::new(&tenant);
     let (hub_server, hub_client) = teams_sim::hub::tls::hub_configs(

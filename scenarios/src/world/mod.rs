@@ -275,6 +275,7 @@ impl Lab {
             users: config.teams_users.clone(),
             routes,
             forward_pai: Vec::new(),
+            forward_call_history: Vec::new(),
         };
         let hub_view = HubView::new(&tenant);
         let hub_tls = teams_sim::hub::tls::hub_configs(

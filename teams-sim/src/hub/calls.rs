@@ -3,7 +3,10 @@
 //! ringing on its forks and answering, media on the media processor, the
 //! hub's 4-second ACK timer, and hang-up.
 
+mod bridge;
 mod transfer;
+
+pub(crate) use bridge::Bridge;
 
 use super::causes::{self, NORMAL_CLEARING};
 use super::failover::{self, Next, Outbound};
@@ -58,6 +61,8 @@ pub(crate) struct HubCall {
     /// This call carries out a transfer or a replacement: the record's id
     /// and the call it takes over.
     takes_over: Option<(u64, SessionId)>,
+    /// This call is one leg of a bridge (a transfer to a PSTN number).
+    bridge: Option<u64>,
 }
 
 impl HubCall {
@@ -446,6 +451,14 @@ impl Proxy {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
+        if let Some(relay) = c.bridge {
+            // A bridge's far leg: its audio goes to the near leg, not to a
+            // probe of ours.
+            if answered {
+                self.set_state(serial, CallState::Answered);
+            }
+            return self.bridge_heard(now, ua, relay, id, sdp, answered);
+        }
         match c.talk.heard(sdp, answered, frames, ua.rng()) {
             Ok(Some(cmd)) => self.media_out.push_back(cmd),
             Ok(None) => {}
@@ -509,7 +522,9 @@ impl Proxy {
         if let Some(cmd) = c.talk.close() {
             self.media_out.push_back(cmd);
         }
-        self.view().media_ports.release(c.media_port);
+        if c.bridge.is_none() {
+            self.view().media_ports.release(c.media_port);
+        }
         if c.superseded {
             return;
         }
@@ -519,6 +534,9 @@ impl Proxy {
             if next != Next::End {
                 return self.fail_over(now, ua, plan, next);
             }
+        }
+        if let Some(relay) = c.bridge {
+            self.bridge_leg_ended(now, ua, relay, id, &reason);
         }
         let why = c
             .why
@@ -585,6 +603,23 @@ impl Proxy {
         }
         let target = takes_over.as_ref().map(|(_, _, user)| user.clone());
         let takes_over = takes_over.map(|(record, old, _)| (record, old));
+        if let (Some(t), Some(over)) = (&target, takes_over) {
+            if t.starts_with('+') {
+                // A transfer to a PSTN number: out again through an SBC.
+                return self.bridge_transfer(
+                    now,
+                    ua,
+                    id,
+                    &raw,
+                    request,
+                    &sbc,
+                    &caller,
+                    Some(over),
+                    t,
+                    None,
+                );
+            }
+        }
         let number = callee;
         let Some(user) = self
             .config
@@ -612,6 +647,23 @@ impl Proxy {
                 self.view().declined.push((caller, number.clone(), now));
             }
             return self.refuse(now, ua, id, Refusal::UserRefuses { number, code });
+        }
+        // Case 9.54: the user forwards calls: out again through an SBC.
+        let forward = self.view().forwarding.get(&user.number).cloned();
+        if let Some(target) = forward.filter(|_| takes_over.is_none()) {
+            let history = bridge::history_info(&user.number, &target, &self.config.fqdn);
+            return self.bridge_transfer(
+                now,
+                ua,
+                id,
+                &raw,
+                request,
+                &sbc,
+                &caller,
+                None,
+                &target,
+                Some((&caller, history)),
+            );
         }
         // Case 9.30: straight to voicemail, no endpoint rings.
         let voicemail = raw
@@ -695,6 +747,7 @@ impl Proxy {
                 sbc_allow: raw.values("Allow").join(","),
                 transfer: None,
                 takes_over,
+                bridge: None,
             },
         );
         if let Some((_, old)) = takes_over {
@@ -903,6 +956,8 @@ impl Proxy {
             tried_from: Vec::new(),
             correlation: causes::correlation_id(ua.rng()),
             last: None,
+            bridge: None,
+            forwarded: None,
         };
         self.attempt(now, ua, plan);
     }
@@ -925,33 +980,50 @@ impl Proxy {
                 .last
                 .take()
                 .unwrap_or_else(|| "no SBC in the tenant's route".into());
+            if let Some(relay) = plan.bridge {
+                self.bridge_unrouted(now, ua, relay);
+            }
             return self.set_state(plan.serial, CallState::Ended(why));
         };
-        let (ip, mp_port, mp_key) = match self.media_processor(ua) {
-            Ok(m) => m,
-            Err(e) => {
-                self.problem("media", format!("media processor: {e}"));
-                return self.set_state(plan.serial, CallState::Ended(format!("503 {e}")));
+        let plan_bridge = plan.bridge;
+        let bridged = plan_bridge
+            .and_then(|b| self.bridges.get(&b))
+            .map(|b| (b.out_media.clone(), b.out_offer.clone()));
+        let (local_media, offer, mp_port) = match bridged {
+            // A bridge's far leg: the relay's port and key, every attempt.
+            Some((media, offer)) => (media, offer, 0),
+            None => {
+                let (ip, mp_port, mp_key) = match self.media_processor(ua) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.problem("media", format!("media processor: {e}"));
+                        return self.set_state(plan.serial, CallState::Ended(format!("503 {e}")));
+                    }
+                };
+                let local_media = LocalMedia {
+                    address: ip.to_string(),
+                    port: mp_port,
+                    codecs: teams_codecs(),
+                    srtp_key: Some(mp_key.inline()),
+                    rtcp_mux: true,
+                    ice: None,
+                };
+                let origin = self.origin(ua, ip);
+                let mut offer = local_media.offer(origin);
+                teams_offer(&mut offer);
+                (local_media, offer, mp_port)
             }
         };
-        let local_media = LocalMedia {
-            address: ip.to_string(),
-            port: mp_port,
-            codecs: teams_codecs(),
-            srtp_key: Some(mp_key.inline()),
-            rtcp_mux: true,
-            ice: None,
-        };
-        let origin = self.origin(ua, ip);
-        let mut offer = local_media.offer(origin);
-        teams_offer(&mut offer);
         let port = self.config.tenant.sbc_port;
         let contact = self.contact(ua);
         let number = plan.number.clone();
         let ruri = format!("sip:{number}@{fqdn}:{port};user=phone;transport=tls");
         // Case 9.55: a hidden caller goes out as anonymous@anonymous.invalid
         // (KB-OUT; no P-Asserted-Identity: ForwardPai is off by default).
-        let from = if u.hide_caller_id {
+        let from = if let Some((caller, _)) = &plan.forwarded {
+            // A forwarded call shows the original caller (behaviour §3.3).
+            format!("<sip:{caller}@{}:5061;user=phone>", self.config.fqdn)
+        } else if u.hide_caller_id {
             "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_string()
         } else {
             format!(
@@ -971,6 +1043,13 @@ impl Proxy {
         // Case 9.53: with ForwardPai the billed user's number goes in
         // P-Asserted-Identity, and a hidden caller adds Privacy: id;
         // without it, neither (KB-OUT, CONNECT).
+        // Case 9.54: History-Info on forwarded calls only (never on
+        // transfers), for gateways with ForwardCallHistory on.
+        if let Some((_, history)) = &plan.forwarded {
+            if self.view().forward_call_history.contains(&fqdn) {
+                builder = builder.header("History-Info", history.clone());
+            }
+        }
         if self.view().forward_pai.contains(&fqdn) {
             builder = builder.header(
                 "P-Asserted-Identity",
@@ -986,14 +1065,21 @@ impl Proxy {
         let id = match ua.invite(now, invite, Some(offer.clone()), hop) {
             Ok(id) => id,
             Err(e) => {
-                self.view().media_ports.release(mp_port);
+                if plan_bridge.is_none() {
+                    self.view().media_ports.release(mp_port);
+                }
                 let next = Next::Proxy(format!("cannot send INVITE: {e}"));
                 return self.fail_over(now, ua, plan, next);
             }
         };
+        if let Some(b) = plan_bridge.and_then(|b| self.bridges.get_mut(&b)) {
+            b.outbound = Some(id);
+        }
         self.next_media += 1;
         let (mut talk, open) = Talk::open(self.next_media, &self.config.media_host, mp_port);
-        self.media_out.push_back(open);
+        if plan_bridge.is_none() {
+            self.media_out.push_back(open);
+        }
         let offered = offer.to_string();
         talk.media = Some(local_media);
         talk.local = Some(offer);
@@ -1030,6 +1116,7 @@ impl Proxy {
                 sbc_allow: String::new(),
                 transfer: None,
                 takes_over: None,
+                bridge: plan_bridge,
             },
         );
     }

@@ -27,6 +27,13 @@ pub struct Outbound {
     pub correlation: String,
     /// Why the last attempt failed, for the view when no SBC is left.
     pub last: Option<String>,
+    /// The bridge this call is the far leg of (a transfer to a PSTN
+    /// number): its relay lives on this proxy, so the call never moves to
+    /// another one.
+    pub bridge: Option<u64>,
+    /// A forwarded call: the original caller (E.164) goes in From, and
+    /// the History-Info entries for SBCs with ForwardCallHistory on.
+    pub forwarded: Option<(String, String)>,
 }
 
 /// What to do when an attempt ends before an answer.
@@ -118,6 +125,11 @@ impl Proxy {
                 plan.route.remove(0);
                 plan.tried_from.clear();
                 self.attempt(now, ua, plan);
+            }
+            Next::Proxy(why) if plan.bridge.is_some() => {
+                let sbc = plan.route.first().cloned().unwrap_or_default();
+                let last = format!("504 {sbc} could not be reached (5690xx: {why})");
+                self.fail_over(now, ua, plan, Next::Sbc(last));
             }
             Next::Proxy(why) => {
                 plan.tried_from.push(self.config.fqdn.clone());

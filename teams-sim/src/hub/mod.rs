@@ -19,6 +19,7 @@ use drlab_sim::far_end::Answering;
 use drlab_sim::{MediaStats, ProbeCommand, ProbeDriver};
 use sbc::driver::{HostSetup, Role};
 use sbc::media::PortAllocator;
+use sbc::media::{RelayCommand, RelayDriver, RelayEvent};
 use sbc::problems::ProblemLog;
 use sbc::sip::endpoint::EndpointConfig;
 use sbc::sip::rng::SeededRng;
@@ -53,6 +54,9 @@ pub struct TeamsUser {
     /// The user's calls go out without caller ID: From
     /// `anonymous@anonymous.invalid` (case 9.55).
     pub hide_caller_id: bool,
+    /// Call forwarding: calls to the user go on to this E.164 number
+    /// through the tenant's SBCs (case 9.54).
+    pub forward_to: Option<String>,
 }
 
 impl TeamsUser {
@@ -64,6 +68,7 @@ impl TeamsUser {
             enabled: true,
             blocked: Vec::new(),
             hide_caller_id: false,
+            forward_to: None,
         }
     }
 }
@@ -83,6 +88,9 @@ pub struct Tenant {
     /// INVITEs to them carry P-Asserted-Identity, and `Privacy: id` when
     /// the caller is hidden (behaviour §3.3, case 9.53).
     pub forward_pai: Vec<String>,
+    /// SBCs whose gateway has `ForwardCallHistory` on (default off): a
+    /// forwarded call's INVITE to them carries History-Info (case 9.54).
+    pub forward_call_history: Vec<String>,
 }
 
 impl Tenant {
@@ -297,6 +305,10 @@ pub struct HubView {
     /// SBCs with `ForwardPai` on now (from the tenant, changed live as
     /// `Set-CsOnlinePSTNGateway` would).
     pub forward_pai: std::collections::BTreeSet<String>,
+    /// SBCs with `ForwardCallHistory` on now.
+    pub forward_call_history: std::collections::BTreeSet<String>,
+    /// Users (by number) whose calls are forwarded, and where to.
+    pub forwarding: BTreeMap<String, String>,
     /// Until when each (SBC, proxy) pair must see no INVITE (Retry-After).
     pub(crate) backoff: Vec<(String, String, Instant)>,
     /// Calls declined with 603: (caller, callee, when).
@@ -339,6 +351,12 @@ impl HubView {
             transfers: VecDeque::new(),
             transfers_total: 0,
             forward_pai: tenant.forward_pai.iter().cloned().collect(),
+            forward_call_history: tenant.forward_call_history.iter().cloned().collect(),
+            forwarding: tenant
+                .users
+                .iter()
+                .filter_map(|u| Some((u.number.clone(), u.forward_to.clone()?)))
+                .collect(),
             backoff: Vec::new(),
             declined: Vec::new(),
         }
@@ -448,12 +466,49 @@ pub async fn run_proxy<N: Network>(
         names,
         rng: SeededRng::for_host(config.seed, &config.fqdn),
     };
-    let media = ProbeDriver::new(BTreeMap::from([(
-        config.media_host.clone(),
-        config.media.clone(),
-    )]));
-    let proxy = Proxy::new(config, view);
+    let media = HubMedia {
+        probes: ProbeDriver::new(BTreeMap::from([(
+            config.media_host.clone(),
+            config.media.clone(),
+        )])),
+        relays: RelayDriver::new(),
+    };
+    let mut proxy = Proxy::new(config, view);
+    proxy.own_ip = Some(ip);
     sbc::driver::run(net, setup, proxy, commands, media, tap).await
+}
+
+/// What the hub's media does: the media processor's probes (a Teams
+/// user's audio), and relays on the proxy's own address that bridge two
+/// SBC legs (a transfer to a PSTN number goes back out through an SBC).
+pub enum HubMediaCommand {
+    Probe(ProbeCommand),
+    Relay(RelayCommand),
+}
+
+struct HubMedia {
+    probes: ProbeDriver,
+    relays: RelayDriver,
+}
+
+impl<N: Network> sbc::driver::MediaDriver<N> for HubMedia {
+    type Command = HubMediaCommand;
+    type Event = RelayEvent;
+
+    async fn execute(&mut self, net: &N, command: HubMediaCommand) {
+        match command {
+            HubMediaCommand::Probe(p) => {
+                sbc::driver::MediaDriver::<N>::execute(&mut self.probes, net, p).await
+            }
+            HubMediaCommand::Relay(r) => {
+                sbc::driver::MediaDriver::<N>::execute(&mut self.relays, net, r).await
+            }
+        }
+    }
+
+    fn events(&mut self) -> &mut mpsc::UnboundedReceiver<RelayEvent> {
+        sbc::driver::MediaDriver::<N>::events(&mut self.relays)
+    }
 }
 
 pub(crate) struct Proxy {
@@ -463,6 +518,12 @@ pub(crate) struct Proxy {
     calls: BTreeMap<SessionId, calls::HubCall>,
     next_media: u64,
     media_out: VecDeque<ProbeCommand>,
+    relay_out: VecDeque<RelayCommand>,
+    /// The proxy's own address: where its bridge relays listen.
+    own_ip: Option<IpAddr>,
+    /// Bridges between two SBC legs, by relay id.
+    bridges: BTreeMap<u64, calls::Bridge>,
+    next_relay: u64,
     /// Next hub→SBC OPTIONS per SBC FQDN (started by the SBC's first OPTIONS, §9.13).
     pings: BTreeMap<String, options::Ping>,
     /// When this proxy last heard each SBC's OPTIONS (its own clock), for
@@ -479,6 +540,10 @@ impl Proxy {
             calls: BTreeMap::new(),
             next_media: 0,
             media_out: VecDeque::new(),
+            relay_out: VecDeque::new(),
+            own_ip: None,
+            bridges: BTreeMap::new(),
+            next_relay: 0,
             pings: BTreeMap::new(),
             heard: BTreeMap::new(),
         }
@@ -496,8 +561,8 @@ impl Proxy {
 
 impl Role for Proxy {
     type Command = HubCommand;
-    type MediaCommand = ProbeCommand;
-    type MediaEvent = ();
+    type MediaCommand = HubMediaCommand;
+    type MediaEvent = RelayEvent;
 
     fn start(&mut self, _now: Instant, ua: &mut UserAgent) {
         self.media_ip = ua.routing().address(&self.config.media_host).ok();
@@ -615,7 +680,9 @@ impl Role for Proxy {
         }
     }
 
-    fn on_media(&mut self, _now: Instant, _event: (), _ua: &mut UserAgent) {}
+    fn on_media(&mut self, now: Instant, event: RelayEvent, ua: &mut UserAgent) {
+        self.on_relay(now, ua, event);
+    }
 
     fn on_timeout(&mut self, now: Instant, ua: &mut UserAgent) {
         self.ping_due(now, ua);
@@ -630,8 +697,11 @@ impl Role for Proxy {
         calls.chain(pings).chain(silence).min()
     }
 
-    fn poll_media(&mut self) -> Option<ProbeCommand> {
-        self.media_out.pop_front()
+    fn poll_media(&mut self) -> Option<HubMediaCommand> {
+        if let Some(r) = self.relay_out.pop_front() {
+            return Some(HubMediaCommand::Relay(r));
+        }
+        self.media_out.pop_front().map(HubMediaCommand::Probe)
     }
 
     fn observe(&mut self, ua: &UserAgent) {

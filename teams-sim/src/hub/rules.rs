@@ -196,6 +196,7 @@ mod tests {
             users: vec![],
             routes: vec![],
             forward_pai: vec![],
+            forward_call_history: vec![],
         }
     }
 

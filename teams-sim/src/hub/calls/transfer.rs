@@ -162,23 +162,51 @@ impl Proxy {
         let Some(id) = self.answered_call_of(ua, user) else {
             return false;
         };
-        let Some(target) = self
+        let user_target = self
             .config
             .tenant
             .users
             .iter()
             .find(|u| u.name == to || u.number == to)
-            .cloned()
-        else {
-            let line = format!("no Teams user {to} (transfers to PSTN numbers are not simulated)");
-            self.problem("transfer", line);
+            .cloned();
+        let pstn = user_target.is_none()
+            && to.starts_with('+')
+            && to.len() > 3
+            && to[1..].bytes().all(|b| b.is_ascii_digit());
+        if user_target.is_none() && !pstn {
+            self.problem("transfer", format!("no Teams user or E.164 number {to}"));
             return true;
-        };
+        }
+        // A PSTN number stands for itself; a Teams user by name.
+        let target_name = user_target
+            .as_ref()
+            .map_or_else(|| to.to_string(), |u| u.name.clone());
         let c = &self.calls[&id];
         let refer = c
             .sbc_allow
             .split(',')
             .any(|m| m.trim().eq_ignore_ascii_case("REFER"));
+        let Some(target) = user_target else {
+            // A PSTN number: only by REFER (the hub would otherwise bridge
+            // the call on its own side, which is not simulated).
+            if !refer {
+                let line =
+                    format!("transfer to {to} without REFER in the SBC's Allow is not simulated");
+                self.problem("transfer", line);
+                return true;
+            }
+            return self.refer(
+                now,
+                ua,
+                id,
+                user,
+                &target_name,
+                &format!(
+                    "sip:{to}@{}:5061;transport=tls;user=phone",
+                    self.config.fqdn
+                ),
+            );
+        };
         if !refer {
             // Case 9.44: no REFER in the SBC's Allow: Teams moves the call
             // to the target behind its media processor; the SBC sees nothing.
@@ -193,6 +221,25 @@ impl Proxy {
             self.finish_record(record, Ok(()));
             return true;
         }
+        let refer_to = format!(
+            "sip:{}:5061;transport=tls;x-m={};x-t={}",
+            self.config.fqdn,
+            Self::user_mri(&target.number),
+            self.tenant_guid()
+        );
+        self.refer(now, ua, id, user, &target_name, &refer_to)
+    }
+
+    /// Send the REFER for `user`'s call `id` to `target_name` at `refer_to`.
+    fn refer(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        id: SessionId,
+        user: &str,
+        target_name: &str,
+        refer_to: &str,
+    ) -> bool {
         let from_number = self
             .config
             .tenant
@@ -203,10 +250,7 @@ impl Proxy {
             .unwrap_or_default();
         let fqdn = self.config.fqdn.clone();
         let tenant = self.tenant_guid();
-        let refer_to = format!(
-            "sip:{fqdn}:5061;transport=tls;x-m={};x-t={tenant}",
-            Self::user_mri(&target.number)
-        );
+        let refer_to = refer_to.to_string();
         // x-ti: the transfer's correlation id; x-tt: the encoded
         // replacement URI (opaque to the SBC, base64-like in the traces).
         let xti = causes::correlation_id(ua.rng());
@@ -223,14 +267,14 @@ impl Proxy {
             Ok(key) => {
                 let record = self.new_record(
                     user,
-                    &target.name,
+                    target_name,
                     TransferHow::Refer,
                     Some((refer_to.clone(), referred_by.clone())),
                 );
                 if let Some(c) = self.calls.get_mut(&id) {
                     c.transfer = Some(Pending {
                         record,
-                        target: target.name,
+                        target: target_name.to_string(),
                         refer_to,
                         referred_by,
                         key,
@@ -692,6 +736,7 @@ impl Proxy {
                 sbc_allow: String::new(),
                 transfer: None,
                 takes_over: Some((record, old)),
+                bridge: None,
             },
         );
         true
