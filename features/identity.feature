@@ -67,3 +67,9 @@ Feature: The caller's identity on calls from Teams (ForwardPai)
     And the transfer to +4930654321 completes by REFER
     When the PSTN caller hangs up
     Then the PSTN caller hears the call end
+
+  Scenario: A forwarded call from a hidden caller stays anonymous
+    Given Teams user Bob forwards calls to +4930654321
+    When a carrier sends the SBC an INVITE for 089000002 from anonymous
+    Then the hub sends the INVITE to sbc.example.com from anonymous@anonymous.invalid
+    And the SBC answers it with 200

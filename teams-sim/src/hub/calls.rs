@@ -1021,8 +1021,13 @@ impl Proxy {
         // Case 9.55: a hidden caller goes out as anonymous@anonymous.invalid
         // (KB-OUT; no P-Asserted-Identity: ForwardPai is off by default).
         let from = if let Some((caller, _)) = &plan.forwarded {
-            // A forwarded call shows the original caller (behaviour §3.3).
-            format!("<sip:{caller}@{}:5061;user=phone>", self.config.fqdn)
+            // A forwarded call shows the original caller (behaviour §3.3);
+            // one who hid their number stays hidden (case 9.55).
+            if caller.starts_with('+') {
+                format!("<sip:{caller}@{}:5061;user=phone>", self.config.fqdn)
+            } else {
+                "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_string()
+            }
         } else if u.hide_caller_id {
             "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_string()
         } else {
