@@ -60,3 +60,13 @@ Feature: Hold, resume and refresh across the SBC
     Then the hub reports that the SBC held the call with a=sendonly
     When the PSTN caller hangs up
     Then both legs end with BYE and 200
+
+  Scenario: Both sides hold at once: the crossing re-INVITEs meet 491 and are sent again
+    When PSTN caller +4930123456 calls +4989000001
+    Then the Teams user answers
+    And audio flows both ways, decrypted and in order
+    When the PSTN caller and the Teams user put the call on hold at once
+    Then a re-INVITE met 491 and was sent again
+    And audio stops both ways
+    When the PSTN caller hangs up
+    Then both legs end with BYE and 200

@@ -16,7 +16,8 @@ Feature: Transfers the hub asks of the SBC
     When PSTN caller +4930123456 calls +4989000001
     Then the Teams user answers
     When Alice transfers the call to Bob
-    Then the transfer to Bob completes by REFER
+    Then the PSTN caller hears Bob's ringback before he answers
+    And the transfer to Bob completes by REFER
     And the SBC accepts the REFER and calls the Refer-To back with the Referred-By unchanged
     And the SBC reports the transfer in NOTIFYs: 100, 180, 183, 200
     And the PSTN caller hears Bob, decrypted and in order
@@ -108,4 +109,17 @@ Feature: Transfers the hub asks of the SBC
     And the carrier has been sent 1 new call
     And the PSTN caller and PSTN phone +4930654321 hear each other, in order
     When the PSTN caller hangs up
+    Then the PSTN caller hears the call end
+
+  Scenario: A Teams user who called a PSTN number transfers the call to another Teams user, who hangs up
+    When Teams user Alice dials +4930123456
+    Then the phone rings
+    And the phone answers
+    When Alice transfers the call to Bob
+    Then the transfer to Bob completes by REFER
+    And the SBC accepts the REFER and calls the Refer-To back with the Referred-By unchanged
+    And the SBC reports the transfer in NOTIFYs: 100, 180, 183, 200
+    And the PSTN caller hears Bob, decrypted and in order
+    And the carrier has been sent 1 new call
+    When Bob hangs up
     Then the PSTN caller hears the call end

@@ -8,6 +8,7 @@ use crate::world::Lab;
 use carrier_sim::trunk::{CarrierCommand, HoldStyle};
 use cucumber::{given, then, when};
 use sbc::sip::sdp::Direction;
+use sbc::sip::wire::Message;
 use std::time::Duration;
 use teams_sim::hub::HubCommand;
 
@@ -300,6 +301,65 @@ async fn pstn_call_ends(w: &mut DrlabWorld) -> StepResult {
     if !ended(lab) {
         let state = lock(&lab.carrier).calls.back().map(|c| c.state.clone());
         return fail(lab, format!("the PSTN call to end, it is {state:?}"));
+    }
+    Ok(())
+}
+
+/// Glare (RFC 3261 §14.1): both ends re-INVITE in the same instant, so
+/// re-INVITEs cross on a leg of the SBC.
+#[when("the PSTN caller and the Teams user put the call on hold at once")]
+async fn both_hold(w: &mut DrlabWorld) -> StepResult {
+    let number = w.caller.clone().ok_or("no PSTN caller in this scenario")?;
+    let user = teams_user(w)?;
+    let lab = w.lab()?;
+    lab.carrier_commands
+        .send(CarrierCommand::Hold {
+            number,
+            how: HoldStyle::SendOnly,
+        })
+        .map_err(|e| e.to_string())?;
+    lab.hub_commands
+        .send(HubCommand::Reinvite {
+            user,
+            direction: Some(Direction::Inactive),
+        })
+        .map_err(|e| e.to_string())?;
+    lab.run_for(Duration::from_millis(200))
+        .map_err(|e| e.to_string())
+}
+
+/// A re-INVITE answered 491 and the same side's re-INVITE sent again
+/// afterwards (the §14.1 back-off: 2.1–4 s for the owner of the Call-ID,
+/// 0–2 s for the other), every re-INVITE finally answered 200.
+#[then("a re-INVITE met 491 and was sent again")]
+async fn glare_resolved(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    lab.run_for(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    let msgs: Vec<(String, String, Message)> = sent(lab)
+        .into_iter()
+        .filter_map(|s| Some((s.from.clone(), s.to.clone(), s.message()?)))
+        .collect();
+    let is_reinvite = |m: &Message| {
+        m.method() == Some(&sbc::sip::wire::Method::Invite)
+            && m.to_header()
+                .ok()
+                .and_then(|t| t.tag().map(str::to_string))
+                .is_some()
+    };
+    let Some(pos) = msgs.iter().position(|(_, _, m)| m.status() == Some(491)) else {
+        return fail(lab, "a 491 for crossing re-INVITEs");
+    };
+    // The 491 goes back to the side whose re-INVITE it refused.
+    let (refuser, refused) = (msgs[pos].0.clone(), msgs[pos].1.clone());
+    let retried = msgs[pos + 1..]
+        .iter()
+        .any(|(f, t, m)| *f == refused && *t == refuser && is_reinvite(m));
+    if !retried {
+        return fail(
+            lab,
+            format!("{refused} to send its re-INVITE to {refuser} again after the 491"),
+        );
     }
     Ok(())
 }

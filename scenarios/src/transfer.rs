@@ -460,3 +460,56 @@ async fn phones_hear_each_other(w: &mut DrlabWorld, number: String) -> StepResul
     }
     Ok(())
 }
+
+/// A Teams user, by name, hangs up their call (after a transfer, the one
+/// who has it now).
+#[when(regex = r"^(\S+) hangs up$")]
+async fn named_user_hangs_up(w: &mut DrlabWorld, user: String) -> StepResult {
+    let lab = w.lab()?;
+    lab.hub_commands
+        .send(HubCommand::HangUp { user })
+        .map_err(|e| e.to_string())?;
+    lab.run_for(Duration::from_millis(10))
+        .map_err(|e| e.to_string())
+}
+
+/// KB-XFER: the transferee hears the target ring. The target's early
+/// media (the media processor's ringback, in its 183) reaches the PSTN
+/// phone while the target's call is still ringing.
+#[then(regex = r"^the PSTN caller hears (\S+)'s ringback before (?:she|he|they) answers?$")]
+async fn hears_ringback(w: &mut DrlabWorld, user: String) -> StepResult {
+    let lab = w.lab()?;
+    let Some(pstn) = lock(&lab.carrier).calls.back().map(|c| c.media.clone()) else {
+        return fail(lab, "a PSTN call");
+    };
+    // (state of the target's call, its media processor's SSRC)
+    let target = move |l: &Lab, u: &str| {
+        let hub = lock(&l.hub);
+        let call = hub.calls.iter().rev().find(|c| c.user == u)?;
+        let own = lock(&call.media).own_ssrc;
+        Some((call.state.clone(), own))
+    };
+    let heard = |p: &drlab_sim::MediaStats, t: &Option<(CallState, Option<u32>)>| {
+        t.as_ref().is_some_and(|(state, own)| {
+            *state != CallState::Answered
+                && own.is_some()
+                && p.last_ssrc == *own
+                && p.from_source >= 10
+        })
+    };
+    let (u2, p2) = (user.clone(), pstn.clone());
+    lab.run_until(Duration::from_secs(10), move |l| {
+        let t = target(l, &u2);
+        heard(&lock(&p2), &t) || t.is_some_and(|(s, _)| s == CallState::Answered)
+    })
+    .map_err(|e| e.to_string())?;
+    let t = target(lab, &user);
+    let p = lock(&pstn).clone();
+    if !heard(&p, &t) {
+        return fail(
+            lab,
+            format!("the PSTN phone to hear {user}'s stream while {user} rings; {user}'s call is {t:?}, the phone saw {p:?}"),
+        );
+    }
+    Ok(())
+}

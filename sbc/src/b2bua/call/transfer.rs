@@ -17,7 +17,7 @@
 
 use super::{agreed, code_for, sdp_of, Call, Leg, Rejection};
 use crate::b2bua::{Sbc, SbcFault, TransferMode, SBC_AGENT};
-use crate::media::SrtpKey;
+use crate::media::{RelayCommand, SrtpKey};
 use crate::sip::sdp::offer_answer::LocalMedia;
 use crate::sip::sdp::SessionDescription;
 use crate::sip::session::{Hop, Reply, RequestBuilder, SessionEvent, SessionId, SessionState};
@@ -119,6 +119,27 @@ impl Call {
             self.held.1 = theirs_holds(&theirs);
             self.b_answer = Some(theirs);
         }
+    }
+}
+
+impl Call {
+    /// The relay plan with the Teams side on the transfer's new leg, for
+    /// its early media: the transferee hears the target's ringback
+    /// (KB-XFER: the SBC must give it from the new leg's 180/183).
+    fn early_plan(
+        &self,
+        ours: &SessionDescription,
+        theirs: &SessionDescription,
+    ) -> Option<crate::media::RelayPlan> {
+        let teams = super::relay_leg(&agreed(ours, theirs)?)?;
+        let mut plan = self.relay_plan()?;
+        if self.a_is_teams() {
+            plan.a = teams;
+        } else {
+            plan.b = teams;
+        }
+        plan.hold = false;
+        Some(plan)
     }
 }
 
@@ -379,8 +400,16 @@ impl Sbc {
         event: SessionEvent,
     ) {
         match event {
-            SessionEvent::Progress { response, .. } => {
+            SessionEvent::Progress { response, sdp } => {
                 let code = response.status().unwrap_or(0);
+                let early = sdp.and_then(|theirs| {
+                    let c = self.calls.get(&call_id)?;
+                    c.early_plan(&c.transfer.as_ref()?.offer, &theirs)
+                });
+                if let Some(plan) = early {
+                    self.media_out
+                        .push_back(RelayCommand::Plan { id: call_id, plan });
+                }
                 let Some(t) = self
                     .calls
                     .get_mut(&call_id)
@@ -414,6 +443,8 @@ impl Sbc {
                     format!("call {call_id}: the transfer failed: {reason}"),
                 );
                 self.notify(now, ua, t.refer_leg, code, &text, true);
+                // Back to the old Teams leg, if its early media took over.
+                self.push_plan(call_id);
                 self.release_if_done(ua, call_id);
             }
             _ => {}
