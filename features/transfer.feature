@@ -123,3 +123,17 @@ Feature: Transfers the hub asks of the SBC
     And the carrier has been sent 1 new call
     When Bob hangs up
     Then the PSTN caller hears the call end
+
+  Scenario: An SBC that passes REFER on to the carrier: the carrier's switch calls back
+    Given the SBC passes transfers on to the carrier
+    When PSTN caller +4930123456 calls +4989000001
+    Then the Teams user answers
+    When Alice transfers the call to Bob
+    Then the transfer to Bob completes by REFER
+    And the SBC REFERs the carrier, which calls the Refer-To back
+    And the SBC accepts the REFER and calls the Refer-To back with the Referred-By unchanged
+    And the PSTN caller hears Bob, decrypted and in order
+    And the carrier has been sent 0 new calls
+    And the hub holds nothing against the SBC
+    When the PSTN caller hangs up
+    Then the PSTN caller hears the call end

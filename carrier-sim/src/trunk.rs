@@ -26,7 +26,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
-const CARRIER_ALLOW: &str = "INVITE,ACK,BYE,CANCEL,OPTIONS";
+mod refer;
+
+/// The trunk takes REFER (RFC 3515) as a transferee: a PSTN switch that
+/// places the new call itself when the SBC passes a transfer on.
+const CARRIER_ALLOW: &str = "INVITE,ACK,BYE,CANCEL,OPTIONS,REFER,NOTIFY";
 /// How many calls the view keeps (the counter keeps counting).
 pub const VIEW_HISTORY: usize = 256;
 
@@ -137,6 +141,9 @@ struct PstnCall {
     talk: Talk,
     port: u16,
     why: Option<String>,
+    /// This call carries out a REFER received on that call: its progress
+    /// goes there in NOTIFYs (and which statuses have).
+    refer_of: Option<(SessionId, Vec<u16>)>,
 }
 
 /// Run the trunk (UDP on `listen_port`) until its host stops. Every SIP message
@@ -274,14 +281,16 @@ impl Trunk {
         }
     }
 
-    /// A PSTN phone calls `to` (E.164) through the trunk.
+    /// A PSTN phone calls `to` (E.164) through the trunk; `target`, if
+    /// given, is the Request-URI as is (a Refer-To the SBC handed us).
     fn call(
         &mut self,
         now: Instant,
         ua: &mut UserAgent,
         from: &str,
         to: &str,
-    ) -> Result<(), String> {
+        target: Option<&str>,
+    ) -> Result<SessionId, String> {
         let phone = self
             .config
             .phones
@@ -295,11 +304,12 @@ impl Trunk {
         let cc = self.config.country_code.clone();
         let (calling, called) = (national(from, &cc), national(to, &cc));
         let sbc = format!("{}:{}", self.config.sbc_host, self.config.sbc_port);
+        let ruri = target.map_or_else(|| format!("sip:{called}@{sbc}"), str::to_string);
         let invite = RequestBuilder::new(
             Method::Invite,
-            format!("sip:{called}@{sbc}"),
+            ruri.clone(),
             format!("<sip:{calling}@{}>", self.config.fqdn),
-            format!("<sip:{called}@{sbc}>"),
+            format!("<{ruri}>"),
         )
         .contact(format!(
             "<sip:{calling}@{}:{}>",
@@ -334,9 +344,10 @@ impl Trunk {
                 port: talk.port,
                 talk,
                 why: None,
+                refer_of: None,
             },
         );
-        Ok(())
+        Ok(id)
     }
 
     /// The SBC's SDP (early media in a 183, or the answer): the phone
@@ -379,9 +390,18 @@ impl Trunk {
         match event {
             SessionEvent::Incoming { request, .. } => self.on_invite(now, ua, id, &request),
             // A 183 with SDP brings early media (ringback from the far end).
-            SessionEvent::Progress { sdp, .. } => self.heard(ua, id, sdp, false),
-            SessionEvent::Answered { sdp, .. } => self.heard(ua, id, sdp, true),
-            SessionEvent::Ended { reason } => self.on_ended(id, reason),
+            SessionEvent::Progress { sdp, response } => {
+                self.heard(ua, id, sdp, false);
+                self.refer_progress(now, ua, id, &response);
+            }
+            SessionEvent::Answered { sdp, response } => {
+                self.heard(ua, id, sdp, true);
+                self.refer_progress(now, ua, id, &response);
+            }
+            SessionEvent::Ended { reason } => {
+                self.refer_failed(now, ua, id, &reason);
+                self.on_ended(id, reason)
+            }
             SessionEvent::ReInvite { offer, .. } => {
                 // RFC 3264 §8: answered from the phone's own media.
                 let answer = match (offer, self.calls.get_mut(&id)) {
@@ -400,6 +420,9 @@ impl Trunk {
                     }
                 }
             }
+            SessionEvent::Request { key, request } if request.method() == Some(&Method::Refer) => {
+                self.on_refer(now, ua, id, key, &request)
+            }
             SessionEvent::Request { key, request } => {
                 let _ = ua.respond_in_dialog(
                     now,
@@ -414,7 +437,7 @@ impl Trunk {
                     c.talk.remote = Some(answer);
                 }
             }
-            // The phones send no REFER or NOTIFY of their own.
+            // Answers to our NOTIFYs need nothing more.
             SessionEvent::Confirmed | SessionEvent::Response { .. } => {}
         }
     }
@@ -501,6 +524,7 @@ impl Trunk {
                 port: talk.port,
                 talk,
                 why: None,
+                refer_of: None,
             },
         );
     }
@@ -638,7 +662,7 @@ impl Role for Trunk {
     fn on_command(&mut self, now: Instant, command: CarrierCommand, ua: &mut UserAgent) {
         match command {
             CarrierCommand::Call { from, to } => {
-                if let Err(e) = self.call(now, ua, &from, &to) {
+                if let Err(e) = self.call(now, ua, &from, &to, None) {
                     self.problem(
                         "call",
                         format!("call from {from} to {to} failed to start: {e}"),

@@ -107,7 +107,8 @@ pub struct HubSection {
     pub options_interval_secs: u64,
     /// `"refer"` (the default): REFER in Allow, the SBC carries out the
     /// hub's transfers; `"hub"`: no REFER, the hub transfers on its side
-    /// or with an INVITE carrying Replaces (behaviour §5).
+    /// or with an INVITE carrying Replaces (behaviour §5); `"carrier"`:
+    /// REFER passed on to the carrier when its Allow lists REFER.
     #[serde(default)]
     pub transfers: Transfers,
 }
@@ -119,6 +120,7 @@ pub enum Transfers {
     #[default]
     Refer,
     Hub,
+    Carrier,
 }
 
 impl From<Transfers> for crate::b2bua::TransferMode {
@@ -126,6 +128,7 @@ impl From<Transfers> for crate::b2bua::TransferMode {
         match t {
             Transfers::Refer => crate::b2bua::TransferMode::Refer,
             Transfers::Hub => crate::b2bua::TransferMode::HubOnly,
+            Transfers::Carrier => crate::b2bua::TransferMode::Carrier,
         }
     }
 }

@@ -50,6 +50,50 @@ async fn sbc_without_refer(w: &mut DrlabWorld) -> StepResult {
         .set(SbcCommand::Transfers(TransferMode::HubOnly))
 }
 
+#[given("the SBC passes transfers on to the carrier")]
+async fn sbc_refers_carrier(w: &mut DrlabWorld) -> StepResult {
+    w.lab()?
+        .sut
+        .set(SbcCommand::Transfers(TransferMode::Carrier))
+}
+
+/// The SBC passed the hub's REFER on to the carrier, which accepted it and
+/// called the SBC back on the Refer-To it was given.
+#[then("the SBC REFERs the carrier, which calls the Refer-To back")]
+async fn carrier_referred(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let sbc = lab.config.sbc_fqdn.clone();
+    let s2 = sbc.clone();
+    let refer = raw_between(lab, |h| h == sbc, |h| h == CARRIER)
+        .into_iter()
+        .map(|(_, r)| r)
+        .find(|r| r.start_line.starts_with("REFER "));
+    let Some(refer) = refer else {
+        return fail(lab, "a REFER from the SBC to the carrier");
+    };
+    let Some(target) = refer
+        .first("Refer-To")
+        .map(|v| teams_sim::hub::raw::uri_of(v).to_string())
+    else {
+        return fail(lab, "a Refer-To on the SBC's REFER");
+    };
+    let from_carrier = raw_between(lab, |h| h == CARRIER, |h| h == s2);
+    let accepted = from_carrier.iter().any(|(_, r)| {
+        r.start_line.starts_with("SIP/2.0 202")
+            && r.first("CSeq").is_some_and(|c| c.ends_with("REFER"))
+    });
+    let called_back = from_carrier.iter().any(|(_, r)| {
+        r.start_line.starts_with("INVITE ") && r.request_uri() == Some(target.as_str())
+    });
+    if !accepted || !called_back {
+        return fail(
+            lab,
+            format!("the carrier to answer the REFER 202 and INVITE {target}; 202: {accepted}, INVITE: {called_back}"),
+        );
+    }
+    Ok(())
+}
+
 #[when(regex = r"^(\S+) transfers the call to (\S+)$")]
 async fn transfers(w: &mut DrlabWorld, user: String, to: String) -> StepResult {
     let lab = w.lab()?;

@@ -5,6 +5,8 @@
 
 mod transfer;
 
+pub(super) use transfer::ReferTarget;
+
 use super::numbers::{to_e164, to_national};
 use super::{Sbc, SbcFault, SBC_AGENT};
 use crate::media::{RelayCommand, RelayEvent, RelayLeg, RelayPlan, RelayStats, SrtpKey};
@@ -82,6 +84,11 @@ pub(crate) struct Call {
     privacy_id: bool,
     /// A transfer the SBC is carrying out for the hub (REFER).
     transfer: Option<transfer::Transfer>,
+    /// A hub REFER passed on to the carrier, waiting for its NOTIFYs.
+    relayed_refer: Option<transfer::RelayedRefer>,
+    /// Inbound: the carrier called a Refer-To back: leg b goes to this
+    /// URI with this Referred-By, not to a number.
+    teams_target: Option<(String, Option<String>)>,
     /// Teams legs this call has moved off (transferred or replaced), and
     /// failed transfer legs: they end on their own or by `retire_by`.
     retired: Vec<SessionId>,
@@ -297,6 +304,19 @@ impl Sbc {
             SessionEvent::Request { key, request } if request.method() == Some(&Method::Refer) => {
                 self.on_refer(now, ua, call_id, id, key, &request)
             }
+            SessionEvent::Request { key, request }
+                if request.method() == Some(&Method::Notify)
+                    && self.calls.get(&call_id).is_some_and(|c| {
+                        c.relayed_refer.is_some() && c.teams_leg() != Some(id)
+                    }) =>
+            {
+                self.relay_notify(now, ua, call_id, id, key, &request)
+            }
+            SessionEvent::Response {
+                key,
+                code,
+                response,
+            } => self.on_carrier_refer_answer(now, ua, call_id, &key, code, response.as_ref()),
             SessionEvent::Request { key, request } => {
                 // NOTIFY outside a subscription of ours: RFC 6665 §4.1.3.
                 let reply = if request.method() == Some(&Method::Notify) {
@@ -393,12 +413,23 @@ impl Sbc {
             .map(|f| uri_user(&f.uri))
             .unwrap_or_default();
         let anonymous = is_anonymous(request);
+        let teams_target = match direction {
+            Direction::Inbound => self
+                .refer_targets
+                .remove(&called_raw)
+                .map(|t| (t.refer_to, t.referred_by)),
+            Direction::Outbound => None,
+        };
         let (called, calling) = match direction {
             Direction::Inbound => {
                 let incomplete = |e: super::numbers::BadNumber| {
                     Rejection::new(484, "Address Incomplete", e.to_string())
                 };
-                let called = to_e164(&called_raw, &cc).map_err(incomplete)?;
+                // The carrier calling back a Refer-To we handed it.
+                let called = match &teams_target {
+                    Some((uri, _)) => uri_user(uri),
+                    None => to_e164(&called_raw, &cc).map_err(incomplete)?,
+                };
                 // An anonymous caller goes through as such: Teams accepts
                 // `anonymous@anonymous.invalid` (behaviour §9.55).
                 let calling = if anonymous {
@@ -484,6 +515,8 @@ impl Sbc {
                 .values("Privacy")
                 .any(|p| p.split(';').any(|x| x.trim().eq_ignore_ascii_case("id"))),
             transfer: None,
+            relayed_refer: None,
+            teams_target,
             retired: Vec::new(),
             retire_by: None,
         };
@@ -565,17 +598,22 @@ impl Sbc {
             Some(n) => format!("<sip:{n}@{fqdn}:{port};user=phone>"),
             None => "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_string(),
         };
-        let ruri = format!("sip:{}@{hub}:{hub_port};user=phone", call.called);
-        let mut b = RequestBuilder::new(
-            Method::Invite,
-            ruri,
-            from,
-            format!("<sip:{}@{hub}:{hub_port};user=phone>", call.called),
-        )
-        .max_forwards(call.max_forwards)
-        .contact(self.teams_contact(call.calling.as_deref()))
-        .header("Allow", self.allow())
-        .header("X-MS-SBC", SBC_AGENT);
+        let (ruri, to) = match &call.teams_target {
+            // A transfer the carrier carries out: the Refer-To, exactly.
+            Some((uri, _)) => (uri.clone(), format!("<{uri}>")),
+            None => (
+                format!("sip:{}@{hub}:{hub_port};user=phone", call.called),
+                format!("<sip:{}@{hub}:{hub_port};user=phone>", call.called),
+            ),
+        };
+        let mut b = RequestBuilder::new(Method::Invite, ruri, from, to)
+            .max_forwards(call.max_forwards)
+            .contact(self.teams_contact(call.calling.as_deref()))
+            .header("Allow", self.allow())
+            .header("X-MS-SBC", SBC_AGENT);
+        if let Some((_, Some(rb))) = &call.teams_target {
+            b = b.header("Referred-By", rb.clone());
+        }
         if call.calling.is_none() {
             b = b.header("Privacy", "id");
         }
@@ -1079,6 +1117,7 @@ impl Sbc {
             for s in call.legs.iter().map(|l| l.session).chain(call.retired) {
                 self.by_session.remove(&s);
             }
+            self.refer_targets.retain(|_, t| t.call_id != call_id);
             self.view().calls_ended += 1;
         }
     }

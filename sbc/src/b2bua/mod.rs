@@ -50,6 +50,12 @@ pub enum TransferMode {
     /// No REFER in Allow: the hub transfers internally or replaces the
     /// dialog with an INVITE carrying Replaces, which the SBC accepts.
     HubOnly,
+    /// REFER in Allow, passed on to the carrier as a REFER (where the
+    /// carrier's Allow lists REFER, else carried out as `Refer`): the
+    /// carrier's switch calls the SBC back on a URI standing for the
+    /// Refer-To, which the SBC sends to the hub as the Refer-To with the
+    /// Referred-By unchanged; the carrier's NOTIFYs go to the hub.
+    Carrier,
 }
 pub const SBC_AGENT: &str = "drlab-sbc/0.1";
 
@@ -242,6 +248,9 @@ pub(crate) struct Sbc {
     /// Hub proxies not to send INVITEs to until then: they answered 503
     /// with Retry-After (case 9.41).
     avoid_until: BTreeMap<String, Instant>,
+    /// URIs the carrier was REFERred to, standing for the hub's Refer-To
+    /// (`TransferMode::Carrier`), by their user part.
+    refer_targets: BTreeMap<String, call::ReferTarget>,
 }
 
 impl Sbc {
@@ -267,6 +276,7 @@ impl Sbc {
             options_enabled: true,
             faults: Default::default(),
             avoid_until: BTreeMap::new(),
+            refer_targets: BTreeMap::new(),
             options_keys: BTreeMap::new(),
             options_seq: 0,
         }
@@ -284,7 +294,7 @@ impl Sbc {
     /// method from it (behaviour §5).
     fn allow(&self) -> &'static str {
         match self.config.transfers {
-            TransferMode::Refer => SBC_ALLOW,
+            TransferMode::Refer | TransferMode::Carrier => SBC_ALLOW,
             TransferMode::HubOnly => SBC_ALLOW_NO_REFER,
         }
     }

@@ -46,7 +46,34 @@ pub(in crate::b2bua) struct Transfer {
     notified: Vec<u16>,
 }
 
+/// A URI we REFERred the carrier to, standing for the hub's Refer-To.
+#[derive(Debug)]
+pub(in crate::b2bua) struct ReferTarget {
+    pub(in crate::b2bua) refer_to: String,
+    pub(in crate::b2bua) referred_by: Option<String>,
+    /// The call whose transfer it is.
+    pub(in crate::b2bua) call_id: u64,
+}
+
+/// A hub REFER passed on to the carrier.
+#[derive(Debug)]
+pub(in crate::b2bua) struct RelayedRefer {
+    /// Our REFER to the carrier.
+    key: TransactionKey,
+    /// The Teams leg the hub's REFER came on: the carrier's NOTIFYs go there.
+    hub_leg: SessionId,
+}
+
 impl Call {
+    /// The carrier side's session.
+    fn carrier_leg(&self) -> Option<SessionId> {
+        if self.a_is_teams() {
+            self.b()
+        } else {
+            Some(self.a())
+        }
+    }
+
     /// The Teams side's session now.
     pub(super) fn teams_leg(&self) -> Option<SessionId> {
         if self.a_is_teams() {
@@ -239,7 +266,7 @@ impl Sbc {
                 .header("Allow", "INVITE,ACK,OPTIONS,CANCEL,BYE,REFER,NOTIFY");
             let _ = ua.respond_in_dialog(now, id, key.clone(), request, reply);
         };
-        if self.config.transfers != TransferMode::Refer {
+        if self.config.transfers == TransferMode::HubOnly {
             let reply = Reply::new(405, "Method Not Allowed").header("Allow", self.allow());
             let _ = ua.respond_in_dialog(now, id, key, request, reply);
             return;
@@ -279,6 +306,12 @@ impl Sbc {
                 return refuse(ua, code, reason, &why);
             }
         };
+        if self.config.transfers == TransferMode::Carrier {
+            if let Some(carrier) = self.carrier_takes_refer(ua, call_id) {
+                let _ = ua.respond_in_dialog(now, id, key, request, Reply::new(202, "Accepted"));
+                return self.refer_carrier(now, ua, call_id, id, carrier, target, request);
+            }
+        }
         let Some(media) = self.calls[&call_id].new_teams_media(ua) else {
             return refuse(ua, 500, "Server Internal Error", "no Teams leg media");
         };
@@ -311,6 +344,150 @@ impl Sbc {
                 );
                 self.notify(now, ua, id, 503, "Service Unavailable", true);
             }
+        }
+    }
+
+    /// The carrier leg, if the carrier's Allow (its INVITE, or its 200 to
+    /// ours) lists REFER.
+    fn carrier_takes_refer(&self, ua: &UserAgent, call_id: u64) -> Option<SessionId> {
+        let leg = self.calls.get(&call_id)?.carrier_leg()?;
+        let s = ua.session(leg)?;
+        let m = match s.side() {
+            crate::sip::session::Side::Uas => Some(s.invite()),
+            crate::sip::session::Side::Uac => s.final_response(),
+        }?;
+        m.headers
+            .values("Allow")
+            .any(|x| x.trim().eq_ignore_ascii_case("REFER"))
+            .then_some(leg)
+    }
+
+    /// Pass the hub's REFER on to the carrier (`TransferMode::Carrier`):
+    /// its Refer-To is a URI of ours that stands for the hub's, so the
+    /// carrier's switch calls us back and we call the hub's Refer-To with
+    /// its Referred-By unchanged.
+    #[allow(clippy::too_many_arguments)]
+    fn refer_carrier(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call_id: u64,
+        hub_leg: SessionId,
+        carrier: SessionId,
+        target: String,
+        refer: &Message,
+    ) {
+        let token = format!("xfer-{}", ua.rng().hex(16));
+        let headers = vec![
+            (
+                "Refer-To".to_string(),
+                format!(
+                    "<sip:{token}@{}:{}>",
+                    self.ip, self.config.carrier_listen_port
+                ),
+            ),
+            (
+                "Referred-By".to_string(),
+                format!("<sip:{}:{}>", self.ip, self.config.carrier_listen_port),
+            ),
+        ];
+        match ua.request_in_dialog(now, carrier, Method::Refer, headers, None) {
+            Ok(key) => {
+                self.refer_targets.insert(
+                    token,
+                    ReferTarget {
+                        refer_to: target,
+                        referred_by: refer.headers.get("Referred-By").map(str::to_string),
+                        call_id,
+                    },
+                );
+                if let Some(c) = self.calls.get_mut(&call_id) {
+                    c.relayed_refer = Some(RelayedRefer { key, hub_leg });
+                }
+            }
+            Err(e) => {
+                self.problem(
+                    "transfer",
+                    format!("call {call_id}: REFER to the carrier: {e}"),
+                );
+                self.notify(now, ua, hub_leg, 503, "Service Unavailable", true);
+            }
+        }
+    }
+
+    /// The carrier's answer to the REFER we passed on: anything but 2xx
+    /// ends the hub's transfer with that status.
+    pub(super) fn on_carrier_refer_answer(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call_id: u64,
+        key: &TransactionKey,
+        code: u16,
+        response: Option<&Message>,
+    ) {
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if c.relayed_refer.as_ref().is_none_or(|r| r.key != *key) || (200..300).contains(&code) {
+            return;
+        }
+        let Some(r) = c.relayed_refer.take() else {
+            return;
+        };
+        self.refer_targets.retain(|_, t| t.call_id != call_id);
+        let reason = response
+            .map(|m| m.summary())
+            .and_then(|s| s.split_once(' ').map(|x| x.1.to_string()))
+            .unwrap_or_else(|| "Request Timeout".into());
+        self.problem(
+            "transfer",
+            format!("call {call_id}: the carrier answered our REFER {code}"),
+        );
+        self.notify(now, ua, r.hub_leg, code, &reason, true);
+    }
+
+    /// A NOTIFY from the carrier for the REFER we passed on: answered, and
+    /// sent on to the hub as it came (RFC 3515 §2.4.5).
+    pub(super) fn relay_notify(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call_id: u64,
+        carrier: SessionId,
+        key: TransactionKey,
+        request: &Message,
+    ) {
+        let _ = ua.respond_in_dialog(now, carrier, key, request, Reply::new(200, "OK"));
+        let Some(c) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let Some(hub_leg) = c.relayed_refer.as_ref().map(|r| r.hub_leg) else {
+            return;
+        };
+        let state = request
+            .headers
+            .get("Subscription-State")
+            .unwrap_or("active")
+            .to_string();
+        if state.trim().to_ascii_lowercase().starts_with("terminated") {
+            c.relayed_refer = None;
+        }
+        let headers = vec![
+            ("Event".to_string(), "refer".to_string()),
+            ("Subscription-State".to_string(), state),
+        ];
+        let ctype = request
+            .headers
+            .get("Content-Type")
+            .unwrap_or("message/sipfrag;version=2.0")
+            .to_string();
+        let body = Some((ctype, request.body.clone()));
+        if let Err(e) = ua.request_in_dialog(now, hub_leg, Method::Notify, headers, body) {
+            self.problem(
+                "transfer",
+                format!("call {call_id}: NOTIFY to the hub: {e}"),
+            );
         }
     }
 
