@@ -46,6 +46,7 @@ Feature: The caller's identity on calls from Teams (ForwardPai)
     And Teams user Bob forwards calls to +4930654321
     When PSTN caller +4930123456 calls +4989000002
     Then the hub's INVITE to the SBC for +4930654321 carries History-Info: +4989000002 forwarded to +4930654321
+    And the SBC passes the hub's History-Info on to the carrier
     And the PSTN caller and PSTN phone +4930654321 hear each other, in order
     When the PSTN caller hangs up
     Then the PSTN caller hears the call end

@@ -87,6 +87,10 @@ pub struct CarrierSection {
     /// to the carrier: the carrier is in our trust domain (RFC 3325).
     #[serde(default = "default_true")]
     pub forward_identity: bool,
+    /// Pass the hub's History-Info (a forwarded call's path, RFC 7044) on
+    /// to the carrier.
+    #[serde(default = "default_true")]
+    pub forward_history: bool,
 }
 
 fn default_true() -> bool {
@@ -274,6 +278,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         max_ringing: Duration::from_secs(180),
         transfers: file.hub.transfers.into(),
         forward_identity: file.carrier.forward_identity,
+        forward_history: file.carrier.forward_history,
         timers: crate::sip::transaction::TimerConfig::default(),
         seed: file.seed.unwrap_or(0),
     };

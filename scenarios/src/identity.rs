@@ -186,3 +186,32 @@ async fn history_info(
     }
     Ok(())
 }
+
+/// The SBC passes the hub's History-Info on to the carrier unchanged
+/// (`carrier.forward_history`).
+#[then(regex = r"^the SBC passes the hub's History-Info on to the carrier$")]
+async fn history_passed(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let sbc = lab.config.sbc_fqdn.clone();
+    let find = |l: &Lab| {
+        let hub = [
+            "sip.pstnhub.microsoft.com",
+            "sip2.pstnhub.microsoft.com",
+            "sip3.pstnhub.microsoft.com",
+        ]
+        .iter()
+        .find_map(|h| first_invite(l, h, &sbc))?;
+        let carrier = first_invite(l, &sbc, CARRIER)?;
+        Some((
+            hub.values("History-Info").len(),
+            hub.lines("History-Info").join(","),
+            carrier.lines("History-Info").join(","),
+        ))
+    };
+    lab.run_until(Duration::from_secs(10), |l| find(l).is_some())
+        .map_err(|e| e.to_string())?;
+    match find(lab) {
+        Some((n, hub, carrier)) if n > 0 && hub == carrier => Ok(()),
+        other => fail(lab, format!("the hub's History-Info on the SBC's INVITE to the carrier; (entries, hub, carrier): {other:?}")),
+    }
+}

@@ -194,6 +194,7 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         max_ringing: Duration::from_secs(180),
         transfers: Default::default(),
         forward_identity: true,
+        forward_history: true,
         timers: o.timers,
         seed: 1,
     };

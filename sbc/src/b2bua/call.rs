@@ -82,6 +82,8 @@ pub(crate) struct Call {
     /// carrier's format) and whether Teams asked for privacy.
     asserted: Option<String>,
     privacy_id: bool,
+    /// Outbound: the hub's History-Info, as it came.
+    history: Vec<String>,
     /// A transfer the SBC is carrying out for the hub (REFER).
     transfer: Option<transfer::Transfer>,
     /// A hub REFER passed on to the carrier, waiting for its NOTIFYs.
@@ -514,6 +516,16 @@ impl Sbc {
                 .headers
                 .values("Privacy")
                 .any(|p| p.split(';').any(|x| x.trim().eq_ignore_ascii_case("id"))),
+            history: match direction {
+                Direction::Outbound => request
+                    .headers
+                    .0
+                    .iter()
+                    .filter(|h| h.is("History-Info"))
+                    .map(|h| h.value.clone())
+                    .collect(),
+                Direction::Inbound => Vec::new(),
+            },
             transfer: None,
             relayed_refer: None,
             teams_target,
@@ -646,6 +658,11 @@ impl Sbc {
         }
         if call.privacy_id {
             b = b.header("Privacy", "id");
+        }
+        if self.config.forward_history {
+            for h in &call.history {
+                b = b.header("History-Info", h.clone());
+            }
         }
         let m = b.build(ua.rng(), &self.config.fqdn);
         (m, Hop::Uri(format!("sip:{carrier}")))

@@ -97,6 +97,8 @@ pub struct SbcConfig {
     /// carrier gets neither PAI nor more than `Privacy: id` for a hidden
     /// caller.
     pub forward_identity: bool,
+    /// Pass the hub's History-Info on to the carrier (RFC 7044).
+    pub forward_history: bool,
     pub timers: TimerConfig,
     pub seed: u64,
 }

@@ -82,6 +82,7 @@ impl SystemUnderTest for ReferenceSbc {
             max_ringing: Duration::from_secs(180),
             transfers: Default::default(),
             forward_identity: true,
+            forward_history: true,
             timers: Default::default(),
             seed: ctx.seed,
         };
