@@ -137,3 +137,15 @@ Feature: Transfers the hub asks of the SBC
     And the hub holds nothing against the SBC
     When the PSTN caller hangs up
     Then the PSTN caller hears the call end
+
+  Scenario: A call a Teams user placed, transferred by REFER passed on to the carrier
+    Given the SBC passes transfers on to the carrier
+    When Teams user Alice dials +4930123456
+    Then the phone rings
+    And the phone answers
+    When Alice transfers the call to Bob
+    Then the transfer to Bob completes by REFER
+    And the SBC REFERs the carrier, which calls the Refer-To back
+    And the PSTN caller hears Bob, decrypted and in order
+    When Bob hangs up
+    Then the PSTN caller hears the call end
