@@ -54,6 +54,11 @@ pub struct FileConfig {
     pub media_port_max: u16,
     /// Seed for Call-IDs, tags, branches and keys; random when absent.
     pub seed: Option<u64>,
+    /// How the SBC refreshes sessions it refreshes (RFC 4028):
+    /// `"reinvite"` (the default) or `"update"` (where the peer's Allow
+    /// lists UPDATE; the hub's does not, so toward Teams it is re-INVITE).
+    #[serde(default)]
+    pub session_refresh: SessionRefresh,
     pub carrier: CarrierSection,
     #[serde(default)]
     pub hub: HubSection,
@@ -115,6 +120,15 @@ pub struct HubSection {
     /// REFER passed on to the carrier when its Allow lists REFER.
     #[serde(default)]
     pub transfers: Transfers,
+}
+
+/// The `session_refresh` setting.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionRefresh {
+    #[default]
+    Reinvite,
+    Update,
 }
 
 /// The `hub.transfers` setting.
@@ -279,6 +293,10 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         transfers: file.hub.transfers.into(),
         forward_identity: file.carrier.forward_identity,
         forward_history: file.carrier.forward_history,
+        session_refresh: match file.session_refresh {
+            SessionRefresh::Reinvite => crate::sip::session::RefreshMethod::Reinvite,
+            SessionRefresh::Update => crate::sip::session::RefreshMethod::Update,
+        },
         timers: crate::sip::transaction::TimerConfig::default(),
         seed: file.seed.unwrap_or(0),
     };

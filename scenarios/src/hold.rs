@@ -363,3 +363,54 @@ async fn glare_resolved(w: &mut DrlabWorld) -> StepResult {
     }
     Ok(())
 }
+
+#[given("the SBC refreshes sessions with UPDATE where the peer allows it")]
+async fn sbc_refreshes_with_update(w: &mut DrlabWorld) -> StepResult {
+    let how = sbc::sip::session::RefreshMethod::Update;
+    w.lab()?
+        .sut
+        .set(sbc::b2bua::SbcCommand::SessionRefresh(how))
+}
+
+/// UPDATEs from the SBC to the hub and how the hub answered each.
+#[then(regex = r"^the SBC has sent the hub (\d+) UPDATEs?(?:, each answered (\d+))?$")]
+async fn sbc_updates(w: &mut DrlabWorld, n: usize, code: String) -> StepResult {
+    let lab = w.lab()?;
+    let sbc = lab.config.sbc_fqdn.clone();
+    let msgs: Vec<(String, String, Message)> = sent(lab)
+        .into_iter()
+        .filter_map(|s| Some((s.from.clone(), s.to.clone(), s.message()?)))
+        .collect();
+    let updates = msgs
+        .iter()
+        .filter(|(f, t, m)| {
+            *f == sbc && is_hub(t) && m.method() == Some(&sbc::sip::wire::Method::Update)
+        })
+        .count();
+    if updates != n {
+        return fail(
+            lab,
+            format!("{n} UPDATE(s) from the SBC to the hub, it sent {updates}"),
+        );
+    }
+    if let Ok(code) = code.parse::<u16>() {
+        let answers: Vec<u16> = msgs
+            .iter()
+            .filter(|(f, t, m)| {
+                is_hub(f)
+                    && *t == sbc
+                    && m.cseq()
+                        .is_ok_and(|c| c.method == sbc::sip::wire::Method::Update)
+            })
+            .filter_map(|(_, _, m)| m.status())
+            .filter(|s| *s >= 200)
+            .collect();
+        if answers.len() != n || answers.iter().any(|c| *c != code) {
+            return fail(
+                lab,
+                format!("each UPDATE answered {code}; the hub answered {answers:?}"),
+            );
+        }
+    }
+    Ok(())
+}

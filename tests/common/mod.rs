@@ -195,6 +195,7 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         transfers: Default::default(),
         forward_identity: true,
         forward_history: true,
+        session_refresh: Default::default(),
         timers: o.timers,
         seed: 1,
     };

@@ -19,7 +19,7 @@ use crate::media::{PortAllocator, RelayCommand, RelayDriver, RelayEvent, RelaySt
 use crate::problems::ProblemLog;
 use crate::sip::endpoint::EndpointConfig;
 use crate::sip::rng::SeededRng;
-use crate::sip::session::{SessionConfig, SessionTimerConfig};
+use crate::sip::session::{RefreshMethod, SessionConfig, SessionTimerConfig};
 use crate::sip::transaction::{TimerConfig, TransactionKey};
 use crate::sip::transport::{Network, Tap, TlsListen, TransportConfig};
 use crate::sip::ua::{UaConfig, UaCounts, UaEvent, UserAgent};
@@ -99,6 +99,9 @@ pub struct SbcConfig {
     pub forward_identity: bool,
     /// Pass the hub's History-Info on to the carrier (RFC 7044).
     pub forward_history: bool,
+    /// How the SBC refreshes the sessions it refreshes (RFC 4028): re-INVITE,
+    /// or UPDATE where the peer's Allow lists it (the hub's does not).
+    pub session_refresh: RefreshMethod,
     pub timers: TimerConfig,
     pub seed: u64,
 }
@@ -135,6 +138,8 @@ pub enum SbcCommand {
     /// Take part in transfers this way from now on (what `hub.transfers`
     /// sets in the configuration file).
     Transfers(TransferMode),
+    /// Refresh sessions this way from now on (`session_refresh`).
+    SessionRefresh(RefreshMethod),
 }
 
 /// Deliberate misconfigurations, each the mistake a real SBC makes, so a
@@ -162,6 +167,9 @@ pub enum SbcFault {
     /// Rewrite the Referred-By of the INVITE a REFER asks for (dropping
     /// its `x-tt`), where it must be copied byte for byte (case 9.45).
     RewriteReferredBy,
+    /// Refresh sessions with UPDATE even where the peer's Allow does not
+    /// list it (the hub's does not: behaviour §6).
+    RefreshWithUnallowedUpdate,
 }
 
 /// The names the SBC sends to, resolved once at start.
@@ -214,7 +222,10 @@ pub async fn run_sbc_with<N: Network>(
     // RFC 4028 on every leg that supports it (the hub always offers it on
     // non-bypass calls, behaviour §6); when the hub names no refresher,
     // the hub refreshes.
-    session.timer = Some(SessionTimerConfig::default());
+    session.timer = Some(SessionTimerConfig {
+        refresh_with: config.session_refresh,
+        ..SessionTimerConfig::default()
+    });
     // RFC 3891: the hub's INVITE with Replaces (a call queue, case 9.48)
     // comes with Require: replaces.
     session.supported = vec!["replaces".into()];
@@ -418,14 +429,24 @@ impl Role for Sbc {
                 }
             }
             SbcCommand::Fault(f) => {
-                if f == SbcFault::NoSessionRefresh {
-                    if let Some(t) = ua.session_config_mut().timer.as_mut() {
-                        t.refresh = false;
+                if let Some(t) = ua.session_config_mut().timer.as_mut() {
+                    match f {
+                        SbcFault::NoSessionRefresh => t.refresh = false,
+                        SbcFault::RefreshWithUnallowedUpdate => {
+                            t.refresh_with = RefreshMethod::UpdateAlways
+                        }
+                        _ => {}
                     }
                 }
                 self.faults.insert(f);
             }
             SbcCommand::Transfers(mode) => self.config.transfers = mode,
+            SbcCommand::SessionRefresh(how) => {
+                self.config.session_refresh = how;
+                if let Some(t) = ua.session_config_mut().timer.as_mut() {
+                    t.refresh_with = how;
+                }
+            }
         }
     }
 

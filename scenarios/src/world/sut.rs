@@ -83,6 +83,7 @@ impl SystemUnderTest for ReferenceSbc {
             transfers: Default::default(),
             forward_identity: true,
             forward_history: true,
+            session_refresh: Default::default(),
             timers: Default::default(),
             seed: ctx.seed,
         };

@@ -453,6 +453,7 @@ pub async fn run_proxy<N: Network>(
         request_refresher: None,
         uas_choice: Refresher::Uac,
         refresh: true,
+        refresh_with: Default::default(),
     });
     // The hub judges new INVITEs by its own rules (rules.rs), not the stack's.
     session.uas_checks = false;

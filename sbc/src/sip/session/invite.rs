@@ -1,7 +1,7 @@
 //! One INVITE session, UAC or UAS (RFC 3261 §12–§15, RFC 6026).
 
 use super::offer_answer::OfferAnswer;
-use super::timer::{self, Refresher, TimerState};
+use super::timer::{self, RefreshMethod, Refresher, TimerState};
 use super::{EndReason, Hop, Reply, SessionAction, SessionConfig, SessionEvent, SessionId};
 use crate::sip::dialog::Dialog;
 use crate::sip::rng::SeededRng;
@@ -154,6 +154,8 @@ pub struct InviteSession {
     pending_bye: Option<TransactionKey>,
     /// Our other in-dialog requests in flight (REFER, NOTIFY, INFO...).
     requests_out: Vec<TransactionKey>,
+    /// Our UPDATE refresh in flight (RFC 4028 §7.4 with RFC 3311).
+    refresh_update: Option<TransactionKey>,
     /// BYE asked for before the ACK of our 2xx (RFC 3261 §15: wait for it).
     deferred_bye: Option<Vec<(String, String)>>,
     ending: Option<EndReason>,
@@ -312,6 +314,7 @@ impl InviteSession {
             glare_retry: None,
             pending_bye: None,
             requests_out: Vec::new(),
+            refresh_update: None,
             deferred_bye: None,
             ending: None,
             end: None,
@@ -892,7 +895,24 @@ impl InviteSession {
             || self.glare_retry.is_some()
             || !self.oa.is_settled();
         let local = self.oa.local.clone();
+        let method = self
+            .config
+            .timer
+            .as_ref()
+            .map(|c| c.refresh_with)
+            .unwrap_or_default();
+        let update = match method {
+            RefreshMethod::Reinvite => false,
+            RefreshMethod::Update => self.peer_allows("UPDATE"),
+            RefreshMethod::UpdateAlways => true,
+        };
         match local {
+            Some(_) if !busy && update && self.refresh_update.is_none() => {
+                if let Some(t) = self.timer.as_mut() {
+                    t.refresh_at = None; // until the refresh is answered
+                }
+                self.send_update_refresh(rng, &t);
+            }
             Some(sd) if !busy => {
                 if let Some(t) = self.timer.as_mut() {
                     t.refresh_at = None; // until the refresh is answered
@@ -912,6 +932,92 @@ impl InviteSession {
 
     /// UAS, INVITE not yet finally answered, `code` in `codes`, fork
     /// known: the tag to answer with.
+    /// Whether the peer's Allow (its INVITE to us, or its 2xx to ours)
+    /// lists `method`.
+    fn peer_allows(&self, method: &str) -> bool {
+        let m = match self.side {
+            Side::Uas => Some(&self.invite),
+            Side::Uac => self.final_response.as_ref(),
+        };
+        m.is_some_and(|m| {
+            m.headers
+                .values("Allow")
+                .any(|x| x.trim().eq_ignore_ascii_case(method))
+        })
+    }
+
+    /// A session refresh by UPDATE without a body (RFC 4028 §7.4, §8.4):
+    /// the interval and the refresher, nothing else.
+    fn send_update_refresh(&mut self, rng: &mut SeededRng, t: &TimerState) {
+        let Some(dialog) = self.dialog.as_mut() else {
+            return;
+        };
+        let mut req = dialog.request(Method::Update);
+        let hop = Hop::Uri(dialog.next_hop());
+        req.headers.push("Supported", "timer");
+        req.headers.push(
+            "Session-Expires",
+            timer::session_expires(t.interval, Some(t.refresher_for_our_request())),
+        );
+        let branch = rng.branch();
+        let key = TransactionKey {
+            branch: branch.clone(),
+            method: Method::Update,
+        };
+        self.keys.push(key.clone());
+        self.refresh_update = Some(key);
+        self.actions.push_back(SessionAction::Request {
+            request: req,
+            hop,
+            branch,
+        });
+    }
+
+    /// The peer's UPDATE, when we answer refreshes ourselves: one without
+    /// a body refreshes the session (its Session-Expires, never below our
+    /// Min-SE: 422); one with an offer is not taken (488).
+    fn on_update(&mut self, now: Instant, key: TransactionKey, request: Message, tag: &str) {
+        let reply = |code: u16, reason: &str| Reply::new(code, reason);
+        if !request.body.is_empty() {
+            let r = reply(488, "Not Acceptable Here")
+                .header("Warning", "399 drlab \"offers in UPDATE are not taken\"");
+            let (resp, _) = self.build_response(&request, tag, &r);
+            return self.respond(key, resp);
+        }
+        let asked = request
+            .headers
+            .get("Session-Expires")
+            .and_then(timer::parse_session_expires);
+        let (Some(config), Some((interval, who))) = (self.config.timer.clone(), asked) else {
+            // Not a refresh we know how to read: a plain 200.
+            let (resp, _) = self.build_response(&request, tag, &reply(200, "OK"));
+            return self.respond(key, resp);
+        };
+        if interval < config.min_se {
+            let r = reply(422, "Session Interval Too Small")
+                .header("Min-SE", config.min_se.to_string());
+            let (resp, _) = self.build_response(&request, tag, &r);
+            return self.respond(key, resp);
+        }
+        // The UPDATE's sender names the refresher; none: it refreshes.
+        let refresher = who.unwrap_or(Refresher::Uac);
+        let mut r = reply(200, "OK").header(
+            "Session-Expires",
+            timer::session_expires(interval, Some(refresher)),
+        );
+        if refresher == Refresher::Uac {
+            r = r.header("Require", "timer");
+        }
+        let (resp, _) = self.build_response(&request, tag, &r);
+        self.respond(key, resp);
+        self.timer = Some(TimerState::new(
+            now,
+            interval,
+            refresher == Refresher::Uas,
+            config.refresh,
+        ));
+    }
+
     fn uas_can_answer(
         &self,
         op: &'static str,
@@ -1121,6 +1227,21 @@ impl InviteSession {
             self.pending_bye = None;
             let reason = self.ending.take().unwrap_or(EndReason::LocalBye);
             self.finish(now, reason);
+            return;
+        }
+        if code >= 200 && self.refresh_update.as_ref() == Some(&key) {
+            self.refresh_update = None;
+            if (200..300).contains(&code) {
+                self.timer = self.negotiated_as_uac(now, &response).or(self.timer.take());
+                if let Some(t) = self.timer.as_mut() {
+                    t.restart(now);
+                }
+            } else if matches!(code, 408 | 481) {
+                // RFC 4028 §10: a refresh answered 408/481 ends the session.
+                self.send_bye(now, rng, Vec::new(), EndReason::DialogLost { code });
+            }
+            // Any other failure: no refresh happened; the session runs
+            // out at its interval (the peer ends it).
             return;
         }
         if code >= 200 && self.requests_out.contains(&key) {
@@ -1336,6 +1457,7 @@ impl InviteSession {
         match method {
             Method::Bye => self.on_bye(now, key, request, &tag),
             Method::Invite => self.on_reinvite(key, request, &tag),
+            Method::Update if self.config.accept_update => self.on_update(now, key, request, &tag),
             _ => self
                 .events
                 .push_back(SessionEvent::Request { key, request }),
@@ -1450,6 +1572,13 @@ impl InviteSession {
             let out = self.reinvite_out.take();
             self.oa.rollback(out.and_then(|o| o.before));
             return self.send_bye(now, rng, Vec::new(), EndReason::DialogLost { code: 408 });
+        }
+        if self.refresh_update.as_ref() == Some(&key) {
+            self.refresh_update = None;
+            if self.state == SessionState::Confirmed {
+                self.send_bye(now, rng, Vec::new(), EndReason::DialogLost { code: 408 });
+            }
+            return;
         }
         if self.requests_out.contains(&key) {
             // No answer (Timer F) or not sendable: reported as 408 (§8.1.3.1).

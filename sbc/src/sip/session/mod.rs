@@ -30,7 +30,7 @@ pub use invite::{InviteSession, SessionError, SessionInput, SessionState, Side};
 pub use offer_answer::{OaState, OfferAnswer};
 pub use request::RequestBuilder;
 pub use set::{timer_precheck, uas_precheck, Precheck, SessionSet};
-pub use timer::{Refresher, SessionTimerConfig};
+pub use timer::{RefreshMethod, Refresher, SessionTimerConfig};
 
 use crate::sip::sdp::SessionDescription;
 use crate::sip::transaction::{TimerConfig, TransactionKey};
@@ -193,6 +193,10 @@ pub struct SessionConfig {
     pub own_routes: Vec<String>,
     /// Session timers (RFC 4028); `None`: we do not support them.
     pub timer: Option<SessionTimerConfig>,
+    /// Answer a peer's UPDATE refresh (no body, RFC 3311 + RFC 4028 §9)
+    /// in the session layer; off: UPDATE goes to the role like any other
+    /// request. A party that turns it on lists UPDATE in its Allow.
+    pub accept_update: bool,
 }
 
 impl SessionConfig {
@@ -204,6 +208,7 @@ impl SessionConfig {
             uas_checks: true,
             own_routes: Vec::new(),
             timer: None,
+            accept_update: false,
         }
     }
 

@@ -1009,3 +1009,101 @@ fn a_481_to_an_in_dialog_request_ends_the_session() {
         .request_in_dialog(now, a, Method::Notify, vec![], None)
         .is_err());
 }
+
+/// A call from A (refreshing by `how`) to B, whose 200 lists `allow` and
+/// who answers UPDATE refreshes itself when `b_takes_update`.
+fn update_call(
+    how: RefreshMethod,
+    allow: &str,
+    b_takes_update: bool,
+) -> (Pair, SessionId, SessionId) {
+    let a_timer = SessionTimerConfig {
+        refresh_with: how,
+        ..timer_90(true)
+    };
+    let mut p = timed(Some(a_timer), Some(SessionTimerConfig::default()));
+    p.b.ua.session_config_mut().accept_update = b_takes_update;
+    let a = call(&mut p);
+    p.drive_until(100, |p| incoming(&p.b).is_some());
+    let b = incoming(&p.b).unwrap();
+    let now = p.now;
+    let reply = Reply::new(200, "OK")
+        .header("Allow", allow)
+        .sdp(sdp(5000, 1));
+    p.b.ua.accept(now, b, 0, reply).unwrap();
+    p.drive_until(100, |p| has(&p.b, |e| *e == SessionEvent::Confirmed));
+    (p, a, b)
+}
+
+#[test]
+fn an_update_refresh_goes_where_the_peer_allows_update_and_keeps_the_session() {
+    let allow = "INVITE,ACK,BYE,CANCEL,UPDATE";
+    let (mut p, a, b) = update_call(RefreshMethod::Update, allow, true);
+    let mut answered = 0;
+    for _ in 0..200 {
+        p.advance(Duration::from_secs(1));
+        let now = p.now;
+        assert!(answer_reinvites(&mut p.b, now, &mut answered).is_empty());
+    }
+    // At 45, 90, 135 and 180 s: UPDATE without a body, each answered 200.
+    assert_eq!(p.sent(A, "UPDATE "), 4, "{:#?}", p.log);
+    assert_eq!(p.sent(B, "SIP/2.0 200 OK (UPDATE)"), 4);
+    assert_eq!(p.sent(A, "INVITE "), 1);
+    assert_eq!(p.a.ua.session(a).unwrap().state(), SessionState::Confirmed);
+    assert_eq!(p.b.ua.session(b).unwrap().state(), SessionState::Confirmed);
+}
+
+#[test]
+fn without_update_in_the_peers_allow_the_refresh_is_a_re_invite() {
+    let (mut p, _, _) = update_call(RefreshMethod::Update, "INVITE,ACK,BYE,CANCEL", true);
+    let mut answered = 0;
+    for _ in 0..50 {
+        p.advance(Duration::from_secs(1));
+        let now = p.now;
+        answer_reinvites(&mut p.b, now, &mut answered);
+    }
+    assert_eq!(p.sent(A, "UPDATE "), 0);
+    assert_eq!(answered, 1);
+}
+
+#[test]
+fn an_update_the_peer_refuses_is_no_refresh_and_the_peer_ends_the_session() {
+    // A sends UPDATE although B's Allow lacks it; B (a role that does not
+    // take UPDATE) answers 501; nothing refreshed the session, so B, the
+    // non-refresher, ends it at 90 − 30 = 60 s.
+    let (mut p, _, b) = update_call(RefreshMethod::UpdateAlways, "INVITE,ACK,BYE,CANCEL", false);
+    let start = p.now;
+    for _ in 0..70 {
+        p.advance(Duration::from_secs(1));
+        let now = p.now;
+        let pending: Vec<_> = requests(&p.b)
+            .into_iter()
+            .filter(|(_, _, r)| r.method() == Some(&Method::Update))
+            .collect();
+        for (id, key, r) in pending {
+            let _ =
+                p.b.ua
+                    .respond_in_dialog(now, id, key, &r, Reply::new(501, "Not Implemented"));
+        }
+        p.b.events.retain(|e| {
+            !matches!(
+                e,
+                UaEvent::Session {
+                    event: SessionEvent::Request { .. },
+                    ..
+                }
+            )
+        });
+        if ended(&p.b).is_some() {
+            break;
+        }
+    }
+    assert_eq!(p.sent(A, "UPDATE "), 1);
+    assert_eq!(ended(&p.b), Some(EndReason::SessionExpired));
+    let after = p.now - start;
+    assert!(
+        after >= Duration::from_secs(59) && after <= Duration::from_secs(61),
+        "{after:?}"
+    );
+    let _ = b;
+}

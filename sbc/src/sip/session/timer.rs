@@ -21,6 +21,20 @@ impl Refresher {
     }
 }
 
+/// How the refresher refreshes (RFC 4028 §7.4, §8.4: re-INVITE or UPDATE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RefreshMethod {
+    /// re-INVITE with the description unchanged.
+    #[default]
+    Reinvite,
+    /// UPDATE without a body (RFC 3311) where the peer's Allow lists
+    /// UPDATE, else re-INVITE.
+    Update,
+    /// UPDATE even where the peer's Allow does not list it: a fault, to
+    /// show a peer refusing it.
+    UpdateAlways,
+}
+
 /// What a party asks for and does about session timers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionTimerConfig {
@@ -36,6 +50,8 @@ pub struct SessionTimerConfig {
     pub uas_choice: Refresher,
     /// Send the refreshes we owe. Off only to show a peer catching it.
     pub refresh: bool,
+    /// How we refresh.
+    pub refresh_with: RefreshMethod,
 }
 
 impl Default for SessionTimerConfig {
@@ -46,6 +62,7 @@ impl Default for SessionTimerConfig {
             request_refresher: None,
             uas_choice: Refresher::Uac,
             refresh: true,
+            refresh_with: RefreshMethod::Reinvite,
         }
     }
 }
