@@ -8,7 +8,7 @@ use super::Trunk;
 use sbc::sip::session::{EndReason, Reply, SessionId};
 use sbc::sip::transaction::TransactionKey;
 use sbc::sip::ua::UserAgent;
-use sbc::sip::wire::{Message, Method, NameAddr, Uri};
+use sbc::sip::wire::{Message, NameAddr, Uri};
 use std::time::Instant;
 
 impl Trunk {
@@ -114,18 +114,7 @@ impl Trunk {
         reason: &str,
         last: bool,
     ) {
-        let state = if last {
-            "terminated;reason=noresource"
-        } else {
-            "active;expires=60"
-        };
-        let headers = vec![
-            ("Event".to_string(), "refer".to_string()),
-            ("Subscription-State".to_string(), state.to_string()),
-        ];
-        let body = format!("SIP/2.0 {code} {reason}\r\n").into_bytes();
-        let sipfrag = Some(("message/sipfrag;version=2.0".to_string(), body));
-        if let Err(e) = ua.request_in_dialog(now, leg, Method::Notify, headers, sipfrag) {
+        if let Err(e) = ua.notify_refer(now, leg, code, reason, last) {
             self.problem("refer", format!("NOTIFY {code}: {e}"));
         }
     }

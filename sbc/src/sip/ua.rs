@@ -388,6 +388,31 @@ impl UserAgent {
         self.with(now, id, |s, rng| s.request(rng, method, headers, body))
     }
 
+    /// A NOTIFY of a REFER's implicit subscription (RFC 3515 §2.4.5):
+    /// `Event: refer`, the status as `message/sipfrag`, the subscription
+    /// active or (`last`) terminated.
+    pub fn notify_refer(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        code: u16,
+        reason: &str,
+        last: bool,
+    ) -> Result<TransactionKey, UaError> {
+        let state = if last {
+            "terminated;reason=noresource"
+        } else {
+            "active;expires=60"
+        };
+        let headers = vec![
+            ("Event".to_string(), "refer".to_string()),
+            ("Subscription-State".to_string(), state.to_string()),
+        ];
+        let body = format!("SIP/2.0 {code} {reason}\r\n").into_bytes();
+        let sipfrag = Some(("message/sipfrag;version=2.0".to_string(), body));
+        self.request_in_dialog(now, id, Method::Notify, headers, sipfrag)
+    }
+
     // ----- outside dialogs -----
 
     /// Send a request outside any session (OPTIONS, REGISTER...) in a

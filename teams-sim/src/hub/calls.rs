@@ -936,14 +936,7 @@ impl Proxy {
 
     /// A Teams user dials a PSTN number through the tenant's SBCs.
     pub(crate) fn dial(&mut self, now: Instant, ua: &mut UserAgent, user: &str, number: &str) {
-        let Some(u) = self
-            .config
-            .tenant
-            .users
-            .iter()
-            .find(|u| u.name == user || u.number == user)
-            .cloned()
-        else {
+        let Some(u) = self.tenant_user(user) else {
             return self.problem("dial", format!("no Teams user {user}"));
         };
         let route = self.route_order(ua);

@@ -558,6 +558,16 @@ impl Proxy {
         let l = format!("{}: {line}", self.config.fqdn);
         self.view().problems.push(kind, l);
     }
+
+    /// A tenant user by name or number.
+    fn tenant_user(&self, who: &str) -> Option<TeamsUser> {
+        self.config
+            .tenant
+            .users
+            .iter()
+            .find(|u| u.name == who || u.number == who)
+            .cloned()
+    }
 }
 
 impl Role for Proxy {
@@ -662,14 +672,7 @@ impl Role for Proxy {
                 };
             }
             HubCommand::Refuses { user, status } => {
-                let Some(number) = self
-                    .config
-                    .tenant
-                    .users
-                    .iter()
-                    .find(|u| u.name == user || u.number == user)
-                    .map(|u| u.number.clone())
-                else {
+                let Some(number) = self.tenant_user(&user).map(|u| u.number) else {
                     return self.problem("refuses", format!("no Teams user {user}"));
                 };
                 let mut v = self.view();

@@ -552,18 +552,7 @@ impl Sbc {
         if self.faults.contains(&SbcFault::NoTransferNotify) {
             return;
         }
-        let state = if last {
-            "terminated;reason=noresource"
-        } else {
-            "active;expires=60"
-        };
-        let headers = vec![
-            ("Event".to_string(), "refer".to_string()),
-            ("Subscription-State".to_string(), state.to_string()),
-        ];
-        let body = format!("SIP/2.0 {code} {reason}\r\n").into_bytes();
-        let sipfrag = Some(("message/sipfrag;version=2.0".to_string(), body));
-        if let Err(e) = ua.request_in_dialog(now, leg, Method::Notify, headers, sipfrag) {
+        if let Err(e) = ua.notify_refer(now, leg, code, reason, last) {
             self.problem("transfer", format!("NOTIFY {code}: {e}"));
         }
     }

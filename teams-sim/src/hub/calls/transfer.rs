@@ -162,13 +162,7 @@ impl Proxy {
         let Some(id) = self.answered_call_of(ua, user) else {
             return false;
         };
-        let user_target = self
-            .config
-            .tenant
-            .users
-            .iter()
-            .find(|u| u.name == to || u.number == to)
-            .cloned();
+        let user_target = self.tenant_user(to);
         let pstn = user_target.is_none()
             && to.starts_with('+')
             && to.len() > 3
@@ -617,14 +611,7 @@ impl Proxy {
         let Some(old) = self.answered_call_of(ua, user) else {
             return false;
         };
-        let Some(agent) = self
-            .config
-            .tenant
-            .users
-            .iter()
-            .find(|u| u.name == agent || u.number == agent)
-            .cloned()
-        else {
+        let Some(agent) = self.tenant_user(agent) else {
             self.problem("pick-up", format!("no Teams user {agent}"));
             return true;
         };
