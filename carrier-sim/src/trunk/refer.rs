@@ -20,13 +20,7 @@ impl Trunk {
         key: TransactionKey,
         request: &Message,
     ) {
-        let refer_to: Vec<&str> = request
-            .headers
-            .0
-            .iter()
-            .filter(|h| h.is("Refer-To"))
-            .map(|h| h.value.as_str())
-            .collect();
+        let refer_to: Vec<&str> = request.headers.lines("Refer-To").collect();
         let target = match refer_to.as_slice() {
             [one] => NameAddr::parse("Refer-To", one)
                 .ok()

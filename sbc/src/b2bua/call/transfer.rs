@@ -289,13 +289,7 @@ impl Sbc {
             return refuse(ua, 491, "Request Pending", "a transfer is under way");
         }
         // RFC 3515 §2.4.1: exactly one Refer-To.
-        let refer_to: Vec<&str> = request
-            .headers
-            .0
-            .iter()
-            .filter(|h| h.is("Refer-To"))
-            .map(|h| h.value.as_str())
-            .collect();
+        let refer_to: Vec<&str> = request.headers.lines("Refer-To").collect();
         let [refer_to] = refer_to.as_slice() else {
             return refuse(ua, 400, "Bad Request", "Refer-To missing or repeated");
         };
@@ -741,13 +735,7 @@ impl Sbc {
                 "Replaces is taken from the hub only",
             ));
         }
-        let values: Vec<&str> = request
-            .headers
-            .0
-            .iter()
-            .filter(|h| h.is("Replaces"))
-            .map(|h| h.value.as_str())
-            .collect();
+        let values: Vec<&str> = request.headers.lines("Replaces").collect();
         let parsed = match values.as_slice() {
             [one] => parse_replaces(one),
             _ => None,

@@ -91,6 +91,15 @@ impl Headers {
             .flat_map(|h| split_list(&h.value))
     }
 
+    /// Each header line named `full`, its whole value (not split at
+    /// commas: for headers whose values hold a URI, like Refer-To).
+    pub fn lines<'a>(&'a self, full: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |h| h.is(full))
+            .map(|h| h.value.as_str())
+    }
+
     pub fn contains(&self, full: &str) -> bool {
         self.0.iter().any(|h| h.is(full))
     }
