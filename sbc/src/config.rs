@@ -18,6 +18,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: PathBuf,
+    /// The line (1-based) the TOML reader stopped at, when it did.
+    pub line: Option<usize>,
     /// The key at fault (`tls.certificate`), or empty for the whole file.
     pub key: String,
     pub reason: String,
@@ -25,11 +27,14 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}: {}", self.file.display(), self.reason)
-        } else {
-            write!(f, "{}: {}: {}", self.file.display(), self.key, self.reason)
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
         }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.reason)
     }
 }
 
@@ -204,8 +209,14 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Confi
     let text =
         std::fs::read_to_string(path).map_err(|e| err(path, "", format!("cannot read: {e}")))?;
     toml::from_str(&text).map_err(|e| {
-        let key = e.span().map(|s| key_at(&text, s.start)).unwrap_or_default();
-        err(path, &key, e.message().to_string())
+        let at = e.span().map(|s| s.start.min(text.len()));
+        let mut error = err(
+            path,
+            &at.map(|o| key_at(&text, o)).unwrap_or_default(),
+            e.message().to_string(),
+        );
+        error.line = at.map(|o| text[..o].matches('\n').count() + 1);
+        error
     })
 }
 
@@ -310,6 +321,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 fn err(file: &Path, key: &str, reason: String) -> ConfigError {
     ConfigError {
         file: file.to_path_buf(),
+        line: None,
         key: key.to_string(),
         reason,
     }
@@ -317,14 +329,28 @@ fn err(file: &Path, key: &str, reason: String) -> ConfigError {
 
 /// The dotted key whose line holds byte `offset` (best effort, for messages).
 fn key_at(text: &str, offset: usize) -> String {
-    let before = &text[..offset.min(text.len())];
-    let section = before
+    // toml's spans fall on char boundaries; a byte index that does not
+    // (it cannot, but input is input) falls back to the start of the file.
+    let offset = if text.is_char_boundary(offset.min(text.len())) {
+        offset.min(text.len())
+    } else {
+        0
+    };
+    // The line holding `offset` starts after the newline before it (an
+    // offset at a line's first byte belongs to that line, not the one
+    // above: the old reckoning named the previous key, one byte short).
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let section = text[..start]
         .lines()
         .rev()
-        .find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix('[')
+                .and_then(|l| l.strip_suffix(']'))
+                .map(|l| l.trim_matches(|c| c == '[' || c == ']'))
+        })
         .unwrap_or("");
-    let line = before.lines().last().unwrap_or("");
-    let key = text[before.len() - line.len()..]
+    let key = text[start..]
         .lines()
         .next()
         .unwrap_or("")
@@ -438,4 +464,45 @@ fn certs(
         ));
     }
     Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_named_is_the_one_on_the_line_at_fault() {
+        let text =
+            "fqdn = \"a.b\"\n[carrier]\nhost = \"x\"\ncontry_code = \"49\"\n[[proxy]]\nfqdn = 1\n";
+        let at = |needle: &str| text.find(needle).unwrap();
+        // An offset at the first byte of a line: that line's key (the old
+        // reckoning said `carrier.host`, one byte short: "carrier.ost").
+        assert_eq!(key_at(text, at("contry_code")), "carrier.contry_code");
+        assert_eq!(key_at(text, at("\"49\"")), "carrier.contry_code");
+        assert_eq!(key_at(text, 0), "fqdn");
+        assert_eq!(key_at(text, at("fqdn = 1")), "proxy.fqdn");
+        assert_eq!(key_at(text, text.len()), "proxy");
+    }
+
+    #[test]
+    fn a_toml_mistake_names_file_line_and_key() {
+        let dir = std::env::temp_dir().join(format!("drlab-sbc-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("sbc.toml");
+        std::fs::write(
+            &p,
+            "fqdn = \"sbc.example.com\"\n\n[carrier]\nhost = \"c\"\ncontry_code = \"49\"\n",
+        )
+        .unwrap();
+        let e = read_toml::<FileConfig>(&p).unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(5), "carrier.contry_code"),
+            "{e}"
+        );
+        assert!(e
+            .to_string()
+            .contains("sbc.toml:5: carrier.contry_code: unknown field"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -108,6 +108,8 @@ pub struct ScenarioResult {
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub seed: u64,
+    /// The features folder the run read (the replay command names it).
+    pub features: PathBuf,
     pub results: Vec<ScenarioResult>,
 }
 
@@ -139,11 +141,21 @@ pub fn slug(name: &str) -> String {
         .join("_")
 }
 
-/// The one command that replays a scenario with the same seed.
-pub fn replay_command(name: &str, seed: u64) -> String {
+/// `s` as one POSIX shell word: single quotes, a `'` inside as `'\''`.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The one command that replays a scenario: the same seed, the same
+/// features folder (absolute, so it works from any working directory),
+/// the scenario's name as an anchored regular expression, all quoted for
+/// the shell.
+pub fn replay_command(name: &str, seed: u64, features: &std::path::Path) -> String {
+    let features = std::fs::canonicalize(features).unwrap_or_else(|_| features.to_path_buf());
     format!(
-        "cargo run -p scenarios --bin drlab -- certify --name '^{}$' --seed {seed}",
-        regex::escape(name)
+        "cargo run -p scenarios --bin drlab -- certify --features {} --name {} --seed {seed}",
+        shell_quote(&features.to_string_lossy()),
+        shell_quote(&format!("^{}$", regex::escape(name)))
     )
 }
 
@@ -167,9 +179,129 @@ pub fn validate(opts: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// Every `.feature` file under `dir`, in sorted order (cucumber reads
+/// subfolders too).
+fn feature_files(dir: &std::path::Path) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let entries =
+            std::fs::read_dir(&d).map_err(|e| format!("cannot read {}: {e}", d.display()))?;
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.extension().is_some_and(|x| x == "feature") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A step's text with an Examples row put in (`<name>` → the row's value).
+fn expand(text: &str, header: &[String], row: &[String]) -> String {
+    header.iter().zip(row).fold(text.to_string(), |t, (h, v)| {
+        t.replace(&format!("<{h}>"), v)
+    })
+}
+
+/// Read every feature before anything runs: one that does not parse and
+/// every step no definition matches (or more than one does) is an error
+/// naming file and line, all of them at once. cucumber itself would skip
+/// an unparsable file and run the rest, and call an undefined step merely
+/// "skipped".
+pub fn preflight(dir: &std::path::Path) -> Result<usize, Vec<String>> {
+    let files = feature_files(dir).map_err(|e| vec![e])?;
+    if files.is_empty() {
+        return Err(vec![format!("no .feature files in {}", dir.display())]);
+    }
+    let steps = DrlabWorld::collection();
+    let mut errors = Vec::new();
+    let mut scenarios = 0;
+    for f in &files {
+        let feature = match cucumber::gherkin::Feature::parse_path(
+            f,
+            cucumber::gherkin::GherkinEnv::default(),
+        ) {
+            Ok(x) => x,
+            Err(e) => {
+                errors.push(format!("{}: does not parse: {e}", f.display()));
+                continue;
+            }
+        };
+        let mut check = |step: &cucumber::gherkin::Step, text: String| {
+            let mut probe = step.clone();
+            probe.value = text;
+            let at = format!("{}:{}", f.display(), step.position.line);
+            match steps.find(&probe) {
+                Ok(Some(_)) => {}
+                Ok(None) => errors.push(format!(
+                    "{at}: no step definition matches `{}{}`",
+                    step.keyword, probe.value
+                )),
+                Err(e) => errors.push(format!(
+                    "{at}: `{}{}` matches {} step definitions",
+                    step.keyword,
+                    probe.value,
+                    e.possible_matches.len()
+                )),
+            }
+        };
+        let backgrounds = feature
+            .background
+            .iter()
+            .chain(feature.rules.iter().filter_map(|r| r.background.as_ref()));
+        for b in backgrounds {
+            for step in &b.steps {
+                check(step, step.value.clone());
+            }
+        }
+        let all = feature
+            .scenarios
+            .iter()
+            .chain(feature.rules.iter().flat_map(|r| &r.scenarios));
+        for sc in all {
+            scenarios += 1;
+            let rows: Vec<(Vec<String>, Vec<String>)> = sc
+                .examples
+                .iter()
+                .filter_map(|e| e.table.as_ref())
+                .flat_map(|t| {
+                    let header = t.rows.first().cloned().unwrap_or_default();
+                    t.rows
+                        .iter()
+                        .skip(1)
+                        .map(move |r| (header.clone(), r.clone()))
+                })
+                .collect();
+            for step in &sc.steps {
+                if rows.is_empty() {
+                    check(step, step.value.clone());
+                }
+                for (header, row) in &rows {
+                    check(step, expand(&step.value, header, row));
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(scenarios)
+    } else {
+        Err(errors)
+    }
+}
+
 /// Run the suite. Must not be called inside an async runtime (turmoil owns its own).
 pub async fn run(opts: Options) -> Result<Report, String> {
     validate(&opts)?;
+    preflight(&opts.features).map_err(|errors| {
+        let n = errors.len();
+        let mut text = errors.join("\n");
+        let _ = write!(text, "\n{n} problem(s) in the features; nothing was run");
+        text
+    })?;
     SEED.store(opts.seed, Ordering::Relaxed);
     let name = opts
         .name
@@ -237,8 +369,33 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     let results = results.lock().map(|r| r.clone()).unwrap_or_default();
     Ok(Report {
         seed: opts.seed,
+        features: opts.features.clone(),
         results,
     })
+}
+
+/// A fresh folder for one run under `out`: `run-0001`, `run-0002`... (the
+/// next number after those present), and `out/latest` pointing at it, so
+/// no file of an earlier run is mistaken for this one's.
+pub fn new_run_dir(out: &std::path::Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(out)?;
+    let last = std::fs::read_dir(out)?
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("run-"))
+                .and_then(|n| n.parse::<u32>().ok())
+        })
+        .max()
+        .unwrap_or(0);
+    let dir = out.join(format!("run-{:04}", last + 1));
+    std::fs::create_dir(&dir)?;
+    let latest = out.join("latest");
+    let _ = std::fs::remove_file(&latest);
+    #[cfg(unix)]
+    let _ = std::os::unix::fs::symlink(dir.file_name().unwrap_or_default(), &latest);
+    Ok(dir)
 }
 
 /// Write what a run produced under `dir`: `junit.xml`, and per scenario
@@ -351,7 +508,7 @@ pub fn junit_xml(report: &Report) -> String {
                     let _ = writeln!(
                         out,
                         "      <system-out>replay: {}</system-out>",
-                        xml_escape(&replay_command(&c.name, report.seed))
+                        xml_escape(&replay_command(&c.name, report.seed, &report.features))
                     );
                     out.push_str("    </testcase>\n");
                 }
@@ -377,7 +534,11 @@ pub fn render(report: &Report) -> String {
                 let _ = writeln!(out, "  {l}");
             }
         }
-        let _ = writeln!(out, "  replay: {}", replay_command(&r.name, report.seed));
+        let _ = writeln!(
+            out,
+            "  replay: {}",
+            replay_command(&r.name, report.seed, &report.features)
+        );
     }
     let _ = writeln!(out, "\n{}", report.summary());
     out
@@ -394,9 +555,53 @@ mod tests {
             "a_pstn_caller_reaches_a_teams_user"
         );
         assert_eq!(
-            replay_command("Inbound (a+b)", 7),
-            "cargo run -p scenarios --bin drlab -- certify --name '^Inbound \\(a\\+b\\)$' --seed 7"
+            replay_command("Inbound (a+b)", 7, std::path::Path::new("/nonexistent/f")),
+            "cargo run -p scenarios --bin drlab -- certify --features '/nonexistent/f' --name '^Inbound \\(a\\+b\\)$' --seed 7"
         );
+        // A quote in a name cannot end the shell word early.
+        assert_eq!(shell_quote("A caller's call"), "'A caller'\\''s call'");
+        let cmd = replay_command("A caller's call", 1, std::path::Path::new("/f"));
+        assert!(cmd.contains("--name '^A caller'\\''s call$'"), "{cmd}");
+    }
+
+    #[test]
+    fn the_suites_pass_preflight() {
+        let n = preflight(&features_dir()).unwrap();
+        assert!(n > 50, "{n} scenarios");
+    }
+
+    #[test]
+    fn preflight_names_every_unparsable_file_and_undefined_step() {
+        let dir = std::env::temp_dir().join(format!("drlab-preflight-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(
+            dir.join("broken.feature"),
+            "Feature: x\n  Scenario\n    Given\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("sub/undefined.feature"),
+            "Feature: y\n\n  Scenario: z\n    Given the SBC is registered in the tenant as sbc.example.com\n    When the moon rises\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("outline.feature"),
+            "Feature: o\n\n  Scenario Outline: p\n    When the PSTN caller puts the call on hold with <how>\n\n    Examples:\n      | how |\n      | a=sendonly |\n      | a=whatever |\n",
+        )
+        .unwrap();
+        let errors = preflight(&dir).unwrap_err();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(errors
+            .iter()
+            .any(|e| e.contains("broken.feature: does not parse")));
+        assert!(errors.iter().any(
+            |e| e.contains("undefined.feature:5: no step definition matches `When the moon rises`")
+        ));
+        assert!(errors
+            .iter()
+            .any(|e| e.contains("outline.feature:4:") && e.contains("a=whatever")));
     }
 
     #[test]
@@ -417,6 +622,7 @@ mod tests {
     fn junit_marks_failures_with_their_replay() {
         let report = Report {
             seed: 3,
+            features: PathBuf::from("/f"),
             results: vec![
                 ScenarioResult {
                     feature: "F".into(),

@@ -27,6 +27,58 @@ pub static SEED: AtomicU64 = AtomicU64::new(REFERENCE_SEED);
 /// checked for well-formedness instead of compared.
 pub const REFERENCE_SEED: u64 = 1;
 
+/// Where `drlab certify` puts what a run produces. When set (and
+/// `INSTA_UPDATE` is not), a trace that differs from its snapshot is
+/// written under it as `snapshots/<name>.snap.new`, never into the source
+/// tree; `cargo test` leaves it unset and uses insta as usual.
+pub static RUN_DIR: Mutex<Option<std::path::PathBuf>> = Mutex::new(None);
+
+/// Where the committed snapshots are.
+pub fn snapshots_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/snapshots"))
+}
+
+fn lock_run_dir() -> std::sync::MutexGuard<'static, Option<std::path::PathBuf>> {
+    RUN_DIR.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The body of an insta snapshot file (after its `---` header).
+fn snapshot_body(text: &str) -> &str {
+    let mut rest = text;
+    if let Some(r) = rest.strip_prefix("---\n") {
+        if let Some(end) = r.find("\n---\n") {
+            rest = &r[end + 5..];
+        }
+    }
+    rest
+}
+
+/// The first lines where `new` differs from `old`, a few either side.
+fn short_diff(old: &str, new: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+    let first = a
+        .iter()
+        .zip(&b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()));
+    let from = first.saturating_sub(2);
+    let mut out = String::new();
+    for i in from..(first + 4).min(a.len().max(b.len())) {
+        match (a.get(i), b.get(i)) {
+            (Some(x), Some(y)) if x == y => out.push_str(&format!("   {x}\n")),
+            (x, y) => {
+                if let Some(x) = x {
+                    out.push_str(&format!(" - {x}\n"));
+                }
+                if let Some(y) = y {
+                    out.push_str(&format!(" + {y}\n"));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[derive(Debug, Default, World)]
 pub struct DrlabWorld {
     pub scenario: String,
@@ -800,8 +852,31 @@ async fn trace_snapshot(w: &mut DrlabWorld) -> StepResult {
         return Ok(());
     }
     let name = crate::certify::slug(&w.scenario);
+    let run_dir = lock_run_dir().clone();
+    if let (Some(dir), None) = (run_dir, std::env::var_os("INSTA_UPDATE")) {
+        let path = snapshots_dir().join(format!("{name}.snap"));
+        let old = std::fs::read_to_string(&path)
+            .map_err(|e| format!("no snapshot to compare with at {}: {e}", path.display()))?;
+        let old_body = snapshot_body(&old).trim_end();
+        if old_body == trace.trim_end() {
+            return Ok(());
+        }
+        let new_path = dir.join("snapshots").join(format!("{name}.snap.new"));
+        let header = old
+            .strip_suffix(snapshot_body(&old))
+            .unwrap_or("---\n---\n");
+        std::fs::create_dir_all(dir.join("snapshots"))
+            .and_then(|_| std::fs::write(&new_path, format!("{header}{trace}")))
+            .map_err(|e| format!("cannot write {}: {e}", new_path.display()))?;
+        return Err(format!(
+            "the trace differs from {}; first difference:\n{}full new trace: {} (accept with INSTA_UPDATE=always, or copy it over the .snap)",
+            path.display(),
+            short_diff(old_body, trace.trim_end()),
+            new_path.display()
+        ));
+    }
     let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/snapshots"));
+    settings.set_snapshot_path(snapshots_dir());
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -1,7 +1,7 @@
 //! `drlab`: certify an SBC against the simulated Teams Direct Routing hub.
 
 use clap::{Parser, Subcommand};
-use scenarios::certify::{features_dir, render, run, validate, write_outputs, Options};
+use scenarios::certify::{new_run_dir, render, run, validate, write_outputs, Options};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,16 +29,19 @@ enum Command {
         /// The world seed: the same seed and build replay the same run.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Where the suites are.
-        #[arg(long, default_value_os_t = features_dir())]
+        /// Where the suites are (`features` in the working directory: run
+        /// from the repository's root, or name the folder).
+        #[arg(long, default_value = "features")]
         features: PathBuf,
-        /// Where to write junit.xml and traces/<scenario>.txt|.pcap.
+        /// Where runs go: each run writes junit.xml, traces/<scenario>.txt|.pcap
+        /// and any snapshot mismatch into a fresh run-NNNN folder here
+        /// (`latest` points at the newest).
         #[arg(long, default_value = "target/drlab")]
         out: PathBuf,
     },
     /// List the features and scenarios, with their tags.
     List {
-        #[arg(long, default_value_os_t = features_dir())]
+        #[arg(long, default_value = "features")]
         features: PathBuf,
     },
 }
@@ -62,6 +65,28 @@ fn main() -> ExitCode {
                 eprintln!("drlab: {e}");
                 return ExitCode::from(2);
             }
+            if let Err(errors) = scenarios::certify::preflight(&opts.features) {
+                for e in &errors {
+                    eprintln!("drlab: {e}");
+                }
+                eprintln!(
+                    "drlab: {} problem(s) in the features; nothing was run",
+                    errors.len()
+                );
+                return ExitCode::from(2);
+            }
+            // The run folder next: an output that cannot be written is
+            // found before minutes of simulation, not after.
+            let run_dir = match new_run_dir(&out) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("drlab: cannot write runs to {}: {e}", out.display());
+                    return ExitCode::from(2);
+                }
+            };
+            *scenarios::steps::RUN_DIR
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(run_dir.clone());
             let report = match futures::executor::block_on(run(opts)) {
                 Ok(r) => r,
                 Err(e) => {
@@ -70,13 +95,16 @@ fn main() -> ExitCode {
                 }
             };
             print!("\n{}", render(&report));
-            match write_outputs(&report, &out) {
+            match write_outputs(&report, &run_dir) {
                 Ok(files) => println!(
                     "JUnit XML and {} trace files (ladders, pcaps) in {}",
                     files.len() - 1,
-                    out.display()
+                    run_dir.display()
                 ),
-                Err(e) => eprintln!("drlab: cannot write to {}: {e}", out.display()),
+                Err(e) => {
+                    eprintln!("drlab: cannot write to {}: {e}", run_dir.display());
+                    return ExitCode::from(2);
+                }
             }
             if report.results.is_empty() {
                 eprintln!("drlab: no scenario matched the filters");
