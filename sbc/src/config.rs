@@ -318,6 +318,86 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     })
 }
 
+/// What `sbc --check` adds to loading: what only this machine and today
+/// can tell. Every problem, not the first: the certificate must name the
+/// FQDN (the hub checks it, behaviour §1) and be valid now (an expired one
+/// is refused; within 30 days of expiry the dashboard warns); the listen
+/// and media addresses must be this machine's. `Ok` carries warnings.
+pub fn check_deployment(path: &Path) -> Result<Vec<String>, Vec<ConfigError>> {
+    let file: FileConfig = read_toml(path).map_err(|e| vec![e])?;
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    match read_certs(path, "tls.certificate", &file.tls.certificate) {
+        Err(e) => errors.push(e),
+        Ok(chain) => match chain.first() {
+            None => errors.push(err(
+                path,
+                "tls.certificate",
+                "no certificate in the file".into(),
+            )),
+            Some(leaf) => {
+                let names = crate::sip::transport::tls::certificate_dns_names(leaf);
+                if !crate::sip::transport::tls::names_cover(&names, &file.fqdn) {
+                    errors.push(err(
+                        path,
+                        "tls.certificate",
+                        format!(
+                            "its names {names:?} do not cover fqdn {:?}: the hub refuses a Contact the certificate does not name",
+                            file.fqdn
+                        ),
+                    ));
+                }
+                if let Ok((_, x509)) = x509_parser::parse_x509_certificate(leaf.as_ref()) {
+                    // The CLI's own clock: a deployment check, not a simulation.
+                    #[allow(clippy::disallowed_methods)]
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs() as i64)
+                        .unwrap_or(0);
+                    let v = x509.validity();
+                    let (from, to) = (v.not_before.timestamp(), v.not_after.timestamp());
+                    if now < from {
+                        errors.push(err(
+                            path,
+                            "tls.certificate",
+                            format!("not valid before {}", v.not_before),
+                        ));
+                    } else if now > to {
+                        errors.push(err(
+                            path,
+                            "tls.certificate",
+                            format!("expired on {}", v.not_after),
+                        ));
+                    } else if to - now < 30 * 86_400 {
+                        warnings.push(format!(
+                            "{}: tls.certificate: expires on {} (within 30 days: the hub's dashboard warns)",
+                            path.display(),
+                            v.not_after
+                        ));
+                    }
+                }
+            }
+        },
+    }
+    for (key, ip) in [("listen_ip", file.listen_ip), ("media_ip", file.media_ip)] {
+        if ip.is_unspecified() {
+            continue;
+        }
+        if let Err(e) = std::net::UdpSocket::bind((ip, 0)) {
+            errors.push(err(
+                path,
+                key,
+                format!("{ip} is not an address of this machine (cannot bind: {e})"),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(warnings)
+    } else {
+        Err(errors)
+    }
+}
+
 fn err(file: &Path, key: &str, reason: String) -> ConfigError {
     ConfigError {
         file: file.to_path_buf(),
@@ -482,6 +562,58 @@ mod tests {
         assert_eq!(key_at(text, 0), "fqdn");
         assert_eq!(key_at(text, at("fqdn = 1")), "proxy.fqdn");
         assert_eq!(key_at(text, text.len()), "proxy");
+    }
+
+    #[test]
+    fn check_finds_a_certificate_for_another_name_an_expired_one_and_a_foreign_address() {
+        let dir = std::env::temp_dir().join(format!("drlab-sbc-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mint = |name: &str, years: (i32, i32)| {
+            let mut p = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+            p.not_before = rcgen::date_time_ymd(years.0, 1, 1);
+            p.not_after = rcgen::date_time_ymd(years.1, 1, 1);
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = p.self_signed(&key).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let write = |file: &str, (cert, key): (String, String), listen: &str| {
+            std::fs::write(dir.join("c.pem"), cert).unwrap();
+            std::fs::write(dir.join("k.pem"), key).unwrap();
+            let p = dir.join(file);
+            std::fs::write(
+                &p,
+                format!(
+                    "fqdn = \"sbc.example.com\"\nmedia_ip = \"127.0.0.1\"\nlisten_ip = \"{listen}\"\n[carrier]\nhost = \"c.example.net\"\ncountry_code = \"49\"\n[tls]\ncertificate = \"c.pem\"\nkey = \"k.pem\"\ntrust = \"c.pem\"\n"
+                ),
+            )
+            .unwrap();
+            p
+        };
+        let good = write(
+            "good.toml",
+            mint("sbc.example.com", (2020, 2100)),
+            "127.0.0.1",
+        );
+        assert_eq!(check_deployment(&good).unwrap(), Vec::<String>::new());
+        // All three problems at once, each naming its key.
+        let bad = write(
+            "bad.toml",
+            mint("other.example.com", (2020, 2021)),
+            "192.0.2.77",
+        );
+        let errors = check_deployment(&bad).unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 3, "{text:#?}");
+        assert!(text.iter().any(|t| t
+            .contains("tls.certificate: its names [\"other.example.com\"")
+            && t.contains("do not cover fqdn \"sbc.example.com\"")));
+        assert!(text
+            .iter()
+            .any(|t| t.contains("tls.certificate: expired on")));
+        assert!(text
+            .iter()
+            .any(|t| t.contains("listen_ip: 192.0.2.77 is not an address of this machine")));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

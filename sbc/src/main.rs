@@ -50,8 +50,21 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        println!("{}: OK", path.display());
-        return ExitCode::SUCCESS;
+        return match sbc::config::check_deployment(&path) {
+            Ok(warnings) => {
+                for w in warnings {
+                    eprintln!("sbc: warning: {w}");
+                }
+                println!("{}: OK", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("sbc: {e}");
+                }
+                ExitCode::from(2)
+            }
+        };
     }
     // Outside simulation identifiers need only be unpredictable: seed from
     // the OS-keyed hasher unless the file pins a seed for reproducible runs.

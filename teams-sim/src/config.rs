@@ -335,6 +335,13 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
             ));
         }
     }
+    if !(1..=8).contains(&f.forks) {
+        return Err(error(
+            path,
+            "forks",
+            format!("{} Teams endpoints cannot ring: 1 to 8", f.forks),
+        ));
+    }
     for (key, list) in [
         ("forward_pai", &f.tenant.forward_pai),
         ("forward_call_history", &f.tenant.forward_call_history),
@@ -446,7 +453,7 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         ring_delay: Duration::from_millis(f.ring_delay_ms),
         answer_delay: Duration::from_millis(f.answer_delay_ms),
         media_frames: f.media_frames,
-        forks: f.forks.clamp(1, 8),
+        forks: f.forks,
         early_media: f.early_media,
         media_ports: f.media_port_min..=f.media_port_max,
         tls_identity,
@@ -533,6 +540,7 @@ mod tests {
                 text.replace("forward_pai = []", "forward_pai = [\"sbc9.example.com\"]"),
                 "tenant.forward_pai[0]",
             ),
+            (text.replace("forks = 2 ", "forks = 0 "), "forks"),
             (
                 text.replace(
                     "forward_call_history = []",
