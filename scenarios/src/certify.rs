@@ -153,10 +153,15 @@ pub fn shell_quote(s: &str) -> String {
 pub fn replay_command(name: &str, seed: u64, features: &std::path::Path) -> String {
     let features = std::fs::canonicalize(features).unwrap_or_else(|_| features.to_path_buf());
     format!(
-        "cargo run -p scenarios --bin drlab -- certify --features {} --name {} --seed {seed}",
+        "cargo run -p scenarios --bin drlab -- replay --features {} --seed {seed} --scenario {}",
         shell_quote(&features.to_string_lossy()),
-        shell_quote(&format!("^{}$", regex::escape(name)))
+        shell_quote(name)
     )
+}
+
+/// The `--name` expression that selects exactly the scenario `name`.
+pub fn exact_name(name: &str) -> String {
+    format!("^{}$", regex::escape(name))
 }
 
 /// Check the options before anything runs: a bad regex or tag expression
@@ -556,12 +561,13 @@ mod tests {
         );
         assert_eq!(
             replay_command("Inbound (a+b)", 7, std::path::Path::new("/nonexistent/f")),
-            "cargo run -p scenarios --bin drlab -- certify --features '/nonexistent/f' --name '^Inbound \\(a\\+b\\)$' --seed 7"
+            "cargo run -p scenarios --bin drlab -- replay --features '/nonexistent/f' --seed 7 --scenario 'Inbound (a+b)'"
         );
+        assert_eq!(exact_name("Inbound (a+b)"), "^Inbound \\(a\\+b\\)$");
         // A quote in a name cannot end the shell word early.
         assert_eq!(shell_quote("A caller's call"), "'A caller'\\''s call'");
         let cmd = replay_command("A caller's call", 1, std::path::Path::new("/f"));
-        assert!(cmd.contains("--name '^A caller'\\''s call$'"), "{cmd}");
+        assert!(cmd.ends_with("--scenario 'A caller'\\''s call'"), "{cmd}");
     }
 
     #[test]
