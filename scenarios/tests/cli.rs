@@ -147,3 +147,31 @@ fn a_snapshot_mismatch_goes_under_the_run_folder_not_the_source_tree() {
     assert!(!source.exists(), "nothing written into the source tree");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn a_seed_sweep_reports_each_seed_and_the_first_failures_replay() {
+    let d = scratch("seeds");
+    let f = d.join("features");
+    std::fs::create_dir_all(&f).unwrap();
+    std::fs::write(f.join("one.feature"), FAILING).unwrap();
+    let out = drlab(&d, &["certify", "--seeds", "3"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for seed in 1..=3 {
+        assert!(
+            stdout.contains(&format!("seed {seed}: 0 passed, 1 failed")),
+            "{stdout}"
+        );
+    }
+    assert!(stdout.contains("3 seeds: 0 passed, 3 failed"), "{stdout}");
+    assert!(
+        stdout.contains("first failure: cargo run -p scenarios --bin drlab -- replay"),
+        "{stdout}"
+    );
+    assert!(d
+        .join("target/drlab/run-0001/seed-2/run-0001/junit.xml")
+        .exists());
+    let out = drlab(&d, &["certify", "--seeds", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&d);
+}

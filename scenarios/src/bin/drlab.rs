@@ -33,6 +33,11 @@ enum Command {
         /// from the repository's root, or name the folder).
         #[arg(long, default_value = "features")]
         features: PathBuf,
+        /// Run the selection under seeds 1..=N (each its own world: other
+        /// Call-IDs, tags, keys, SSRCs, fork order), several at once, and
+        /// report which seeds fail with the first failure's replay line.
+        #[arg(long, conflicts_with = "seed")]
+        seeds: Option<u64>,
         /// Where runs go: each run writes junit.xml, traces/<scenario>.txt|.pcap
         /// and any snapshot mismatch into a fresh run-NNNN folder here
         /// (`latest` points at the newest).
@@ -65,7 +70,16 @@ fn main() -> ExitCode {
         Command::Certify {
             name,
             tags,
+            seed: _,
+            seeds: Some(n),
+            features,
+            out,
+        } => sweep(n, name, tags, &features, &out),
+        Command::Certify {
+            name,
+            tags,
             seed,
+            seeds: None,
             features,
             out,
         } => certify(
@@ -167,5 +181,120 @@ fn certify(opts: Options, out: &std::path::Path) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `--seeds N`: the selection under each seed, as separate `drlab
+/// certify` processes (a world is one thread; several run at once on the
+/// machine's cores), each writing its own run folder under this run's.
+fn sweep(
+    n: u64,
+    name: Option<String>,
+    tags: Option<String>,
+    features: &std::path::Path,
+    out: &std::path::Path,
+) -> ExitCode {
+    if n == 0 {
+        eprintln!("drlab: --seeds must be at least 1");
+        return ExitCode::from(2);
+    }
+    let opts = Options {
+        features: features.to_path_buf(),
+        name: name.clone(),
+        tags: tags.clone(),
+        seed: 1,
+    };
+    if let Err(e) = validate(&opts) {
+        eprintln!("drlab: {e}");
+        return ExitCode::from(2);
+    }
+    if let Err(errors) = scenarios::certify::preflight(features) {
+        for e in &errors {
+            eprintln!("drlab: {e}");
+        }
+        return ExitCode::from(2);
+    }
+    let run_dir = match new_run_dir(out) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("drlab: cannot write runs to {}: {e}", out.display());
+            return ExitCode::from(2);
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("drlab: cannot find my own program: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let width = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut results: Vec<(u64, Option<i32>, String)> = Vec::new();
+    let seeds: Vec<u64> = (1..=n).collect();
+    for batch in seeds.chunks(width) {
+        let children: Vec<(u64, std::io::Result<std::process::Child>)> = batch
+            .iter()
+            .map(|&seed| {
+                let mut c = std::process::Command::new(&exe);
+                c.arg("certify")
+                    .arg("--seed")
+                    .arg(seed.to_string())
+                    .arg("--features")
+                    .arg(features)
+                    .arg("--out")
+                    .arg(run_dir.join(format!("seed-{seed}")))
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::null());
+                if let Some(n) = &name {
+                    c.arg("--name").arg(n);
+                }
+                if let Some(t) = &tags {
+                    c.arg("--tags").arg(t);
+                }
+                (seed, c.spawn())
+            })
+            .collect();
+        for (seed, child) in children {
+            let (code, stdout) = match child.and_then(|c| c.wait_with_output()) {
+                Ok(o) => (
+                    o.status.code(),
+                    String::from_utf8_lossy(&o.stdout).into_owned(),
+                ),
+                Err(e) => (None, format!("could not run: {e}")),
+            };
+            let summary = stdout
+                .lines()
+                .rev()
+                .find(|l| l.ends_with(" failed"))
+                .unwrap_or("no result")
+                .to_string();
+            println!("seed {seed}: {summary}");
+            results.push((seed, code, stdout));
+        }
+    }
+    let failing: Vec<&(u64, Option<i32>, String)> =
+        results.iter().filter(|(_, c, _)| *c != Some(0)).collect();
+    println!(
+        "\n{} seeds: {} passed, {} failed (run folders in {})",
+        n,
+        results.len() - failing.len(),
+        failing.len(),
+        run_dir.display()
+    );
+    for (seed, _, stdout) in &failing {
+        for l in stdout.lines().filter(|l| l.starts_with("FAILED: ")) {
+            println!("  seed {seed}: {}", l.trim_start_matches("FAILED: "));
+        }
+    }
+    if let Some(replay) = failing
+        .first()
+        .and_then(|(_, _, o)| o.lines().find_map(|l| l.trim().strip_prefix("replay: ")))
+    {
+        println!("first failure: {replay}");
+    }
+    if failing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
