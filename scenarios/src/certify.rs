@@ -322,7 +322,17 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         .map_err(|e| e.to_string())?;
     let results: Arc<Mutex<Vec<ScenarioResult>>> = Arc::default();
     let sink = results.clone();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // One line per scenario as it ends (our `after` hook), instead of
+    // cucumber's step-by-step console: the failures' details come in the
+    // closing report, with their replay lines.
+    let quiet = cucumber::writer::Basic::new(
+        std::io::sink(),
+        cucumber::writer::Coloring::Never,
+        cucumber::writer::Verbosity::Default,
+    );
     DrlabWorld::cucumber::<PathBuf>()
+        .with_writer(quiet)
         .with_parser(ClosingStep::default())
         .max_concurrent_scenarios(1)
         .fail_on_skipped()
@@ -347,6 +357,9 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             let trace = world.as_ref().and_then(|w| w.trace());
             let pcap = world.as_ref().and_then(|w| w.pcap());
             let tags = feature.tags.iter().chain(&scenario.tags).cloned().collect();
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            let mark = if passed { "PASS" } else { "FAIL" };
+            println!("[{n}] {mark}  {} / {}", feature.name, scenario.name);
             if let Ok(mut r) = sink.lock() {
                 r.push(ScenarioResult {
                     feature: feature.name.clone(),
@@ -525,13 +538,10 @@ pub fn junit_xml(report: &Report) -> String {
     out
 }
 
-/// The per-scenario lines, replay commands and the closing line.
+/// Each failure with what went wrong and its replay command, and the
+/// closing line (the run printed a line per scenario as it ended).
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
-    for r in &report.results {
-        let mark = if r.passed { "PASS" } else { "FAIL" };
-        let _ = writeln!(out, "{mark}  {} / {}", r.feature, r.name);
-    }
     for r in report.results.iter().filter(|r| !r.passed) {
         let _ = writeln!(out, "\nFAILED: {} / {}", r.feature, r.name);
         if let Some(f) = &r.failure {
