@@ -94,13 +94,19 @@ impl Default for Options {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScenarioResult {
     pub feature: String,
     pub name: String,
     pub tags: Vec<String>,
     pub passed: bool,
     pub failure: Option<String>,
+    /// The Gherkin steps as run (keyword and text).
+    pub steps: Vec<String>,
+    /// The world's hosts in ladder order, and the SIP messages sent, for
+    /// the HTML report's ladder.
+    pub hosts: Vec<String>,
+    pub messages: Vec<crate::report::LadderMessage>,
     pub trace: Option<String>,
     pub pcap: Option<Vec<u8>>,
 }
@@ -355,6 +361,20 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                 }
             };
             let trace = world.as_ref().and_then(|w| w.trace());
+            let messages = world
+                .as_ref()
+                .map(|w| w.ladder_messages())
+                .unwrap_or_default();
+            let hosts = world
+                .as_ref()
+                .and_then(|w| w.lab.as_ref())
+                .map(|l| l.hosts.clone())
+                .unwrap_or_default();
+            let steps = scenario
+                .steps
+                .iter()
+                .map(|s| format!("{}{}", s.keyword, s.value))
+                .collect();
             let pcap = world.as_ref().and_then(|w| w.pcap());
             let tags = feature.tags.iter().chain(&scenario.tags).cloned().collect();
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -367,6 +387,9 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                     tags,
                     passed,
                     failure,
+                    steps,
+                    hosts,
+                    messages,
                     trace,
                     pcap,
                 });
@@ -426,6 +449,9 @@ pub fn write_outputs(report: &Report, dir: &std::path::Path) -> std::io::Result<
     let junit = dir.join("junit.xml");
     std::fs::write(&junit, junit_xml(report))?;
     written.push(junit);
+    let html = dir.join("report.html");
+    std::fs::write(&html, crate::report::html(report))?;
+    written.push(html);
     for r in &report.results {
         if let Some(t) = &r.trace {
             let p = traces.join(format!("{}.txt", slug(&r.name)));
@@ -646,6 +672,9 @@ mod tests {
                     tags: vec![],
                     passed: true,
                     failure: None,
+                    steps: vec![],
+                    hosts: vec![],
+                    messages: vec![],
                     trace: None,
                     pcap: None,
                 },
@@ -655,6 +684,9 @@ mod tests {
                     tags: vec![],
                     passed: false,
                     failure: Some("expected 200".into()),
+                    steps: vec![],
+                    hosts: vec![],
+                    messages: vec![],
                     trace: None,
                     pcap: None,
                 },

@@ -8,6 +8,7 @@ pub mod failover;
 pub mod hold;
 pub mod identity;
 pub mod pcap;
+pub mod report;
 pub mod sbc_rules;
 pub mod steps;
 pub mod tester;

@@ -111,6 +111,26 @@ impl DrlabWorld {
         Some(crate::pcap::write(&sent(lab), crate::world::EPOCH_SECS))
     }
 
+    /// Every SIP message sent so far, for the HTML report's ladder.
+    pub fn ladder_messages(&self) -> Vec<crate::report::LadderMessage> {
+        let Some(lab) = self.lab.as_ref() else {
+            return Vec::new();
+        };
+        sent_messages(&lab.recorder.events(), &lab.names())
+            .into_iter()
+            .map(|s| {
+                let text = String::from_utf8_lossy(&s.raw).into_owned();
+                crate::report::LadderMessage {
+                    at_ms: s.at_ms,
+                    summary: text.lines().next().unwrap_or_default().to_string(),
+                    from: s.from,
+                    to: s.to,
+                    text,
+                }
+            })
+            .collect()
+    }
+
     /// The ladder of everything sent so far.
     pub fn trace(&self) -> Option<String> {
         let lab = self.lab.as_ref()?;

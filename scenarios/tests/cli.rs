@@ -107,6 +107,10 @@ fn a_failure_replays_to_the_identical_trace_from_elsewhere_in_a_fresh_run_folder
     assert_eq!(status.status.code(), Some(1), "{}", text(&status.stderr));
     assert!(text(&status.stdout).contains("0 passed, 1 failed"));
     let trace = "traces/tom_s_call_is_refused_which_it_is_not.txt";
+    let report = std::fs::read_to_string(d.join("target/drlab/run-0001/report.html")).unwrap();
+    assert!(
+        report.contains("FAIL") && report.contains("<svg") && report.contains("drlab -- replay")
+    );
     let first = std::fs::read(d.join("target/drlab/run-0001").join(trace)).unwrap();
     let again = std::fs::read(elsewhere.join("runs/run-0001").join(trace)).unwrap();
     assert_eq!(first, again, "the replay's trace is byte-identical");

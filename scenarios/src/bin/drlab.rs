@@ -164,8 +164,8 @@ fn certify(opts: Options, out: &std::path::Path) -> ExitCode {
     print!("\n{}", render(&report));
     match write_outputs(&report, &run_dir) {
         Ok(files) => println!(
-            "JUnit XML and {} trace files (ladders, pcaps) in {}",
-            files.len() - 1,
+            "report.html, junit.xml and {} trace files (ladders, pcaps) in {}",
+            files.len() - 2,
             run_dir.display()
         ),
         Err(e) => {
