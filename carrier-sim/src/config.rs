@@ -75,10 +75,12 @@ pub struct CarrierFile {
 
 pub fn load(path: &Path) -> Result<CarrierFile, ConfigError> {
     let f: FileConfig = read_toml(path)?;
+    // Every problem at once (sbc::config::collect).
+    let mut errors = Vec::new();
     for (i, p) in f.phones.iter().enumerate() {
         let digits = p.strip_prefix('+').unwrap_or_default();
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(error(
+            errors.push(error(
                 path,
                 &format!("phones[{i}]"),
                 format!("{p:?} is not E.164 with a leading +"),
@@ -89,7 +91,7 @@ pub fn load(path: &Path) -> Result<CarrierFile, ConfigError> {
         || f.country_code.len() > 3
         || !f.country_code.bytes().all(|b| b.is_ascii_digit())
     {
-        return Err(error(
+        errors.push(error(
             path,
             "country_code",
             format!(
@@ -99,14 +101,14 @@ pub fn load(path: &Path) -> Result<CarrierFile, ConfigError> {
         ));
     }
     if f.media_ip.is_unspecified() {
-        return Err(error(
+        errors.push(error(
             path,
             "media_ip",
             "must be an address peers can send media to, not 0.0.0.0",
         ));
     }
     if f.listen_port == 0 || f.sbc_port == 0 {
-        return Err(error(
+        errors.push(error(
             path,
             if f.listen_port == 0 {
                 "listen_port"
@@ -117,8 +119,9 @@ pub fn load(path: &Path) -> Result<CarrierFile, ConfigError> {
         ));
     }
     if let Err(e) = sbc::media::PortAllocator::new(f.media_port_min..=f.media_port_max) {
-        return Err(error(path, "media_port_min", e.to_string()));
+        errors.push(error(path, "media_port_min", e.to_string()));
     }
+    sbc::config::collect(errors)?;
     Ok(CarrierFile {
         fqdn: f.fqdn,
         listen_port: f.listen_port,

@@ -23,6 +23,19 @@ pub struct ConfigError {
     /// The key at fault (`tls.certificate`), or empty for the whole file.
     pub key: String,
     pub reason: String,
+    /// The other problems found in the same file, reported with this one.
+    pub more: Vec<ConfigError>,
+}
+
+/// Every problem a check found, as one error: the first, with the others
+/// in `more` (a user fixes them all in one go, not one per start).
+pub fn collect(mut errors: Vec<ConfigError>) -> Result<(), ConfigError> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let mut first = errors.remove(0);
+    first.more.extend(errors);
+    Err(first)
 }
 
 impl fmt::Display for ConfigError {
@@ -34,7 +47,11 @@ impl fmt::Display for ConfigError {
         if !self.key.is_empty() {
             write!(f, ": {}", self.key)?;
         }
-        write!(f, ": {}", self.reason)
+        write!(f, ": {}", self.reason)?;
+        for m in &self.more {
+            write!(f, "\n{m}")?;
+        }
+        Ok(())
     }
 }
 
@@ -404,6 +421,7 @@ fn err(file: &Path, key: &str, reason: String) -> ConfigError {
         line: None,
         key: key.to_string(),
         reason,
+        more: Vec::new(),
     }
 }
 
@@ -446,6 +464,7 @@ fn key_at(text: &str, offset: usize) -> String {
 }
 
 fn check(path: &Path, f: &FileConfig) -> Result<(), ConfigError> {
+    let mut errors = Vec::new();
     let fqdn_ok = |s: &str| {
         !s.is_empty()
             && s.len() <= 253
@@ -457,7 +476,7 @@ fn check(path: &Path, f: &FileConfig) -> Result<(), ConfigError> {
             })
     };
     if !fqdn_ok(&f.fqdn) || f.fqdn.parse::<IpAddr>().is_ok() {
-        return Err(err(
+        errors.push(err(
             path,
             "fqdn",
             format!(
@@ -468,7 +487,7 @@ fn check(path: &Path, f: &FileConfig) -> Result<(), ConfigError> {
     }
     // Direct Routing: SBC FQDNs up to 63 characters.
     if f.fqdn.len() > 63 {
-        return Err(err(
+        errors.push(err(
             path,
             "fqdn",
             format!(
@@ -478,7 +497,7 @@ fn check(path: &Path, f: &FileConfig) -> Result<(), ConfigError> {
         ));
     }
     if f.media_ip.is_unspecified() {
-        return Err(err(
+        errors.push(err(
             path,
             "media_ip",
             "must be the address peers send media to, not 0.0.0.0".into(),
@@ -491,17 +510,17 @@ fn check(path: &Path, f: &FileConfig) -> Result<(), ConfigError> {
         ("hub.listen_port", f.hub.listen_port),
     ] {
         if port == 0 {
-            return Err(err(path, key, "port 0 is not a port".into()));
+            errors.push(err(path, key, "port 0 is not a port".into()));
         }
     }
     if let Err(e) = crate::media::PortAllocator::new(f.media_port_min..=f.media_port_max) {
-        return Err(err(path, "media_port_min", e.to_string()));
+        errors.push(err(path, "media_port_min", e.to_string()));
     }
     if f.carrier.country_code.is_empty()
         || !f.carrier.country_code.bytes().all(|b| b.is_ascii_digit())
         || f.carrier.country_code.len() > 3
     {
-        return Err(err(
+        errors.push(err(
             path,
             "carrier.country_code",
             format!(
@@ -511,20 +530,20 @@ fn check(path: &Path, f: &FileConfig) -> Result<(), ConfigError> {
         ));
     }
     if f.hub.proxies.is_empty() {
-        return Err(err(
+        errors.push(err(
             path,
             "hub.proxies",
             "at least one hub proxy is needed".into(),
         ));
     }
     if f.hub.options_interval_secs == 0 || f.hub.options_interval_secs > 300 {
-        return Err(err(
+        errors.push(err(
             path,
             "hub.options_interval_secs",
             "must be 1-300: the hub demotes an SBC silent for 5 minutes".into(),
         ));
     }
-    Ok(())
+    collect(errors)
 }
 
 fn certs(

@@ -247,19 +247,21 @@ pub struct HubFile {
 
 pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
     let f: FileConfig = read_toml(path)?;
+    // Every problem at once (sbc::config::collect).
+    let mut errors = Vec::new();
     if f.proxy.is_empty() {
-        return Err(error(path, "proxy", "at least one [[proxy]] is needed"));
+        errors.push(error(path, "proxy", "at least one [[proxy]] is needed"));
     }
     for (i, p) in f.proxy.iter().enumerate() {
         if p.fqdn.parse::<IpAddr>().is_ok() || !p.fqdn.contains('.') {
-            return Err(error(
+            errors.push(error(
                 path,
                 &format!("proxy[{i}].fqdn"),
                 format!("{:?} is not an FQDN", p.fqdn),
             ));
         }
         if p.listen.port() == 0 {
-            return Err(error(
+            errors.push(error(
                 path,
                 &format!("proxy[{i}].listen"),
                 "port 0 is not a port",
@@ -267,7 +269,7 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         }
     }
     if f.tenant.sbcs.is_empty() {
-        return Err(error(
+        errors.push(error(
             path,
             "tenant.sbcs",
             "a tenant pairs at least one SBC FQDN",
@@ -275,23 +277,29 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
     }
     for (i, u) in f.tenant.users.iter().enumerate() {
         if !is_e164(&u.number) {
-            return Err(error(
+            errors.push(error(
                 path,
                 &format!("tenant.users[{i}].number"),
                 format!("{:?} is not E.164 with a leading +", u.number),
             ));
         }
         if let Some((j, b)) = u.blocked.iter().enumerate().find(|(_, b)| !is_e164(b)) {
-            return Err(error(
+            errors.push(error(
                 path,
                 &format!("tenant.users[{i}].blocked[{j}]"),
                 format!("{b:?} is not E.164 with a leading + (the hub compares From with +)"),
             ));
         }
     }
-    let refusals = refusal_policy(path, &f.refusals)?;
+    let refusals = match refusal_policy(path, &f.refusals) {
+        Ok(r) => r,
+        Err(e) => {
+            errors.push(e);
+            RefusalPolicy::default()
+        }
+    };
     if !(90..=86400).contains(&f.session_expires_secs) {
-        return Err(error(
+        errors.push(error(
             path,
             "session_expires_secs",
             format!(
@@ -301,7 +309,7 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         ));
     }
     if !(1..=600).contains(&f.failover_time_secs) {
-        return Err(error(
+        errors.push(error(
             path,
             "failover_time_secs",
             format!(
@@ -316,7 +324,7 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         .enumerate()
         .find(|(_, c)| !(300..=699).contains(*c))
     {
-        return Err(error(
+        errors.push(error(
             path,
             &format!("failover_response_codes[{i}]"),
             format!("{c} is not a final failure status (300-699)"),
@@ -328,7 +336,7 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
             .enumerate()
             .find(|(_, s)| !f.tenant.sbcs.iter().any(|t| t.eq_ignore_ascii_case(s)))
         {
-            return Err(error(
+            errors.push(error(
                 path,
                 &format!("tenant.routes[{i}][{j}]"),
                 format!("{s:?} is not one of tenant.sbcs"),
@@ -336,7 +344,7 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         }
     }
     if !(1..=8).contains(&f.forks) {
-        return Err(error(
+        errors.push(error(
             path,
             "forks",
             format!("{} Teams endpoints cannot ring: 1 to 8", f.forks),
@@ -348,7 +356,7 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
     ] {
         for (i, s) in list.iter().enumerate() {
             if !f.tenant.sbcs.iter().any(|t| t.eq_ignore_ascii_case(s)) {
-                return Err(error(
+                errors.push(error(
                     path,
                     &format!("tenant.{key}[{i}]"),
                     format!("{s:?} is not one of tenant.sbcs"),
@@ -361,7 +369,7 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
             let e164 =
                 n.len() > 3 && n.starts_with('+') && n.bytes().skip(1).all(|b| b.is_ascii_digit());
             if !e164 {
-                return Err(error(
+                errors.push(error(
                     path,
                     &format!("tenant.users[{i}].forward_to"),
                     format!("{n:?} is not an E.164 number (+ and digits)"),
@@ -370,14 +378,14 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         }
     }
     if f.media_ip.is_unspecified() {
-        return Err(error(
+        errors.push(error(
             path,
             "media_ip",
             "must be an address peers can send media to, not 0.0.0.0",
         ));
     }
     if !(60..=3600).contains(&f.demote_after_secs) {
-        return Err(error(
+        errors.push(error(
             path,
             "demote_after_secs",
             format!(
@@ -387,8 +395,9 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         ));
     }
     if let Err(e) = sbc::media::PortAllocator::new(f.media_port_min..=f.media_port_max) {
-        return Err(error(path, "media_port_min", e.to_string()));
+        errors.push(error(path, "media_port_min", e.to_string()));
     }
+    sbc::config::collect(errors)?;
     let (tls_identity, tls_roots) = read_tls_material(path, &f.tls)?;
     // Fail at start, not at the first connection, if the hub cannot build them.
     crate::hub::tls::hub_configs(
@@ -559,6 +568,17 @@ mod tests {
             std::fs::write(&p, bad).unwrap();
             assert_eq!(load(&p).unwrap_err().key, key);
         }
+        // Every mistake at once, not one per start.
+        let two = text
+            .replace("forks = 2 ", "forks = 0 ")
+            .replace("replaces_status = 403", "replaces_status = 200");
+        std::fs::write(&p, two).unwrap();
+        let e = load(&p).unwrap_err();
+        let keys: Vec<&str> = std::iter::once(e.key.as_str())
+            .chain(e.more.iter().map(|m| m.key.as_str()))
+            .collect();
+        assert_eq!(keys, ["refusals.replaces_status", "forks"], "{e}");
+        assert_eq!(e.to_string().lines().count(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
