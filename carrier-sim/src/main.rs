@@ -57,6 +57,13 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
+        let problems = sbc::config::foreign_addresses(&cli.config, &[("media_ip", file.media_ip)]);
+        for p in &problems {
+            eprintln!("carrier-sim: {p}");
+        }
+        if !problems.is_empty() {
+            return ExitCode::from(2);
+        }
         println!("{}: OK", cli.config.display());
         return ExitCode::SUCCESS;
     }

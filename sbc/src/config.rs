@@ -396,23 +396,33 @@ pub fn check_deployment(path: &Path) -> Result<Vec<String>, Vec<ConfigError>> {
             }
         },
     }
-    for (key, ip) in [("listen_ip", file.listen_ip), ("media_ip", file.media_ip)] {
-        if ip.is_unspecified() {
-            continue;
-        }
-        if let Err(e) = std::net::UdpSocket::bind((ip, 0)) {
-            errors.push(err(
-                path,
-                key,
-                format!("{ip} is not an address of this machine (cannot bind: {e})"),
-            ));
-        }
-    }
+    errors.extend(foreign_addresses(
+        path,
+        &[("listen_ip", file.listen_ip), ("media_ip", file.media_ip)],
+    ));
     if errors.is_empty() {
         Ok(warnings)
     } else {
         Err(errors)
     }
+}
+
+/// For a `--check`: each address (but the wildcard) that is not this
+/// machine's, found by binding a UDP socket to it.
+pub fn foreign_addresses(path: &Path, addresses: &[(&str, IpAddr)]) -> Vec<ConfigError> {
+    addresses
+        .iter()
+        .filter(|(_, ip)| !ip.is_unspecified())
+        .filter_map(|(key, ip)| {
+            std::net::UdpSocket::bind((*ip, 0)).err().map(|e| {
+                err(
+                    path,
+                    key,
+                    format!("{ip} is not an address of this machine (cannot bind: {e})"),
+                )
+            })
+        })
+        .collect()
 }
 
 fn err(file: &Path, key: &str, reason: String) -> ConfigError {

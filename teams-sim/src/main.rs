@@ -164,6 +164,23 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
+        // What only this machine can tell: its own addresses.
+        let keys: Vec<String> = (0..file.proxies.len())
+            .map(|i| format!("proxy[{i}].listen"))
+            .collect();
+        let mut addresses: Vec<(&str, std::net::IpAddr)> = keys
+            .iter()
+            .zip(&file.proxies)
+            .map(|(k, p)| (k.as_str(), p.listen.ip()))
+            .collect();
+        addresses.push(("media_ip", file.media_ip));
+        let problems = sbc::config::foreign_addresses(&path, &addresses);
+        for p in &problems {
+            eprintln!("teams-sim: {p}");
+        }
+        if !problems.is_empty() {
+            return ExitCode::from(2);
+        }
         println!("{}: OK", path.display());
         return ExitCode::SUCCESS;
     }
