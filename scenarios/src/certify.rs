@@ -314,6 +314,14 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         text
     })?;
     SEED.store(opts.seed, Ordering::Relaxed);
+    let beside = opts
+        .features
+        .parent()
+        .map(|p| p.join("tests/snapshots"))
+        .filter(|p| p.is_dir());
+    *crate::steps::SNAPSHOTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = beside;
     let name = opts
         .name
         .as_deref()

@@ -33,9 +33,21 @@ pub const REFERENCE_SEED: u64 = 1;
 /// tree; `cargo test` leaves it unset and uses insta as usual.
 pub static RUN_DIR: Mutex<Option<std::path::PathBuf>> = Mutex::new(None);
 
-/// Where the committed snapshots are.
+/// Where `drlab certify` finds the committed snapshots: `tests/snapshots`
+/// beside the features folder it reads (set by the runner), so an
+/// installed binary pointed at a checkout uses that checkout's.
+pub static SNAPSHOTS: Mutex<Option<std::path::PathBuf>> = Mutex::new(None);
+
+/// Where the committed snapshots are: beside the features in use, else the
+/// source tree this binary was built from.
 pub fn snapshots_dir() -> std::path::PathBuf {
-    std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/snapshots"))
+    SNAPSHOTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/snapshots"))
+        })
 }
 
 fn lock_run_dir() -> std::sync::MutexGuard<'static, Option<std::path::PathBuf>> {
