@@ -150,6 +150,17 @@ fn teams_offer(sd: &mut SessionDescription) {
     }
 }
 
+/// Why Teams cannot answer an SBC's offer (case 9.24: no SRTP; 9.25: no
+/// codec it supports).
+fn answer_refusal(e: AnswerError) -> Refusal {
+    match e {
+        AnswerError::SrtpRequired => Refusal::SrtpRequired,
+        e => Refusal::NoCommonCodec {
+            reason: e.to_string(),
+        },
+    }
+}
+
 /// The `;`-separated parameters of a URI (before any `?headers`).
 fn uri_params(uri: &str) -> impl Iterator<Item = &str> {
     let uri = uri.trim().trim_start_matches('<').trim_end_matches('>');
@@ -704,13 +715,7 @@ impl Proxy {
             Ok(a) => a,
             Err(e) => {
                 self.view().media_ports.release(port);
-                let r = match e {
-                    AnswerError::SrtpRequired => Refusal::SrtpRequired,
-                    e => Refusal::NoCommonCodec {
-                        reason: e.to_string(),
-                    },
-                };
-                return self.refuse(now, ua, id, r);
+                return self.refuse(now, ua, id, answer_refusal(e));
             }
         };
         teams_crypto(&mut answer, true);

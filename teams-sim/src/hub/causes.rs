@@ -113,14 +113,20 @@ impl CauseTable {
 /// A correlation id as the hub writes it in Reason text: a GUID, drawn from
 /// the seeded RNG so traces stay identical per seed.
 pub fn correlation_id(rng: &mut SeededRng) -> String {
-    let h = rng.hex(32);
+    guid(&rng.hex(32))
+}
+
+/// 32 hex digits written as a GUID (8-4-4-4-12); fewer are padded with 0.
+pub fn guid(hex: &str) -> String {
+    let h = format!("{hex:0<32}");
+    let part = |a: usize, b: usize| h.get(a..b).unwrap_or_default();
     format!(
         "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
+        part(0, 8),
+        part(8, 12),
+        part(12, 16),
+        part(16, 20),
+        part(20, 32)
     )
 }
 

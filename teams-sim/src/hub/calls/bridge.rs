@@ -16,7 +16,7 @@ use crate::hub::raw::RawMessage;
 use crate::hub::{CallDirection, CallState, Proxy, Refusal};
 use drlab_sim::far_end::Talk;
 use sbc::media::{RelayCommand, RelayEvent, RelayLeg, RelayPlan, RelayStats, SrtpKey};
-use sbc::sip::sdp::offer_answer::{agreed, AnswerError, LocalMedia};
+use sbc::sip::sdp::offer_answer::{agreed, LocalMedia};
 use sbc::sip::sdp::SessionDescription;
 use sbc::sip::session::{EndReason, Reply, SessionId};
 use sbc::sip::ua::UserAgent;
@@ -135,13 +135,7 @@ impl Proxy {
                 v.media_ports.release(ports.0);
                 v.media_ports.release(ports.1);
                 drop(v);
-                let r = match e {
-                    AnswerError::SrtpRequired => Refusal::SrtpRequired,
-                    e => Refusal::NoCommonCodec {
-                        reason: e.to_string(),
-                    },
-                };
-                return self.refuse(now, ua, id, r);
+                return self.refuse(now, ua, id, super::answer_refusal(e));
             }
         };
         teams_crypto(&mut in_answer, true);

@@ -59,19 +59,11 @@ fn guid_of(text: &str) -> String {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         })
     };
-    let h = format!(
+    causes::guid(&format!(
         "{:016x}{:016x}",
         fnv(0xcbf2_9ce4_8422_2325),
         fnv(0x8422_2325_cbf2_9ce4)
-    );
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    ))
 }
 
 /// The status line of a `message/sipfrag` body: `SIP/2.0 200 OK`.
