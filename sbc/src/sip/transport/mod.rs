@@ -198,16 +198,25 @@ impl<N: Network> SipTransport<N> {
         tap: Option<Arc<dyn Tap>>,
     ) -> io::Result<(Self, mpsc::UnboundedReceiver<TransportEvent>)> {
         let (events, rx) = mpsc::unbounded_channel();
+        // A port another program holds is the commonest start-up failure
+        // in a lab on one machine: say which address and port.
+        let named = |what: &str, a: SocketAddr| {
+            let what = what.to_string();
+            move |e: io::Error| io::Error::new(e.kind(), format!("cannot bind SIP {what} {a}: {e}"))
+        };
         let udp = match config.udp {
-            Some(a) => Some(Arc::new(net.bind_udp(a).await?)),
+            Some(a) => Some(Arc::new(net.bind_udp(a).await.map_err(named("UDP", a))?)),
             None => None,
         };
         let tcp = match config.tcp {
-            Some(a) => Some(net.bind_tcp(a).await?),
+            Some(a) => Some(net.bind_tcp(a).await.map_err(named("TCP", a))?),
             None => None,
         };
         let tls = match &config.tls {
-            Some(t) => Some((net.bind_tcp(t.addr).await?, t.clone())),
+            Some(t) => Some((
+                net.bind_tcp(t.addr).await.map_err(named("TLS", t.addr))?,
+                t.clone(),
+            )),
             None => None,
         };
         let inner = Arc::new(Inner {
@@ -376,5 +385,33 @@ impl<N: Network> Inner<N> {
 
     fn new_id(&self) -> ConnectionId {
         ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_in_use_is_an_error_naming_address_and_port() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = held.local_addr().unwrap();
+            let mut config = TransportConfig::new("sbc.example.com");
+            config.udp = Some(addr);
+            let Err(e) = SipTransport::start(TokioNet::default(), config, None).await else {
+                panic!("bound a port another socket holds");
+            };
+            assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("cannot bind SIP UDP {addr}: ")),
+                "{e}"
+            );
+        });
     }
 }
