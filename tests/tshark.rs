@@ -46,19 +46,41 @@ fn ours(raw: &[u8]) -> String {
 
 #[test]
 fn tshark_reads_a_call_scenario_as_drlab_does() {
+    tshark_agrees("A PSTN caller reaches a Teams user", 20);
+}
+
+/// The mid-call methods too: REFER, NOTIFY with message/sipfrag, the
+/// SBC's INVITE back to the Refer-To, an INVITE with Replaces.
+#[test]
+fn tshark_reads_transfers_as_drlab_does() {
+    tshark_agrees(
+        "A Teams user transfers a PSTN caller to another Teams user by REFER",
+        40,
+    );
+    tshark_agrees(
+        "A call queue's agent takes the call over with an INVITE with Replaces",
+        30,
+    );
+}
+
+fn tshark_agrees(scenario: &str, at_least: usize) {
     if Command::new("tshark").arg("--version").output().is_err() {
         eprintln!("tshark is not installed: the pcap was not checked by Wireshark's dissector");
         return;
     }
     let report = futures::executor::block_on(run(Options {
-        name: Some("^A PSTN caller reaches a Teams user$".into()),
+        name: Some(scenarios::certify::exact_name(scenario)),
         ..Options::default()
     }))
     .expect("the scenario runs");
     let result = report.results.first().expect("the scenario ran");
     assert!(result.passed, "{:?}", result.failure);
     let pcap = result.pcap.clone().expect("a pcap");
-    let dir = std::env::temp_dir().join(format!("drlab-tshark-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "drlab-tshark-{}-{}",
+        std::process::id(),
+        scenarios::certify::slug(scenario)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("call.pcap");
     std::fs::write(&file, &pcap).unwrap();
@@ -86,8 +108,8 @@ fn tshark_reads_a_call_scenario_as_drlab_does() {
     let theirs: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
     let ours: Vec<String> = payloads(&pcap).iter().map(|p| ours(p)).collect();
     assert!(
-        ours.len() > 20,
-        "a call has more than {} messages",
+        ours.len() > at_least,
+        "{scenario}: {} messages, expected more than {at_least}",
         ours.len()
     );
     assert_eq!(
@@ -97,12 +119,16 @@ fn tshark_reads_a_call_scenario_as_drlab_does() {
     );
     for (i, (t, o)) in theirs.iter().zip(&ours).enumerate() {
         let label = format!("{} {}", if t[0].is_empty() { t[1] } else { t[0] }, t[2]);
-        assert_eq!(&label, o, "frame {}", i + 1);
-        assert!(t[3].is_empty(), "frame {} is malformed for tshark", i + 1);
+        assert_eq!(&label, o, "{scenario}: frame {}", i + 1);
+        assert!(
+            t[3].is_empty(),
+            "{scenario}: frame {} is malformed for tshark",
+            i + 1
+        );
         // Expert severities: 2097152 chat, 4194304 note, 6291456 warn, 8388608 error.
         assert!(
             !t[4].split(',').any(|s| s == "8388608"),
-            "frame {}: expert error",
+            "{scenario}: frame {}: expert error",
             i + 1
         );
     }
