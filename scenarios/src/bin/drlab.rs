@@ -127,10 +127,14 @@ fn main() -> ExitCode {
 
 /// Run the suites `opts` selects, write the run folder under `out`: exit
 /// 0 all passed, 1 a scenario failed, 2 the run could not be made.
-fn certify(opts: Options, out: &std::path::Path) -> ExitCode {
-    if let Err(e) = validate(&opts) {
+/// Everything that can go wrong before a run, said before it starts: the
+/// options, the features (all problems, file:line), the run folder (an
+/// output that cannot be written is found before minutes of simulation,
+/// not after). The fresh run folder, or the message already printed.
+fn prepare(opts: &Options, out: &std::path::Path) -> Result<std::path::PathBuf, ()> {
+    if let Err(e) = validate(opts) {
         eprintln!("drlab: {e}");
-        return ExitCode::from(2);
+        return Err(());
     }
     if let Err(errors) = scenarios::certify::preflight(&opts.features) {
         for e in &errors {
@@ -140,16 +144,16 @@ fn certify(opts: Options, out: &std::path::Path) -> ExitCode {
             "drlab: {} problem(s) in the features; nothing was run",
             errors.len()
         );
-        return ExitCode::from(2);
+        return Err(());
     }
-    // The run folder next: an output that cannot be written is
-    // found before minutes of simulation, not after.
-    let run_dir = match new_run_dir(out) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("drlab: cannot write runs to {}: {e}", out.display());
-            return ExitCode::from(2);
-        }
+    new_run_dir(out).map_err(|e| {
+        eprintln!("drlab: cannot write runs to {}: {e}", out.display());
+    })
+}
+
+fn certify(opts: Options, out: &std::path::Path) -> ExitCode {
+    let Ok(run_dir) = prepare(&opts, out) else {
+        return ExitCode::from(2);
     };
     *scenarios::steps::RUN_DIR
         .lock()
@@ -204,22 +208,8 @@ fn sweep(
         tags: tags.clone(),
         seed: 1,
     };
-    if let Err(e) = validate(&opts) {
-        eprintln!("drlab: {e}");
+    let Ok(run_dir) = prepare(&opts, out) else {
         return ExitCode::from(2);
-    }
-    if let Err(errors) = scenarios::certify::preflight(features) {
-        for e in &errors {
-            eprintln!("drlab: {e}");
-        }
-        return ExitCode::from(2);
-    }
-    let run_dir = match new_run_dir(out) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("drlab: cannot write runs to {}: {e}", out.display());
-            return ExitCode::from(2);
-        }
     };
     let exe = match std::env::current_exe() {
         Ok(e) => e,

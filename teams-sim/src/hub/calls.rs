@@ -98,6 +98,19 @@ fn teams_codecs() -> Vec<Codec> {
     ]
 }
 
+/// The media processor's media at `ip`:`port` with SRTP `key` (its
+/// SDES inline form), rtcp-mux, Teams' codecs.
+fn mp_media(ip: IpAddr, port: u16, key: &SrtpKey) -> LocalMedia {
+    LocalMedia {
+        address: ip.to_string(),
+        port,
+        codecs: teams_codecs(),
+        srtp_key: Some(key.inline()),
+        rtcp_mux: true,
+        ice: None,
+    }
+}
+
 /// The parameters Teams writes for its codecs (SIREN's bitrate, G.729
 /// without Annex B), on whichever of them a description carries.
 fn teams_fmtps(sd: &mut SessionDescription) {
@@ -482,7 +495,7 @@ impl Proxy {
         };
         self.set_state(serial, state);
         if answered {
-            self.replacement_answered(now, ua, id);
+            self.replacement_answered(id);
         }
     }
 
@@ -702,14 +715,7 @@ impl Proxy {
             }
         };
         key.mki = Some((1, 1));
-        let local_media = LocalMedia {
-            address: ip.to_string(),
-            port,
-            codecs: teams_codecs(),
-            srtp_key: Some(key.inline()),
-            rtcp_mux: true,
-            ice: None,
-        };
+        let local_media = mp_media(ip, port, &key);
         let origin = self.origin(ua, ip);
         let mut answer = match local_media.answer(&offer, origin) {
             Ok(a) => a,
@@ -998,14 +1004,7 @@ impl Proxy {
                         return self.set_state(plan.serial, CallState::Ended(format!("503 {e}")));
                     }
                 };
-                let local_media = LocalMedia {
-                    address: ip.to_string(),
-                    port: mp_port,
-                    codecs: teams_codecs(),
-                    srtp_key: Some(mp_key.inline()),
-                    rtcp_mux: true,
-                    ice: None,
-                };
+                let local_media = mp_media(ip, mp_port, &mp_key);
                 let origin = self.origin(ua, ip);
                 let mut offer = local_media.offer(origin);
                 teams_offer(&mut offer);

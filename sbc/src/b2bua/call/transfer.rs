@@ -136,14 +136,14 @@ impl Call {
             self.retired.push(old.session);
             self.a_answer = Some(ours);
             self.a_offer = theirs;
-            self.held.0 = theirs_holds(&self.a_offer);
+            self.held.0 = self.a_offer.holds();
         } else {
             if let Some(old) = self.b() {
                 self.retired.push(old);
             }
             self.legs.push(leg);
             self.b_offer = ours;
-            self.held.1 = theirs_holds(&theirs);
+            self.held.1 = theirs.holds();
             self.b_answer = Some(theirs);
         }
     }
@@ -168,10 +168,6 @@ impl Call {
         plan.hold = false;
         Some(plan)
     }
-}
-
-fn theirs_holds(sd: &SessionDescription) -> bool {
-    sd.holds()
 }
 
 /// The URI a Refer-To names (RFC 3515 §2.1: a name-addr or addr-spec).

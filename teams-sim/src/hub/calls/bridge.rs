@@ -10,7 +10,7 @@
 //! transcoding: the far leg is offered the near leg's codec). Either leg's
 //! end ends the other.
 
-use super::{teams_codecs, teams_crypto, teams_offer, HubCall};
+use super::{teams_crypto, teams_offer, HubCall};
 use crate::hub::causes;
 use crate::hub::raw::RawMessage;
 use crate::hub::{CallDirection, CallState, Proxy, Refusal};
@@ -119,14 +119,7 @@ impl Proxy {
         };
         let mut in_key = SrtpKey::generate(ua.rng());
         in_key.mki = Some((1, 1));
-        let in_media = LocalMedia {
-            address: ip.to_string(),
-            port: ports.0,
-            codecs: teams_codecs(),
-            srtp_key: Some(in_key.inline()),
-            rtcp_mux: true,
-            ice: None,
-        };
+        let in_media = super::mp_media(ip, ports.0, &in_key);
         let origin = self.origin(ua, ip);
         let mut in_answer = match in_media.answer(&offer, origin) {
             Ok(a) => a,
@@ -143,22 +136,13 @@ impl Proxy {
         let codec = agreed(&in_answer, &offer).map(|a| a.codec.name);
         let mut out_key = SrtpKey::generate(ua.rng());
         out_key.mki = None;
-        let out_media = LocalMedia {
-            address: ip.to_string(),
-            port: ports.1,
-            codecs: teams_codecs()
-                .into_iter()
-                .filter(|c| {
-                    codec
-                        .as_ref()
-                        .is_none_or(|n| c.name.eq_ignore_ascii_case(n))
-                        || c.name == "telephone-event"
-                })
-                .collect(),
-            srtp_key: Some(out_key.inline()),
-            rtcp_mux: true,
-            ice: None,
-        };
+        let mut out_media = super::mp_media(ip, ports.1, &out_key);
+        out_media.codecs.retain(|c| {
+            codec
+                .as_ref()
+                .is_none_or(|n| c.name.eq_ignore_ascii_case(n))
+                || c.name == "telephone-event"
+        });
         let origin = self.origin(ua, ip);
         let mut out_offer = out_media.offer(origin);
         teams_offer(&mut out_offer);

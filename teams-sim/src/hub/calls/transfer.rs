@@ -24,7 +24,6 @@ use crate::hub::{
     CallDirection, CallState, Proxy, Refusal, TransferHow, TransferRecord, HUB_ALLOW, VIEW_HISTORY,
 };
 use drlab_sim::far_end::Talk;
-use sbc::sip::sdp::offer_answer::LocalMedia;
 use sbc::sip::session::{EndReason, Hop, Reply, RequestBuilder, SessionId, SessionState};
 use sbc::sip::transaction::TransactionKey;
 use sbc::sip::ua::UserAgent;
@@ -516,12 +515,7 @@ impl Proxy {
 
     /// A call that takes another over (Replaces) was answered by the SBC:
     /// the old one is now the SBC's to end.
-    pub(crate) fn replacement_answered(
-        &mut self,
-        _now: Instant,
-        _ua: &mut UserAgent,
-        id: SessionId,
-    ) {
+    pub(crate) fn replacement_answered(&mut self, id: SessionId) {
         let Some(c) = self.calls.get(&id) else {
             return;
         };
@@ -634,14 +628,7 @@ impl Proxy {
                 return true;
             }
         };
-        let local_media = LocalMedia {
-            address: ip.to_string(),
-            port,
-            codecs: super::teams_codecs(),
-            srtp_key: Some(key.inline()),
-            rtcp_mux: true,
-            ice: None,
-        };
+        let local_media = super::mp_media(ip, port, &key);
         let origin = self.origin(ua, ip);
         let mut offer = local_media.offer(origin);
         teams_offer(&mut offer);
