@@ -1,5 +1,6 @@
-//! Same seed, same build → byte-identical traces, for every scenario of
-//! the suites; and a different seed gives different identifiers.
+//! Same seed, same build → byte-identical traces and pcaps (SIP and
+//! media), for every scenario of the suites; and a different seed gives
+//! different identifiers.
 
 use scenarios::certify::{run, Options, Report};
 
@@ -34,6 +35,12 @@ fn every_scenario_replays_byte_identical_from_its_seed() {
         assert!(
             ta == tb,
             "{}: traces differ between two runs with seed 1",
+            a.name
+        );
+        // The pcap holds the media too: every packet's time and bytes.
+        assert!(
+            a.pcap == b.pcap,
+            "{}: pcaps differ between two runs with seed 1",
             a.name
         );
     }

@@ -109,6 +109,8 @@ pub struct ScenarioResult {
     pub messages: Vec<crate::report::LadderMessage>,
     pub trace: Option<String>,
     pub pcap: Option<Vec<u8>>,
+    /// What the scenario's media came to in its pcap.
+    pub media: crate::pcap::MediaCount,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -383,7 +385,10 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                 .iter()
                 .map(|s| format!("{}{}", s.keyword, s.value))
                 .collect();
-            let pcap = world.as_ref().and_then(|w| w.pcap());
+            let (pcap, media) = match world.as_ref().and_then(|w| w.pcap()) {
+                Some((p, count)) => (Some(p), count),
+                None => (None, Default::default()),
+            };
             let tags = feature.tags.iter().chain(&scenario.tags).cloned().collect();
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             let mark = if passed { "PASS" } else { "FAIL" };
@@ -400,6 +405,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                     messages,
                     trace,
                     pcap,
+                    media,
                 });
             }
             async {}.boxed_local()
@@ -685,6 +691,7 @@ mod tests {
                     messages: vec![],
                     trace: None,
                     pcap: None,
+                    media: Default::default(),
                 },
                 ScenarioResult {
                     feature: "F".into(),
@@ -697,6 +704,7 @@ mod tests {
                     messages: vec![],
                     trace: None,
                     pcap: None,
+                    media: Default::default(),
                 },
             ],
         };

@@ -232,6 +232,7 @@ mod tests {
                     ],
                     trace: None,
                     pcap: None,
+                    media: Default::default(),
                 },
                 ScenarioResult {
                     feature: "Refusals".into(),
@@ -244,6 +245,7 @@ mod tests {
                     messages: vec![],
                     trace: None,
                     pcap: None,
+                    media: Default::default(),
                 },
             ],
         };

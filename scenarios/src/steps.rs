@@ -117,10 +117,16 @@ impl DrlabWorld {
         })
     }
 
-    /// Everything sent so far as a pcap file (see [`crate::pcap`]).
-    pub fn pcap(&self) -> Option<Vec<u8>> {
+    /// Everything sent so far, SIP and media, as a pcap file (see
+    /// [`crate::pcap`]), with what its media came to.
+    pub fn pcap(&self) -> Option<(Vec<u8>, crate::pcap::MediaCount)> {
         let lab = self.lab.as_ref()?;
-        Some(crate::pcap::write(&sent(lab), crate::world::EPOCH_SECS))
+        let media = sent_messages(&lab.media.events(), &lab.names());
+        Some(crate::pcap::write(
+            &sent(lab),
+            &media,
+            crate::world::EPOCH_SECS,
+        ))
     }
 
     /// Every SIP message sent so far, for the HTML report's ladder.

@@ -115,7 +115,10 @@ impl std::error::Error for LabError {}
 pub struct Lab {
     pub config: LabConfig,
     pub sim: turmoil::Sim<'static>,
+    /// Every SIP message, decrypted.
     pub recorder: Recorder,
+    /// Every media datagram (RTP, RTCP, STUN) as sent.
+    pub media: Recorder,
     pub hub: Arc<Mutex<HubView>>,
     pub carrier: Arc<Mutex<CarrierView>>,
     pub sut: Box<dyn SystemUnderTest>,
@@ -241,6 +244,8 @@ impl Lab {
 
         let recorder = Recorder::default();
         let tap: Arc<dyn Tap> = Arc::new(recorder.clone());
+        let media = Recorder::default();
+        let media_tap: Arc<dyn Tap> = Arc::new(media.clone());
         // The system under test first: host addresses follow registration order.
         // Certificates are judged by the world's clock, not the machine's.
         let clock: Arc<dyn rustls::time_provider::TimeProvider> = Arc::new(SimulatedClock {
@@ -256,6 +261,7 @@ impl Lab {
             carrier_port: 5060,
             seed: config.seed,
             tap: tap.clone(),
+            media_tap: media_tap.clone(),
         };
         sut.install(&mut sim, &ctx);
         let (sbcs, routes) = match &config.second_sbc {
@@ -301,7 +307,7 @@ impl Lab {
             ),
             seed: config.seed,
         };
-        let mut installed = topology::install(&mut sim, &parties, tap.clone());
+        let mut installed = topology::install(&mut sim, &parties, tap.clone(), media_tap);
         topology::install_tester(&mut sim, &parties, &mut installed, tap.clone());
         // Last, so that no other host's address moves.
         let second_sbc = match &config.second_sbc {
@@ -327,6 +333,7 @@ impl Lab {
             config,
             sim,
             recorder,
+            media,
             hub: installed.hub,
             carrier: installed.carrier,
             sut,

@@ -5,7 +5,7 @@
 use crate::world::topology::{once, take, Once};
 use sbc::b2bua::{run_sbc_with, SbcCommand, SbcConfig, SbcView};
 use sbc::direct_routing::HUB_FQDNS;
-use sbc::sip::transport::{Tap, TurmoilNet};
+use sbc::sip::transport::{MediaTapNet, Tap, TurmoilNet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,7 +41,10 @@ pub struct SutContext {
     pub carrier_host: String,
     pub carrier_port: u16,
     pub seed: u64,
+    /// Records the SIP the SBC sends and receives.
     pub tap: Arc<dyn Tap>,
+    /// Records the media the SBC sends (see [`MediaTapNet`]).
+    pub media_tap: Arc<dyn Tap>,
 }
 
 /// drlab's own SBC, run in simulation.
@@ -88,10 +91,12 @@ impl SystemUnderTest for ReferenceSbc {
             seed: ctx.seed,
         };
         let (view, tap, rx) = (self.view.clone(), ctx.tap.clone(), self.receiver.clone());
+        let (host, media_tap) = (ctx.fqdn.clone(), ctx.media_tap.clone());
         sim.host(ctx.fqdn.as_str(), move || {
             let (c, v, t) = (config.clone(), view.clone(), tap.clone());
             let commands = take(&rx);
-            async move { Ok(run_sbc_with(TurmoilNet, c, v, commands, Some(t)).await?) }
+            let net = MediaTapNet::new(TurmoilNet, &host, media_tap.clone());
+            async move { Ok(run_sbc_with(net, c, v, commands, Some(t)).await?) }
         });
     }
 

@@ -10,7 +10,7 @@ use drlab_sim::far_end::Answering;
 use drlab_sim::scripted_sbc::{run_scripted_sbc, InviteScript, ScriptedSbcConfig, ScriptedSbcView};
 use drlab_sim::{media_host, media_host_channel, MediaHostHandle};
 use sbc::direct_routing::HUB_FQDNS;
-use sbc::sip::transport::{Network, Tap, TurmoilNet};
+use sbc::sip::transport::{MediaTapNet, Network, Tap, TurmoilNet};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,19 +44,21 @@ pub(crate) fn take<T>(o: &Once<T>) -> mpsc::UnboundedReceiver<T> {
 fn install_media_host(
     sim: &mut turmoil::Sim<'static>,
     name: &str,
+    media_tap: &Arc<dyn Tap>,
     (handle, rx): (
         MediaHostHandle,
         mpsc::UnboundedReceiver<drlab_sim::ProbeOpen>,
     ),
 ) -> MediaHostHandle {
     let rx = Arc::new(Mutex::new(Some(rx)));
-    let (live, host) = (handle.live.clone(), name.to_string());
+    let (live, host, media_tap) = (handle.live.clone(), name.to_string(), media_tap.clone());
     sim.host(name, move || {
         let rx = take(&rx);
         let (live, host) = (live.clone(), host.clone());
+        let net = MediaTapNet::new(TurmoilNet, &host, media_tap.clone());
         async move {
             let ip = TurmoilNet.resolve(&host, 0).await?.ip();
-            Ok(media_host(TurmoilNet, ip, rx, live).await?)
+            Ok(media_host(net, ip, rx, live).await?)
         }
     });
     handle
@@ -97,7 +99,13 @@ pub struct Installed {
 /// Install the hub (three proxies sharing one view and one media
 /// processor), the carrier and its phones. The tester is installed by
 /// [`install_tester`], last, so that adding it moved no other address.
-pub fn install(sim: &mut turmoil::Sim<'static>, p: &Parties, tap: Arc<dyn Tap>) -> Installed {
+/// `tap` records SIP, `media_tap` the media every host sends.
+pub fn install(
+    sim: &mut turmoil::Sim<'static>,
+    p: &Parties,
+    tap: Arc<dyn Tap>,
+    media_tap: Arc<dyn Tap>,
+) -> Installed {
     let hub_view = p.hub_view.clone();
     // Hosts are registered in a fixed order (addresses follow it): the
     // proxies, their media processor, the phones, the carrier.
@@ -142,15 +150,17 @@ pub fn install(sim: &mut turmoil::Sim<'static>, p: &Parties, tap: Arc<dyn Tap>) 
             seed: p.seed,
         };
         let commands = channels[i].1.clone();
-        let (view, tap) = (hub_view.clone(), tap.clone());
+        let (view, tap, media_tap) = (hub_view.clone(), tap.clone(), media_tap.clone());
         sim.host(*fqdn, move || {
             let rx = take(&commands);
             let (c, v, t) = (config.clone(), view.clone(), tap.clone());
-            async move { Ok(run_proxy(TurmoilNet, c, v, rx, Some(t)).await?) }
+            // The proxy relays media itself when it bridges two SBC legs.
+            let net = MediaTapNet::new(TurmoilNet, fqdn, media_tap.clone());
+            async move { Ok(run_proxy(net, c, v, rx, Some(t)).await?) }
         });
         hosts_after.push(fqdn.to_string());
     }
-    install_media_host(sim, MEDIA_PROCESSOR, mp_channel);
+    install_media_host(sim, MEDIA_PROCESSOR, &media_tap, mp_channel);
     hosts_after.push(MEDIA_PROCESSOR.into());
 
     let mut phones = Vec::new();
@@ -158,7 +168,7 @@ pub fn install(sim: &mut turmoil::Sim<'static>, p: &Parties, tap: Arc<dyn Tap>) 
     let mut probes_live = vec![mp.live.clone()];
     for number in &p.phones {
         let host = phone_host(number);
-        let media = install_media_host(sim, &host, media_host_channel());
+        let media = install_media_host(sim, &host, &media_tap, media_host_channel());
         probes_live.push(media.live.clone());
         phones.push(Phone {
             number: number.clone(),

@@ -7,10 +7,12 @@
 //! transactions and answer.
 
 mod connection;
+pub mod media_tap;
 pub mod net;
 pub mod tap;
 pub mod tls;
 
+pub use media_tap::MediaTapNet;
 pub use net::{DatagramSocket, Network, StreamListener, TokioNet, TurmoilNet};
 pub use tap::{Recorder, Tap, TraceEvent};
 
