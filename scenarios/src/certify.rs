@@ -81,6 +81,9 @@ pub struct Options {
     /// A tag expression (`@inbound and not @slow`).
     pub tags: Option<String>,
     pub seed: u64,
+    /// A progress bar on standard output (for a terminal) instead of a
+    /// line per scenario; failures are still printed as they happen.
+    pub progress: bool,
 }
 
 impl Default for Options {
@@ -90,8 +93,23 @@ impl Default for Options {
             name: None,
             tags: None,
             seed: 1,
+            progress: false,
         }
     }
+}
+
+/// The bar `drlab` draws on a terminal: scenarios (or seeds) done of all,
+/// the elapsed time, and what runs now.
+pub fn progress_bar(len: usize, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len as u64),
+        indicatif::ProgressDrawTarget::stdout(),
+    );
+    let template = format!("{{bar:30}} {{pos}}/{{len}} {unit} {{elapsed}}  {{wide_msg}}");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -220,6 +238,56 @@ fn expand(text: &str, header: &[String], row: &[String]) -> String {
     })
 }
 
+/// How many scenarios a run with `opts` selects (a Scenario Outline counts
+/// once per Examples row), by the same name and tag rules as the run.
+pub fn selected(opts: &Options) -> Result<usize, String> {
+    let name = opts
+        .name
+        .as_deref()
+        .map(Regex::new)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let tags = opts
+        .tags
+        .as_deref()
+        .map(TagOperation::from_str)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let mut n = 0;
+    for f in feature_files(&opts.features)? {
+        let feature =
+            cucumber::gherkin::Feature::parse_path(&f, cucumber::gherkin::GherkinEnv::default())
+                .map_err(|e| format!("{}: does not parse: {e}", f.display()))?;
+        let rules = feature.rules.iter().map(|r| (Some(r), &r.scenarios));
+        for (rule, scenarios) in std::iter::once((None, &feature.scenarios)).chain(rules) {
+            for sc in scenarios.iter() {
+                if !name.as_ref().is_none_or(|re| re.is_match(&sc.name)) {
+                    continue;
+                }
+                let base = feature
+                    .tags
+                    .iter()
+                    .chain(rule.iter().flat_map(|r: &&cucumber::gherkin::Rule| &r.tags))
+                    .chain(&sc.tags);
+                if sc.examples.is_empty() {
+                    n += usize::from(tags.as_ref().is_none_or(|t| t.eval(base)));
+                    continue;
+                }
+                for ex in &sc.examples {
+                    let all = base.clone().chain(&ex.tags);
+                    if tags.as_ref().is_none_or(|t| t.eval(all)) {
+                        n += ex
+                            .table
+                            .as_ref()
+                            .map_or(0, |t| t.rows.len().saturating_sub(1));
+                    }
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// Read every feature before anything runs: one that does not parse and
 /// every step no definition matches (or more than one does) is an error
 /// naming file and line, all of them at once. cucumber itself would skip
@@ -336,6 +404,11 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         .map(TagOperation::from_str)
         .transpose()
         .map_err(|e| e.to_string())?;
+    let bar = match opts.progress {
+        true => Some(progress_bar(selected(&opts)?, "scenarios")),
+        false => None,
+    };
+    let (bar_before, bar_after) = (bar.clone(), bar.clone());
     let results: Arc<Mutex<Vec<ScenarioResult>>> = Arc::default();
     let sink = results.clone();
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -353,8 +426,11 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         .max_concurrent_scenarios(1)
         .fail_on_skipped()
         .with_cli(cucumber::cli::Opts::<_, _, _, cucumber::cli::Empty>::default())
-        .before(|_feature, _rule, scenario, world| {
+        .before(move |_feature, _rule, scenario, world| {
             world.scenario = scenario.name.clone();
+            if let Some(b) = &bar_before {
+                b.set_message(scenario.name.clone());
+            }
             async {}.boxed_local()
         })
         .after(move |feature, _rule, scenario, finished, world| {
@@ -392,7 +468,16 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             let tags = feature.tags.iter().chain(&scenario.tags).cloned().collect();
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             let mark = if passed { "PASS" } else { "FAIL" };
-            println!("[{n}] {mark}  {} / {}", feature.name, scenario.name);
+            let line = format!("[{n}] {mark}  {} / {}", feature.name, scenario.name);
+            match &bar_after {
+                Some(b) => {
+                    if !passed {
+                        b.println(line);
+                    }
+                    b.inc(1);
+                }
+                None => println!("{line}"),
+            }
             if let Ok(mut r) = sink.lock() {
                 r.push(ScenarioResult {
                     feature: feature.name.clone(),
@@ -421,6 +506,9 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             name_ok && tags_ok
         })
         .await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     let results = results.lock().map(|r| r.clone()).unwrap_or_default();
     Ok(Report {
         seed: opts.seed,
@@ -658,6 +746,46 @@ mod tests {
         assert!(errors
             .iter()
             .any(|e| e.contains("outline.feature:4:") && e.contains("a=whatever")));
+    }
+
+    /// The progress bar's length: what the filters select, an outline once
+    /// per Examples row (tagged Examples by their tags too).
+    #[test]
+    fn selected_counts_what_the_filters_let_through() {
+        let dir = std::env::temp_dir().join(format!("drlab-selected-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("a.feature"),
+            "@calls\nFeature: A\n\n  @in\n  Scenario: one\n    Given x\n\n  \
+             Scenario Outline: many <n>\n    Given <n>\n\n    Examples:\n      | n |\n      | 1 |\n      | 2 |\n\n    \
+             @slow\n    Examples:\n      | n |\n      | 3 |\n\n  Rule: r\n\n    @in\n    Scenario: ruled\n      Given y\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("b.feature"),
+            "Feature: B\n\n  Scenario: two\n    Given z\n",
+        )
+        .unwrap();
+        let count = |name: Option<&str>, tags: Option<&str>| {
+            selected(&Options {
+                features: dir.clone(),
+                name: name.map(String::from),
+                tags: tags.map(String::from),
+                ..Options::default()
+            })
+            .unwrap()
+        };
+        let all = count(None, None);
+        let tagged_in = count(None, Some("@in"));
+        let not_slow = count(None, Some("not @slow"));
+        let calls = count(None, Some("@calls"));
+        let named = count(Some("^many"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(all, 6);
+        assert_eq!(tagged_in, 2);
+        assert_eq!(not_slow, 5);
+        assert_eq!(calls, 5);
+        assert_eq!(named, 3);
     }
 
     #[test]

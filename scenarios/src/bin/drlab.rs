@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use scenarios::certify::{new_run_dir, render, run, validate, write_outputs, Options};
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -88,6 +89,7 @@ fn main() -> ExitCode {
                 name,
                 tags,
                 seed,
+                progress: std::io::stdout().is_terminal(),
             },
             &out,
         ),
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
                 name: Some(scenarios::certify::exact_name(&scenario)),
                 tags: None,
                 seed,
+                progress: false,
             };
             let code = certify(opts, &out);
             let trace = out
@@ -207,6 +210,7 @@ fn sweep(
         name: name.clone(),
         tags: tags.clone(),
         seed: 1,
+        progress: false,
     };
     let Ok(run_dir) = prepare(&opts, out) else {
         return ExitCode::from(2);
@@ -221,7 +225,15 @@ fn sweep(
     let width = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut results: Vec<(u64, Option<i32>, String)> = Vec::new();
     let seeds: Vec<u64> = (1..=n).collect();
+    // On a terminal, a bar over the seeds; the seeds' lines print above it.
+    let bar = std::io::stdout()
+        .is_terminal()
+        .then(|| scenarios::certify::progress_bar(seeds.len(), "seeds"));
     for batch in seeds.chunks(width) {
+        if let Some(b) = &bar {
+            let (first, last) = (batch[0], batch[batch.len() - 1]);
+            b.set_message(format!("running seeds {first}..={last}"));
+        }
         let children: Vec<(u64, std::io::Result<std::process::Child>)> = batch
             .iter()
             .map(|&seed| {
@@ -258,9 +270,19 @@ fn sweep(
                 .find(|l| l.ends_with(" failed"))
                 .unwrap_or("no result")
                 .to_string();
-            println!("seed {seed}: {summary}");
+            let line = format!("seed {seed}: {summary}");
+            match &bar {
+                Some(b) => {
+                    b.println(line);
+                    b.inc(1);
+                }
+                None => println!("{line}"),
+            }
             results.push((seed, code, stdout));
         }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     let failing: Vec<&(u64, Option<i32>, String)> =
         results.iter().filter(|(_, c, _)| *c != Some(0)).collect();
