@@ -217,8 +217,10 @@ pub(crate) fn rsip_header<'a>(headers: &'a rsip::Headers, name: &str) -> Option<
 
 #[given(regex = r"^the SBC is registered in the tenant as (\S+)(?: with the (\S+) certificate)?$")]
 async fn registered(w: &mut DrlabWorld, fqdn: String, certificate: String) -> StepResult {
+    let seed = SEED.load(Ordering::Relaxed);
     let config = LabConfig {
-        seed: SEED.load(Ordering::Relaxed),
+        seed,
+        links: crate::world::LinkProfile::for_seed(seed),
         sbc_fqdn: fqdn,
         sbc_certificate: if certificate.is_empty() {
             "good".into()

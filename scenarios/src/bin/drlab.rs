@@ -168,6 +168,14 @@ fn certify(opts: Options, out: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if report.seed != 1 {
+        // What this seed did to the links (seed 1 is the reference world).
+        println!(
+            "\nseed {}: {}",
+            report.seed,
+            scenarios::world::LinkProfile::for_seed(report.seed)
+        );
+    }
     print!("\n{}", render(&report));
     match write_outputs(&report, &run_dir) {
         Ok(files) => println!(
@@ -270,7 +278,8 @@ fn sweep(
                 .find(|l| l.ends_with(" failed"))
                 .unwrap_or("no result")
                 .to_string();
-            let line = format!("seed {seed}: {summary}");
+            let links = scenarios::world::LinkProfile::for_seed(seed);
+            let line = format!("seed {seed} ({links}): {summary}");
             match &bar {
                 Some(b) => {
                     b.println(line);

@@ -38,6 +38,8 @@ pub struct LabConfig {
     pub teams_users: Vec<TeamsUser>,
     /// One-way latency on every link.
     pub latency: Duration,
+    /// How this seed varies every link's latency (see [`LinkProfile`]).
+    pub links: LinkProfile,
     pub tick: Duration,
     /// The longest a scenario may run, in simulated time.
     pub duration: Duration,
@@ -52,6 +54,67 @@ pub struct LabConfig {
     /// A second SBC in the tenant, in a voice route of higher priority
     /// than the SBC's: outbound calls try it first (failover cases).
     pub second_sbc: Option<SecondSbc>,
+}
+
+/// How a seed varies the world's links, for swarm testing (`drlab certify
+/// --seeds`): every latency the scenario sets is scaled, and each packet
+/// gets up to `jitter` more (turmoil draws it per message from the seed,
+/// exponentially: most packets near the low end).
+///
+/// Seed 1 is the reference world: latencies as the scenario says, no
+/// jitter; its traces are the snapshots. Other seeds scale by 0.5–2.0 and
+/// add 0–15 ms of jitter. Jitter stays under the 20 ms between audio
+/// frames, so packets of one stream are not reordered: the audio checks
+/// read frames in order, and loss and reordering belong to the impairment
+/// model. SIP messages sent close together may now overtake each other on
+/// UDP, as they do on real networks (TCP and TLS keep their order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkProfile {
+    /// Latency multiplier in thousandths.
+    pub scale_permille: u32,
+    pub jitter: Duration,
+}
+
+impl LinkProfile {
+    pub const REFERENCE: LinkProfile = LinkProfile {
+        scale_permille: 1000,
+        jitter: Duration::ZERO,
+    };
+
+    /// The profile of `seed`: a stream of its own, so the variation does
+    /// not move any other value drawn from the seed.
+    pub fn for_seed(seed: u64) -> LinkProfile {
+        if seed == 1 {
+            return LinkProfile::REFERENCE;
+        }
+        let mut rng = sbc::sip::rng::SeededRng::for_host(seed, "link-profile");
+        LinkProfile {
+            scale_permille: 500 + rng.next_u32() % 1501,
+            jitter: Duration::from_millis(u64::from(rng.next_u32() % 16)),
+        }
+    }
+
+    /// The lowest one-way latency of a link the scenario gives `base`.
+    pub fn latency(&self, base: Duration) -> Duration {
+        base * self.scale_permille / 1000
+    }
+
+    /// The highest: the lowest plus the jitter.
+    pub fn max_latency(&self, base: Duration) -> Duration {
+        self.latency(base) + self.jitter
+    }
+}
+
+impl std::fmt::Display for LinkProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "latency ×{}.{:03}, jitter up to {} ms",
+            self.scale_permille / 1000,
+            self.scale_permille % 1000,
+            self.jitter.as_millis()
+        )
+    }
 }
 
 /// The tenant's other SBC: scripted to fail (see
@@ -91,6 +154,7 @@ impl Default for LabConfig {
                 },
             ],
             latency: Duration::from_millis(10),
+            links: LinkProfile::REFERENCE,
             tick: Duration::from_millis(1),
             duration: Duration::from_secs(3600),
             media_frames: 100_000,
@@ -237,8 +301,8 @@ impl Lab {
             .epoch(std::time::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS.into()))
             .simulation_duration(config.duration)
             .tick_duration(config.tick)
-            .min_message_latency(config.latency)
-            .max_message_latency(config.latency)
+            .min_message_latency(config.links.latency(config.latency))
+            .max_message_latency(config.links.max_latency(config.latency))
             .udp_capacity(4096)
             .build();
 
@@ -395,11 +459,18 @@ impl Lab {
         Ok(hosts)
     }
 
-    /// Fix the one-way latency between two parties (both directions).
+    /// Fix the one-way latency between two parties (both directions), as
+    /// this seed's [`LinkProfile`] varies it.
     pub fn set_latency(&mut self, a: &str, b: &str, latency: Duration) -> Result<(), LabError> {
+        let links = self.config.links;
         for x in self.party(a)? {
             for y in self.party(b)? {
-                self.sim.set_link_latency(x.as_str(), y.as_str(), latency);
+                let (x, y) = (x.as_str(), y.as_str());
+                self.sim.set_link_latency(x, y, links.latency(latency));
+                if links.jitter > Duration::ZERO {
+                    self.sim
+                        .set_link_max_message_latency(x, y, links.max_latency(latency));
+                }
             }
         }
         Ok(())
@@ -449,5 +520,95 @@ impl Lab {
             .iter()
             .map(|h| (self.sim.lookup(h.as_str()), h.clone()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_one_is_the_reference_and_other_seeds_stay_in_the_profile() {
+        assert_eq!(LinkProfile::for_seed(1), LinkProfile::REFERENCE);
+        let profiles: Vec<LinkProfile> = (2..200).map(LinkProfile::for_seed).collect();
+        for p in &profiles {
+            assert!((500..=2000).contains(&p.scale_permille), "{p}");
+            assert!(p.jitter <= Duration::from_millis(15), "{p}");
+        }
+        assert_eq!(LinkProfile::for_seed(7), LinkProfile::for_seed(7));
+        let scales: std::collections::BTreeSet<u32> =
+            profiles.iter().map(|p| p.scale_permille).collect();
+        let jitters: std::collections::BTreeSet<Duration> =
+            profiles.iter().map(|p| p.jitter).collect();
+        assert!(scales.len() > 100 && jitters.len() == 16);
+        let p = LinkProfile {
+            scale_permille: 1400,
+            jitter: Duration::from_millis(12),
+        };
+        assert_eq!(p.to_string(), "latency ×1.400, jitter up to 12 ms");
+        assert_eq!(
+            p.latency(Duration::from_millis(150)),
+            Duration::from_millis(210)
+        );
+        assert_eq!(
+            p.max_latency(Duration::from_millis(150)),
+            Duration::from_millis(222)
+        );
+    }
+
+    /// The gaps between each OPTIONS the SBC sends to a hub proxy and the
+    /// proxy's 200: one trip across the link, as the profile sets it.
+    fn options_trips(links: LinkProfile) -> Vec<f64> {
+        let mut lab = Lab::new(LabConfig {
+            seed: 3,
+            links,
+            ..LabConfig::default()
+        })
+        .unwrap();
+        lab.run_for(Duration::from_secs(65)).unwrap();
+        let sent = crate::trace::sent_messages(&lab.recorder.events(), &lab.names());
+        let mut trips = Vec::new();
+        for (i, s) in sent.iter().enumerate() {
+            if s.from != SBC_FQDN || s.label() != "OPTIONS" {
+                continue;
+            }
+            let call_id = s.message().and_then(|m| m.call_id().ok().map(String::from));
+            let answer = sent[i..].iter().find(|r| {
+                r.to == SBC_FQDN
+                    && r.label() == "200 OK (OPTIONS)"
+                    && r.message().and_then(|m| m.call_id().ok().map(String::from)) == call_id
+            });
+            if let Some(a) = answer {
+                trips.push(a.at_ms - s.at_ms);
+            }
+        }
+        assert!(trips.len() >= 6, "{trips:?}");
+        trips
+    }
+
+    #[test]
+    fn a_profile_scales_the_links_and_adds_jitter() {
+        let reference = options_trips(LinkProfile::REFERENCE);
+        assert!(
+            reference.iter().all(|t| (10.0..=11.0).contains(t)),
+            "{reference:?}"
+        );
+        let doubled = options_trips(LinkProfile {
+            scale_permille: 2000,
+            jitter: Duration::ZERO,
+        });
+        assert!(
+            doubled.iter().all(|t| (20.0..=21.0).contains(t)),
+            "{doubled:?}"
+        );
+        let jittery = options_trips(LinkProfile {
+            scale_permille: 2000,
+            jitter: Duration::from_millis(15),
+        });
+        assert!(
+            jittery.iter().all(|t| (20.0..=36.0).contains(t)),
+            "{jittery:?}"
+        );
+        assert!(jittery.iter().any(|t| *t > 21.0), "{jittery:?}");
     }
 }
