@@ -42,6 +42,23 @@ Feature: Hold, resume and refresh across the SBC
     When the PSTN caller hangs up
     Then both legs end with BYE and 200
 
+  Scenario: A Teams user holds before the carrier's ACK is in; the SBC holds the carrier once it may
+    # RFC 3261 §14.1: no re-INVITE on a dialog whose INVITE is still in
+    # progress. Over a slow carrier link the hub's hold arrives while the
+    # carrier's ACK is on its way: the SBC must send the hold when the ACK
+    # lands, not drop it (found by `drlab certify --seeds 6`, seed 6).
+    Given the link between the carrier and the SBC has 200 ms of latency
+    When PSTN caller +4930123456 calls +4989000001
+    Then the Teams user answers
+    When the Teams user puts the call on hold
+    Then the SBC sends the carrier a re-INVITE with a=inactive
+    And audio stops both ways
+    When the Teams user resumes the call
+    Then the SBC sends the carrier a re-INVITE with a=sendrecv
+    And audio flows both ways, decrypted and in order
+    When the PSTN caller hangs up
+    Then both legs end with BYE and 200
+
   Scenario: A refresh that changes nothing is answered with the description unchanged
     When Teams user Alice dials +4930123456
     Then the phone rings

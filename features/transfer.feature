@@ -138,6 +138,22 @@ Feature: Transfers the hub asks of the SBC
     When the PSTN caller hangs up
     Then the PSTN caller hears the call end
 
+  Scenario: A REFER that comes before the carrier's ACK is passed on once the ACK is in
+    # Over a slow carrier link the hub's REFER reaches the SBC before the
+    # carrier's ACK: the SBC accepts it and REFERs the carrier when the
+    # ACK lands (found by `drlab certify --seeds 6`, seed 6).
+    Given the SBC passes transfers on to the carrier
+    And the link between the carrier and the SBC has 200 ms of latency
+    When PSTN caller +4930123456 calls +4989000001
+    Then the Teams user answers
+    When Alice transfers the call to Bob
+    Then the transfer to Bob completes by REFER
+    And the SBC REFERs the carrier, which calls the Refer-To back
+    And the PSTN caller hears Bob, decrypted and in order
+    And the hub holds nothing against the SBC
+    When the PSTN caller hangs up
+    Then the PSTN caller hears the call end
+
   Scenario: A call a Teams user placed, transferred by REFER passed on to the carrier
     Given the SBC passes transfers on to the carrier
     When Teams user Alice dials +4930123456

@@ -96,14 +96,41 @@ pub(crate) struct Call {
     retired: Vec<SessionId>,
     /// A retired leg still up then gets our BYE.
     retire_by: Option<Instant>,
+    /// A hold or resume the other leg could not take yet (its INVITE, or a
+    /// re-INVITE, still in progress: RFC 3261 §14.1): sent when that leg's
+    /// transaction ends, or retried at the time given.
+    hold_due: Option<HoldDue>,
+    /// A hub REFER for the carrier, waiting for the carrier's ACK.
+    waiting_refer: Option<transfer::WaitingRefer>,
 }
+
+/// A change of hold waiting for a leg to accept a re-INVITE.
+#[derive(Debug, Clone, Copy)]
+struct HoldDue {
+    to_a: bool,
+    retry_at: Instant,
+    /// When to give up and say so (the leg never became free).
+    give_up_at: Instant,
+}
+
+/// How often a waiting hold is retried when no event frees the leg first
+/// (a re-INVITE of the peer's whose ACK brings no event of its own).
+const HOLD_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long a hold may wait for its leg: Timer H (64×T1), the longest an
+/// INVITE server transaction waits for its ACK.
+pub(super) const HOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(32);
 
 impl Call {
     pub(crate) fn wake(&self) -> Option<Instant> {
-        [self.ring_deadline, self.retire_by]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.ring_deadline,
+            self.retire_by,
+            self.hold_due.map(|h| h.retry_at),
+            self.waiting_refer.as_ref().map(|w| w.give_up_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn a(&self) -> SessionId {
@@ -302,7 +329,15 @@ impl Sbc {
             SessionEvent::ReInvite { offer, .. } => {
                 self.on_reinvite(now, ua, call_id, id, is_a, offer)
             }
-            SessionEvent::ReInviteDone { result } => self.on_reinvite_done(call_id, is_a, result),
+            SessionEvent::ReInviteDone { result } => {
+                self.on_reinvite_done(call_id, is_a, result);
+                self.hold_when_free(now, ua, call_id, is_a);
+            }
+            // The ACK for our 2xx: the leg takes re-INVITEs and REFERs now.
+            SessionEvent::Confirmed => {
+                self.hold_when_free(now, ua, call_id, is_a);
+                self.send_waiting_refer(now, ua, call_id, Some(id));
+            }
             SessionEvent::Request { key, request } if request.method() == Some(&Method::Refer) => {
                 self.on_refer(now, ua, call_id, id, key, &request)
             }
@@ -531,6 +566,8 @@ impl Sbc {
             teams_target,
             retired: Vec::new(),
             retire_by: None,
+            hold_due: None,
+            waiting_refer: None,
         };
         self.media_out.push_back(RelayCommand::Open {
             id: call_id,
@@ -921,10 +958,39 @@ impl Sbc {
             Ok(()) if to_a => call.a_answer = Some(offer),
             Ok(()) => call.b_offer = offer,
             Err(e) => {
+                // Busy (an INVITE not yet ACKed, a re-INVITE either way):
+                // wait for it, up to Timer H from the first attempt.
+                let give_up_at = match call.hold_due {
+                    Some(d) if d.to_a == to_a => d.give_up_at,
+                    _ => now + HOLD_WAIT,
+                };
+                if now < give_up_at {
+                    call.hold_due = Some(HoldDue {
+                        to_a,
+                        retry_at: now + HOLD_RETRY,
+                        give_up_at,
+                    });
+                    return;
+                }
+                call.hold_due = None;
                 let line = format!("call {call_id}: cannot re-INVITE the other leg: {e}");
                 self.problem("hold", line);
             }
         }
+    }
+
+    /// A leg's transaction ended (or a retry is due): send the hold or
+    /// resume it was waiting for, as the call stands now.
+    fn hold_when_free(&mut self, now: Instant, ua: &mut UserAgent, call_id: u64, is_a: bool) {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if call.hold_due.is_none_or(|d| d.to_a != is_a) {
+            return;
+        }
+        call.hold_due = None;
+        let held = call.held.0 || call.held.1;
+        self.carry_hold(now, ua, call_id, is_a, held);
     }
 
     /// Our re-INVITE on a leg ended: its answer is that leg's description now.
@@ -1172,6 +1238,31 @@ impl Sbc {
     /// the call moved off and the hub did not end: BYE it.
     pub(crate) fn calls_due(&mut self, now: Instant, ua: &mut UserAgent) {
         self.retired_due(now, ua);
+        let holds: Vec<(u64, bool)> = self
+            .calls
+            .values()
+            .filter_map(|c| {
+                c.hold_due
+                    .filter(|h| h.retry_at <= now)
+                    .map(|h| (c.id, h.to_a))
+            })
+            .collect();
+        for (id, to_a) in holds {
+            self.hold_when_free(now, ua, id, to_a);
+        }
+        let refers: Vec<u64> = self
+            .calls
+            .values()
+            .filter(|c| {
+                c.waiting_refer
+                    .as_ref()
+                    .is_some_and(|w| w.give_up_at <= now)
+            })
+            .map(|c| c.id)
+            .collect();
+        for id in refers {
+            self.send_waiting_refer(now, ua, id, None);
+        }
         let due: Vec<u64> = self
             .calls
             .values()

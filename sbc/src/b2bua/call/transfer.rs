@@ -64,6 +64,18 @@ pub(in crate::b2bua) struct RelayedRefer {
     hub_leg: SessionId,
 }
 
+/// A hub REFER accepted (202) for the carrier while the carrier leg could
+/// not take it yet: our 2xx to the carrier's INVITE not yet ACKed. It goes
+/// on when the ACK lands; a carrier that never ACKs fails it at Timer H.
+#[derive(Debug, Clone)]
+pub(in crate::b2bua) struct WaitingRefer {
+    hub_leg: SessionId,
+    carrier: SessionId,
+    target: String,
+    referred_by: Option<String>,
+    pub(in crate::b2bua) give_up_at: Instant,
+}
+
 impl Call {
     /// The carrier side's session.
     fn carrier_leg(&self) -> Option<SessionId> {
@@ -299,7 +311,25 @@ impl Sbc {
         if self.config.transfers == TransferMode::Carrier {
             if let Some(carrier) = self.carrier_takes_refer(ua, call_id) {
                 let _ = ua.respond_in_dialog(now, id, key, request, Reply::new(202, "Accepted"));
-                return self.refer_carrier(now, ua, call_id, id, carrier, target, request);
+                let referred_by = request.headers.get("Referred-By").map(str::to_string);
+                let accepted = ua
+                    .session(carrier)
+                    .is_some_and(|s| s.state() == SessionState::Accepted);
+                if accepted {
+                    // RFC 3261 §12.1.1 would let us send now, but the carrier
+                    // has not shown it holds the dialog: wait for its ACK.
+                    if let Some(c) = self.calls.get_mut(&call_id) {
+                        c.waiting_refer = Some(WaitingRefer {
+                            hub_leg: id,
+                            carrier,
+                            target,
+                            referred_by,
+                            give_up_at: now + super::HOLD_WAIT,
+                        });
+                    }
+                    return;
+                }
+                return self.refer_carrier(now, ua, call_id, id, carrier, target, referred_by);
             }
         }
         let Some(media) = self.calls[&call_id].new_teams_media(ua) else {
@@ -365,7 +395,7 @@ impl Sbc {
         hub_leg: SessionId,
         carrier: SessionId,
         target: String,
-        refer: &Message,
+        referred_by: Option<String>,
     ) {
         let token = format!("xfer-{}", ua.rng().hex(16));
         let headers = vec![
@@ -387,7 +417,7 @@ impl Sbc {
                     token,
                     ReferTarget {
                         refer_to: target,
-                        referred_by: refer.headers.get("Referred-By").map(str::to_string),
+                        referred_by,
                         call_id,
                     },
                 );
@@ -403,6 +433,47 @@ impl Sbc {
                 self.notify(now, ua, hub_leg, 503, "Service Unavailable", true);
             }
         }
+    }
+
+    /// Leg `confirmed` got its ACK (`None`: the wait is over): pass on the
+    /// hub's REFER that waited for the carrier leg, or fail it with NOTIFY
+    /// 503 if that leg is still not confirmed.
+    pub(super) fn send_waiting_refer(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        call_id: u64,
+        confirmed: Option<SessionId>,
+    ) {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if confirmed.is_some() && call.waiting_refer.as_ref().map(|w| w.carrier) != confirmed {
+            return;
+        }
+        let Some(w) = call.waiting_refer.take() else {
+            return;
+        };
+        let confirmed = ua
+            .session(w.carrier)
+            .is_some_and(|s| s.state() == SessionState::Confirmed);
+        if !confirmed {
+            self.problem(
+                "transfer",
+                format!("call {call_id}: the carrier never ACKed; its REFER was not sent"),
+            );
+            self.notify(now, ua, w.hub_leg, 503, "Service Unavailable", true);
+            return;
+        }
+        self.refer_carrier(
+            now,
+            ua,
+            call_id,
+            w.hub_leg,
+            w.carrier,
+            w.target,
+            w.referred_by,
+        );
     }
 
     /// The carrier's answer to the REFER we passed on: anything but 2xx
