@@ -70,6 +70,22 @@ fn tshark_reads_transfers_as_drlab_does() {
     );
 }
 
+/// What `tshark -r file args...` prints; it must succeed.
+fn tshark(file: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(file)
+        .args(args)
+        .output()
+        .expect("tshark runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn have_tshark() -> bool {
     let there = Command::new("tshark").arg("--version").output().is_ok();
     if !there {
@@ -123,18 +139,9 @@ fn tshark_sees_the_audio_of_both_legs() {
     // decrypted payload as encrypted, with a 10-byte tag. Reading it as RTP
     // is what the docs tell users to do too.
     let tshark = |args: &[&str]| {
-        let out = Command::new("tshark")
-            .args(["-o", "sdp.establish_conversation:FALSE", "-r"])
-            .arg(&file)
-            .args(args)
-            .output()
-            .expect("tshark runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let mut all = vec!["-o", "sdp.establish_conversation:FALSE"];
+        all.extend_from_slice(args);
+        tshark(&file, &all)
     };
     let streams = tshark(&["-q", "-z", "rtp,streams"]);
     let rows: Vec<Vec<&str>> = streams
@@ -180,27 +187,27 @@ fn tshark_agrees(scenario: &str, at_least: usize) {
     }
     let (_, pcap, file) = scenario_pcap(scenario);
     let dir = file.parent().unwrap().to_path_buf();
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(&file)
-        .args(["-Y", "sip", "-T", "fields", "-E", "separator=|"])
-        .args([
+    let text = tshark(
+        &file,
+        &[
+            "-Y",
+            "sip",
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
             "-e",
             "sip.Method",
             "-e",
             "sip.Status-Code",
             "-e",
             "sip.CSeq.method",
-        ])
-        .args(["-e", "_ws.malformed", "-e", "_ws.expert.severity"])
-        .output()
-        .expect("tshark runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            "-e",
+            "_ws.malformed",
+            "-e",
+            "_ws.expert.severity",
+        ],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     let theirs: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
     let ours: Vec<String> = payloads(&pcap, "sip").iter().map(|p| ours(p)).collect();
     assert!(

@@ -238,21 +238,42 @@ fn expand(text: &str, header: &[String], row: &[String]) -> String {
     })
 }
 
+/// The `--name` and `--tags` of a run, compiled.
+struct Filter {
+    name: Option<Regex>,
+    tags: Option<TagOperation>,
+}
+
+impl Filter {
+    fn of(opts: &Options) -> Result<Filter, String> {
+        Ok(Filter {
+            name: opts
+                .name
+                .as_deref()
+                .map(Regex::new)
+                .transpose()
+                .map_err(|e| e.to_string())?,
+            tags: opts
+                .tags
+                .as_deref()
+                .map(TagOperation::from_str)
+                .transpose()
+                .map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// Whether a scenario with this name and these tags (its feature's,
+    /// rule's and own) runs.
+    fn admits<'a>(&self, name: &str, tags: impl Iterator<Item = &'a String> + Clone) -> bool {
+        self.name.as_ref().is_none_or(|re| re.is_match(name))
+            && self.tags.as_ref().is_none_or(|t| t.eval(tags))
+    }
+}
+
 /// How many scenarios a run with `opts` selects (a Scenario Outline counts
 /// once per Examples row), by the same name and tag rules as the run.
 pub fn selected(opts: &Options) -> Result<usize, String> {
-    let name = opts
-        .name
-        .as_deref()
-        .map(Regex::new)
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    let tags = opts
-        .tags
-        .as_deref()
-        .map(TagOperation::from_str)
-        .transpose()
-        .map_err(|e| e.to_string())?;
+    let filter = Filter::of(opts)?;
     let mut n = 0;
     for f in feature_files(&opts.features)? {
         let feature =
@@ -261,21 +282,17 @@ pub fn selected(opts: &Options) -> Result<usize, String> {
         let rules = feature.rules.iter().map(|r| (Some(r), &r.scenarios));
         for (rule, scenarios) in std::iter::once((None, &feature.scenarios)).chain(rules) {
             for sc in scenarios.iter() {
-                if !name.as_ref().is_none_or(|re| re.is_match(&sc.name)) {
-                    continue;
-                }
                 let base = feature
                     .tags
                     .iter()
                     .chain(rule.iter().flat_map(|r: &&cucumber::gherkin::Rule| &r.tags))
                     .chain(&sc.tags);
                 if sc.examples.is_empty() {
-                    n += usize::from(tags.as_ref().is_none_or(|t| t.eval(base)));
+                    n += usize::from(filter.admits(&sc.name, base));
                     continue;
                 }
                 for ex in &sc.examples {
-                    let all = base.clone().chain(&ex.tags);
-                    if tags.as_ref().is_none_or(|t| t.eval(all)) {
+                    if filter.admits(&sc.name, base.clone().chain(&ex.tags)) {
                         n += ex
                             .table
                             .as_ref()
@@ -392,18 +409,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     *crate::steps::SNAPSHOTS
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = beside;
-    let name = opts
-        .name
-        .as_deref()
-        .map(Regex::new)
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    let tags = opts
-        .tags
-        .as_deref()
-        .map(TagOperation::from_str)
-        .transpose()
-        .map_err(|e| e.to_string())?;
+    let filter = Filter::of(&opts)?;
     let bar = match opts.progress {
         true => Some(progress_bar(selected(&opts)?, "scenarios")),
         false => None,
@@ -496,14 +502,12 @@ pub async fn run(opts: Options) -> Result<Report, String> {
             async {}.boxed_local()
         })
         .filter_run(opts.features.clone(), move |feature, rule, scenario| {
-            let name_ok = name.as_ref().is_none_or(|re| re.is_match(&scenario.name));
             let all_tags = feature
                 .tags
                 .iter()
                 .chain(rule.iter().flat_map(|r| &r.tags))
                 .chain(&scenario.tags);
-            let tags_ok = tags.as_ref().is_none_or(|t| t.eval(all_tags));
-            name_ok && tags_ok
+            filter.admits(&scenario.name, all_tags)
         })
         .await;
     if let Some(b) = bar {
