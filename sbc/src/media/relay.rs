@@ -52,6 +52,9 @@ pub struct RelayStats {
     pub foreign: u32,
     /// Packets dropped because the call is on hold.
     pub held: u32,
+    /// Plain RTP not protected toward an SRTP leg because its sequence
+    /// number was seen already (or is older than the window).
+    pub duplicates: u32,
     /// Where each leg latched.
     pub latched_a: Option<SocketAddr>,
     pub latched_b: Option<SocketAddr>,
@@ -65,6 +68,51 @@ struct LegState {
     latched: Option<SocketAddr>,
     protect: Option<Protector>,
     unprotect: Option<Unprotector>,
+    /// Sequence numbers seen per SSRC on a plain leg whose packets we
+    /// protect (see [`SeqWindow`]).
+    seen: BTreeMap<u32, SeqWindow>,
+}
+
+/// The sequence numbers of one RTP source seen lately: the highest and a
+/// 64-bit map of the ones below it, as RFC 3711 §3.3.2's replay list keeps
+/// them (its minimum window). A packet we would protect a second time, or
+/// one older than the window, is not fresh: protecting it could reuse an
+/// index (RFC 3711 §9.2 forbids it), and a receiver drops it anyway.
+#[derive(Debug, Clone, Copy)]
+struct SeqWindow {
+    highest: u16,
+    below: u64,
+}
+
+impl SeqWindow {
+    fn new(seq: u16) -> Self {
+        SeqWindow {
+            highest: seq,
+            below: 1,
+        }
+    }
+
+    /// Whether `seq` is new, recording it if so. Distances are taken
+    /// modulo 2^16 (RFC 3550 §A.1), so the wrap from 65535 to 0 is ahead.
+    fn fresh(&mut self, seq: u16) -> bool {
+        let ahead = seq.wrapping_sub(self.highest) as i16;
+        if ahead > 0 {
+            let shift = ahead as u32;
+            self.below = if shift >= 64 {
+                1
+            } else {
+                (self.below << shift) | 1
+            };
+            self.highest = seq;
+            return true;
+        }
+        let back = u32::from(ahead.unsigned_abs());
+        if back >= 64 || self.below & (1 << back) != 0 {
+            return false;
+        }
+        self.below |= 1 << back;
+        true
+    }
 }
 
 impl LegState {
@@ -74,6 +122,7 @@ impl LegState {
             latched: None,
             protect: plan.tx_key.as_ref().map(Protector::new).transpose()?,
             unprotect: plan.rx_key.as_ref().map(Unprotector::new).transpose()?,
+            seen: BTreeMap::new(),
         })
     }
 
@@ -170,6 +219,23 @@ impl RelayCore {
                 return None;
             }
         };
+        // Plain RTP about to be protected: each index once (see SeqWindow).
+        // An SRTP inbound leg's own replay list has already done this.
+        if outbound.protect.is_some() && inbound.unprotect.is_none() && plain.len() >= 12 {
+            let seq = u16::from_be_bytes([plain[2], plain[3]]);
+            let ssrc = u32::from_be_bytes([plain[8], plain[9], plain[10], plain[11]]);
+            let fresh = match inbound.seen.entry(ssrc) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(SeqWindow::new(seq));
+                    true
+                }
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().fresh(seq),
+            };
+            if !fresh {
+                self.stats.duplicates += 1;
+                return None;
+            }
+        }
         let bytes = match &mut outbound.protect {
             Some(p) => match p.protect(&plain) {
                 Ok(b) => b,
@@ -433,6 +499,53 @@ mod tests {
         assert_eq!(core.handle(true, addr("198.51.100.7:9"), &rtp(3)), None);
         assert_eq!(core.stats.foreign, 2);
         assert_eq!(core.stats.latched_a, Some(addr("198.51.100.7:20002")));
+    }
+
+    /// RFC 3711 §3.3.1 / §9.2: a sender must never protect two packets
+    /// with one index. A carrier (or its network) that repeats an RTP
+    /// sequence number, with the same payload or another, gets it relayed
+    /// once: a second encryption under the same keystream would hand the
+    /// XOR of two payloads to anyone on the path. Late packets within the
+    /// window still go; one older than the window does not.
+    #[test]
+    fn a_repeated_rtp_sequence_number_is_protected_once() {
+        let mut rng = SeededRng::new(3);
+        let (p, _, _) = plan(&mut rng);
+        let mut core = RelayCore::new();
+        core.set_plan(&p).unwrap();
+        let phone = addr("198.51.100.7:20000");
+        assert!(core.handle(true, phone, &rtp(100)).is_some());
+        assert_eq!(core.handle(true, phone, &rtp(100)), None, "an exact copy");
+        let mut other = rtp(100);
+        other[20] ^= 0xff;
+        assert_eq!(
+            core.handle(true, phone, &other),
+            None,
+            "same index, other payload"
+        );
+        assert!(core.handle(true, phone, &rtp(102)).is_some());
+        assert!(
+            core.handle(true, phone, &rtp(101)).is_some(),
+            "late, in the window"
+        );
+        assert!(core.handle(true, phone, &rtp(200)).is_some());
+        assert_eq!(
+            core.handle(true, phone, &rtp(101)),
+            None,
+            "older than the window"
+        );
+        assert_eq!(core.stats.duplicates, 3);
+        // Across the wrap of the 16-bit sequence number.
+        assert!(
+            core.handle(true, phone, &rtp(65535)).is_none(),
+            "far behind 200"
+        );
+        let mut core = RelayCore::new();
+        core.set_plan(&p).unwrap();
+        assert!(core.handle(true, phone, &rtp(65534)).is_some());
+        assert!(core.handle(true, phone, &rtp(1)).is_some());
+        assert!(core.handle(true, phone, &rtp(65535)).is_some());
+        assert_eq!(core.handle(true, phone, &rtp(1)), None);
     }
 
     #[test]
