@@ -162,11 +162,14 @@ fn a_seed_sweep_reports_each_seed_and_the_first_failures_replay() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     for seed in 1..=3 {
+        // Each seed's line says what it did to the links.
+        let links = scenarios::world::LinkProfile::for_seed(seed);
         assert!(
-            stdout.contains(&format!("seed {seed}: 0 passed, 1 failed")),
+            stdout.contains(&format!("seed {seed} ({links}): 0 passed, 1 failed")),
             "{stdout}"
         );
     }
+    assert!(stdout.contains("seed 1 (latency ×1.000, jitter up to 0 ms)"));
     assert!(stdout.contains("3 seeds: 0 passed, 3 failed"), "{stdout}");
     assert!(
         stdout.contains("first failure: cargo run -p scenarios --bin drlab -- replay"),

@@ -254,7 +254,7 @@ fn sweep(
                     .arg("--out")
                     .arg(run_dir.join(format!("seed-{seed}")))
                     .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::null());
+                    .stderr(std::process::Stdio::piped());
                 if let Some(n) = &name {
                     c.arg("--name").arg(n);
                 }
@@ -265,19 +265,23 @@ fn sweep(
             })
             .collect();
         for (seed, child) in children {
-            let (code, stdout) = match child.and_then(|c| c.wait_with_output()) {
+            let (code, stdout, stderr) = match child.and_then(|c| c.wait_with_output()) {
                 Ok(o) => (
                     o.status.code(),
                     String::from_utf8_lossy(&o.stdout).into_owned(),
+                    String::from_utf8_lossy(&o.stderr).into_owned(),
                 ),
-                Err(e) => (None, format!("could not run: {e}")),
+                Err(e) => (None, String::new(), format!("could not run: {e}")),
             };
+            // The run's closing line, or why there is none (what the child
+            // said last on standard error, e.g. a feature that does not
+            // parse: the run could not be made).
             let summary = stdout
                 .lines()
                 .rev()
                 .find(|l| l.ends_with(" failed"))
-                .unwrap_or("no result")
-                .to_string();
+                .or_else(|| stderr.lines().rev().find(|l| !l.trim().is_empty()))
+                .map_or_else(|| format!("no result (exit {code:?})"), str::to_string);
             let links = scenarios::world::LinkProfile::for_seed(seed);
             let line = format!("seed {seed} ({links}): {summary}");
             match &bar {
