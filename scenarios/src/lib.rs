@@ -7,6 +7,7 @@ pub mod conformance;
 pub mod failover;
 pub mod hold;
 pub mod identity;
+pub mod impairment;
 pub mod pcap;
 pub mod report;
 pub mod sbc_rules;

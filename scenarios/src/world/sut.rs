@@ -5,7 +5,7 @@
 use crate::world::topology::{once, take, Once};
 use sbc::b2bua::{run_sbc_with, SbcCommand, SbcConfig, SbcView};
 use sbc::direct_routing::HUB_FQDNS;
-use sbc::sip::transport::{MediaTapNet, Tap, TurmoilNet};
+use sbc::sip::transport::{Impairments, Tap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,8 +43,10 @@ pub struct SutContext {
     pub seed: u64,
     /// Records the SIP the SBC sends and receives.
     pub tap: Arc<dyn Tap>,
-    /// Records the media the SBC sends (see [`MediaTapNet`]).
+    /// Records the media the SBC sends (see [`sbc::sip::transport::MediaTapNet`]).
     pub media_tap: Arc<dyn Tap>,
+    /// What the world's links do to datagrams.
+    pub impairments: Impairments,
 }
 
 /// drlab's own SBC, run in simulation.
@@ -92,10 +94,11 @@ impl SystemUnderTest for ReferenceSbc {
         };
         let (view, tap, rx) = (self.view.clone(), ctx.tap.clone(), self.receiver.clone());
         let (host, media_tap) = (ctx.fqdn.clone(), ctx.media_tap.clone());
+        let impairments = ctx.impairments.clone();
         sim.host(ctx.fqdn.as_str(), move || {
             let (c, v, t) = (config.clone(), view.clone(), tap.clone());
             let commands = take(&rx);
-            let net = MediaTapNet::new(TurmoilNet, &host, media_tap.clone());
+            let net = crate::world::topology::host_net(&host, &media_tap, &impairments);
             async move { Ok(run_sbc_with(net, c, v, commands, Some(t)).await?) }
         });
     }

@@ -10,7 +10,7 @@ use drlab_sim::far_end::Answering;
 use drlab_sim::scripted_sbc::{run_scripted_sbc, InviteScript, ScriptedSbcConfig, ScriptedSbcView};
 use drlab_sim::{media_host, media_host_channel, MediaHostHandle};
 use sbc::direct_routing::HUB_FQDNS;
-use sbc::sip::transport::{MediaTapNet, Network, Tap, TurmoilNet};
+use sbc::sip::transport::{ImpairedNet, Impairments, MediaTapNet, Network, Tap, TurmoilNet};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +22,19 @@ pub const MEDIA_PROCESSOR: &str = "mp1.media.pstnhub.microsoft.com";
 
 pub fn phone_host(number: &str) -> String {
     format!("phone-{}.{CARRIER}", number.trim_start_matches('+'))
+}
+
+/// The network a host of the world runs on: its datagrams cross the
+/// world's [`Impairments`], and what media it sends is recorded first (as
+/// a capture at the sender would show it, lost or not).
+pub(crate) type HostNet = MediaTapNet<ImpairedNet<TurmoilNet>>;
+
+pub(crate) fn host_net(host: &str, media_tap: &Arc<dyn Tap>, impairments: &Impairments) -> HostNet {
+    MediaTapNet::new(
+        ImpairedNet::new(TurmoilNet, host, impairments.clone()),
+        host,
+        media_tap.clone(),
+    )
 }
 
 /// A receiver handed to a host closure on its first start.
@@ -45,17 +58,19 @@ fn install_media_host(
     sim: &mut turmoil::Sim<'static>,
     name: &str,
     media_tap: &Arc<dyn Tap>,
+    impairments: &Impairments,
     (handle, rx): (
         MediaHostHandle,
         mpsc::UnboundedReceiver<drlab_sim::ProbeOpen>,
     ),
 ) -> MediaHostHandle {
     let rx = Arc::new(Mutex::new(Some(rx)));
-    let (live, host, media_tap) = (handle.live.clone(), name.to_string(), media_tap.clone());
+    let (live, host) = (handle.live.clone(), name.to_string());
+    let (media_tap, impairments) = (media_tap.clone(), impairments.clone());
     sim.host(name, move || {
         let rx = take(&rx);
         let (live, host) = (live.clone(), host.clone());
-        let net = MediaTapNet::new(TurmoilNet, &host, media_tap.clone());
+        let net = host_net(&host, &media_tap, &impairments);
         async move {
             let ip = TurmoilNet.resolve(&host, 0).await?.ip();
             Ok(media_host(net, ip, rx, live).await?)
@@ -99,12 +114,14 @@ pub struct Installed {
 /// Install the hub (three proxies sharing one view and one media
 /// processor), the carrier and its phones. The tester is installed by
 /// [`install_tester`], last, so that adding it moved no other address.
-/// `tap` records SIP, `media_tap` the media every host sends.
+/// `tap` records SIP, `media_tap` the media every host sends;
+/// `impairments` is what the links do to datagrams.
 pub fn install(
     sim: &mut turmoil::Sim<'static>,
     p: &Parties,
     tap: Arc<dyn Tap>,
     media_tap: Arc<dyn Tap>,
+    impairments: &Impairments,
 ) -> Installed {
     let hub_view = p.hub_view.clone();
     // Hosts are registered in a fixed order (addresses follow it): the
@@ -151,16 +168,17 @@ pub fn install(
         };
         let commands = channels[i].1.clone();
         let (view, tap, media_tap) = (hub_view.clone(), tap.clone(), media_tap.clone());
+        let impairments = impairments.clone();
         sim.host(*fqdn, move || {
             let rx = take(&commands);
             let (c, v, t) = (config.clone(), view.clone(), tap.clone());
             // The proxy relays media itself when it bridges two SBC legs.
-            let net = MediaTapNet::new(TurmoilNet, fqdn, media_tap.clone());
+            let net = host_net(fqdn, &media_tap, &impairments);
             async move { Ok(run_proxy(net, c, v, rx, Some(t)).await?) }
         });
         hosts_after.push(fqdn.to_string());
     }
-    install_media_host(sim, MEDIA_PROCESSOR, &media_tap, mp_channel);
+    install_media_host(sim, MEDIA_PROCESSOR, &media_tap, impairments, mp_channel);
     hosts_after.push(MEDIA_PROCESSOR.into());
 
     let mut phones = Vec::new();
@@ -168,7 +186,7 @@ pub fn install(
     let mut probes_live = vec![mp.live.clone()];
     for number in &p.phones {
         let host = phone_host(number);
-        let media = install_media_host(sim, &host, &media_tap, media_host_channel());
+        let media = install_media_host(sim, &host, &media_tap, impairments, media_host_channel());
         probes_live.push(media.live.clone());
         phones.push(Phone {
             number: number.clone(),
@@ -194,10 +212,13 @@ pub fn install(
     let (carrier_tx, carrier_rx) = once::<CarrierCommand>();
     {
         let (view, tap) = (carrier_view.clone(), tap.clone());
+        let (media_tap, impairments) = (media_tap.clone(), impairments.clone());
         sim.host(CARRIER, move || {
             let (c, v, t) = (carrier_config.clone(), view.clone(), tap.clone());
             let rx = take(&carrier_rx);
-            async move { Ok(run_trunk(TurmoilNet, c, v, rx, Some(t)).await?) }
+            // SIP over UDP: the carrier's datagrams cross the impairments too.
+            let net = host_net(CARRIER, &media_tap, &impairments);
+            async move { Ok(run_trunk(net, c, v, rx, Some(t)).await?) }
         });
     }
     let tester = Arc::new(Mutex::new(TesterView::default()));

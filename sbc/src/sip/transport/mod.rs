@@ -7,11 +7,13 @@
 //! transactions and answer.
 
 mod connection;
+pub mod impair;
 pub mod media_tap;
 pub mod net;
 pub mod tap;
 pub mod tls;
 
+pub use impair::{ImpairedNet, Impairments};
 pub use media_tap::MediaTapNet;
 pub use net::{DatagramSocket, Network, StreamListener, TokioNet, TurmoilNet};
 pub use tap::{Recorder, Tap, TraceEvent};
