@@ -10,7 +10,7 @@ use drlab_sim::far_end::Answering;
 use drlab_sim::scripted_sbc::{run_scripted_sbc, InviteScript, ScriptedSbcConfig, ScriptedSbcView};
 use drlab_sim::{media_host, media_host_channel, MediaHostHandle};
 use sbc::direct_routing::HUB_FQDNS;
-use sbc::sip::transport::{ImpairedNet, Impairments, MediaTapNet, Network, Tap, TurmoilNet};
+use sbc::sip::transport::{HookedNet, Impairments, MediaTap, Network, Tap, TurmoilNet};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,13 +27,13 @@ pub fn phone_host(number: &str) -> String {
 /// The network a host of the world runs on: its datagrams cross the
 /// world's [`Impairments`], and what media it sends is recorded first (as
 /// a capture at the sender would show it, lost or not).
-pub(crate) type HostNet = MediaTapNet<ImpairedNet<TurmoilNet>>;
+pub(crate) type HostNet = HookedNet<TurmoilNet, (MediaTap, Impairments)>;
 
 pub(crate) fn host_net(host: &str, media_tap: &Arc<dyn Tap>, impairments: &Impairments) -> HostNet {
-    MediaTapNet::new(
-        ImpairedNet::new(TurmoilNet, host, impairments.clone()),
+    HookedNet::new(
+        TurmoilNet,
         host,
-        media_tap.clone(),
+        (MediaTap(media_tap.clone()), impairments.clone()),
     )
 }
 

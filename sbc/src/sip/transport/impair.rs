@@ -1,8 +1,9 @@
 //! Seeded network impairment for simulated worlds: what one direction of a
 //! link does to the datagrams that cross it (loss, random or in bursts,
 //! jitter, reordering, duplication, outages), decided sans-IO per packet
-//! from the world's seed, and [`ImpairedNet`], the [`Network`] wrapper
-//! that applies those decisions to UDP (SIP over UDP, RTP/SRTP, STUN).
+//! from the world's seed, and [`Impairments`], the hook that applies
+//! those decisions to the datagrams of a [`HookedNet`] (SIP over UDP,
+//! RTP/SRTP, STUN).
 //!
 //! Streams (TCP, TLS) are not touched here: a lost segment on a real
 //! network is a retransmission, which the far end sees as delay; the world
@@ -16,12 +17,10 @@
 //! the bad one (Gilbert's simple model), bursts last 1/`p_leave` packets on
 //! average and the long-run loss rate is `p_enter / (p_enter + p_leave)`.
 
-use super::net::{DatagramSocket, Network};
+use super::hooked::{DatagramHook, HookedNet, Outgoing};
 use crate::sip::rng::SeededRng;
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -245,102 +244,15 @@ impl Impairments {
     }
 }
 
-/// `inner` whose datagrams from `host` cross the [`Impairments`] of the world.
-#[derive(Clone)]
-pub struct ImpairedNet<N> {
-    inner: N,
-    host: Arc<str>,
-    impairments: Impairments,
-}
-
-impl<N> ImpairedNet<N> {
-    pub fn new(inner: N, host: &str, impairments: Impairments) -> Self {
-        ImpairedNet {
-            inner,
-            host: host.into(),
-            impairments,
-        }
+impl DatagramHook for Impairments {
+    fn sent(&self, d: &Outgoing<'_>) -> Vec<Duration> {
+        self.fate(d.host_ip, d.to.ip(), d.now)
+            .unwrap_or_else(|| vec![Duration::ZERO])
     }
 }
 
-/// A datagram socket of an [`ImpairedNet`].
-pub struct ImpairedDatagram<N: Network> {
-    inner: Arc<N::Datagram>,
-    net: N,
-    /// This host's address (a simulated socket reports the wildcard).
-    ip: IpAddr,
-    impairments: Impairments,
-}
-
-impl<N: Network> DatagramSocket for ImpairedDatagram<N> {
-    async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        let Some(copies) = self.impairments.fate(self.ip, to.ip(), self.net.elapsed()) else {
-            return self.inner.send_to(buf, to).await;
-        };
-        for delay in copies {
-            if delay.is_zero() {
-                self.inner.send_to(buf, to).await?;
-                continue;
-            }
-            // Held back in the network, not in the sender: the caller goes
-            // on at once. The task holds the socket only until it sends.
-            let (sock, bytes) = (self.inner.clone(), buf.to_vec());
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = sock.send_to(&bytes, to).await;
-            });
-        }
-        // A lost datagram was still sent, as far as the sender can tell.
-        Ok(buf.len())
-    }
-    fn recv_from(
-        &self,
-        buf: &mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
-        self.inner.recv_from(buf)
-    }
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-impl<N: Network> Network for ImpairedNet<N> {
-    type Datagram = ImpairedDatagram<N>;
-    type Stream = N::Stream;
-    type Listener = N::Listener;
-
-    async fn bind_udp(&self, addr: SocketAddr) -> io::Result<Self::Datagram> {
-        let ip = self.inner.resolve(&self.host, 0).await?.ip();
-        Ok(ImpairedDatagram {
-            inner: Arc::new(self.inner.bind_udp(addr).await?),
-            net: self.inner.clone(),
-            ip,
-            impairments: self.impairments.clone(),
-        })
-    }
-    fn bind_tcp(
-        &self,
-        addr: SocketAddr,
-    ) -> impl Future<Output = io::Result<Self::Listener>> + Send {
-        self.inner.bind_tcp(addr)
-    }
-    fn connect_tcp(
-        &self,
-        addr: SocketAddr,
-    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send {
-        self.inner.connect_tcp(addr)
-    }
-    fn resolve(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> impl Future<Output = io::Result<SocketAddr>> + Send {
-        self.inner.resolve(host, port)
-    }
-    fn elapsed(&self) -> Duration {
-        self.inner.elapsed()
-    }
-}
+/// A network whose hosts' datagrams cross the world's [`Impairments`].
+pub type ImpairedNet<N> = HookedNet<N, Impairments>;
 
 #[cfg(test)]
 mod tests {
@@ -507,7 +419,8 @@ mod tests {
     /// In a world: 10 % loss from a to b, nothing back; b counts what came.
     #[test]
     fn an_impaired_network_loses_one_direction_only() -> turmoil::Result {
-        use crate::sip::transport::TurmoilNet;
+        use crate::sip::transport::{DatagramSocket, Network, TurmoilNet};
+        use std::net::SocketAddr;
         let impairments = Impairments::new(7);
         let mut sim = turmoil::Builder::new().build();
         let got = Arc::new(Mutex::new((0u32, 0u32)));

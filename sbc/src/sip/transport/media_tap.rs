@@ -1,5 +1,5 @@
-//! A [`Network`] that records every media datagram its sockets send: what a
-//! capture of the media ports would hold. SIP is recorded by the
+//! A [`DatagramHook`] that records every media datagram a host sends: what
+//! a capture of the media ports would hold. SIP is recorded by the
 //! transport's own tap (decrypted where it rode TLS); this one adds RTP,
 //! RTCP, STUN and DTLS so a run's pcap carries the audio too.
 //!
@@ -7,12 +7,9 @@
 //! port: first byte 0–3 STUN, 20–63 DTLS, 128–191 RTP/RTCP. SIP over UDP
 //! starts with a letter (or CRLF keep-alives) and is left to the SIP tap.
 
-use super::net::{DatagramSocket, Network};
+use super::hooked::{DatagramHook, HookedNet, Outgoing};
 use super::tap::{Direction, Tap, TraceEvent};
 use super::TransportKind;
-use std::future::Future;
-use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,103 +18,38 @@ pub fn is_media(datagram: &[u8]) -> bool {
     matches!(datagram.first(), Some(0..=3 | 20..=63 | 128..=191))
 }
 
-/// `inner` with every media datagram sent by `host` recorded into `tap`.
+/// The hook that records every media datagram into `tap`: on a
+/// [`HookedNet`], a [`MediaTapNet`].
 #[derive(Clone)]
-pub struct MediaTapNet<N> {
-    inner: N,
-    host: Arc<str>,
-    tap: Arc<dyn Tap>,
-}
+pub struct MediaTap(pub Arc<dyn Tap>);
 
-impl<N> MediaTapNet<N> {
-    pub fn new(inner: N, host: &str, tap: Arc<dyn Tap>) -> Self {
-        MediaTapNet {
-            inner,
-            host: host.into(),
-            tap,
+impl DatagramHook for MediaTap {
+    fn sent(&self, d: &Outgoing<'_>) -> Vec<Duration> {
+        if is_media(d.bytes) {
+            // Recorded as sent, as a capture on the sender would see it,
+            // whatever the network does with it afterwards.
+            self.0.record(TraceEvent {
+                at: d.now,
+                host: d.host.to_string(),
+                direction: Direction::Sent,
+                local: d.local,
+                remote: d.to,
+                transport: TransportKind::Udp,
+                raw: d.bytes.to_vec(),
+            });
         }
+        vec![Duration::ZERO]
     }
 }
 
-/// A datagram socket of a [`MediaTapNet`].
-pub struct TappedDatagram<N: Network> {
-    inner: N::Datagram,
-    net: N,
-    host: Arc<str>,
-    tap: Arc<dyn Tap>,
-}
-
-impl<N: Network> DatagramSocket for TappedDatagram<N> {
-    async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        let n = self.inner.send_to(buf, to).await?;
-        if is_media(buf) {
-            // Recorded once sent, as a capture on the sender would see it.
-            if let Ok(local) = self.inner.local_addr() {
-                self.tap.record(TraceEvent {
-                    at: self.net.elapsed(),
-                    host: self.host.to_string(),
-                    direction: Direction::Sent,
-                    local,
-                    remote: to,
-                    transport: TransportKind::Udp,
-                    raw: buf.to_vec(),
-                });
-            }
-        }
-        Ok(n)
-    }
-    fn recv_from(
-        &self,
-        buf: &mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
-        self.inner.recv_from(buf)
-    }
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-impl<N: Network> Network for MediaTapNet<N> {
-    type Datagram = TappedDatagram<N>;
-    type Stream = N::Stream;
-    type Listener = N::Listener;
-
-    async fn bind_udp(&self, addr: SocketAddr) -> io::Result<Self::Datagram> {
-        Ok(TappedDatagram {
-            inner: self.inner.bind_udp(addr).await?,
-            net: self.inner.clone(),
-            host: self.host.clone(),
-            tap: self.tap.clone(),
-        })
-    }
-    fn bind_tcp(
-        &self,
-        addr: SocketAddr,
-    ) -> impl Future<Output = io::Result<Self::Listener>> + Send {
-        self.inner.bind_tcp(addr)
-    }
-    fn connect_tcp(
-        &self,
-        addr: SocketAddr,
-    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send {
-        self.inner.connect_tcp(addr)
-    }
-    fn resolve(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> impl Future<Output = io::Result<SocketAddr>> + Send {
-        self.inner.resolve(host, port)
-    }
-    fn elapsed(&self) -> Duration {
-        self.inner.elapsed()
-    }
-}
+/// A network whose hosts' media is recorded.
+pub type MediaTapNet<N> = HookedNet<N, MediaTap>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::transport::{Recorder, TurmoilNet};
+    use crate::sip::transport::{DatagramSocket, Network, Recorder, TurmoilNet};
+    use std::net::SocketAddr;
 
     #[test]
     fn first_bytes_split_media_from_sip() {
@@ -146,7 +78,7 @@ mod tests {
             Ok(())
         });
         sim.client("a", async move {
-            let net = MediaTapNet::new(TurmoilNet, "a", tap);
+            let net = MediaTapNet::new(TurmoilNet, "a", MediaTap(tap));
             let s = net.bind_udp("0.0.0.0:7000".parse()?).await?;
             let to = SocketAddr::new(turmoil::lookup("b"), 9000);
             s.send_to(b"OPTIONS sip:b SIP/2.0\r\n\r\n", to).await?;

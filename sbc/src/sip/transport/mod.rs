@@ -7,14 +7,16 @@
 //! transactions and answer.
 
 mod connection;
+pub mod hooked;
 pub mod impair;
 pub mod media_tap;
 pub mod net;
 pub mod tap;
 pub mod tls;
 
+pub use hooked::{DatagramHook, HookedNet};
 pub use impair::{ImpairedNet, Impairments};
-pub use media_tap::MediaTapNet;
+pub use media_tap::{MediaTap, MediaTapNet};
 pub use net::{DatagramSocket, Network, StreamListener, TokioNet, TurmoilNet};
 pub use tap::{Recorder, Tap, TraceEvent};
 
