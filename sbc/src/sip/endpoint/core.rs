@@ -126,6 +126,8 @@ pub struct EndpointStats {
     pub no_branch: u64,
     /// Responses that matched no transaction and were not a 2xx to an INVITE.
     pub stray_responses: u64,
+    /// Merged requests answered 482 (RFC 3261 §8.2.2.2).
+    pub merged: u64,
 }
 
 pub struct EndpointCore {
@@ -483,8 +485,16 @@ impl EndpointCore {
                 now,
             ) {
                 Ok(tx) => {
+                    let merged = self.merges_with_a_live_request(&request);
                     self.servers.insert(key.clone(), (tx, source.clone()));
                     self.drain_server(&key);
+                    if merged {
+                        // Its own transaction answers its retransmissions.
+                        self.stats.merged += 1;
+                        let resp = response_to(&request, 482, "Loop Detected", None);
+                        self.respond(now, &key, resp);
+                        return;
+                    }
                     self.events.push_back(EndpointEvent::Request {
                         key,
                         request,
@@ -497,6 +507,32 @@ impl EndpointCore {
                     .push_back(EndpointEvent::Malformed { error, source }),
             },
         }
+    }
+
+    /// RFC 3261 §8.2.2.2: a request outside a dialog (no To tag) whose From
+    /// tag, Call-ID and CSeq are those of a server transaction we hold, yet
+    /// which did not match it (another branch): the same request come back
+    /// by another path, a fork or a loop. The UAS answers it 482.
+    fn merges_with_a_live_request(&self, request: &Message) -> bool {
+        if request
+            .to_header()
+            .ok()
+            .and_then(|t| t.tag().map(str::to_string))
+            .is_some()
+        {
+            return false;
+        }
+        let id = |m: &Message| {
+            let tag = m.from_header().ok()?.tag()?.to_string();
+            let cseq = m.cseq().ok()?;
+            Some((tag, m.call_id().ok()?.to_string(), cseq.seq, cseq.method))
+        };
+        let Some(mine) = id(request) else {
+            return false;
+        };
+        self.servers
+            .values()
+            .any(|(tx, _)| id(tx.request()).as_ref() == Some(&mine))
     }
 
     /// RFC 3261 §9.2: a CANCEL gets 200 when it matches a pending INVITE
@@ -634,4 +670,80 @@ fn lenient_head(raw: &[u8]) -> Result<Message, WireError> {
         }
     }
     Message::parse(lines.join("\r\n").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> Source {
+        Source {
+            transport: TransportKind::Udp,
+            local: "192.0.2.1:5060".parse().unwrap(),
+            remote: "198.51.100.7:5060".parse().unwrap(),
+            connection: None,
+            peer_names: Default::default(),
+        }
+    }
+
+    fn invite(branch: &str) -> Message {
+        let text = format!(
+            "INVITE sip:+4989000001@192.0.2.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK{branch}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:+4930123456@198.51.100.7>;tag=from1\r\n\
+             To: <sip:+4989000001@192.0.2.1>\r\n\
+             Call-ID: merged@198.51.100.7\r\n\
+             CSeq: 1 INVITE\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        Message::parse(text.as_bytes()).unwrap()
+    }
+
+    fn drain(core: &mut EndpointCore) -> (Vec<Transmit>, Vec<EndpointEvent>) {
+        let t = std::iter::from_fn(|| core.poll_transmit()).collect();
+        let e = std::iter::from_fn(|| core.poll_event()).collect();
+        (t, e)
+    }
+
+    /// RFC 3261 §8.2.2.2: the same request (From tag, Call-ID, CSeq) on a
+    /// second branch, a fork come back by another path, is answered 482
+    /// and never reaches the transaction user; its retransmission gets the
+    /// 482 again from its own transaction. The first branch is untouched.
+    #[test]
+    fn a_merged_request_is_answered_482_loop_detected() {
+        let mut core = EndpointCore::new(
+            EndpointConfig::new("sbc.example.com"),
+            LocalPorts::default(),
+        );
+        let now = Instant::now();
+        core.handle_message(now, invite("aaa"), Vec::new(), source());
+        let (_, events) = drain(&mut core);
+        assert!(matches!(events.as_slice(), [EndpointEvent::Request { .. }]));
+        core.handle_message(now, invite("bbb"), Vec::new(), source());
+        let (sent, events) = drain(&mut core);
+        assert!(events.is_empty(), "{events:?}");
+        // The INVITE transaction's own 100 Trying (§17.2.1), then the 482.
+        let codes: Vec<Option<u16>> = sent.iter().map(|t| t.message.status()).collect();
+        assert_eq!(codes, [Some(100), Some(482)]);
+        assert!(sent[1]
+            .message
+            .headers
+            .get("Via")
+            .unwrap()
+            .contains("branch=z9hG4bKbbb"));
+        assert_eq!(core.stats().merged, 1);
+        // Its retransmission: the 482 again, still no event.
+        core.handle_message(now, invite("bbb"), Vec::new(), source());
+        let (sent, events) = drain(&mut core);
+        assert!(events.is_empty());
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].message.status(), Some(482));
+        // Another CSeq on the same call is a new request, not a merge.
+        let mut next = invite("ccc");
+        next.headers.set("CSeq", "2 INVITE");
+        core.handle_message(now, next, Vec::new(), source());
+        let (_, events) = drain(&mut core);
+        assert!(matches!(events.as_slice(), [EndpointEvent::Request { .. }]));
+    }
 }
