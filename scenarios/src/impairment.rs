@@ -6,7 +6,7 @@
 //! "the link from A to B" (one), with the parties the other steps use:
 //! the SBC, the hub, the carrier, the media processor, or a host name.
 
-use crate::steps::{fail, last_media, lock, DrlabWorld};
+use crate::steps::{fail, last_media, lock, sent, DrlabWorld};
 use cucumber::{given, then};
 use sbc::sip::transport::impair::{Jitter, Loss};
 use std::time::Duration;
@@ -108,16 +108,26 @@ async fn down(w: &mut DrlabWorld, a: String, b: String, from: u64, to: u64) -> S
         .map_err(|e| e.to_string())
 }
 
-/// The next 20 s of audio at both far ends: frames received against the
-/// 1,000 each side sends in that time (duplicates count as received, so
-/// a link that only duplicates loses 0 %), each within its bounds.
-fn audio_with_loss(w: &mut DrlabWorld, teams: (u32, u32), pstn: (u32, u32)) -> StepResult {
-    const FRAMES: i64 = 1000;
+/// 20 s of audio at both far ends, once it flows (50 frames at each end
+/// first, so the relay's release of packets held before its plan, up to
+/// 64 at once, falls outside the window). Frames expected at a receiver
+/// are those its sender numbered in the window, read from the frame
+/// indices the receiver saw (a longer link moves the window, not the
+/// count); received ones are counted, so a link that only duplicates
+/// loses 0 %. Each side within its bounds, none corrupt or failing SRTP.
+fn audio_with_loss(w: &mut DrlabWorld, teams: (f64, f64), pstn: (f64, f64)) -> StepResult {
     let lab = w.lab()?;
     let Some((teams_stats, pstn_stats)) = last_media(lab) else {
         return fail(lab, "a call with media on both sides");
     };
-    let (t0, p0) = (lock(&teams_stats).received, lock(&pstn_stats).received);
+    let (t, p) = (teams_stats.clone(), pstn_stats.clone());
+    let (tw, pw) = (lock(&t).received + 50, lock(&p).received + 50);
+    lab.run_until(Duration::from_secs(5), move |_| {
+        lock(&t).received >= tw && lock(&p).received >= pw
+    })
+    .map_err(|e| e.to_string())?;
+    let mark = |m: &drlab_sim::MediaStats| (m.received, m.last_index.unwrap_or(0));
+    let (t0, p0) = (mark(&lock(&teams_stats)), mark(&lock(&pstn_stats)));
     lab.run_for(Duration::from_secs(20))
         .map_err(|e| e.to_string())?;
     let (t, p) = (lock(&teams_stats).clone(), lock(&pstn_stats).clone());
@@ -127,16 +137,13 @@ fn audio_with_loss(w: &mut DrlabWorld, teams: (u32, u32), pstn: (u32, u32)) -> S
     ];
     let seen: Vec<(String, bool)> = sides
         .iter()
-        .map(|(side, s, base, (low, high))| {
-            let got = i64::from(s.received) - i64::from(*base);
-            let lost = ((FRAMES - got).max(0) * 100) as f64 / FRAMES as f64;
-            let ok = s.corrupt == 0
-                && s.unprotect_errors == 0
-                && (f64::from(*low)..=f64::from(*high)).contains(&lost);
+        .map(|(side, s, (r0, i0), (low, high))| {
+            let got = i64::from(s.received) - i64::from(*r0);
+            let expected = (i64::from(s.last_index.unwrap_or(0)) - i64::from(*i0)).max(1);
+            let lost = ((expected - got).max(0) * 100) as f64 / expected as f64;
+            let ok = s.corrupt == 0 && s.unprotect_errors == 0 && (*low..=*high).contains(&lost);
             (
-                format!(
-                    "{side}: {got} of {FRAMES} frames, {lost:.1} % lost (wanted {low} to {high} %)"
-                ),
+                format!("{side}: {got} of {expected} frames, {lost:.1} % lost (wanted {low} to {high} %)"),
                 ok,
             )
         })
@@ -155,16 +162,41 @@ fn audio_with_loss(w: &mut DrlabWorld, teams: (u32, u32), pstn: (u32, u32)) -> S
     )
 }
 
-#[then(regex = r"^over 20 s audio flows both ways with (\d+) to (\d+) % of frames lost$")]
-async fn audio_both_ways(w: &mut DrlabWorld, low: u32, high: u32) -> StepResult {
+#[then(
+    regex = r"^over 20 s audio flows both ways with (\d+(?:\.\d+)?) to (\d+(?:\.\d+)?) % of frames lost$"
+)]
+async fn audio_both_ways(w: &mut DrlabWorld, low: f64, high: f64) -> StepResult {
     audio_with_loss(w, (low, high), (low, high))
 }
 
 #[then(
-    regex = r"^over 20 s the PSTN phone loses (\d+) to (\d+) % of frames and the Teams side (\d+) to (\d+) %$"
+    regex = r"^over 20 s the PSTN phone loses (\d+(?:\.\d+)?) to (\d+(?:\.\d+)?) % of frames and the Teams side (\d+(?:\.\d+)?) to (\d+(?:\.\d+)?) %$"
 )]
-async fn audio_each_way(w: &mut DrlabWorld, pl: u32, ph: u32, tl: u32, th: u32) -> StepResult {
+async fn audio_each_way(w: &mut DrlabWorld, pl: f64, ph: f64, tl: f64, th: f64) -> StepResult {
     audio_with_loss(w, (tl, th), (pl, ph))
+}
+
+/// A stream outage delays, it does not lose: the hub's first answer to the
+/// SBC's INVITE leaves a proxy only once the link is back.
+#[then(regex = r"^the hub answers the SBC's INVITE no earlier than (\d+) s$")]
+async fn hub_answers_late(w: &mut DrlabWorld, secs: u64) -> StepResult {
+    let lab = w.lab()?;
+    let sbc = lab.config.sbc_fqdn.clone();
+    let first = sent(lab).into_iter().find(|s| {
+        s.from.contains("pstnhub.microsoft.com") && s.to == sbc && s.label().ends_with("(INVITE)")
+    });
+    match first {
+        Some(s) if s.at_ms >= (secs * 1000) as f64 => Ok(()),
+        Some(s) => fail(
+            lab,
+            format!(
+                "the hub's first answer to the INVITE at {secs} s or later; it sent {} at {} ms",
+                s.label(),
+                s.at_ms
+            ),
+        ),
+        None => fail(lab, "an answer from the hub to the SBC's INVITE"),
+    }
 }
 
 #[cfg(test)]
