@@ -52,8 +52,8 @@ pub struct RelayStats {
     pub foreign: u32,
     /// Packets dropped because the call is on hold.
     pub held: u32,
-    /// Plain RTP not protected toward an SRTP leg because its sequence
-    /// number was seen already (or is older than the window).
+    /// Plain RTP not protected toward an SRTP leg because that sequence
+    /// number of its source was protected already (see `SeenSeqs`).
     pub duplicates: u32,
     /// Where each leg latched.
     pub latched_a: Option<SocketAddr>,
@@ -68,49 +68,51 @@ struct LegState {
     latched: Option<SocketAddr>,
     protect: Option<Protector>,
     unprotect: Option<Unprotector>,
-    /// Sequence numbers seen per SSRC on a plain leg whose packets we
-    /// protect (see [`SeqWindow`]).
-    seen: BTreeMap<u32, SeqWindow>,
+    /// Sequence numbers already protected, on a plain leg whose packets
+    /// we protect (see [`SeenSeqs`]).
+    seen: SeenSeqs,
 }
 
-/// The sequence numbers of one RTP source seen lately: the highest and a
-/// 64-bit map of the ones below it, as RFC 3711 §3.3.2's replay list keeps
-/// them (its minimum window). A packet we would protect a second time, or
-/// one older than the window, is not fresh: protecting it could reuse an
-/// index (RFC 3711 §9.2 forbids it), and a receiver drops it anyway.
-#[derive(Debug, Clone, Copy)]
-struct SeqWindow {
-    highest: u16,
-    below: u64,
+/// Which sequence numbers of the plain RTP sources on a leg were already
+/// protected toward the SRTP leg, so none is protected twice: one SRTP
+/// index must never be used twice under a key (RFC 3711 §9.2; with two
+/// payloads it is a two-time pad). Only exact repeats are refused: a
+/// packet that is old, late or far ahead is relayed, so one stray or
+/// spoofed sequence number (plain RTP is not authenticated) costs at most
+/// the one packet that later carries the same number, never a run of
+/// audio. Per source, a bit per sequence number; accepting `s` clears the
+/// bit half the number space ahead (`s + 32768`), so a number comes free
+/// again half a cycle later, long before the 16-bit wrap brings it back
+/// (RFC 3550 §A.1: the wrap starts a new rollover cycle, a new index).
+/// At most [`SEEN_SOURCES`] sources are kept, the least recent dropped.
+#[derive(Debug, Clone, Default)]
+struct SeenSeqs {
+    sources: std::collections::VecDeque<(u32, Box<[u64; 1024]>)>,
 }
 
-impl SeqWindow {
-    fn new(seq: u16) -> Self {
-        SeqWindow {
-            highest: seq,
-            below: 1,
-        }
-    }
+const SEEN_SOURCES: usize = 8;
 
-    /// Whether `seq` is new, recording it if so. Distances are taken
-    /// modulo 2^16 (RFC 3550 §A.1), so the wrap from 65535 to 0 is ahead.
-    fn fresh(&mut self, seq: u16) -> bool {
-        let ahead = seq.wrapping_sub(self.highest) as i16;
-        if ahead > 0 {
-            let shift = ahead as u32;
-            self.below = if shift >= 64 {
-                1
-            } else {
-                (self.below << shift) | 1
-            };
-            self.highest = seq;
-            return true;
-        }
-        let back = u32::from(ahead.unsigned_abs());
-        if back >= 64 || self.below & (1 << back) != 0 {
+impl SeenSeqs {
+    /// Whether `seq` of `ssrc` is new, recording it if so.
+    fn fresh(&mut self, ssrc: u32, seq: u16) -> bool {
+        let at = match self.sources.iter().position(|(s, _)| *s == ssrc) {
+            Some(i) => i,
+            None => {
+                if self.sources.len() == SEEN_SOURCES {
+                    self.sources.pop_front();
+                }
+                self.sources.push_back((ssrc, Box::new([0; 1024])));
+                self.sources.len() - 1
+            }
+        };
+        let bits = &mut self.sources[at].1;
+        let (word, bit) = (usize::from(seq) / 64, seq % 64);
+        if bits[word] & (1 << bit) != 0 {
             return false;
         }
-        self.below |= 1 << back;
+        bits[word] |= 1 << bit;
+        let ahead = seq.wrapping_add(32768);
+        bits[usize::from(ahead) / 64] &= !(1 << (ahead % 64));
         true
     }
 }
@@ -122,7 +124,7 @@ impl LegState {
             latched: None,
             protect: plan.tx_key.as_ref().map(Protector::new).transpose()?,
             unprotect: plan.rx_key.as_ref().map(Unprotector::new).transpose()?,
-            seen: BTreeMap::new(),
+            seen: SeenSeqs::default(),
         })
     }
 
@@ -219,18 +221,12 @@ impl RelayCore {
                 return None;
             }
         };
-        // Plain RTP about to be protected: each index once (see SeqWindow).
+        // Plain RTP about to be protected: each index once (see SeenSeqs).
         // An SRTP inbound leg's own replay list has already done this.
         if outbound.protect.is_some() && inbound.unprotect.is_none() && plain.len() >= 12 {
             let seq = u16::from_be_bytes([plain[2], plain[3]]);
             let ssrc = u32::from_be_bytes([plain[8], plain[9], plain[10], plain[11]]);
-            let fresh = match inbound.seen.entry(ssrc) {
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(SeqWindow::new(seq));
-                    true
-                }
-                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().fresh(seq),
-            };
+            let fresh = inbound.seen.fresh(ssrc, seq);
             if !fresh {
                 self.stats.duplicates += 1;
                 return None;
@@ -501,12 +497,11 @@ mod tests {
         assert_eq!(core.stats.latched_a, Some(addr("198.51.100.7:20002")));
     }
 
-    /// RFC 3711 §3.3.1 / §9.2: a sender must never protect two packets
-    /// with one index. A carrier (or its network) that repeats an RTP
-    /// sequence number, with the same payload or another, gets it relayed
-    /// once: a second encryption under the same keystream would hand the
-    /// XOR of two payloads to anyone on the path. Late packets within the
-    /// window still go; one older than the window does not.
+    /// RFC 3711 §9.2: a sender must never protect two packets with one
+    /// index. A carrier (or its network) that repeats an RTP sequence
+    /// number, with the same payload or another, gets it relayed once: a
+    /// second encryption under the same keystream would hand the XOR of
+    /// two payloads to anyone on the path. Late packets still go.
     #[test]
     fn a_repeated_rtp_sequence_number_is_protected_once() {
         let mut rng = SeededRng::new(3);
@@ -524,28 +519,59 @@ mod tests {
             "same index, other payload"
         );
         assert!(core.handle(true, phone, &rtp(102)).is_some());
+        assert!(core.handle(true, phone, &rtp(101)).is_some(), "late");
         assert!(
-            core.handle(true, phone, &rtp(101)).is_some(),
-            "late, in the window"
+            core.handle(true, phone, &rtp(2)).is_some(),
+            "very late, never seen"
         );
-        assert!(core.handle(true, phone, &rtp(200)).is_some());
-        assert_eq!(
-            core.handle(true, phone, &rtp(101)),
-            None,
-            "older than the window"
-        );
+        assert_eq!(core.handle(true, phone, &rtp(101)), None);
         assert_eq!(core.stats.duplicates, 3);
-        // Across the wrap of the 16-bit sequence number.
-        assert!(
-            core.handle(true, phone, &rtp(65535)).is_none(),
-            "far behind 200"
-        );
+    }
+
+    /// One stray or spoofed sequence number far ahead (plain RTP is not
+    /// authenticated) must not mute the stream that follows: only the one
+    /// packet that later carries that number is lost. And a number comes
+    /// free again after half a cycle, so a long call keeps every packet
+    /// across the 16-bit wrap.
+    #[test]
+    fn a_stray_sequence_number_costs_one_packet_and_long_calls_wrap() {
+        let mut rng = SeededRng::new(4);
+        let (p, _, _) = plan(&mut rng);
         let mut core = RelayCore::new();
         core.set_plan(&p).unwrap();
-        assert!(core.handle(true, phone, &rtp(65534)).is_some());
-        assert!(core.handle(true, phone, &rtp(1)).is_some());
-        assert!(core.handle(true, phone, &rtp(65535)).is_some());
-        assert_eq!(core.handle(true, phone, &rtp(1)), None);
+        let phone = addr("198.51.100.7:20000");
+        assert!(core.handle(true, phone, &rtp(10)).is_some());
+        assert!(
+            core.handle(true, phone, &rtp(1010)).is_some(),
+            "a jump ahead"
+        );
+        let relayed = (11..1100u16)
+            .filter(|s| core.handle(true, phone, &rtp(*s)).is_some())
+            .count();
+        assert_eq!(relayed, 1100 - 11 - 1, "all but the one numbered 1010");
+        // Three times round the sequence space, each number once per cycle.
+        let mut core = RelayCore::new();
+        core.set_plan(&p).unwrap();
+        let mut dropped = 0;
+        for i in 0..(3 * 65536u32) {
+            if core.handle(true, phone, &rtp(i as u16)).is_none() {
+                dropped += 1;
+            }
+        }
+        assert_eq!(dropped, 0);
+        assert_eq!(core.stats.duplicates, 0);
+    }
+
+    /// Many sources (SSRCs) keep a bounded memory: the least recent go.
+    #[test]
+    fn seen_sequence_numbers_are_kept_for_a_few_sources_only() {
+        let mut seen = SeenSeqs::default();
+        for ssrc in 0..100 {
+            assert!(seen.fresh(ssrc, 7));
+        }
+        assert_eq!(seen.sources.len(), SEEN_SOURCES);
+        assert!(!seen.fresh(99, 7), "a recent source remembers");
+        assert!(seen.fresh(0, 7), "an evicted one starts afresh");
     }
 
     #[test]
