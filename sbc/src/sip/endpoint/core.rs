@@ -491,7 +491,13 @@ impl EndpointCore {
                     if merged {
                         // Its own transaction answers its retransmissions.
                         self.stats.merged += 1;
-                        let resp = response_to(&request, 482, "Loop Detected", None);
+                        // A final response to a request without a To tag
+                        // carries one (§8.2.6.2); the core has no random
+                        // source, so it is derived from the request's
+                        // branch: stable for its retransmissions, and
+                        // different for every merged copy.
+                        let tag = format!("{:016x}", crate::sip::rng::fnv1a(key.branch.as_bytes()));
+                        let resp = response_to(&request, 482, "Loop Detected", Some(&tag));
                         self.respond(now, &key, resp);
                         return;
                     }
