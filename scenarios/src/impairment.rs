@@ -64,11 +64,8 @@ async fn loses(w: &mut DrlabWorld, link: String, percent: f64) -> StepResult {
     regex = r"^the link (between .+|from .+) loses (\d+(?:\.\d+)?) % of packets in bursts of (\d+(?:\.\d+)?)$"
 )]
 async fn loses_in_bursts(w: &mut DrlabWorld, link: String, percent: f64, burst: f64) -> StepResult {
-    let p = share(percent)?;
-    if burst < 1.0 {
-        return Err(format!("bursts of {burst}: a burst is at least one packet"));
-    }
-    impair(w, &link, |m| m.loss = Loss::bursts(p, burst))
+    let loss = Loss::bursts(share(percent)?, burst)?;
+    impair(w, &link, |m| m.loss = loss)
 }
 
 #[given(
@@ -111,10 +108,11 @@ async fn down(w: &mut DrlabWorld, a: String, b: String, from: u64, to: u64) -> S
 /// 20 s of audio at both far ends, once it flows (50 frames at each end
 /// first, so the relay's release of packets held before its plan, up to
 /// 64 at once, falls outside the window). Frames expected at a receiver
-/// are those its sender numbered in the window, read from the frame
-/// indices the receiver saw (a longer link moves the window, not the
-/// count); received ones are counted, so a link that only duplicates
-/// loses 0 %. Each side within its bounds, none corrupt or failing SRTP.
+/// are those its sender numbered in the window, read from the highest
+/// frame index the receiver saw (a longer link moves the window, not the
+/// count); frames that arrived are counted once each, so duplicates
+/// cannot hide a loss. Each side within its bounds, none corrupt or
+/// failing SRTP.
 fn audio_with_loss(w: &mut DrlabWorld, teams: (f64, f64), pstn: (f64, f64)) -> StepResult {
     let lab = w.lab()?;
     let Some((teams_stats, pstn_stats)) = last_media(lab) else {
@@ -126,7 +124,7 @@ fn audio_with_loss(w: &mut DrlabWorld, teams: (f64, f64), pstn: (f64, f64)) -> S
         lock(&t).received >= tw && lock(&p).received >= pw
     })
     .map_err(|e| e.to_string())?;
-    let mark = |m: &drlab_sim::MediaStats| (m.received, m.last_index.unwrap_or(0));
+    let mark = |m: &drlab_sim::MediaStats| (m.distinct, m.highest_index.unwrap_or(0));
     let (t0, p0) = (mark(&lock(&teams_stats)), mark(&lock(&pstn_stats)));
     lab.run_for(Duration::from_secs(20))
         .map_err(|e| e.to_string())?;
@@ -138,8 +136,8 @@ fn audio_with_loss(w: &mut DrlabWorld, teams: (f64, f64), pstn: (f64, f64)) -> S
     let seen: Vec<(String, bool)> = sides
         .iter()
         .map(|(side, s, (r0, i0), (low, high))| {
-            let got = i64::from(s.received) - i64::from(*r0);
-            let expected = (i64::from(s.last_index.unwrap_or(0)) - i64::from(*i0)).max(1);
+            let got = i64::from(s.distinct) - i64::from(*r0);
+            let expected = (i64::from(s.highest_index.unwrap_or(0)) - i64::from(*i0)).max(1);
             let lost = ((expected - got).max(0) * 100) as f64 / expected as f64;
             let ok = s.corrupt == 0 && s.unprotect_errors == 0 && (*low..=*high).contains(&lost);
             (

@@ -72,6 +72,14 @@ pub struct MediaStats {
     pub source_changes: u32,
     /// Frames received from the current source.
     pub from_source: u32,
+    /// Frames of the current source whose index had not arrived before
+    /// (duplicates do not count; see `highest_index`).
+    pub distinct: u32,
+    /// The highest frame index of the current source so far, and which of
+    /// the 128 below it arrived: enough to tell a duplicate from a late
+    /// frame under any jitter the lab makes.
+    pub highest_index: Option<u32>,
+    pub arrived_below: u128,
     /// The SSRC this probe sends with, once it has a plan.
     pub own_ssrc: Option<u32>,
     /// Where the first frame came from (to check media paths).
@@ -222,6 +230,11 @@ fn receive(
                 s.source_changes += 1;
                 s.last_index = None;
                 s.from_source = 0;
+                s.highest_index = None;
+                s.arrived_below = 0;
+            }
+            if first_arrival(&mut s, index) {
+                s.distinct += 1;
             }
             s.last_ssrc = Some(ssrc);
             s.from_source += 1;
@@ -232,6 +245,37 @@ fn receive(
         }
         Err(_) => s.corrupt += 1,
     }
+}
+
+/// Whether frame `index` arrives for the first time, recording it.
+fn first_arrival(s: &mut MediaStats, index: u32) -> bool {
+    let Some(high) = s.highest_index else {
+        s.highest_index = Some(index);
+        s.arrived_below = 0;
+        return true;
+    };
+    if index > high {
+        let shift = index - high;
+        s.arrived_below = if shift >= 128 {
+            0
+        } else {
+            // The old highest becomes the bit `shift - 1` below the new one.
+            (s.arrived_below << shift) | (1u128 << (shift - 1))
+        };
+        s.highest_index = Some(index);
+        return true;
+    }
+    if index == high {
+        return false;
+    }
+    let back = high - index - 1;
+    if back >= 128 {
+        return true; // too late to tell: counted as new
+    }
+    let bit = 1u128 << back;
+    let new = s.arrived_below & bit == 0;
+    s.arrived_below |= bit;
+    new
 }
 
 /// A request to a media host (a PSTN phone, a Teams media processor) to
@@ -383,5 +427,24 @@ mod tests {
         bad[100] ^= 0xff;
         assert!(read_frame(&bad).is_err());
         assert!(read_frame(&f[..50]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod distinct_tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_are_told_from_late_frames() {
+        let mut s = MediaStats::default();
+        let got: Vec<bool> = [1, 2, 2, 4, 3, 3, 1, 200, 199, 200, 5]
+            .iter()
+            .map(|i| first_arrival(&mut s, *i))
+            .collect();
+        assert_eq!(
+            got,
+            [true, true, false, true, true, false, false, true, true, false, true]
+        );
+        assert_eq!(s.highest_index, Some(200));
     }
 }

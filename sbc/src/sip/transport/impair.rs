@@ -42,16 +42,35 @@ pub enum Loss {
 
 impl Loss {
     /// Gilbert's model for a long-run loss `rate` in bursts of
-    /// `mean_burst` packets on average (`mean_burst` ≥ 1).
-    pub fn bursts(rate: f64, mean_burst: f64) -> Loss {
-        let p_leave = 1.0 / mean_burst.max(1.0);
-        let rate = rate.clamp(0.0, 0.999);
-        Loss::Bursts {
-            p_enter: rate * p_leave / (1.0 - rate),
+    /// `mean_burst` packets on average (`mean_burst` ≥ 1). Not every pair
+    /// can be had: the chance of entering a burst, `rate / (1 − rate) /
+    /// mean_burst`, must be at most 1, so `rate` ≤ `mean_burst / (mean_burst
+    /// + 1)` (at most 50 % in bursts of 1, 75 % in bursts of 3).
+    pub fn bursts(rate: f64, mean_burst: f64) -> Result<Loss, String> {
+        if !(1.0..=1e6).contains(&mean_burst) {
+            return Err(format!(
+                "bursts of {mean_burst}: a burst is at least one packet"
+            ));
+        }
+        let p_leave = 1.0 / mean_burst;
+        let p_enter = if rate < 1.0 {
+            rate * p_leave / (1.0 - rate)
+        } else {
+            f64::INFINITY
+        };
+        if !(0.0..=1.0).contains(&p_enter) {
+            let most = mean_burst / (mean_burst + 1.0) * 100.0;
+            return Err(format!(
+                "{:.1} % in bursts of {mean_burst} cannot be: in bursts of {mean_burst} at most {most:.1} % of packets are lost",
+                rate * 100.0
+            ));
+        }
+        Ok(Loss::Bursts {
+            p_enter,
             p_leave,
             loss_good: 0.0,
             loss_bad: 1.0,
-        }
+        })
     }
 
     /// The long-run share of packets lost.
@@ -286,8 +305,15 @@ mod tests {
     /// runs of 3 packets on average (geometric, so single losses too).
     #[test]
     fn bursts_have_the_rate_and_the_mean_length_asked_for() {
-        let loss = Loss::bursts(0.02, 3.0);
+        let loss = Loss::bursts(0.02, 3.0).unwrap();
         assert!((loss.rate() - 0.02).abs() < 1e-12);
+        // Gilbert's model cannot lose more than b/(b+1) in bursts of b.
+        assert!(Loss::bursts(0.75, 3.0).is_ok());
+        assert!(Loss::bursts(0.8, 3.0)
+            .unwrap_err()
+            .contains("at most 75.0 %"));
+        assert!(Loss::bursts(0.9, 1.0).is_err());
+        assert!(Loss::bursts(0.1, 0.5).is_err());
         let mut l = link(
             Impairment {
                 loss,
