@@ -293,7 +293,10 @@ impl Sbc {
         if !call.answered {
             return refuse(ua, 403, "Forbidden", "the call is not answered");
         }
-        if call.transfer.is_some() {
+        // One transfer at a time, ours or the carrier's (one waiting for
+        // the carrier's ACK too): a second REFER would orphan the first
+        // one's subscription.
+        if call.transfer.is_some() || call.relayed_refer.is_some() || call.waiting_refer.is_some() {
             return refuse(ua, 491, "Request Pending", "a transfer is under way");
         }
         // RFC 3515 §2.4.1: exactly one Refer-To.
