@@ -131,6 +131,26 @@ pub struct ScenarioResult {
     pub media: crate::pcap::MediaCount,
 }
 
+#[cfg(test)]
+impl ScenarioResult {
+    /// A result with nothing but its names and outcome, for tests.
+    pub(crate) fn outcome(feature: &str, name: &str, failure: Option<&str>) -> Self {
+        ScenarioResult {
+            feature: feature.into(),
+            name: name.into(),
+            tags: vec![],
+            passed: failure.is_none(),
+            failure: failure.map(str::to_string),
+            steps: vec![],
+            hosts: vec![],
+            messages: vec![],
+            trace: None,
+            pcap: None,
+            media: Default::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub seed: u64,
@@ -812,32 +832,8 @@ mod tests {
             seed: 3,
             features: PathBuf::from("/f"),
             results: vec![
-                ScenarioResult {
-                    feature: "F".into(),
-                    name: "ok".into(),
-                    tags: vec![],
-                    passed: true,
-                    failure: None,
-                    steps: vec![],
-                    hosts: vec![],
-                    messages: vec![],
-                    trace: None,
-                    pcap: None,
-                    media: Default::default(),
-                },
-                ScenarioResult {
-                    feature: "F".into(),
-                    name: "bad <x>".into(),
-                    tags: vec![],
-                    passed: false,
-                    failure: Some("expected 200".into()),
-                    steps: vec![],
-                    hosts: vec![],
-                    messages: vec![],
-                    trace: None,
-                    pcap: None,
-                    media: Default::default(),
-                },
+                ScenarioResult::outcome("F", "ok", None),
+                ScenarioResult::outcome("F", "bad <x>", Some("expected 200")),
             ],
         };
         let xml = junit_xml(&report);

@@ -219,34 +219,16 @@ mod tests {
             features: PathBuf::from("/f"),
             results: vec![
                 ScenarioResult {
-                    feature: "Calls".into(),
-                    name: "A <call>".into(),
                     tags: vec!["inbound".into()],
-                    passed: true,
-                    failure: None,
                     steps: vec!["Given x".into(), "Then y".into()],
                     hosts: vec!["carrier".into(), "sbc".into()],
                     messages: vec![
                         msg(10.0, "carrier", "sbc", "INVITE sip:1@sbc SIP/2.0"),
                         msg(20.0, "sbc", "carrier", "SIP/2.0 100 Trying"),
                     ],
-                    trace: None,
-                    pcap: None,
-                    media: Default::default(),
+                    ..ScenarioResult::outcome("Calls", "A <call>", None)
                 },
-                ScenarioResult {
-                    feature: "Refusals".into(),
-                    name: "Refused".into(),
-                    tags: vec![],
-                    passed: false,
-                    failure: Some("expected 488 & got 200".into()),
-                    steps: vec![],
-                    hosts: vec![],
-                    messages: vec![],
-                    trace: None,
-                    pcap: None,
-                    media: Default::default(),
-                },
+                ScenarioResult::outcome("Refusals", "Refused", Some("expected 488 & got 200")),
             ],
         };
         let h = html(&report);
