@@ -2,9 +2,11 @@
 //! RTP ↔ SRTP relay (a sans-IO core and the driver that owns its
 //! sockets), and media ports from a configured range.
 
+pub mod ice;
 pub mod ports;
 pub mod relay;
 pub mod srtp;
+pub mod stun;
 
 pub use ports::PortAllocator;
 pub use relay::{
