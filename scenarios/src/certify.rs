@@ -425,7 +425,12 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         .features
         .parent()
         .map(|p| p.join("tests/snapshots"))
-        .filter(|p| p.is_dir());
+        .filter(|p| p.is_dir())
+        // Absolute: insta takes a relative snapshot path as relative to
+        // the source file of the assertion, not to the working directory
+        // (with `--features features` and INSTA_UPDATE it wrote into
+        // scenarios/src/tests/snapshots).
+        .map(|p| p.canonicalize().unwrap_or(p));
     *crate::steps::SNAPSHOTS
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = beside;
