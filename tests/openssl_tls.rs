@@ -109,6 +109,7 @@ fn openssl_with_each_certificate_variant_is_accepted_or_refused_as_the_hub_does(
         routes: vec![],
         forward_pai: vec![],
         forward_call_history: vec![],
+        media_bypass: vec![],
     };
     let view = HubView::new(&tenant);
     let (tls_server, tls_client) = hub_configs(
@@ -153,6 +154,8 @@ fn openssl_with_each_certificate_variant_is_accepted_or_refused_as_the_hub_does(
         session_expires: 1800,
         failover_time: Duration::from_secs(10),
         failover_codes: vec![408, 503, 504],
+        clients: Vec::new(),
+        media_timeout: None,
         peers: Vec::new(),
         timers: Default::default(),
         seed: 1,

@@ -205,6 +205,7 @@ fn identify(id: &TlsIdentity) -> Result<(), teams_sim::hub::Refusal> {
         routes: vec![],
         forward_pai: vec![],
         forward_call_history: vec![],
+        media_bypass: vec![],
     };
     teams_sim::hub::rules::identify_sbc(&msg, &source, &tenant).map(|_| ())
 }

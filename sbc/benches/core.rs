@@ -120,11 +120,13 @@ fn relay(c: &mut Criterion) {
             remote: addr("198.51.100.7:20000"),
             tx_key: None,
             rx_key: None,
+            ice: None,
         },
         b: RelayLeg {
             remote: addr("52.114.16.1:49152"),
             tx_key: Some(ours),
             rx_key: Some(theirs.clone()),
+            ice: None,
         },
         hold: false,
     };

@@ -81,6 +81,10 @@ pub struct FileConfig {
     /// lists UPDATE; the hub's does not, so toward Teams it is re-INVITE).
     #[serde(default)]
     pub session_refresh: SessionRefresh,
+    /// An answered call with no media from either leg for this long is
+    /// ended on both legs; 0 turns it off.
+    #[serde(default = "default_media_timeout")]
+    pub media_timeout_secs: u64,
     pub carrier: CarrierSection,
     #[serde(default)]
     pub hub: HubSection,
@@ -142,6 +146,9 @@ pub struct HubSection {
     /// REFER passed on to the carrier when its Allow lists REFER.
     #[serde(default)]
     pub transfers: Transfers,
+    /// The gateway's MediaBypass is on: the Teams leg is ICE-lite.
+    #[serde(default)]
+    pub media_bypass: bool,
 }
 
 /// The `session_refresh` setting.
@@ -181,6 +188,7 @@ impl Default for HubSection {
             listen_port: default_tls_port(),
             options_interval_secs: default_options_interval(),
             transfers: Transfers::default(),
+            media_bypass: false,
         }
     }
 }
@@ -194,6 +202,10 @@ pub struct TlsSection {
     pub key: PathBuf,
     /// PEM: the roots the hub's certificates chain to.
     pub trust: PathBuf,
+}
+
+fn default_media_timeout() -> u64 {
+    60
 }
 
 fn default_listen_ip() -> IpAddr {
@@ -325,6 +337,9 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
             SessionRefresh::Reinvite => crate::sip::session::RefreshMethod::Reinvite,
             SessionRefresh::Update => crate::sip::session::RefreshMethod::Update,
         },
+        media_bypass: file.hub.media_bypass,
+        media_timeout: (file.media_timeout_secs != 0)
+            .then(|| Duration::from_secs(file.media_timeout_secs)),
         timers: crate::sip::transaction::TimerConfig::default(),
         seed: file.seed.unwrap_or(0),
     };
@@ -492,6 +507,16 @@ fn check(path: &Path, f: &FileConfig) -> Result<(), ConfigError> {
             format!(
                 "{:?} is not a fully qualified domain name (Direct Routing refuses IPs)",
                 f.fqdn
+            ),
+        ));
+    }
+    if f.media_timeout_secs != 0 && !(5..=3600).contains(&f.media_timeout_secs) {
+        errors.push(err(
+            path,
+            "media_timeout_secs",
+            format!(
+                "{} is outside 5-3600 (0 turns it off)",
+                f.media_timeout_secs
             ),
         ));
     }

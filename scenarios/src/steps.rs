@@ -106,6 +106,8 @@ pub struct DrlabWorld {
     pub(crate) second_sbc: Option<crate::world::SecondSbc>,
     /// The hub's session interval, set before the world is built.
     pub(crate) session_expires: Option<u32>,
+    /// The SBC's gateway has MediaBypass on, set before the world is built.
+    pub(crate) media_bypass: bool,
 }
 
 type StepResult = Result<(), String>;
@@ -153,11 +155,14 @@ impl DrlabWorld {
     pub fn trace(&self) -> Option<String> {
         let lab = self.lab.as_ref()?;
         let sent = sent_messages(&lab.recorder.events(), &lab.names());
-        Some(ladder(
+        let media = sent_messages(&lab.media.events(), &lab.names());
+        let mut text = ladder(
             &format!("{} (seed {})", self.scenario, lab.config.seed),
             &sent,
             &lab.hosts,
-        ))
+        );
+        text.push_str(&crate::trace::stun_lines(&media));
+        Some(text)
     }
 }
 
@@ -229,6 +234,7 @@ async fn registered(w: &mut DrlabWorld, fqdn: String, certificate: String) -> St
         },
         second_sbc: w.second_sbc.take(),
         session_expires: w.session_expires.take().unwrap_or(1800),
+        media_bypass: w.media_bypass,
         ..LabConfig::default()
     };
     w.lab = Some(Lab::new(config).map_err(|e| format!("cannot build the world: {e}"))?);

@@ -172,3 +172,56 @@ pub fn ladder(title: &str, sent: &[Sent], hosts: &[String]) -> String {
     }
     out
 }
+
+/// The STUN datagrams among `media` (RFC 7983 demultiplexing), a line
+/// each: when, who to whom, and what it says (ICE connectivity checks in
+/// media bypass). Empty when there are none, so traces of calls without
+/// ICE are as they were.
+pub fn stun_lines(media: &[Sent]) -> String {
+    use sbc::media::stun::{looks_like_stun, Attribute, Class, Message};
+    let mut out = String::new();
+    for s in media.iter().filter(|s| looks_like_stun(&s.raw)) {
+        let summary = match Message::parse(&s.raw) {
+            Ok(m) => {
+                let class = match m.class {
+                    Class::Request => "request",
+                    Class::Indication => "indication",
+                    Class::Success => "success",
+                    Class::Error => "error",
+                };
+                let mut line = format!("Binding {class}");
+                if m.method != sbc::media::stun::BINDING {
+                    line = format!("method {:#06x} {class}", m.method);
+                }
+                for a in &m.attributes {
+                    let _ = match a {
+                        Attribute::Username(u) => write!(line, " USERNAME={u}"),
+                        Attribute::ErrorCode { code, reason } => write!(line, " {code} {reason}"),
+                        Attribute::XorMappedAddress(x) => write!(line, " XOR-MAPPED-ADDRESS={x}"),
+                        Attribute::UseCandidate => write!(line, " USE-CANDIDATE"),
+                        Attribute::IceControlling(_) => write!(line, " ICE-CONTROLLING"),
+                        Attribute::IceControlled(_) => write!(line, " ICE-CONTROLLED"),
+                        Attribute::MessageIntegrity(_) => write!(line, " MESSAGE-INTEGRITY"),
+                        Attribute::Fingerprint(_) => write!(line, " FINGERPRINT"),
+                        _ => Ok(()),
+                    };
+                }
+                line
+            }
+            Err(e) => format!("unreadable STUN: {e}"),
+        };
+        let _ = writeln!(
+            out,
+            "{:>10.3}  {} {} -> {} {}  {summary}",
+            s.at_ms,
+            short(&s.from),
+            s.local,
+            short(&s.to),
+            s.remote
+        );
+    }
+    if out.is_empty() {
+        return out;
+    }
+    format!("STUN (ICE connectivity checks):\n{out}\n")
+}

@@ -55,6 +55,10 @@ struct FileConfig {
     /// `FailoverResponseCodes`: finals that move an outbound call on.
     #[serde(default = "default_failover_codes")]
     failover_response_codes: Vec<u16>,
+    /// An answered call from which no audio arrives for this long is ended
+    /// (case 9.58: "about 10 to 20 seconds"); 0: never.
+    #[serde(default = "default_media_timeout")]
+    media_timeout_secs: u64,
     proxy: Vec<ProxySection>,
     tenant: TenantSection,
     tls: TlsSection,
@@ -84,6 +88,9 @@ struct TenantSection {
     /// SBCs of `sbcs` whose gateway has ForwardCallHistory on.
     #[serde(default)]
     forward_call_history: Vec<String>,
+    /// SBCs of `sbcs` whose gateway has MediaBypass on.
+    #[serde(default)]
+    media_bypass: Vec<String>,
     users: Vec<UserSection>,
 }
 
@@ -120,6 +127,9 @@ fn default_session_expires() -> u32 {
 }
 fn default_failover_time() -> u64 {
     10
+}
+fn default_media_timeout() -> u64 {
+    15
 }
 fn default_failover_codes() -> Vec<u16> {
     vec![408, 503, 504]
@@ -242,6 +252,8 @@ pub struct HubFile {
     pub session_expires: u32,
     pub failover_time: Duration,
     pub failover_codes: Vec<u16>,
+    /// `None`: calls without audio are never ended for it.
+    pub media_timeout: Option<Duration>,
     pub hosts: BTreeMap<String, IpAddr>,
 }
 
@@ -353,6 +365,7 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
     for (key, list) in [
         ("forward_pai", &f.tenant.forward_pai),
         ("forward_call_history", &f.tenant.forward_call_history),
+        ("media_bypass", &f.tenant.media_bypass),
     ] {
         for (i, s) in list.iter().enumerate() {
             if !f.tenant.sbcs.iter().any(|t| t.eq_ignore_ascii_case(s)) {
@@ -376,6 +389,16 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
                 ));
             }
         }
+    }
+    if f.media_timeout_secs != 0 && !(5..=600).contains(&f.media_timeout_secs) {
+        errors.push(error(
+            path,
+            "media_timeout_secs",
+            format!(
+                "{} is outside 5-600 (Microsoft: about 10-20; 0 turns it off)",
+                f.media_timeout_secs
+            ),
+        ));
     }
     if f.media_ip.is_unspecified() {
         errors.push(error(
@@ -443,6 +466,12 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
                 .iter()
                 .map(|s| s.to_ascii_lowercase())
                 .collect(),
+            media_bypass: f
+                .tenant
+                .media_bypass
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
             users: f
                 .tenant
                 .users
@@ -473,6 +502,8 @@ pub fn load(path: &Path) -> Result<HubFile, ConfigError> {
         session_expires: f.session_expires_secs,
         failover_time: Duration::from_secs(f.failover_time_secs),
         failover_codes: f.failover_response_codes,
+        media_timeout: (f.media_timeout_secs != 0)
+            .then(|| Duration::from_secs(f.media_timeout_secs)),
         hosts: f.hosts,
     })
 }

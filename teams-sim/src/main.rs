@@ -284,6 +284,8 @@ fn main() -> ExitCode {
                 session_expires: file.session_expires,
                 failover_time: file.failover_time,
                 failover_codes: file.failover_codes.clone(),
+                clients: Vec::new(),
+                media_timeout: file.media_timeout,
                 peers,
                 timers: Default::default(),
                 seed,

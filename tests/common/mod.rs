@@ -118,6 +118,7 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         routes: vec![],
         forward_pai: vec![],
         forward_call_history: vec![],
+        media_bypass: vec![],
     };
     let view = HubView::new(&tenant);
     let (hub_server, hub_client) = teams_sim::hub::tls::hub_configs(
@@ -154,6 +155,8 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         session_expires: 1800,
         failover_time: Duration::from_secs(10),
         failover_codes: vec![408, 503, 504],
+        clients: Vec::new(),
+        media_timeout: None,
         peers: Vec::new(),
         timers: o.timers,
         seed: 1,
@@ -196,6 +199,8 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         forward_identity: true,
         forward_history: true,
         session_refresh: Default::default(),
+        media_bypass: false,
+        media_timeout: None,
         timers: o.timers,
         seed: 1,
     };

@@ -3,7 +3,8 @@
 //! through an audio probe, and hangs up when told. Sans-IO: time is a
 //! parameter, media goes out as [`ProbeCommand`]s.
 
-use crate::probe::{MediaStats, ProbeCommand, ProbePlan};
+use crate::probe::{IceCheckPlan, MediaStats, ProbeCommand, ProbePlan};
+use sbc::media::ice::Credentials;
 use sbc::sip::rng::SeededRng;
 use sbc::sip::sdp::offer_answer::LocalMedia;
 use sbc::sip::sdp::SessionDescription;
@@ -89,6 +90,14 @@ pub struct Talk {
     pub media: Option<LocalMedia>,
     pub local: Option<SessionDescription>,
     pub remote: Option<SessionDescription>,
+    /// A Teams client in media bypass: its ICE credentials and tie-breaker.
+    /// Its media flows only over a pair it checked and nominated.
+    pub ice: Option<(Credentials, u64)>,
+    /// A deliberate fault: check with a password that is not the far
+    /// side's (its SDP's, reversed), to show the far side refusing it.
+    pub ice_wrong_password: bool,
+    /// The SSRC drawn for this end's first plan, kept by later ones.
+    ssrc: Option<u32>,
     started: bool,
     closed: bool,
 }
@@ -111,6 +120,9 @@ impl Talk {
                 media: None,
                 local: None,
                 remote: None,
+                ice: None,
+                ice_wrong_password: false,
+                ssrc: None,
                 started: false,
                 closed: false,
             },
@@ -124,18 +136,53 @@ impl Talk {
 
     /// Start talking (`frames` 20 ms frames) if both sides' SDP agree on a
     /// codec; once. `None` when not (yet) possible.
+    /// With ICE (a Teams client in media bypass) the probe checks the
+    /// pair and nominates it first ([`Talk::check`]).
     pub fn start(&mut self, frames: u32, rng: &mut SeededRng) -> Option<ProbeCommand> {
+        self.plan(frames, rng, true)
+    }
+
+    /// A Teams client in media bypass checks its pair with ICE but neither
+    /// nominates it nor sends media yet (a fork that rings while another
+    /// may answer: behaviour §7). `None` without ICE or the far side's
+    /// credentials.
+    pub fn check(&mut self, frames: u32, rng: &mut SeededRng) -> Option<ProbeCommand> {
+        self.ice.as_ref()?;
+        self.plan(frames, rng, false)
+    }
+
+    fn plan(&mut self, frames: u32, rng: &mut SeededRng, talk: bool) -> Option<ProbeCommand> {
         if self.started || self.closed {
             return None;
         }
-        let plan = ProbePlan::between(
-            self.local.as_ref()?,
-            self.remote.as_ref()?,
-            rng.next_u32(),
-            frames,
-        )?;
-        self.started = true;
-        Some(ProbeCommand::Plan { id: self.id, plan })
+        let (local, remote) = (self.local.as_ref()?, self.remote.as_ref()?);
+        let ice = match &self.ice {
+            Some((ours, tiebreaker)) => {
+                let (ufrag, pwd) = remote.ice_credentials(remote.audio_index()?)?;
+                let pwd = match self.ice_wrong_password {
+                    true => pwd.chars().rev().collect(),
+                    false => pwd.to_string(),
+                };
+                Some(IceCheckPlan {
+                    local: ours.clone(),
+                    remote: Credentials {
+                        ufrag: ufrag.to_string(),
+                        pwd,
+                    },
+                    nominate: talk,
+                    tiebreaker: *tiebreaker,
+                })
+            }
+            None => None,
+        };
+        let ssrc = *self.ssrc.get_or_insert_with(|| rng.next_u32());
+        let mut plan = ProbePlan::between(local, remote, ssrc, frames)?;
+        plan.ice = ice;
+        self.started = talk;
+        Some(ProbeCommand::Plan {
+            id: self.id,
+            plan: Box::new(plan),
+        })
     }
 
     /// The other side's SDP arrived, in a provisional (early media) or in

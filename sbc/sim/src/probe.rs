@@ -4,7 +4,9 @@
 //! processors use it; the checks are made on what actually crossed the
 //! network, independently of the relay in between.
 
+use sbc::media::ice::{binding_request, read_binding_response, CheckAnswer, Credentials};
 use sbc::media::srtp::{Protector, SrtpKey, Unprotector};
+use sbc::media::stun::looks_like_stun;
 use sbc::sip::transport::{DatagramSocket, Network};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -86,6 +88,15 @@ pub struct MediaStats {
     pub first_source: Option<SocketAddr>,
     /// The probe could not open its socket.
     pub bind_error: Option<String>,
+    /// ICE (a Teams client in media bypass): Binding requests sent
+    /// (retransmissions included), checks answered with an authenticated
+    /// success, whether the pair was nominated, the error code of a check
+    /// the far side refused, and whether the checks gave up unanswered.
+    pub ice_requests: u32,
+    pub ice_successes: u32,
+    pub ice_nominated: bool,
+    pub ice_error: Option<u16>,
+    pub ice_failed: bool,
 }
 
 /// What a probe needs once the call is answered.
@@ -99,6 +110,25 @@ pub struct ProbePlan {
     pub tx_key: Option<SrtpKey>,
     /// The far side's key (we unprotect with it).
     pub rx_key: Option<SrtpKey>,
+    /// Check the path with ICE before any media (a Teams client in media
+    /// bypass): `None` sends media at once.
+    pub ice: Option<IceCheckPlan>,
+}
+
+/// What a full ICE agent in the controlling role (a Teams client: behaviour
+/// §7, "full ICE and always controlling, using regular nomination") does on
+/// its one candidate pair: connectivity checks (RFC 8445 §7.2.2), then,
+/// when told to nominate, the same check again with USE-CANDIDATE (regular
+/// nomination, §8.1.1); media flows only over a nominated pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceCheckPlan {
+    /// Ours (`a=ice-ufrag`/`a=ice-pwd` in our SDP) and the far side's.
+    pub local: Credentials,
+    pub remote: Credentials,
+    pub nominate: bool,
+    /// ICE-CONTROLLING's tie-breaker (RFC 8445 §7.1.1); also seeds our
+    /// transaction ids.
+    pub tiebreaker: u64,
 }
 
 impl ProbePlan {
@@ -117,6 +147,7 @@ impl ProbePlan {
             frames,
             tx_key,
             rx_key,
+            ice: None,
         })
     }
 }
@@ -158,9 +189,12 @@ impl AudioProbe {
         let mut early: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
         let mut next_send = tokio::time::Instant::now();
         let mut sent = 0u32;
+        let mut ice: Option<IceClient> = None;
         let mut buf = vec![0u8; 2048];
         loop {
-            let sending = active.as_ref().is_some_and(|(p, _, _)| sent < p.frames);
+            let ready = ice.as_ref().is_none_or(|i| i.phase == IcePhase::Nominated);
+            let sending = ready && active.as_ref().is_some_and(|(p, _, _)| sent < p.frames);
+            let checking = ice.as_ref().and_then(|i| i.next);
             tokio::select! {
                 biased;
                 changed = plan.changed() => {
@@ -171,6 +205,7 @@ impl AudioProbe {
                     let tx = p.tx_key.as_ref().map(Protector::new).transpose().map_err(std::io::Error::other)?;
                     let rx = p.rx_key.as_ref().map(Unprotector::new).transpose().map_err(std::io::Error::other)?;
                     lock(&stats).own_ssrc = Some(p.ssrc);
+                    ice = IceClient::follow(ice.take(), p.ice.clone());
                     active = Some((p, tx, rx));
                     next_send = tokio::time::Instant::now();
                     if let Some((_, _, rx)) = &mut active {
@@ -181,10 +216,21 @@ impl AudioProbe {
                 }
                 r = sock.recv_from(&mut buf) => {
                     let Ok((n, from)) = r else { continue };
+                    let packet = &buf[..n];
+                    if let (Some(i), true) = (&mut ice, looks_like_stun(packet)) {
+                        i.answer(packet, &stats);
+                        continue;
+                    }
                     match &mut active {
-                        Some((_, _, rx)) => receive(&buf[..n], from, rx.as_mut(), &stats),
-                        None if early.len() < EARLY_BUFFER => early.push((buf[..n].to_vec(), from)),
+                        Some((_, _, rx)) => receive(packet, from, rx.as_mut(), &stats),
+                        None if early.len() < EARLY_BUFFER => early.push((packet.to_vec(), from)),
                         None => {}
+                    }
+                }
+                _ = tokio::time::sleep_until(checking.unwrap_or_else(tokio::time::Instant::now)), if checking.is_some() => {
+                    let (Some(i), Some((p, _, _))) = (&mut ice, &active) else { continue };
+                    if let Some(request) = i.due(&stats) {
+                        sock.send_to(&request, p.remote).await?;
                     }
                 }
                 _ = tokio::time::sleep_until(next_send), if sending => {
@@ -199,6 +245,133 @@ impl AudioProbe {
                     lock(&stats).sent = sent;
                     next_send += Duration::from_millis(20);
                 }
+            }
+        }
+    }
+}
+
+/// Where a client's ICE stands on its one pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IcePhase {
+    /// Checking without USE-CANDIDATE.
+    Checking,
+    /// A check succeeded; waiting to be told to nominate.
+    Checked,
+    /// Checking with USE-CANDIDATE.
+    Nominating,
+    /// The nominating check succeeded: media may flow.
+    Nominated,
+    /// Refused, or no answer: no media on this pair.
+    Failed,
+}
+
+/// A STUN transaction's retransmission interval on this pair (RFC 8445
+/// §14.3: RTO no less than 500 ms for connectivity checks), and how many
+/// times a check is sent before the pair fails (RFC 8489 §6.2.1's Rc = 7).
+const ICE_RTO: Duration = Duration::from_millis(500);
+const ICE_TRIES: u32 = 7;
+
+/// The controlling agent's checks on its one pair (see [`IceCheckPlan`]).
+struct IceClient {
+    plan: IceCheckPlan,
+    phase: IcePhase,
+    /// The transaction in flight, how often it was sent, and when next.
+    transaction: [u8; 12],
+    tries: u32,
+    next: Option<tokio::time::Instant>,
+    serial: u32,
+}
+
+impl IceClient {
+    fn new(plan: IceCheckPlan) -> Self {
+        let mut c = IceClient {
+            plan,
+            phase: IcePhase::Checking,
+            transaction: [0; 12],
+            tries: 0,
+            next: None,
+            serial: 0,
+        };
+        c.begin(IcePhase::Checking);
+        c
+    }
+
+    /// The client after a new plan: the same checks go on when the
+    /// credentials are unchanged (only `nominate` may have changed); new
+    /// credentials are an ICE restart (RFC 8445 §9): checks start over.
+    fn follow(old: Option<IceClient>, plan: Option<IceCheckPlan>) -> Option<IceClient> {
+        let plan = plan?;
+        match old {
+            Some(mut c) if c.plan.local == plan.local && c.plan.remote == plan.remote => {
+                c.plan.nominate = plan.nominate;
+                if c.phase == IcePhase::Checked && plan.nominate {
+                    c.begin(IcePhase::Nominating);
+                }
+                Some(c)
+            }
+            _ => Some(IceClient::new(plan)),
+        }
+    }
+
+    /// A new transaction for `phase`, sent at once.
+    fn begin(&mut self, phase: IcePhase) {
+        self.phase = phase;
+        self.serial += 1;
+        self.transaction[..8].copy_from_slice(&self.plan.tiebreaker.to_be_bytes());
+        self.transaction[8..].copy_from_slice(&self.serial.to_be_bytes());
+        self.tries = 0;
+        self.next = Some(tokio::time::Instant::now());
+    }
+
+    /// The request to (re)send now, if the transaction is still unanswered.
+    fn due(&mut self, stats: &Arc<Mutex<MediaStats>>) -> Option<Vec<u8>> {
+        if self.tries >= ICE_TRIES {
+            self.phase = IcePhase::Failed;
+            self.next = None;
+            lock(stats).ice_failed = true;
+            return None;
+        }
+        self.tries += 1;
+        self.next = Some(tokio::time::Instant::now() + ICE_RTO);
+        lock(stats).ice_requests += 1;
+        // RFC 8445 §5.1.2.1: a host candidate's priority, component 1.
+        let priority = (126 << 24) | (65535 << 8) | 255;
+        Some(binding_request(
+            self.transaction,
+            &self.plan.local,
+            &self.plan.remote,
+            priority,
+            self.plan.tiebreaker,
+            self.phase == IcePhase::Nominating,
+        ))
+    }
+
+    /// A STUN message arrived: the answer to our check, or something to ignore.
+    fn answer(&mut self, packet: &[u8], stats: &Arc<Mutex<MediaStats>>) {
+        if !matches!(self.phase, IcePhase::Checking | IcePhase::Nominating) {
+            return;
+        }
+        let Ok(answer) = read_binding_response(packet, self.transaction, &self.plan.remote) else {
+            return;
+        };
+        self.next = None;
+        let mut s = lock(stats);
+        match answer {
+            CheckAnswer::Success { .. } => {
+                s.ice_successes += 1;
+                drop(s);
+                match (self.phase, self.plan.nominate) {
+                    (IcePhase::Checking, true) => self.begin(IcePhase::Nominating),
+                    (IcePhase::Checking, false) => self.phase = IcePhase::Checked,
+                    _ => {
+                        self.phase = IcePhase::Nominated;
+                        lock(stats).ice_nominated = true;
+                    }
+                }
+            }
+            CheckAnswer::Error { code } => {
+                s.ice_error = Some(code);
+                self.phase = IcePhase::Failed;
             }
         }
     }
@@ -341,14 +514,11 @@ pub enum ProbeCommand {
         port: u16,
         stats: Arc<Mutex<MediaStats>>,
     },
-    Plan {
-        id: u64,
-        plan: ProbePlan,
-    },
+    /// Boxed: a plan with ICE credentials is far larger than the other
+    /// commands.
+    Plan { id: u64, plan: Box<ProbePlan> },
     /// Stop the probe: its socket closes.
-    Close {
-        id: u64,
-    },
+    Close { id: u64 },
 }
 
 /// Hands a role's probe commands to the media hosts it controls.
@@ -397,7 +567,7 @@ impl<N: Network> sbc::driver::MediaDriver<N> for ProbeDriver {
             }
             ProbeCommand::Plan { id, plan } => {
                 if let Some(tx) = self.plans.get(&id) {
-                    let _ = tx.send(Some(plan));
+                    let _ = tx.send(Some(*plan));
                 }
             }
             ProbeCommand::Close { id } => {

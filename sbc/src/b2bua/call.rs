@@ -9,8 +9,9 @@ pub(super) use transfer::ReferTarget;
 
 use super::numbers::{to_e164, to_national};
 use super::{Sbc, SbcFault, SBC_AGENT};
+use crate::media::ice::Credentials;
 use crate::media::{RelayCommand, RelayEvent, RelayLeg, RelayPlan, RelayStats, SrtpKey};
-use crate::sip::sdp::offer_answer::{agreed, Agreed, Codec, LocalMedia};
+use crate::sip::sdp::offer_answer::{agreed, Agreed, Codec, Ice, LocalMedia};
 use crate::sip::sdp::{Direction as SdpDirection, Origin, SessionDescription};
 use crate::sip::session::{
     EndReason, Hop, Reply, RequestBuilder, SessionEvent, SessionId, SessionState,
@@ -102,7 +103,24 @@ pub(crate) struct Call {
     hold_due: Option<HoldDue>,
     /// A hub REFER for the carrier, waiting for the carrier's ACK.
     waiting_refer: Option<transfer::WaitingRefer>,
+    /// What the relay has done, and the watch on it once answered: a call
+    /// nothing is received on ends (`media_timeout`).
+    relay_stats: Arc<Mutex<RelayStats>>,
+    media_watch: Option<MediaWatch>,
 }
+
+/// The SBC's watch on an answered call's media (`media_timeout`).
+#[derive(Debug, Clone, Copy)]
+struct MediaWatch {
+    /// Packets the relay had taken in (relayed or held) when last looked,
+    /// and since when that count has not moved.
+    packets: u64,
+    since: Instant,
+    next_look: Instant,
+}
+
+/// How often the SBC looks at an answered call's relay counters.
+const MEDIA_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A change of hold waiting for a leg to accept a re-INVITE.
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +145,7 @@ impl Call {
             self.retire_by,
             self.hold_due.map(|h| h.retry_at),
             self.waiting_refer.as_ref().map(|w| w.give_up_at),
+            self.media_watch.map(|w| w.next_look),
         ]
         .into_iter()
         .flatten()
@@ -146,11 +165,15 @@ impl Call {
     fn relay_plan(&self) -> Option<RelayPlan> {
         let a = agreed(self.a_answer.as_ref()?, &self.a_offer)?;
         let b = agreed(&self.b_offer, self.b_answer.as_ref()?)?;
-        Some(RelayPlan {
+        let mut plan = RelayPlan {
             a: relay_leg(&a)?,
             b: relay_leg(&b)?,
             hold: self.held.0 || self.held.1,
-        })
+        };
+        plan.a.ice = self.legs.first().and_then(|l| ice_credentials(&l.media));
+        plan.b.ice =
+            (self.legs.get(1..).and_then(|l| l.last())).and_then(|l| ice_credentials(&l.media));
+        Some(plan)
     }
 
     /// Whether leg a is the Teams side (an outbound call came from the hub).
@@ -240,6 +263,16 @@ fn relay_leg(a: &Agreed) -> Option<RelayLeg> {
         remote: a.remote_socket()?,
         tx_key,
         rx_key,
+        ice: None,
+    })
+}
+
+/// Our ICE-lite credentials on a leg (media bypass toward Teams).
+fn ice_credentials(media: &LocalMedia) -> Option<Credentials> {
+    let ice = media.ice.as_ref()?;
+    Some(Credentials {
+        ufrag: ice.ufrag.clone(),
+        pwd: ice.pwd.clone(),
     })
 }
 
@@ -271,13 +304,24 @@ impl Sbc {
         codecs: Vec<Codec>,
     ) -> LocalMedia {
         let srtp_key = teams.then(|| SrtpKey::generate(ua.rng()).inline());
+        // Media bypass: ICE-lite toward Teams with credentials drawn once
+        // per call, so every 18x, the 200 and later answers carry the same
+        // ones (case 9.57).
+        let ice = (teams && self.config.media_bypass).then(|| {
+            let c = Credentials::generate(ua.rng());
+            Ice {
+                ufrag: c.ufrag,
+                pwd: c.pwd,
+                lite: true,
+            }
+        });
         LocalMedia {
             address: self.ip.to_string(),
             port,
             codecs,
             srtp_key,
             rtcp_mux: teams,
-            ice: None,
+            ice,
         }
     }
 
@@ -568,12 +612,18 @@ impl Sbc {
             retire_by: None,
             hold_due: None,
             waiting_refer: None,
+            relay_stats: stats.clone(),
+            media_watch: None,
         };
         self.media_out.push_back(RelayCommand::Open {
             id: call_id,
             a: SocketAddr::new(self.ip, a_port),
             b: SocketAddr::new(self.ip, b_port),
             stats: stats.clone(),
+            ice: (
+                ice_credentials(&call.legs[0].media),
+                ice_credentials(&b_media),
+            ),
         });
         self.by_session.insert(a, call_id);
         if !self.call_next(now, ua, &mut call, b_media) {
@@ -837,6 +887,11 @@ impl Sbc {
         if let Some(c) = self.calls.get_mut(&call_id) {
             c.answered = true;
             c.ring_deadline = None;
+            c.media_watch = self.config.media_timeout.map(|_| MediaWatch {
+                packets: 0,
+                since: now,
+                next_look: now + MEDIA_LOOK,
+            });
         }
     }
 
@@ -1236,7 +1291,54 @@ impl Sbc {
 
     /// Leg b rang too long: CANCEL it and answer leg a 408. A Teams leg
     /// the call moved off and the hub did not end: BYE it.
+    /// `media_timeout` (rtpengine's `timeout`, and what Direct Routing does
+    /// to calls without media, case 9.58): an answered call whose relay has
+    /// taken in no packet from either leg for that long, while neither
+    /// side holds, is dead: both legs get a BYE saying why.
+    fn media_due(&mut self, now: Instant, ua: &mut UserAgent) {
+        let Some(timeout) = self.config.media_timeout else {
+            return;
+        };
+        let due: Vec<u64> = (self.calls.values())
+            .filter(|c| c.media_watch.is_some_and(|w| w.next_look <= now))
+            .map(|c| c.id)
+            .collect();
+        for id in due {
+            let Some(c) = self.calls.get_mut(&id) else {
+                continue;
+            };
+            let Some(mut w) = c.media_watch else {
+                continue;
+            };
+            let packets = c.relay_stats.lock().map_or(w.packets, |s| {
+                u64::from(s.a_to_b) + u64::from(s.b_to_a) + u64::from(s.held)
+            });
+            if packets != w.packets || c.held.0 || c.held.1 {
+                w.packets = packets;
+                w.since = now;
+            }
+            if now.saturating_duration_since(w.since) < timeout {
+                w.next_look = now + MEDIA_LOOK;
+                c.media_watch = Some(w);
+                continue;
+            }
+            c.media_watch = None;
+            let secs = timeout.as_secs();
+            let legs: Vec<SessionId> = c.legs.iter().map(|l| l.session).collect();
+            // Q.850 102, "recovery on timer expiry" (RFC 3326 Reason).
+            let reason = vec![(
+                "Reason".to_string(),
+                format!("Q.850;cause=102;text=\"no media for {secs} s\""),
+            )];
+            for s in legs {
+                ua.hang_up(now, s, Reply::new(408, "Request Timeout"), reason.clone());
+            }
+            self.problem("media", format!("call {id}: no media for {secs} s: ended"));
+        }
+    }
+
     pub(crate) fn calls_due(&mut self, now: Instant, ua: &mut UserAgent) {
+        self.media_due(now, ua);
         self.retired_due(now, ua);
         let holds: Vec<(u64, bool)> = self
             .calls

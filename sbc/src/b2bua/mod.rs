@@ -102,6 +102,14 @@ pub struct SbcConfig {
     /// How the SBC refreshes the sessions it refreshes (RFC 4028): re-INVITE,
     /// or UPDATE where the peer's Allow lists it (the hub's does not).
     pub session_refresh: RefreshMethod,
+    /// Media bypass toward Teams (the gateway's `MediaBypass`, behaviour
+    /// §7): the Teams leg is ICE-lite with one host candidate, answers every
+    /// STUN check and sends none, and keeps its credentials from the first
+    /// 18x to the 200 (case 9.57).
+    pub media_bypass: bool,
+    /// An answered call whose relay receives nothing from either leg for
+    /// this long (not on hold) is ended on both legs; `None`: never.
+    pub media_timeout: Option<Duration>,
     pub timers: TimerConfig,
     pub seed: u64,
 }
@@ -140,6 +148,12 @@ pub enum SbcCommand {
     Transfers(TransferMode),
     /// Refresh sessions this way from now on (`session_refresh`).
     SessionRefresh(RefreshMethod),
+    /// Offer and answer ICE-lite toward Teams from now on
+    /// (`hub.media_bypass`), or not.
+    MediaBypass(bool),
+    /// End calls without media after this long (`media_timeout_secs`), or
+    /// (`None`) never.
+    MediaTimeout(Option<Duration>),
 }
 
 /// Deliberate misconfigurations, each the mistake a real SBC makes, so a
@@ -441,6 +455,8 @@ impl Role for Sbc {
                 self.faults.insert(f);
             }
             SbcCommand::Transfers(mode) => self.config.transfers = mode,
+            SbcCommand::MediaBypass(on) => self.config.media_bypass = on,
+            SbcCommand::MediaTimeout(t) => self.config.media_timeout = t,
             SbcCommand::SessionRefresh(how) => {
                 self.config.session_refresh = how;
                 if let Some(t) = ua.session_config_mut().timer.as_mut() {

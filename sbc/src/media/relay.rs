@@ -13,8 +13,17 @@
 //! to the first packet that authenticates (SRTP legs) or that comes from
 //! the signalled host (plain RTP legs). Anything else is counted and
 //! dropped, so an off-path sender cannot take over a call's audio.
+//!
+//! Media bypass (behaviour §7): a leg with ICE credentials is ICE-lite
+//! ([`IceLiteAgent`], RFC 8445 §2.5). STUN on it (RFC 7983 §7: first byte
+//! 0–3) is answered from the port it came to, from the moment the ports
+//! are open, plan or not: Teams clients check before the answer. Once the
+//! controlling agent nominates a pair, the leg latches to it and sends
+//! there (a later nomination moves it; an ICE restart starts over).
 
+use super::ice::{Credentials, IceLiteAgent, IceStats};
 use super::srtp::{Protector, SrtpKey, Unprotector};
+use super::stun::looks_like_stun;
 use crate::sip::transport::{DatagramSocket, Network};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,6 +39,9 @@ pub struct RelayLeg {
     pub tx_key: Option<SrtpKey>,
     /// The far end's key on this leg (from its SDP).
     pub rx_key: Option<SrtpKey>,
+    /// Our ICE-lite credentials on this leg (media bypass toward Teams);
+    /// new ones restart ICE (RFC 8445 §9).
+    pub ice: Option<Credentials>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,9 +67,15 @@ pub struct RelayStats {
     /// Plain RTP not protected toward an SRTP leg because that sequence
     /// number of its source was protected already (see `SeenSeqs`).
     pub duplicates: u32,
+    /// Packets not sent toward an ICE-lite leg because no path to it was
+    /// checked yet (media bypass).
+    pub unchecked: u32,
     /// Where each leg latched.
     pub latched_a: Option<SocketAddr>,
     pub latched_b: Option<SocketAddr>,
+    /// What each ICE-lite leg's agent did with the STUN it received.
+    pub ice_a: Option<IceStats>,
+    pub ice_b: Option<IceStats>,
 }
 
 /// Packets kept while there is no plan yet.
@@ -144,6 +162,8 @@ pub struct RelayOut {
 /// What the relay does with each packet, without sockets.
 pub struct RelayCore {
     legs: Option<(LegState, LegState)>,
+    /// Each leg's ICE-lite agent, if it has one (leg a, leg b).
+    ice: (Option<IceLiteAgent>, Option<IceLiteAgent>),
     /// The plan the legs were built from.
     plan: Option<RelayPlan>,
     early: Vec<(bool, Vec<u8>, SocketAddr)>,
@@ -160,9 +180,27 @@ impl RelayCore {
     pub fn new() -> Self {
         RelayCore {
             legs: None,
+            ice: (None, None),
             plan: None,
             early: Vec::new(),
             stats: RelayStats::default(),
+        }
+    }
+
+    /// Give a leg ICE-lite credentials (media bypass), or new ones (an ICE
+    /// restart, RFC 8445 §9: what was checked and nominated is forgotten),
+    /// or none. Unchanged credentials change nothing.
+    pub fn set_ice(&mut self, leg_a: bool, local: Option<&Credentials>) {
+        let agent = if leg_a {
+            &mut self.ice.0
+        } else {
+            &mut self.ice.1
+        };
+        match (agent.as_mut(), local) {
+            (Some(a), Some(c)) if a.local() == c => {}
+            (Some(a), Some(c)) => a.restart(c.clone()),
+            (None, Some(c)) => *agent = Some(IceLiteAgent::new(c.clone())),
+            (_, None) => *agent = None,
         }
     }
 
@@ -173,6 +211,8 @@ impl RelayCore {
     /// (rollover counter, replay window: RFC 3711 §3.3.1) and its latch, so
     /// a re-INVITE that only holds or resumes does not restart the stream.
     pub fn set_plan(&mut self, plan: &RelayPlan) -> Result<Vec<RelayOut>, super::SrtpError> {
+        self.set_ice(true, plan.a.ice.as_ref());
+        self.set_ice(false, plan.b.ice.as_ref());
         let old = self.plan.take();
         let legs = self.legs.take();
         let (keep_a, keep_b) = match &old {
@@ -199,6 +239,35 @@ impl RelayCore {
 
     /// A packet arrived on leg a's socket (`from_a`) or leg b's from `src`.
     pub fn handle(&mut self, from_a: bool, src: SocketAddr, packet: &[u8]) -> Option<RelayOut> {
+        if let Some(agent) = if from_a {
+            &mut self.ice.0
+        } else {
+            &mut self.ice.1
+        } {
+            if looks_like_stun(packet) {
+                // Answered on the port it came to, to where it came from.
+                let reply = agent.handle(src, packet);
+                let stats = Some(agent.stats().clone());
+                if from_a {
+                    self.stats.ice_a = stats;
+                } else {
+                    self.stats.ice_b = stats;
+                }
+                return reply.map(|bytes| RelayOut {
+                    from_a,
+                    to: src,
+                    bytes,
+                });
+            }
+        }
+        // A nominated pair is where the leg sends, and whom it accepts.
+        if let Some((a, b)) = &mut self.legs {
+            for (leg, agent) in [(a, &self.ice.0), (b, &self.ice.1)] {
+                if let Some(n) = agent.as_ref().and_then(|x| x.nominated()) {
+                    leg.latched = Some(n);
+                }
+            }
+        }
         let Some((a, b)) = &mut self.legs else {
             if self.early.len() < EARLY_BUFFER {
                 self.early.push((from_a, packet.to_vec(), src));
@@ -210,6 +279,17 @@ impl RelayCore {
             return None;
         }
         let (inbound, outbound) = if from_a { (a, b) } else { (b, a) };
+        // Once a pair is nominated, audio on an ICE leg comes from it only
+        // (another fork's client, checked or not, is not part of the call).
+        let inbound_ice = if from_a { &self.ice.0 } else { &self.ice.1 };
+        if inbound_ice
+            .as_ref()
+            .and_then(|x| x.nominated())
+            .is_some_and(|n| n != src)
+        {
+            self.stats.foreign += 1;
+            return None;
+        }
         let plain = match accept(inbound, src, packet) {
             Accept::Plain(p) => p,
             Accept::Foreign => {
@@ -220,6 +300,23 @@ impl RelayCore {
                 self.stats.srtp_errors += 1;
                 return None;
             }
+        };
+        // An ICE-lite leg sends only on a path the controlling agent proved:
+        // the nominated pair, else the first that streamed to us, else the
+        // signalled candidate once a check from it succeeded (behaviour §7:
+        // "sends on the highest-priority checked path until nomination").
+        let outbound_ice = if from_a { &self.ice.1 } else { &self.ice.0 };
+        let to = match outbound_ice {
+            None => outbound.destination(),
+            Some(agent) => match (agent.nominated(), outbound.latched) {
+                (Some(n), _) => n,
+                (None, Some(l)) => l,
+                (None, None) if agent.was_checked(outbound.signalled) => outbound.signalled,
+                (None, None) => {
+                    self.stats.unchecked += 1;
+                    return None;
+                }
+            },
         };
         // Plain RTP about to be protected: each index once (see SeenSeqs).
         // An SRTP inbound leg's own replay list has already done this.
@@ -251,7 +348,7 @@ impl RelayCore {
         }
         Some(RelayOut {
             from_a: !from_a,
-            to: outbound.destination(),
+            to,
             bytes,
         })
     }
@@ -299,6 +396,9 @@ pub enum RelayCommand {
         a: SocketAddr,
         b: SocketAddr,
         stats: Arc<Mutex<RelayStats>>,
+        /// ICE-lite credentials of leg a and leg b (media bypass): STUN
+        /// checks are answered from the moment the ports are open.
+        ice: (Option<Credentials>, Option<Credentials>),
     },
     Plan {
         id: u64,
@@ -355,7 +455,13 @@ impl<N: Network> crate::driver::MediaDriver<N> for RelayDriver {
 
     async fn execute(&mut self, net: &N, command: RelayCommand) {
         match command {
-            RelayCommand::Open { id, a, b, stats } => {
+            RelayCommand::Open {
+                id,
+                a,
+                b,
+                stats,
+                ice,
+            } => {
                 let bound = match net.bind_udp(a).await {
                     Ok(sa) => net.bind_udp(b).await.map(|sb| (sa, sb)),
                     Err(e) => Err(e),
@@ -367,7 +473,7 @@ impl<N: Network> crate::driver::MediaDriver<N> for RelayDriver {
                         let (events, live) = (self.events_tx.clone(), self.live.clone());
                         live.fetch_add(1, Ordering::SeqCst);
                         tokio::spawn(async move {
-                            relay(sa, sb, rx, stats).await;
+                            relay(sa, sb, rx, stats, ice).await;
                             live.fetch_sub(1, Ordering::SeqCst);
                             let _ = events.send(RelayEvent::Closed { id });
                         });
@@ -403,8 +509,11 @@ async fn relay<S: DatagramSocket>(
     sock_b: S,
     mut plan: watch::Receiver<Option<RelayPlan>>,
     stats: Arc<Mutex<RelayStats>>,
+    ice: (Option<Credentials>, Option<Credentials>),
 ) {
     let mut core = RelayCore::new();
+    core.set_ice(true, ice.0.as_ref());
+    core.set_ice(false, ice.1.as_ref());
     let mut buf_a = vec![0u8; 2048];
     let mut buf_b = vec![0u8; 2048];
     loop {
@@ -464,11 +573,13 @@ mod tests {
                 remote: addr("198.51.100.7:20000"),
                 tx_key: None,
                 rx_key: None,
+                ice: None,
             },
             b: RelayLeg {
                 remote: addr("52.114.16.1:49152"),
                 tx_key: Some(ours.clone()),
                 rx_key: Some(theirs.clone()),
+                ice: None,
             },
             hold: false,
         };
@@ -495,6 +606,77 @@ mod tests {
         assert_eq!(core.handle(true, addr("198.51.100.7:9"), &rtp(3)), None);
         assert_eq!(core.stats.foreign, 2);
         assert_eq!(core.stats.latched_a, Some(addr("198.51.100.7:20002")));
+    }
+
+    /// Media bypass (behaviour §7): the Teams leg is ICE-lite. Checks are
+    /// answered on the port they came to before any plan exists; media goes
+    /// only to a checked path, then to the nominated one, and once a pair
+    /// is nominated the leg accepts audio only from it.
+    #[test]
+    fn an_ice_lite_leg_answers_checks_and_sends_only_on_proven_paths() {
+        use crate::media::ice::{binding_request, read_binding_response, CheckAnswer};
+        let mut rng = SeededRng::new(5);
+        let (mut p, ours, theirs) = plan(&mut rng);
+        let sbc = Credentials::generate(&mut rng);
+        let (fork1, fork2) = (
+            Credentials::generate(&mut rng),
+            Credentials::generate(&mut rng),
+        );
+        let signalled = p.b.remote;
+        let other = addr("52.114.16.2:50000");
+        let mut core = RelayCore::new();
+        core.set_ice(false, Some(&sbc));
+        // Before the plan: a check from the signalled client is answered.
+        let check = binding_request([1; 12], &fork1, &sbc, 1, 7, false);
+        let out = core.handle(false, signalled, &check).expect("answered");
+        assert!(!out.from_a && out.to == signalled);
+        assert_eq!(
+            read_binding_response(&out.bytes, [1; 12], &sbc),
+            Ok(CheckAnswer::Success {
+                mapped: Some(signalled)
+            })
+        );
+        p.b.ice = Some(sbc.clone());
+        core.set_plan(&p).unwrap();
+        // Carrier audio goes to the checked signalled address.
+        let to_teams = core
+            .handle(true, addr("198.51.100.7:20000"), &rtp(1))
+            .unwrap();
+        assert_eq!(to_teams.to, signalled);
+        let mut rx = Unprotector::new(&ours).unwrap();
+        assert_eq!(rx.unprotect(&to_teams.bytes).unwrap(), rtp(1));
+        // Another fork nominates its own address: audio moves there, and
+        // the first fork's SRTP is no longer accepted.
+        let nominate = binding_request([2; 12], &fork2, &sbc, 1, 9, true);
+        assert!(core.handle(false, other, &nominate).is_some());
+        let moved = core
+            .handle(true, addr("198.51.100.7:20000"), &rtp(2))
+            .unwrap();
+        assert_eq!(moved.to, other);
+        let mut tx = Protector::new(&theirs).unwrap();
+        assert_eq!(
+            core.handle(false, signalled, &tx.protect(&rtp(3)).unwrap()),
+            None
+        );
+        assert!(core
+            .handle(false, other, &tx.protect(&rtp(4)).unwrap())
+            .is_some());
+        // A wrong password is refused (RFC 8489 §9.1.3), and an ICE restart
+        // (new credentials) forgets the nomination: nothing is sent until a
+        // path is checked again.
+        let wrong = binding_request([3; 12], &fork1, &fork2, 1, 7, false);
+        let refused = core.handle(false, signalled, &wrong).unwrap();
+        assert_eq!(
+            read_binding_response(&refused.bytes, [3; 12], &sbc),
+            Ok(CheckAnswer::Error { code: 401 })
+        );
+        let restarted = Credentials::generate(&mut rng);
+        p.b.ice = Some(restarted);
+        p.b.remote = other;
+        core.set_plan(&p).unwrap();
+        assert_eq!(core.handle(true, addr("198.51.100.7:20000"), &rtp(5)), None);
+        assert_eq!(core.stats.unchecked, 1);
+        assert_eq!(core.stats.ice_b.as_ref().map(|s| s.nominations), Some(1));
     }
 
     /// RFC 3711 §9.2: a sender must never protect two packets with one

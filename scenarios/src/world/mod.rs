@@ -54,7 +54,13 @@ pub struct LabConfig {
     /// A second SBC in the tenant, in a voice route of higher priority
     /// than the SBC's: outbound calls try it first (failover cases).
     pub second_sbc: Option<SecondSbc>,
+    /// The SBC's gateway has MediaBypass on: the world gets a Teams client
+    /// host per fork ([`TEAMS_CLIENTS`]), and the SBC is set for bypass.
+    pub media_bypass: bool,
 }
+
+/// The Teams clients of a media bypass world, one per fork the hub rings.
+pub const TEAMS_CLIENTS: [&str; 2] = ["client1.teams.example.com", "client2.teams.example.com"];
 
 /// How a seed varies the world's links, for swarm testing (`drlab certify
 /// --seeds`): every latency the scenario sets is scaled, and each packet
@@ -174,6 +180,7 @@ impl Default for LabConfig {
             sbc_certificate: "good".into(),
             second_sbc: None,
             session_expires: 1800,
+            media_bypass: false,
         }
     }
 }
@@ -347,6 +354,7 @@ impl Lab {
             tap: tap.clone(),
             media_tap: media_tap.clone(),
             impairments: impairments.clone(),
+            media_bypass: config.media_bypass,
         };
         sut.install(&mut sim, &ctx);
         let (sbcs, routes) = match &config.second_sbc {
@@ -367,8 +375,22 @@ impl Lab {
             routes,
             forward_pai: Vec::new(),
             forward_call_history: Vec::new(),
+            media_bypass: if config.media_bypass {
+                vec![config.sbc_fqdn.clone()]
+            } else {
+                Vec::new()
+            },
         };
         let hub_view = HubView::new(&tenant);
+        // Teams clients (media bypass): their handles now, their hosts last.
+        let client_hosts: Vec<(String, _)> = if config.media_bypass {
+            TEAMS_CLIENTS
+                .iter()
+                .map(|c| (c.to_string(), drlab_sim::media_host_channel()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let hub_tls = teams_sim::hub::tls::hub_configs(
             &hub_id,
             &[pki.root()],
@@ -391,9 +413,18 @@ impl Lab {
                 client_config_at(&hub_id, root, clock.clone()).map_err(|e| err(&e))?,
             ),
             seed: config.seed,
+            clients: client_hosts
+                .iter()
+                .map(|(name, (handle, _))| (name.clone(), handle.clone()))
+                .collect(),
         };
-        let mut installed =
-            topology::install(&mut sim, &parties, tap.clone(), media_tap, &impairments);
+        let mut installed = topology::install(
+            &mut sim,
+            &parties,
+            tap.clone(),
+            media_tap.clone(),
+            &impairments,
+        );
         topology::install_tester(&mut sim, &parties, &mut installed, tap.clone());
         // Last, so that no other host's address moves.
         let second_sbc = match &config.second_sbc {
@@ -411,6 +442,12 @@ impl Lab {
             }
             None => None,
         };
+        for (name, channel) in client_hosts {
+            let handle =
+                topology::install_media_host(&mut sim, &name, &media_tap, &impairments, channel);
+            installed.probes_live.push(handle.live.clone());
+            installed.hosts_after.push(name);
+        }
         let mut hosts = installed.hosts_before.clone();
         hosts.push(config.sbc_fqdn.clone());
         hosts.extend(installed.hosts_after.clone());
@@ -481,6 +518,10 @@ impl Lab {
                 .cloned()
                 .collect(),
             "the media processor" => vec![MEDIA_PROCESSOR.into()],
+            "the Teams clients" => (self.hosts.iter())
+                .filter(|h| TEAMS_CLIENTS.contains(&h.as_str()))
+                .cloned()
+                .collect(),
             host if self.hosts.iter().any(|h| h == host) => vec![host.to_string()],
             other => {
                 return Err(LabError(format!(

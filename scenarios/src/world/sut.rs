@@ -47,6 +47,8 @@ pub struct SutContext {
     pub media_tap: Arc<dyn Tap>,
     /// What the world's links do to datagrams.
     pub impairments: Impairments,
+    /// The tenant's gateway for the SBC has MediaBypass on.
+    pub media_bypass: bool,
 }
 
 /// drlab's own SBC, run in simulation.
@@ -89,6 +91,8 @@ impl SystemUnderTest for ReferenceSbc {
             forward_identity: true,
             forward_history: true,
             session_refresh: Default::default(),
+            media_bypass: ctx.media_bypass,
+            media_timeout: Some(Duration::from_secs(60)),
             timers: Default::default(),
             seed: ctx.seed,
         };

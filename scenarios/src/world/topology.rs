@@ -54,7 +54,7 @@ pub(crate) fn take<T>(o: &Once<T>) -> mpsc::UnboundedReceiver<T> {
 }
 
 /// A media host on its own simulated address.
-fn install_media_host(
+pub(crate) fn install_media_host(
     sim: &mut turmoil::Sim<'static>,
     name: &str,
     media_tap: &Arc<dyn Tap>,
@@ -94,6 +94,9 @@ pub struct Parties {
     /// The tester's client identities: the SBC's and the hub's certificate.
     pub tester_tls: (Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>),
     pub seed: u64,
+    /// The Teams clients of a media bypass world (their hosts are
+    /// installed last, by the world, so that no other address moves).
+    pub clients: Vec<(String, MediaHostHandle)>,
 }
 
 /// The handles a world keeps to the parties it installed.
@@ -162,6 +165,8 @@ pub fn install(
             session_expires: p.session_expires,
             failover_time: Duration::from_secs(10),
             failover_codes: vec![408, 503, 504],
+            clients: p.clients.clone(),
+            media_timeout: Some(Duration::from_secs(15)),
             peers,
             timers: Default::default(),
             seed: p.seed,

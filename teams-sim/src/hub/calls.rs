@@ -13,8 +13,9 @@ use super::failover::{self, Next, Outbound};
 use super::raw::RawMessage;
 use super::{CallDirection, CallState, HubCallView, Proxy, Refusal, HUB_ALLOW, VIEW_HISTORY};
 use drlab_sim::far_end::{Callee, CalleeStep, Talk};
+use sbc::media::ice::Credentials;
 use sbc::media::SrtpKey;
-use sbc::sip::sdp::offer_answer::{AnswerError, Codec, LocalMedia};
+use sbc::sip::sdp::offer_answer::{AnswerError, Codec, Ice, LocalMedia};
 use sbc::sip::sdp::{Origin, SessionDescription};
 use sbc::sip::session::{
     EndReason, Hop, Reply, RequestBuilder, SessionEvent, SessionId, SessionState,
@@ -63,7 +64,30 @@ pub(crate) struct HubCall {
     takes_over: Option<(u64, SessionId)>,
     /// This call is one leg of a bridge (a transfer to a PSTN number).
     bridge: Option<u64>,
+    /// Media bypass, inbound: the Teams clients of the forks that ring but
+    /// do not answer; they check the SBC's candidate until the call is
+    /// answered (behaviour §7), then close. `talk` is the answering fork's.
+    early_forks: Vec<Talk>,
+    /// Case 9.58: once answered, how long the hub has heard no audio.
+    media_watch: Option<MediaWatch>,
 }
+
+/// The hub's watch on an answered call's audio (case 9.58).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MediaWatch {
+    /// Frames received when last looked, and when that count last changed
+    /// (or the call last came off hold).
+    received: u32,
+    since: Instant,
+    next_look: Instant,
+}
+
+/// How often the hub looks at an answered call's audio counters.
+const MEDIA_LOOK: Duration = Duration::from_secs(1);
+/// The status whose Q.850 cause the hub's media-timeout BYE carries: 408
+/// (the table's 102, "recovery on timer expiry"). Microsoft documents the
+/// drop, not its Reason: a guess (docs/hub-refusals.md).
+const MEDIA_TIMEOUT_STATUS: u16 = 408;
 
 impl HubCall {
     pub(crate) fn wake(&self) -> Option<Instant> {
@@ -72,6 +96,7 @@ impl HubCall {
             self.ack_deadline,
             self.failover_at,
             self.transfer.as_ref().and_then(|t| t.deadline),
+            self.media_watch.map(|w| w.next_look),
         ]
         .into_iter()
         .flatten()
@@ -232,6 +257,85 @@ impl Proxy {
         let mut key = SrtpKey::generate(ua.rng());
         key.mki = None;
         Ok((ip, port, key))
+    }
+
+    /// Whether calls with this SBC go by media bypass (its gateway has
+    /// MediaBypass on).
+    fn bypass(&self, sbc: &str) -> bool {
+        (self.config.tenant.media_bypass.iter()).any(|s| s.eq_ignore_ascii_case(sbc))
+    }
+
+    /// Where the Teams side's media for a new call lives: the media
+    /// processor (`client` is `None`), or Teams client `client` in media
+    /// bypass (the media processor's host when the lab has no clients).
+    /// The host, its address, a port and an SRTP key.
+    fn media_endpoint(
+        &mut self,
+        ua: &mut UserAgent,
+        client: Option<usize>,
+    ) -> Result<(String, IpAddr, u16, SrtpKey), String> {
+        let (ip, port, key) = self.media_processor(ua)?;
+        let n = self.config.clients.len().min(self.client_ips.len());
+        Ok(match client {
+            Some(i) if n > 0 => (
+                self.config.clients[i % n].0.clone(),
+                self.client_ips[i % n],
+                port,
+                key,
+            ),
+            _ => (self.config.media_host.clone(), ip, port, key),
+        })
+    }
+
+    /// A Teams client's ICE credentials and tie-breaker, written into its
+    /// media (a full agent: no `a=ice-lite`).
+    fn client_ice(ua: &mut UserAgent, media: &mut LocalMedia) -> (Credentials, u64) {
+        let credentials = Credentials::generate(ua.rng());
+        media.ice = Some(Ice {
+            ufrag: credentials.ufrag.clone(),
+            pwd: credentials.pwd.clone(),
+            lite: false,
+        });
+        (credentials, ua.rng().next_u64())
+    }
+
+    /// A probe on `host`:`port` for a new call's Teams side.
+    fn open_talk(&mut self, host: &str, port: u16) -> Talk {
+        self.next_media += 1;
+        let (talk, open) = Talk::open(self.next_media, host, port);
+        self.media_out.push_back(open);
+        talk
+    }
+
+    /// The Teams side's answer to an SBC's offer and the probe that talks
+    /// it (see [`Proxy::media_endpoint`]). `Err(Ok(refusal))`: the offer
+    /// cannot be answered; `Err(Err(why))`: no media port.
+    fn answer_talk(
+        &mut self,
+        ua: &mut UserAgent,
+        offer: &SessionDescription,
+        client: Option<usize>,
+    ) -> Result<Talk, Result<Refusal, String>> {
+        let (host, ip, port, mut key) = self.media_endpoint(ua, client).map_err(Err)?;
+        key.mki = Some((1, 1));
+        let mut media = mp_media(ip, port, &key);
+        let origin = self.origin(ua, ip);
+        let ice = client.map(|_| Self::client_ice(ua, &mut media));
+        let mut answer = match media.answer(offer, origin) {
+            Ok(a) => a,
+            Err(e) => {
+                self.view().media_ports.release(port);
+                return Err(Ok(answer_refusal(e)));
+            }
+        };
+        teams_crypto(&mut answer, true);
+        let mut talk = self.open_talk(&host, port);
+        talk.ice_wrong_password = self.view().ice_wrong_password;
+        talk.ice = ice;
+        talk.media = Some(media);
+        talk.local = Some(answer);
+        talk.remote = Some(offer.clone());
+        Ok(talk)
     }
 
     fn origin(&self, ua: &mut UserAgent, ip: IpAddr) -> Origin {
@@ -495,6 +599,7 @@ impl Proxy {
         };
         self.set_state(serial, state);
         if answered {
+            self.watch_media(now, id);
             self.replacement_answered(id);
         }
     }
@@ -548,6 +653,12 @@ impl Proxy {
         }
         if c.bridge.is_none() {
             self.view().media_ports.release(c.media_port);
+        }
+        for t in &mut c.early_forks {
+            if let Some(cmd) = t.close() {
+                self.media_out.push_back(cmd);
+            }
+            self.view().media_ports.release(t.port);
         }
         if c.superseded {
             return;
@@ -624,6 +735,11 @@ impl Proxy {
         };
         if let Err(r) = checked {
             return self.refuse(now, ua, id, r);
+        }
+        if self.bypass(&sbc) {
+            if let Err(r) = super::rules::check_bypass_offer(&raw) {
+                return self.refuse(now, ua, id, r);
+            }
         }
         let target = takes_over.as_ref().map(|(_, _, user)| user.clone());
         let takes_over = takes_over.map(|(record, old, _)| (record, old));
@@ -706,31 +822,31 @@ impl Proxy {
                 )
             }
         };
-        let (ip, port, mut key) = match self.media_processor(ua) {
-            Ok(m) => m,
-            Err(e) => {
-                self.problem("media", format!("media processor: {e}"));
-                let _ = ua.reject(now, id, Reply::new(503, "Service Unavailable"));
-                return;
+        // Media bypass (behaviour §7): one Teams client per fork answers
+        // with its own address and ICE credentials; the last fork answers.
+        let bypass = self.bypass(&sbc);
+        let forks = if bypass { self.config.forks.max(1) } else { 1 };
+        let mut talks = Vec::new();
+        for fork in 0..forks {
+            match self.answer_talk(ua, &offer, bypass.then_some(fork)) {
+                Ok(t) => talks.push(t),
+                Err(e) => {
+                    for t in &talks {
+                        self.view().media_ports.release(t.port);
+                    }
+                    return match e {
+                        Ok(refusal) => self.refuse(now, ua, id, refusal),
+                        Err(e) => {
+                            self.problem("media", format!("media processor: {e}"));
+                            let _ = ua.reject(now, id, Reply::new(503, "Service Unavailable"));
+                        }
+                    };
+                }
             }
-        };
-        key.mki = Some((1, 1));
-        let local_media = mp_media(ip, port, &key);
-        let origin = self.origin(ua, ip);
-        let mut answer = match local_media.answer(&offer, origin) {
-            Ok(a) => a,
-            Err(e) => {
-                self.view().media_ports.release(port);
-                return self.refuse(now, ua, id, answer_refusal(e));
-            }
-        };
-        teams_crypto(&mut answer, true);
-        self.next_media += 1;
-        let (mut talk, open) = Talk::open(self.next_media, &self.config.media_host, port);
-        self.media_out.push_back(open);
-        talk.media = Some(local_media);
-        talk.local = Some(answer);
-        talk.remote = Some(offer);
+        }
+        let talk = talks.pop().expect("at least one fork");
+        let early_forks = talks;
+        let port = talk.port;
         let call_id = request.call_id().unwrap_or_default().to_string();
         let serial = self.add_view(&call_id, CallDirection::Inbound, &user.name, &caller);
         if let Some(v) = self.view().call_mut(serial) {
@@ -759,6 +875,8 @@ impl Proxy {
                 transfer: None,
                 takes_over,
                 bridge: None,
+                early_forks,
+                media_watch: None,
             },
         );
         if let Some((_, old)) = takes_over {
@@ -820,6 +938,7 @@ impl Proxy {
                     None => break,
                 }
             }
+            self.media_due(now, ua, id);
             let late = self
                 .calls
                 .get(&id)
@@ -859,7 +978,10 @@ impl Proxy {
                 .header("Contact", contact);
             let _ = ua.provisional(now, id, fork, reply);
         }
-        if self.config.early_media {
+        let bypass = self.calls.get(&id).is_some_and(|c| c.talk.ice.is_some());
+        if bypass {
+            self.ring_bypass(now, ua, id, &forks);
+        } else if self.config.early_media {
             let contact = self.contact(ua);
             let rr = self.record_route();
             if let Some(c) = self.calls.get_mut(&id) {
@@ -881,6 +1003,110 @@ impl Proxy {
             let serial = c.serial;
             self.set_state(serial, CallState::Ringing);
         }
+    }
+
+    /// Media bypass (behaviour §7, case 9.29): every fork's Teams client
+    /// answers with a 183 of its own SDP (its address, key and ICE
+    /// credentials) on its own early dialog, and checks the SBC's
+    /// candidate; none sends media until the call is answered, when the
+    /// answering fork nominates its pair.
+    fn ring_bypass(&mut self, now: Instant, ua: &mut UserAgent, id: SessionId, forks: &[usize]) {
+        let frames = self.config.media_frames;
+        for (i, &fork) in forks.iter().enumerate() {
+            let contact = self.contact(ua);
+            let rr = self.record_route();
+            let Some(c) = self.calls.get_mut(&id) else {
+                return;
+            };
+            let last = i + 1 == forks.len();
+            let talk = match c.early_forks.get_mut(i) {
+                Some(t) if !last => t,
+                _ => &mut c.talk,
+            };
+            let Some(sd) = talk.local.clone() else {
+                continue;
+            };
+            let reply = Reply::new(183, "Session Progress")
+                .header("Record-Route", rr)
+                .header("Contact", contact)
+                .sdp(sd);
+            let _ = ua.provisional(now, id, fork, reply);
+            if let Some(cmd) = talk.check(frames, ua.rng()) {
+                self.media_out.push_back(cmd);
+            }
+        }
+    }
+
+    /// The clients of the forks that did not answer stop checking.
+    fn close_early_forks(&mut self, id: SessionId) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        for mut t in std::mem::take(&mut c.early_forks) {
+            if let Some(cmd) = t.close() {
+                self.media_out.push_back(cmd);
+            }
+            self.view().media_ports.release(t.port);
+        }
+    }
+
+    /// Case 9.58: start watching an answered call's audio.
+    fn watch_media(&mut self, now: Instant, id: SessionId) {
+        if self.config.media_timeout.is_none() {
+            return;
+        }
+        if let Some(c) = self.calls.get_mut(&id) {
+            if c.bridge.is_none() && c.media_watch.is_none() {
+                c.media_watch = Some(MediaWatch {
+                    received: 0,
+                    since: now,
+                    next_look: now + MEDIA_LOOK,
+                });
+            }
+        }
+    }
+
+    /// Case 9.58: an answered call from which no audio has arrived for
+    /// `media_timeout` (while not on hold) ends with a BYE: Microsoft's
+    /// "call drops after approximately 10 to 20 seconds" when no media is
+    /// received or ICE fails (KB-IN). The Reason's cause is our guess.
+    fn media_due(&mut self, now: Instant, ua: &mut UserAgent, id: SessionId) {
+        let Some(timeout) = self.config.media_timeout else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(mut w) = c.media_watch.filter(|w| w.next_look <= now) else {
+            return;
+        };
+        let received = c
+            .talk
+            .stats
+            .lock()
+            .map(|s| s.received)
+            .unwrap_or(w.received);
+        let held = [&c.talk.local, &c.talk.remote]
+            .iter()
+            .any(|sd| sd.as_ref().is_some_and(|sd| sd.holds()));
+        // A call whose transfer is under way (REFER sent) expects its audio
+        // to move to the transfer's target: the transfer's own timer judges it.
+        let moving = c.transfer.is_some();
+        if received != w.received || held || moving || c.why.is_some() {
+            w.received = received;
+            w.since = now;
+        }
+        if now.saturating_duration_since(w.since) < timeout {
+            w.next_look = now + MEDIA_LOOK;
+            c.media_watch = Some(w);
+            return;
+        }
+        c.media_watch = None;
+        let secs = timeout.as_secs();
+        c.why = Some(format!("no media for {secs} s (case 9.58)"));
+        let cause = self.config.refusals.causes.cause(MEDIA_TIMEOUT_STATUS);
+        let headers = self.call_reason(id, cause, "Media timeout: no media was received", None);
+        let _ = ua.bye_now(now, id, headers);
     }
 
     fn answer(&mut self, now: Instant, ua: &mut UserAgent, id: SessionId) {
@@ -910,6 +1136,8 @@ impl Proxy {
         let serial = c.serial;
         let takes_over = c.takes_over;
         self.set_state(serial, CallState::Answered);
+        self.close_early_forks(id);
+        self.watch_media(now, id);
         if let Some((_, old)) = takes_over {
             self.target_answered(now, old);
         }
@@ -993,22 +1221,27 @@ impl Proxy {
         let bridged = plan_bridge
             .and_then(|b| self.bridges.get(&b))
             .map(|b| (b.out_media.clone(), b.out_offer.clone()));
-        let (local_media, offer, mp_port) = match bridged {
+        // Media bypass: the calling user's Teams client offers itself,
+        // with ICE (behaviour §7).
+        let bypass = plan_bridge.is_none() && self.bypass(&fqdn);
+        let (local_media, offer, mp_port, media_host, ice) = match bridged {
             // A bridge's far leg: the relay's port and key, every attempt.
-            Some((media, offer)) => (media, offer, 0),
+            Some((media, offer)) => (media, offer, 0, self.config.media_host.clone(), None),
             None => {
-                let (ip, mp_port, mp_key) = match self.media_processor(ua) {
+                let (host, ip, mp_port, mp_key) = match self.media_endpoint(ua, bypass.then_some(0))
+                {
                     Ok(m) => m,
                     Err(e) => {
                         self.problem("media", format!("media processor: {e}"));
                         return self.set_state(plan.serial, CallState::Ended(format!("503 {e}")));
                     }
                 };
-                let local_media = mp_media(ip, mp_port, &mp_key);
+                let mut local_media = mp_media(ip, mp_port, &mp_key);
                 let origin = self.origin(ua, ip);
+                let ice = bypass.then(|| Self::client_ice(ua, &mut local_media));
                 let mut offer = local_media.offer(origin);
                 teams_offer(&mut offer);
-                (local_media, offer, mp_port)
+                (local_media, offer, mp_port, host, ice)
             }
         };
         let port = self.config.tenant.sbc_port;
@@ -1078,11 +1311,13 @@ impl Proxy {
             b.outbound = Some(id);
         }
         self.next_media += 1;
-        let (mut talk, open) = Talk::open(self.next_media, &self.config.media_host, mp_port);
+        let (mut talk, open) = Talk::open(self.next_media, &media_host, mp_port);
         if plan_bridge.is_none() {
             self.media_out.push_back(open);
         }
         let offered = offer.to_string();
+        talk.ice_wrong_password = self.view().ice_wrong_password;
+        talk.ice = ice;
         talk.media = Some(local_media);
         talk.local = Some(offer);
         {
@@ -1119,6 +1354,8 @@ impl Proxy {
                 transfer: None,
                 takes_over: None,
                 bridge: plan_bridge,
+                early_forks: Vec::new(),
+                media_watch: None,
             },
         );
     }

@@ -91,6 +91,11 @@ pub struct Tenant {
     /// SBCs whose gateway has `ForwardCallHistory` on (default off): a
     /// forwarded call's INVITE to them carries History-Info (case 9.54).
     pub forward_call_history: Vec<String>,
+    /// SBCs whose gateway has `MediaBypass` on (default off): their calls'
+    /// media goes between the SBC and the Teams clients, which run full ICE
+    /// as the controlling agent against the SBC's ICE-lite candidate
+    /// (behaviour §7); their INVITEs must offer ICE candidates (case 9.26).
+    pub media_bypass: Vec<String>,
 }
 
 impl Tenant {
@@ -149,6 +154,16 @@ pub struct HubConfig {
     /// `FailoverResponseCodes`: finals that move a call to the next SBC
     /// when no 18x came first (default 408, 503, 504).
     pub failover_codes: Vec<u16>,
+    /// The Teams clients of a media bypass call, one media host per fork
+    /// (name and handle): each checks the SBC's candidate with ICE as the
+    /// controlling agent and sends SRTP to it directly (behaviour §7).
+    /// Empty: the media processor's host stands in for every client (the
+    /// real-socket lab).
+    pub clients: Vec<(String, drlab_sim::MediaHostHandle)>,
+    /// An answered call from which no audio arrives for this long (not on
+    /// hold) is ended with a BYE (case 9.58: "about 10 to 20 seconds" with
+    /// no media or no ICE success); `None`: never.
+    pub media_timeout: Option<Duration>,
     /// The tenant's other proxies (other datacenters, other source
     /// addresses): a connection failure is retried from one of them.
     pub peers: Vec<(String, mpsc::UnboundedSender<HubCommand>)>,
@@ -309,6 +324,10 @@ pub struct HubView {
     pub forward_call_history: std::collections::BTreeSet<String>,
     /// Users (by number) whose calls are forwarded, and where to.
     pub forwarding: BTreeMap<String, String>,
+    /// A deliberate fault: Teams clients check the SBC's candidate with a
+    /// password that is not the SBC's (media bypass), as a broken client
+    /// would; the SBC must refuse the checks (RFC 8489 §9.1.3: 401).
+    pub ice_wrong_password: bool,
     /// Until when each (SBC, proxy) pair must see no INVITE (Retry-After).
     pub(crate) backoff: Vec<(String, String, Instant)>,
     /// Calls declined with 603: (caller, callee, when).
@@ -359,6 +378,7 @@ impl HubView {
                 .collect(),
             backoff: Vec::new(),
             declined: Vec::new(),
+            ice_wrong_password: false,
         }
     }
 
@@ -414,6 +434,14 @@ pub enum HubCommand {
     /// Another proxy could not reach an SBC: try it from here (behaviour
     /// §4, FO: retried from another datacenter).
     Continue(failover::Outbound),
+    /// From now on Teams clients check the SBC with a wrong password (a
+    /// deliberate fault, media bypass), or (`false`) with the right one.
+    IceWrongPassword(bool),
+    /// End answered calls that carry no media after this long (case 9.58),
+    /// or (`None`) never; every proxy takes it.
+    MediaTimeout(Option<Duration>),
+    /// The same, from the proxy that was told; not passed on.
+    MediaTimeoutHere(Option<Duration>),
 }
 
 /// Run one proxy until its host stops. Every SIP message it sends or
@@ -461,6 +489,7 @@ pub async fn run_proxy<N: Network>(
     session.own_routes = vec![config.fqdn.clone()];
     let mut names = config.tenant.sbcs.clone();
     names.push(config.media_host.clone());
+    names.extend(config.clients.iter().map(|(host, _)| host.clone()));
     let setup = HostSetup {
         transport: tc,
         ua: UaConfig { endpoint, session },
@@ -468,10 +497,11 @@ pub async fn run_proxy<N: Network>(
         rng: SeededRng::for_host(config.seed, &config.fqdn),
     };
     let media = HubMedia {
-        probes: ProbeDriver::new(BTreeMap::from([(
-            config.media_host.clone(),
-            config.media.clone(),
-        )])),
+        probes: ProbeDriver::new(
+            std::iter::once((config.media_host.clone(), config.media.clone()))
+                .chain(config.clients.iter().cloned())
+                .collect(),
+        ),
         relays: RelayDriver::new(),
     };
     let mut proxy = Proxy::new(config, view);
@@ -484,7 +514,8 @@ pub async fn run_proxy<N: Network>(
 /// SBC legs (a transfer to a PSTN number goes back out through an SBC).
 pub enum HubMediaCommand {
     Probe(ProbeCommand),
-    Relay(RelayCommand),
+    /// Boxed: a relay plan is far larger than a probe command.
+    Relay(Box<RelayCommand>),
 }
 
 struct HubMedia {
@@ -502,7 +533,7 @@ impl<N: Network> sbc::driver::MediaDriver<N> for HubMedia {
                 sbc::driver::MediaDriver::<N>::execute(&mut self.probes, net, p).await
             }
             HubMediaCommand::Relay(r) => {
-                sbc::driver::MediaDriver::<N>::execute(&mut self.relays, net, r).await
+                sbc::driver::MediaDriver::<N>::execute(&mut self.relays, net, *r).await
             }
         }
     }
@@ -516,6 +547,8 @@ pub(crate) struct Proxy {
     config: HubConfig,
     view: Arc<Mutex<HubView>>,
     media_ip: Option<IpAddr>,
+    /// The Teams clients' addresses, in the order of `config.clients`.
+    client_ips: Vec<IpAddr>,
     calls: BTreeMap<SessionId, calls::HubCall>,
     next_media: u64,
     media_out: VecDeque<ProbeCommand>,
@@ -538,6 +571,7 @@ impl Proxy {
             config,
             view,
             media_ip: None,
+            client_ips: Vec::new(),
             calls: BTreeMap::new(),
             next_media: 0,
             media_out: VecDeque::new(),
@@ -577,6 +611,9 @@ impl Role for Proxy {
 
     fn start(&mut self, _now: Instant, ua: &mut UserAgent) {
         self.media_ip = ua.routing().address(&self.config.media_host).ok();
+        self.client_ips = (self.config.clients.iter())
+            .filter_map(|(host, _)| ua.routing().address(host).ok())
+            .collect();
     }
 
     fn on_event(&mut self, now: Instant, event: UaEvent, ua: &mut UserAgent) {
@@ -663,6 +700,14 @@ impl Role for Proxy {
                 self.hang_up(now, ua, &user);
             }
             HubCommand::Answering(a) => self.config.answering = a,
+            HubCommand::IceWrongPassword(on) => self.view().ice_wrong_password = on,
+            HubCommand::MediaTimeout(t) => {
+                self.config.media_timeout = t;
+                for (_, tx) in &self.config.peers {
+                    let _ = tx.send(HubCommand::MediaTimeoutHere(t));
+                }
+            }
+            HubCommand::MediaTimeoutHere(t) => self.config.media_timeout = t,
             HubCommand::Continue(plan) => self.attempt(now, ua, plan),
             HubCommand::Overload { proxy, retry_after } => {
                 let mut v = self.view();
@@ -703,7 +748,7 @@ impl Role for Proxy {
 
     fn poll_media(&mut self) -> Option<HubMediaCommand> {
         if let Some(r) = self.relay_out.pop_front() {
-            return Some(HubMediaCommand::Relay(r));
+            return Some(HubMediaCommand::Relay(Box::new(r)));
         }
         self.media_out.pop_front().map(HubMediaCommand::Probe)
     }

@@ -89,6 +89,9 @@ pub enum Refusal {
     NoCommonCodec { reason: String },
     /// §9.27: `c=IN IP4 0.0.0.0` (531052).
     ZeroConnectionAddress,
+    /// §9.26: an INVITE from an SBC whose gateway has MediaBypass on,
+    /// with no ICE candidates in its SDP (531027, KB-488).
+    NoIceCandidates,
     /// §9.22: since April 2022 Direct Routing rejects SBC requests with a
     /// Replaces header; the code is undocumented (a setting, default 403).
     Replaces,
@@ -141,7 +144,8 @@ impl Refusal {
             Refusal::BadSdp { .. }
             | Refusal::SrtpRequired
             | Refusal::NoCommonCodec { .. }
-            | Refusal::ZeroConnectionAddress => (488, "Not Acceptable Here"),
+            | Refusal::ZeroConnectionAddress
+            | Refusal::NoIceCandidates => (488, "Not Acceptable Here"),
         }
     }
 
@@ -154,6 +158,7 @@ impl Refusal {
             Refusal::Requires100rel => Some(540420),
             Refusal::SrtpRequired | Refusal::NoCommonCodec { .. } => Some(531000),
             Refusal::ZeroConnectionAddress => Some(531052),
+            Refusal::NoIceCandidates => Some(531027),
             Refusal::ReplacesUnknownDialog { .. } => Some(10202),
             _ => None,
         }
@@ -185,6 +190,7 @@ impl Refusal {
             Refusal::SrtpRequired => "SrtpEncryptionRequired",
             Refusal::NoCommonCodec { .. } => "CannotSupportAnyMedia",
             Refusal::ZeroConnectionAddress => "Blackhole media is not supported",
+            Refusal::NoIceCandidates => "No ICE candidates for media bypass",
             Refusal::Replaces => "Replaces is not supported",
             Refusal::ReplacesUnknownDialog { .. } => "The dialog to replace was not found",
             Refusal::TransferNotCorrelated { .. } => "The transfer could not be correlated",
@@ -217,6 +223,9 @@ impl fmt::Display for Refusal {
             Refusal::SrtpRequired => write!(f, "SRTP encryption required"),
             Refusal::NoCommonCodec { reason } => write!(f, "cannot support any media: {reason}"),
             Refusal::ZeroConnectionAddress => write!(f, "c=0.0.0.0 is not accepted"),
+            Refusal::NoIceCandidates => {
+                write!(f, "no ICE candidates, and the trunk uses media bypass")
+            }
             Refusal::Replaces => write!(f, "requests with Replaces are rejected"),
             Refusal::ReplacesUnknownDialog { call_id } => {
                 write!(

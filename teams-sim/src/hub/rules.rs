@@ -184,6 +184,19 @@ pub fn check_invite_content(request: &RawMessage) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Case 9.26: an SBC whose gateway has MediaBypass on must offer ICE: at
+/// least one `a=candidate` line for its audio, with `a=ice-ufrag` and
+/// `a=ice-pwd` (RFC 8839 §5.1, §5.4), else 488/531027 (KB-488).
+pub fn check_bypass_offer(request: &RawMessage) -> Result<(), Refusal> {
+    let sdp = String::from_utf8_lossy(&request.body);
+    let lines: Vec<&str> = sdp.lines().map(str::trim_end).collect();
+    let has = |prefix: &str| lines.iter().any(|l| l.starts_with(prefix));
+    if !has("a=candidate:") || !has("a=ice-ufrag:") || !has("a=ice-pwd:") {
+        return Err(Refusal::NoIceCandidates);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +210,7 @@ mod tests {
             routes: vec![],
             forward_pai: vec![],
             forward_call_history: vec![],
+            media_bypass: vec![],
         }
     }
 
@@ -297,6 +311,24 @@ mod tests {
         let m = contact("<sip:sbc1.customers.carrier.net>");
         let got = identify_sbc(&m, &tls(&["*.customers.carrier.net"]), &tenant());
         assert_eq!(got, Ok(("sbc1.customers.carrier.net".into(), None)));
+    }
+
+    #[test]
+    fn a_bypass_offer_needs_a_candidate_and_credentials() {
+        assert_eq!(
+            check_bypass_offer(&request("", SDP)),
+            Err(Refusal::NoIceCandidates)
+        );
+        let ice = format!(
+            "{SDP}a=ice-ufrag:Tsuh\r\na=ice-pwd:xrYbX4aoJ+HFmOhUPPRM4OMs\r\n\
+             a=candidate:1 1 UDP 2130706431 192.0.2.1 4000 typ host\r\n"
+        );
+        assert_eq!(check_bypass_offer(&request("", &ice)), Ok(()));
+        let no_pwd = ice.replace("a=ice-pwd:xrYbX4aoJ+HFmOhUPPRM4OMs\r\n", "");
+        assert_eq!(
+            check_bypass_offer(&request("", &no_pwd)),
+            Err(Refusal::NoIceCandidates)
+        );
     }
 
     #[test]

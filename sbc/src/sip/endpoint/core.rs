@@ -717,6 +717,7 @@ mod tests {
     /// and never reaches the transaction user; its retransmission gets the
     /// 482 again from its own transaction. The first branch is untouched.
     #[test]
+    #[allow(clippy::disallowed_methods)] // a fake clock's origin
     fn a_merged_request_is_answered_482_loop_detected() {
         let mut core = EndpointCore::new(
             EndpointConfig::new("sbc.example.com"),

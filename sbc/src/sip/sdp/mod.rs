@@ -171,6 +171,22 @@ impl SessionDescription {
         self
     }
 
+    /// The ICE credentials of media stream `idx` (`ufrag`, `pwd`): media
+    /// level over session level (RFC 8839 §5.4).
+    pub fn ice_credentials(&self, idx: usize) -> Option<(&str, &str)> {
+        let m = self.media.get(idx)?;
+        let ufrag = m.ice_ufrag.as_deref().or(self.ice_ufrag.as_deref())?;
+        let pwd = m.ice_pwd.as_deref().or(self.ice_pwd.as_deref())?;
+        Some((ufrag, pwd))
+    }
+
+    /// The index of the first audio stream that is not rejected (port 0).
+    pub fn audio_index(&self) -> Option<usize> {
+        self.media
+            .iter()
+            .position(|m| m.kind == "audio" && m.port != 0)
+    }
+
     /// The address where a media stream is to be sent: media `c=` over session `c=`.
     pub fn media_address(&self, idx: usize) -> Option<&str> {
         let m = self.media.get(idx)?;

@@ -34,11 +34,15 @@ impl Codec {
     }
 }
 
-/// ICE-lite credentials and the one host candidate an ICE-lite side offers.
+/// A side's ICE credentials (RFC 8839 §5.4); its one host candidate is
+/// the leg's own address and port. `lite`: an ICE-lite agent (RFC 8445
+/// §2.5, the SBC in media bypass) writes `a=ice-lite`; a full agent (a
+/// Teams client) does not.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IceLite {
+pub struct Ice {
     pub ufrag: String,
     pub pwd: String,
+    pub lite: bool,
 }
 
 /// What one side can do on one leg.
@@ -52,7 +56,7 @@ pub struct LocalMedia {
     /// `Some(base64 key||salt)`: SRTP (SDES) is used and required. `None`: plain RTP only.
     pub srtp_key: Option<String>,
     pub rtcp_mux: bool,
-    pub ice: Option<IceLite>,
+    pub ice: Option<Ice>,
 }
 
 /// Why an offer cannot be answered: each maps to 488 Not Acceptable Here
@@ -141,7 +145,7 @@ impl LocalMedia {
             origin,
             session_name: "-".into(),
             connection: Some(self.address.clone()),
-            ice_lite: self.ice.is_some(),
+            ice_lite: self.ice.as_ref().is_some_and(|i| i.lite),
             ice_ufrag: None,
             ice_pwd: None,
             attributes: Vec::new(),

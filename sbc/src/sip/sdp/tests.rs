@@ -134,9 +134,10 @@ fn only_sha1_32_is_not_acceptable() {
 #[test]
 fn ice_lite_offer_has_one_host_candidate() {
     let mut leg = sbc_teams_leg();
-    leg.ice = Some(IceLite {
+    leg.ice = Some(Ice {
         ufrag: "abcd".into(),
         pwd: "0123456789012345678901".into(),
+        lite: true,
     });
     let sd = leg.offer(origin());
     let text = sd.to_text();

@@ -68,6 +68,7 @@ fn relay_leg(ours: &SessionDescription, theirs: &SessionDescription) -> Option<R
         remote: a.remote_socket()?,
         tx_key,
         rx_key,
+        ice: None,
     })
 }
 
@@ -153,6 +154,7 @@ impl Proxy {
             a: SocketAddr::new(ip, ports.0),
             b: SocketAddr::new(ip, ports.1),
             stats: Arc::new(Mutex::new(RelayStats::default())),
+            ice: (None, None),
         });
         self.bridges.insert(
             relay,
@@ -209,6 +211,8 @@ impl Proxy {
                 transfer: None,
                 takes_over,
                 bridge: Some(relay),
+                early_forks: Vec::new(),
+                media_watch: None,
             },
         );
         if let Some((_, old)) = takes_over {

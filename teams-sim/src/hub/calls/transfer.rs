@@ -703,6 +703,8 @@ impl Proxy {
                 transfer: None,
                 takes_over: Some((record, old)),
                 bridge: None,
+                early_forks: Vec::new(),
+                media_watch: None,
             },
         );
         true

@@ -1,0 +1,375 @@
+//! Steps for media bypass (behaviour §7; cases 9.26, 9.29, 9.57): the SBC
+//! as an ICE-lite agent toward Teams clients that run full ICE; and for
+//! calls that carry no media (case 9.58), which the hub and the SBC end.
+//! What the SBC offered is read from the SIP it sent; what it did with the
+//! checks is read from the STUN datagrams that crossed the network (the
+//! world's media capture), not from the SBC's own counters.
+
+use crate::steps::{fail, lock, sent, DrlabWorld};
+use crate::trace::{sent_messages, Sent};
+use crate::world::{Lab, TEAMS_CLIENTS};
+use cucumber::{given, then};
+use sbc::b2bua::SbcCommand;
+use sbc::media::stun::{looks_like_stun, Class, Message as Stun, BINDING};
+use sbc::sip::sdp::SessionDescription;
+use std::time::Duration;
+use teams_sim::hub::HubCommand;
+
+type StepResult = Result<(), String>;
+
+#[given("the SBC's gateway has MediaBypass on")]
+async fn bypass_on(w: &mut DrlabWorld) -> StepResult {
+    if w.lab.is_some() {
+        return Err("say this before `the SBC is registered in the tenant`".into());
+    }
+    w.media_bypass = true;
+    Ok(())
+}
+
+#[given("the SBC is misconfigured to offer no ICE candidates")]
+async fn sbc_without_ice(w: &mut DrlabWorld) -> StepResult {
+    w.lab()?.sut.set(SbcCommand::MediaBypass(false))
+}
+
+#[given("the Teams clients check the SBC with a wrong password")]
+async fn clients_wrong_password(w: &mut DrlabWorld) -> StepResult {
+    w.lab()?
+        .hub_commands
+        .send(HubCommand::IceWrongPassword(true))
+        .map_err(|e| e.to_string())
+}
+
+#[given("the hub does not end calls that carry no media")]
+async fn no_media_timeout(w: &mut DrlabWorld) -> StepResult {
+    w.lab()?
+        .hub_commands
+        .send(HubCommand::MediaTimeout(None))
+        .map_err(|e| e.to_string())
+}
+
+/// Every STUN datagram sent so far, read back: (what was sent, the message).
+fn stun_sent(lab: &Lab) -> Vec<(Sent, Stun)> {
+    sent_messages(&lab.media.events(), &lab.names())
+        .into_iter()
+        .filter(|s| looks_like_stun(&s.raw))
+        .filter_map(|s| Stun::parse(&s.raw).ok().map(|m| (s, m)))
+        .collect()
+}
+
+/// The SDP bodies the SBC sent the hub, with what carried them.
+fn sbc_sdps_to_hub(lab: &Lab) -> Vec<(String, SessionDescription, String)> {
+    let fqdn = lab.config.sbc_fqdn.clone();
+    sent(lab)
+        .into_iter()
+        .filter(|s| s.from == fqdn && s.to.contains("pstnhub"))
+        .filter_map(|s| {
+            let m = s.message()?;
+            let body = String::from_utf8_lossy(&m.body).into_owned();
+            let sd = SessionDescription::parse(&body).ok()?;
+            Some((s.label(), sd, body))
+        })
+        .collect()
+}
+
+/// Case 9.57: ICE-lite, exactly one IPv4 host candidate (the SDP's own
+/// address and port), and the same ufrag, pwd and candidate in every
+/// description the SBC sends the hub (its 183s and 200 included).
+#[then("the SBC offers the hub one ICE-lite host candidate, the same in every SDP it sends")]
+async fn sbc_ice_lite(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let sdps = sbc_sdps_to_hub(lab);
+    if sdps.is_empty() {
+        return fail(lab, "SDP from the SBC to the hub");
+    }
+    let mut first: Option<(String, String, String)> = None;
+    for (label, sd, body) in &sdps {
+        let lines: Vec<&str> = body.lines().map(str::trim_end).collect();
+        let candidates: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("a=candidate:"))
+            .collect();
+        let Some(i) = sd.audio_index() else {
+            return fail(lab, format!("an audio stream in the SBC's {label}"));
+        };
+        let m = &sd.media[i];
+        let address = sd.media_address(i).unwrap_or_default();
+        let ok_candidate = m.candidates.len() == 1
+            && candidates.len() == 1
+            && m.candidates[0].typ == "host"
+            && m.candidates[0].component == 1
+            && m.candidates[0].address == address
+            && m.candidates[0].port == m.port
+            && address.parse::<std::net::Ipv4Addr>().is_ok();
+        if !sd.ice_lite || !ok_candidate {
+            return fail(
+                lab,
+                format!("a=ice-lite and one IPv4 host candidate at the SDP's {address}:{} in the SBC's {label}; it has ice-lite {} and {candidates:?}", m.port, sd.ice_lite),
+            );
+        }
+        let Some((ufrag, pwd)) = sd.ice_credentials(i) else {
+            return fail(
+                lab,
+                format!("a=ice-ufrag and a=ice-pwd in the SBC's {label}"),
+            );
+        };
+        let this = (
+            ufrag.to_string(),
+            pwd.to_string(),
+            candidates[0].to_string(),
+        );
+        match &first {
+            None => first = Some(this),
+            Some(f) if *f == this => {}
+            Some(f) => {
+                return fail(
+                    lab,
+                    format!("the same ICE credentials and candidate in every SDP (case 9.57); {label} has {this:?}, the first had {f:?}"),
+                )
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Case 9.29: in bypass each Teams client answers from its own fork: a
+/// 183 with SDP per fork, each on an early dialog (To-tag) of its own,
+/// each with the client's own address and ICE credentials.
+#[then(
+    regex = r"^the hub sends a 183 with SDP from each of (\d+) Teams clients, on To-tags of their own$"
+)]
+async fn forks_183(w: &mut DrlabWorld, n: usize) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let found = |l: &Lab| {
+        sent(l)
+            .into_iter()
+            .filter(|s| s.to == fqdn && s.from.contains("pstnhub") && s.label().starts_with("183"))
+            .filter_map(|s| {
+                let r = match s.rsip()? {
+                    rsip::SipMessage::Response(r) => r,
+                    _ => return None,
+                };
+                use rsip::headers::ToTypedHeader;
+                use rsip::message::HeadersExt;
+                let tag = r.to_header().ok()?.typed().ok()?.tag()?.value().to_string();
+                let sd = SessionDescription::parse(&String::from_utf8_lossy(&r.body)).ok()?;
+                let i = sd.audio_index()?;
+                let creds = sd.ice_credentials(i)?.0.to_string();
+                Some((tag, sd.media_address(i)?.to_string(), creds))
+            })
+            .collect::<Vec<_>>()
+    };
+    lab.run_until(Duration::from_secs(5), |l| found(l).len() >= n)
+        .map_err(|e| e.to_string())?;
+    let got = found(lab);
+    let distinct = |f: fn(&(String, String, String)) -> &String| {
+        got.iter()
+            .map(f)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    if got.len() != n
+        || distinct(|g| &g.0) != n
+        || distinct(|g| &g.1) != n
+        || distinct(|g| &g.2) != n
+    {
+        return fail(
+            lab,
+            format!("{n} 183s with SDP, each with its own To-tag, client address and ICE ufrag; got (tag, address, ufrag) {got:?}"),
+        );
+    }
+    Ok(())
+}
+
+/// Case 9.57 and RFC 8445 §2.5: each Teams client's checks reach the SBC,
+/// which answers them with an authenticated success from the port they
+/// came to, and sends no check of its own.
+#[then("the SBC answers the ICE checks of every Teams client and sends none")]
+async fn sbc_answers_checks(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let stun = stun_sent(lab);
+    if let Some((s, _)) = stun
+        .iter()
+        .find(|(s, m)| s.from == fqdn && m.class == Class::Request)
+    {
+        return fail(
+            lab,
+            format!(
+                "no STUN request from the ICE-lite SBC, it sent one to {}",
+                s.to
+            ),
+        );
+    }
+    for client in TEAMS_CLIENTS {
+        let checks: Vec<&(Sent, Stun)> = stun
+            .iter()
+            .filter(|(s, m)| {
+                s.from == client && s.to == fqdn && m.class == Class::Request && m.method == BINDING
+            })
+            .collect();
+        let answered = checks.iter().any(|(c, m)| {
+            stun.iter().any(|(s, r)| {
+                s.from == fqdn
+                    && s.to == client
+                    && s.local == c.remote
+                    && r.class == Class::Success
+                    && r.transaction == m.transaction
+                    && r.xor_mapped_address() == Some(c.local)
+                    && r.has_message_integrity()
+                    && r.has_fingerprint()
+            })
+        });
+        if checks.is_empty() || !answered {
+            return fail(
+                lab,
+                format!("{client}'s checks answered by the SBC with an authenticated success naming the client's address; {} checks seen", checks.len()),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// RFC 8445 §8.1.1: the answering client nominated its pair (a check with
+/// USE-CANDIDATE the SBC answered), and its audio comes straight from the
+/// SBC's candidate.
+#[then("the answering Teams client nominates its pair and hears the SBC directly")]
+async fn client_nominates(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let Some(media) = lock(&lab.hub).calls.back().map(|c| c.media.clone()) else {
+        return fail(lab, "a call on the hub");
+    };
+    let stats = lock(&media).clone();
+    let sbc = lab.sim.lookup(lab.config.sbc_fqdn.as_str());
+    let candidate = sbc_sdps_to_hub(lab).into_iter().find_map(|(_, sd, _)| {
+        let m = &sd.media[sd.audio_index()?];
+        m.candidates.first().map(|c| c.port)
+    });
+    let from_candidate = stats
+        .first_source
+        .is_some_and(|s| s.ip() == sbc && Some(s.port()) == candidate);
+    if !stats.ice_nominated || !from_candidate {
+        return fail(
+            lab,
+            format!("the answering client's pair nominated and its audio from the SBC's candidate {sbc}:{candidate:?}; client saw {stats:?}"),
+        );
+    }
+    Ok(())
+}
+
+/// RFC 8489 §9.1.3: a check whose MESSAGE-INTEGRITY does not verify with
+/// the SBC's password gets an error (`code`), and the client sends no media.
+#[then(regex = r"^the SBC refuses the Teams client's checks with (\d+)$")]
+async fn sbc_refuses_checks(w: &mut DrlabWorld, code: u16) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let refused = |l: &Lab| {
+        stun_sent(l)
+            .iter()
+            .any(|(s, m)| s.from == fqdn && m.class == Class::Error && m.error_code() == Some(code))
+    };
+    lab.run_until(Duration::from_secs(10), refused)
+        .map_err(|e| e.to_string())?;
+    let stun = stun_sent(lab);
+    let successes = stun
+        .iter()
+        .filter(|(s, m)| s.from == fqdn && m.class == Class::Success)
+        .count();
+    if !refused(lab) || successes > 0 {
+        return fail(
+            lab,
+            format!(
+                "the SBC to answer the checks {code} and none with success; {successes} successes"
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Case 9.58: the hub ends an answered call that carries no media with a
+/// BYE about `secs` after its 200 (KB-IN: "about 10 to 20 seconds").
+#[then(
+    regex = r"^the hub ends the call for lack of media about (\d+) seconds after it was answered$"
+)]
+async fn media_timeout_bye(w: &mut DrlabWorld, secs: u64) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let bye = |l: &Lab| {
+        sent(l)
+            .into_iter()
+            .find(|s| s.from.contains("pstnhub") && s.to == fqdn && s.label() == "BYE")
+    };
+    lab.run_until(Duration::from_secs(secs + 10), |l| bye(l).is_some())
+        .map_err(|e| e.to_string())?;
+    let all = sent(lab);
+    let answered = all.iter().find(|s| {
+        s.label() == "200 OK (INVITE)"
+            && (s.from.contains("pstnhub") && s.to == fqdn
+                || s.from == fqdn && s.to.contains("pstnhub"))
+    });
+    let (Some(bye), Some(answered)) = (bye(lab), answered) else {
+        return fail(lab, "a 200 for the INVITE, then a BYE from the hub");
+    };
+    let gap = (bye.at_ms - answered.at_ms) / 1000.0;
+    let reason = bye
+        .message()
+        .and_then(|m| m.headers.get("Reason").map(str::to_string))
+        .unwrap_or_default();
+    if (gap - secs as f64).abs() > 2.0 || !reason.contains("Media timeout") {
+        return fail(
+            lab,
+            format!("the hub's BYE about {secs} s after the 200 with a media-timeout Reason; it came after {gap:.1} s with Reason {reason:?}"),
+        );
+    }
+    Ok(())
+}
+
+#[given(regex = r"^the SBC ends calls without media after (\d+) seconds$")]
+async fn sbc_media_timeout(w: &mut DrlabWorld, secs: u64) -> StepResult {
+    w.lab()?
+        .sut
+        .set(SbcCommand::MediaTimeout(Some(Duration::from_secs(secs))))
+}
+
+/// The SBC's own media timeout: a BYE on each leg, both saying why, about
+/// `secs` after the call was answered (the hub's 200 or the SBC's).
+#[then(regex = r"^the SBC ends both legs for lack of media about (\d+) seconds after the answer$")]
+async fn sbc_ends_silent_call(w: &mut DrlabWorld, secs: u64) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let byes = |l: &Lab| -> Vec<Sent> {
+        sent(l)
+            .into_iter()
+            .filter(|s| s.from == fqdn && s.label() == "BYE")
+            .collect()
+    };
+    lab.run_until(Duration::from_secs(secs + 10), |l| byes(l).len() >= 2)
+        .map_err(|e| e.to_string())?;
+    let all = sent(lab);
+    let Some(answered) = all.iter().find(|s| s.label() == "200 OK (INVITE)") else {
+        return fail(lab, "a 200 for the INVITE");
+    };
+    let byes = byes(lab);
+    let to_hub = byes.iter().any(|b| b.to.contains("pstnhub"));
+    let to_carrier = byes.iter().any(|b| !b.to.contains("pstnhub"));
+    for b in &byes {
+        let gap = (b.at_ms - answered.at_ms) / 1000.0;
+        let reason = b
+            .message()
+            .and_then(|m| m.headers.get("Reason").map(str::to_string))
+            .unwrap_or_default();
+        if (gap - secs as f64).abs() > 2.0 || !reason.contains("no media") {
+            return fail(
+                lab,
+                format!("the SBC's BYEs about {secs} s after the answer, saying why; the one to {} came after {gap:.1} s with Reason {reason:?}", b.to),
+            );
+        }
+    }
+    if !(to_hub && to_carrier) {
+        return fail(
+            lab,
+            format!("a BYE from the SBC on both legs; it sent {}", byes.len()),
+        );
+    }
+    Ok(())
+}
