@@ -56,3 +56,27 @@ Feature: Media bypass: an ICE-lite SBC and Teams clients that run full ICE
     And the hub ends the call for lack of media about 15 seconds after it was answered
     And the PSTN caller hears the call end
     And the trace matches its snapshot
+
+  @transfer
+  Scenario: A bypass call moved to a media processor restarts ICE
+    When PSTN caller +4930123456 calls +4989000001
+    Then the Teams user answers
+    And audio flows both ways, decrypted and in order
+    When Teams user Alice's call moves to a media processor
+    Then the hub re-INVITEs the SBC with new ICE credentials, and the SBC answers with new ones of its own
+    And audio flows both ways, decrypted and in order
+    And the media processor nominates its pair and hears the SBC directly
+    And the hub holds nothing against the SBC
+    When the PSTN caller hangs up
+    Then both legs end with BYE and 200
+    And the trace matches its snapshot
+
+  @transfer
+  Scenario: An SBC that keeps its ICE credentials when the hub restarts ICE is caught
+    Given the SBC is misconfigured to keep its ICE credentials on an ICE restart
+    When PSTN caller +4930123456 calls +4989000001
+    Then the Teams user answers
+    When Teams user Alice's call moves to a media processor
+    Then the hub holds against the SBC: "kept its ICE credentials when the hub restarted ICE (case 9.49)"
+    When the PSTN caller hangs up
+    Then both legs end with BYE and 200

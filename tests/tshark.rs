@@ -237,3 +237,67 @@ fn tshark_agrees(scenario: &str, at_least: usize) {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Media bypass: Wireshark's STUN dissector reads every connectivity check
+/// and answer of the bypass call as drlab does: Binding requests from the
+/// Teams clients with USERNAME "<SBC ufrag>:<client ufrag>", successes from
+/// the SBC whose XOR-MAPPED-ADDRESS is the client's address, a FINGERPRINT
+/// on every message that tshark finds correct, nothing malformed.
+#[test]
+fn tshark_reads_the_ice_checks_of_a_bypass_call() {
+    if !have_tshark() {
+        return;
+    }
+    let (_, pcap, file) = scenario_pcap(
+        "A PSTN caller reaches a Teams user by media bypass: two clients check, one answers",
+    );
+    let text = tshark(
+        &file,
+        &[
+            "-Y",
+            "stun",
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "stun.type.class",
+            "-e",
+            "stun.att.username",
+            "-e",
+            "stun.att.ipv4-xord",
+            "-e",
+            "stun.att.crc32.status",
+            "-e",
+            "_ws.malformed",
+            "-e",
+            "ip.src",
+        ],
+    );
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
+    let ours: Vec<sbc::media::stun::Message> = payloads(&pcap, "stun-udp")
+        .iter()
+        .map(|p| sbc::media::stun::Message::parse(p).expect("drlab reads its STUN"))
+        .collect();
+    assert!(ours.len() >= 6, "{} STUN messages", ours.len());
+    assert_eq!(rows.len(), ours.len(), "{text}");
+    for (i, (t, o)) in rows.iter().zip(&ours).enumerate() {
+        use sbc::media::stun::Class;
+        // tshark's class: 0x00 request, 0x02 success (RFC 8489 §5).
+        let class = match o.class {
+            Class::Request => "0x00",
+            Class::Success => "0x02",
+            Class::Error => "0x03",
+            Class::Indication => "0x01",
+        };
+        assert_eq!(t[0], class, "frame {}: {text}", i + 1);
+        assert_eq!(t[1], o.username().unwrap_or_default(), "frame {}", i + 1);
+        if let Some(mapped) = o.xor_mapped_address() {
+            assert_eq!(t[2], mapped.ip().to_string(), "frame {}", i + 1);
+        }
+        // Wireshark's FINGERPRINT check: 1 = good.
+        assert_eq!(t[3], "1", "frame {}: fingerprint {text}", i + 1);
+        assert!(t[4].is_empty(), "frame {} is malformed for tshark", i + 1);
+    }
+    let _ = std::fs::remove_dir_all(file.parent().unwrap());
+}

@@ -8,7 +8,7 @@
 use crate::steps::{fail, lock, sent, DrlabWorld};
 use crate::trace::{sent_messages, Sent};
 use crate::world::{Lab, TEAMS_CLIENTS};
-use cucumber::{given, then};
+use cucumber::{given, then, when};
 use sbc::b2bua::SbcCommand;
 use sbc::media::stun::{looks_like_stun, Class, Message as Stun, BINDING};
 use sbc::sip::sdp::SessionDescription;
@@ -233,7 +233,9 @@ async fn sbc_answers_checks(w: &mut DrlabWorld) -> StepResult {
 /// RFC 8445 §8.1.1: the answering client nominated its pair (a check with
 /// USE-CANDIDATE the SBC answered), and its audio comes straight from the
 /// SBC's candidate.
-#[then("the answering Teams client nominates its pair and hears the SBC directly")]
+#[then(
+    regex = r"^the (?:answering Teams client|media processor) nominates its pair and hears the SBC directly$"
+)]
 async fn client_nominates(w: &mut DrlabWorld) -> StepResult {
     let lab = w.lab()?;
     let Some(media) = lock(&lab.hub).calls.back().map(|c| c.media.clone()) else {
@@ -369,6 +371,86 @@ async fn sbc_ends_silent_call(w: &mut DrlabWorld, secs: u64) -> StepResult {
         return fail(
             lab,
             format!("a BYE from the SBC on both legs; it sent {}", byes.len()),
+        );
+    }
+    Ok(())
+}
+
+#[when(regex = r"^Teams user (\S+)'s call moves to a media processor$")]
+async fn move_to_mp(w: &mut DrlabWorld, user: String) -> StepResult {
+    let lab = w.lab()?;
+    lab.hub_commands
+        .send(HubCommand::MoveToMediaProcessor { user })
+        .map_err(|e| e.to_string())?;
+    lab.run_for(Duration::from_millis(10))
+        .map_err(|e| e.to_string())
+}
+
+/// Case 9.49: the hub's re-INVITE carries new ICE credentials (an ICE
+/// restart, RFC 8445 §9), and the SBC's 200 answers with new ones of its
+/// own, still ICE-lite with one host candidate.
+#[then("the hub re-INVITEs the SBC with new ICE credentials, and the SBC answers with new ones of its own")]
+async fn ice_restarted(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let sdps = |l: &Lab| -> Vec<(String, String, Option<(String, String)>)> {
+        sent(l)
+            .into_iter()
+            .filter_map(|s| {
+                let m = s.message()?;
+                let sd = SessionDescription::parse(&String::from_utf8_lossy(&m.body)).ok()?;
+                let creds = sd
+                    .audio_index()
+                    .and_then(|i| sd.ice_credentials(i))
+                    .map(|(u, p)| (u.to_string(), p.to_string()));
+                Some((s.from.clone(), s.label(), creds))
+            })
+            .collect()
+    };
+    let done = |l: &Lab| {
+        let all = sdps(l);
+        let reinvites = all
+            .iter()
+            .filter(|(f, label, _)| f.contains("pstnhub") && label == "INVITE")
+            .count();
+        reinvites >= 2
+            && all
+                .iter()
+                .filter(|(f, label, _)| *f == fqdn && label == "200 OK (INVITE)")
+                .count()
+                >= 2
+    };
+    lab.run_until(Duration::from_secs(5), done)
+        .map_err(|e| e.to_string())?;
+    let all = sdps(lab);
+    let hub: Vec<&Option<(String, String)>> = all
+        .iter()
+        .filter(|(f, l, _)| {
+            f.contains("pstnhub") && (l == "INVITE" || l.starts_with("200") || l.starts_with("183"))
+        })
+        .map(|(_, _, c)| c)
+        .collect();
+    let sbc: Vec<&Option<(String, String)>> = all
+        .iter()
+        .filter(|(f, _, _)| *f == fqdn)
+        .filter(|(_, l, _)| l == "INVITE" || l.starts_with("200"))
+        .map(|(_, _, c)| c)
+        .collect();
+    let (Some(hub_new), Some(sbc_new)) = (hub.last(), sbc.last()) else {
+        return fail(lab, "the hub's re-INVITE and the SBC's 200 with SDP");
+    };
+    let hub_old = &hub[..hub.len() - 1];
+    let sbc_old = &sbc[..sbc.len() - 1];
+    if hub_new.is_none() || hub_old.contains(hub_new) {
+        return fail(
+            lab,
+            format!("new ICE credentials in the hub's re-INVITE; it has {hub_new:?}"),
+        );
+    }
+    if sbc_new.is_none() || sbc_old.contains(sbc_new) {
+        return fail(
+            lab,
+            format!("new ICE credentials in the SBC's answer (case 9.49); it has {sbc_new:?}, before it had {sbc_old:?}"),
         );
     }
     Ok(())

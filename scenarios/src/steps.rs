@@ -1103,7 +1103,7 @@ async fn proxy_overloaded(w: &mut DrlabWorld, proxy: String, secs: u32) -> StepR
 
 /// A deliberately misconfigured SBC (only the lab's own SBC can be told).
 #[given(
-    regex = r"^the SBC is misconfigured to (answer the hub with plain RTP|fail over on every failure|ignore Retry-After|hold with a=sendonly|never refresh sessions|send BYE before a transfer completes|send no NOTIFY for a transfer|rewrite the Referred-By of a transfer|refresh with UPDATE the hub does not allow)$"
+    regex = r"^the SBC is misconfigured to (answer the hub with plain RTP|fail over on every failure|ignore Retry-After|hold with a=sendonly|never refresh sessions|send BYE before a transfer completes|send no NOTIFY for a transfer|rewrite the Referred-By of a transfer|refresh with UPDATE the hub does not allow|keep its ICE credentials on an ICE restart)$"
 )]
 async fn sbc_misconfigured(w: &mut DrlabWorld, fault: String) -> StepResult {
     use sbc::b2bua::{SbcCommand, SbcFault};
@@ -1116,6 +1116,7 @@ async fn sbc_misconfigured(w: &mut DrlabWorld, fault: String) -> StepResult {
         "send no NOTIFY for a transfer" => SbcFault::NoTransferNotify,
         "rewrite the Referred-By of a transfer" => SbcFault::RewriteReferredBy,
         "refresh with UPDATE the hub does not allow" => SbcFault::RefreshWithUnallowedUpdate,
+        "keep its ICE credentials on an ICE restart" => SbcFault::NoIceRestart,
         _ => SbcFault::IgnoreRetryAfter,
     };
     w.lab()?.sut.set(SbcCommand::Fault(fault))

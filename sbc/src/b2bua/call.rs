@@ -267,6 +267,12 @@ fn relay_leg(a: &Agreed) -> Option<RelayLeg> {
     })
 }
 
+/// The ICE credentials a description gives its audio, if any.
+fn ice_of(sd: &SessionDescription) -> Option<(String, String)> {
+    let (u, p) = sd.ice_credentials(sd.audio_index()?)?;
+    Some((u.to_string(), p.to_string()))
+}
+
 /// Our ICE-lite credentials on a leg (media bypass toward Teams).
 fn ice_credentials(media: &LocalMedia) -> Option<Credentials> {
     let ice = media.ice.as_ref()?;
@@ -950,6 +956,21 @@ impl Sbc {
                 c.name.eq_ignore_ascii_case(&a.codec.name) || c.name == "telephone-event"
             });
         }
+        // ICE restart (RFC 8445 §9, RFC 8839 §4.4.1.1.1): an offer with new
+        // ice-ufrag/ice-pwd is answered with new credentials of ours; the
+        // relay's agent restarts with them (case 9.49: a bypass call moved
+        // to a media processor).
+        let restart = media.ice.is_some()
+            && ice_of(&offer) != ice_of(&remote)
+            && !self.faults.contains(&SbcFault::NoIceRestart);
+        if restart {
+            let c = Credentials::generate(ua.rng());
+            media.ice = Some(Ice {
+                ufrag: c.ufrag,
+                pwd: c.pwd,
+                lite: true,
+            });
+        }
         let answer = match media.answer(&offer, local.origin.clone()) {
             Ok(a) => a,
             Err(e) => return refuse(ua, &e.to_string()),
@@ -963,6 +984,16 @@ impl Sbc {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
+        if restart {
+            let leg = if is_a {
+                call.legs.first_mut()
+            } else {
+                call.legs.last_mut()
+            };
+            if let Some(leg) = leg {
+                leg.media.ice = media.ice.clone();
+            }
+        }
         let was = call.held.0 || call.held.1;
         if is_a {
             call.held.0 = offer.holds();

@@ -184,6 +184,9 @@ pub enum SbcFault {
     /// Refresh sessions with UPDATE even where the peer's Allow does not
     /// list it (the hub's does not: behaviour §6).
     RefreshWithUnallowedUpdate,
+    /// Answer an ICE restart (new ice-ufrag/ice-pwd in a re-INVITE) with
+    /// the old credentials (case 9.49: the SBC must restart ICE).
+    NoIceRestart,
 }
 
 /// The names the SBC sends to, resolved once at start.

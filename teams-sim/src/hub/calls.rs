@@ -4,6 +4,7 @@
 //! hub's 4-second ACK timer, and hang-up.
 
 mod bridge;
+mod bypass;
 mod transfer;
 
 pub(crate) use bridge::Bridge;
@@ -70,6 +71,9 @@ pub(crate) struct HubCall {
     early_forks: Vec<Talk>,
     /// Case 9.58: once answered, how long the hub has heard no audio.
     media_watch: Option<MediaWatch>,
+    /// Case 9.49: the media processor a bypass call is moving to, while
+    /// the hub's re-INVITE with its new ICE credentials is under way.
+    moving_to: Option<Talk>,
 }
 
 /// The hub's watch on an answered call's audio (case 9.58).
@@ -433,8 +437,15 @@ impl Proxy {
                 self.on_refer_answer(now, ua, id, &key, code)
             }
             SessionEvent::ReInviteDone { result } => {
-                if let (Ok(Some(answer)), Some(c)) = (result, self.calls.get_mut(&id)) {
-                    c.talk.remote = Some(answer);
+                let moving = self.calls.get_mut(&id).and_then(|c| c.moving_to.take());
+                match (result, moving) {
+                    (result, Some(talk)) => self.moved(ua, id, talk, result.ok().flatten()),
+                    (Ok(Some(answer)), None) => {
+                        if let Some(c) = self.calls.get_mut(&id) {
+                            c.talk.remote = Some(answer);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
@@ -654,11 +665,11 @@ impl Proxy {
         if c.bridge.is_none() {
             self.view().media_ports.release(c.media_port);
         }
-        for t in &mut c.early_forks {
-            if let Some(cmd) = t.close() {
-                self.media_out.push_back(cmd);
-            }
-            self.view().media_ports.release(t.port);
+        for t in std::mem::take(&mut c.early_forks) {
+            self.drop_talk(t);
+        }
+        if let Some(t) = c.moving_to.take() {
+            self.drop_talk(t);
         }
         if c.superseded {
             return;
@@ -877,6 +888,7 @@ impl Proxy {
                 bridge: None,
                 early_forks,
                 media_watch: None,
+                moving_to: None,
             },
         );
         if let Some((_, old)) = takes_over {
@@ -1042,11 +1054,8 @@ impl Proxy {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        for mut t in std::mem::take(&mut c.early_forks) {
-            if let Some(cmd) = t.close() {
-                self.media_out.push_back(cmd);
-            }
-            self.view().media_ports.release(t.port);
+        for t in std::mem::take(&mut c.early_forks) {
+            self.drop_talk(t);
         }
     }
 
@@ -1356,6 +1365,7 @@ impl Proxy {
                 bridge: plan_bridge,
                 early_forks: Vec::new(),
                 media_watch: None,
+                moving_to: None,
             },
         );
     }

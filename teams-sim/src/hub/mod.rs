@@ -437,6 +437,10 @@ pub enum HubCommand {
     /// From now on Teams clients check the SBC with a wrong password (a
     /// deliberate fault, media bypass), or (`false`) with the right one.
     IceWrongPassword(bool),
+    /// A Teams user's media bypass call moves to a media processor (it went
+    /// to an endpoint that cannot take media directly): the hub re-INVITEs
+    /// the SBC with new ICE credentials (case 9.49).
+    MoveToMediaProcessor { user: String },
     /// End answered calls that carry no media after this long (case 9.58),
     /// or (`None`) never; every proxy takes it.
     MediaTimeout(Option<Duration>),
@@ -701,6 +705,11 @@ impl Role for Proxy {
             }
             HubCommand::Answering(a) => self.config.answering = a,
             HubCommand::IceWrongPassword(on) => self.view().ice_wrong_password = on,
+            HubCommand::MoveToMediaProcessor { user } => {
+                if !self.move_to_media_processor(now, ua, &user) {
+                    self.problem("move", format!("no bypass call of {user} on this proxy"));
+                }
+            }
             HubCommand::MediaTimeout(t) => {
                 self.config.media_timeout = t;
                 for (_, tx) in &self.config.peers {

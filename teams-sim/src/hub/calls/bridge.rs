@@ -213,6 +213,7 @@ impl Proxy {
                 bridge: Some(relay),
                 early_forks: Vec::new(),
                 media_watch: None,
+                moving_to: None,
             },
         );
         if let Some((_, old)) = takes_over {

@@ -705,6 +705,7 @@ impl Proxy {
                 bridge: None,
                 early_forks: Vec::new(),
                 media_watch: None,
+                moving_to: None,
             },
         );
         true
