@@ -20,6 +20,7 @@ Feature: Media bypass: an ICE-lite SBC and Teams clients that run full ICE
     And the hub sends a 183 with SDP from each of 2 Teams clients, on To-tags of their own
     And the Teams user answers
     And audio flows both ways, decrypted and in order
+    And the PSTN caller heard the first Teams client's early media, then the answering client
     And the SBC answers the ICE checks of every Teams client and sends none
     And the answering Teams client nominates its pair and hears the SBC directly
     When the PSTN caller hangs up

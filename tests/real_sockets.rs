@@ -13,13 +13,32 @@ use teams_sim::hub::CallState;
 
 #[test]
 fn a_call_through_real_sockets() {
+    call_through_real_sockets(1, false);
+}
+
+/// Media bypass on real sockets: the SBC is ICE-lite toward Teams, the
+/// Teams clients (here on the media processor's address, as the real-
+/// socket hub has no client hosts) check its candidate over UDP, the
+/// answering one nominates and talks to it directly.
+#[test]
+fn a_media_bypass_call_through_real_sockets() {
+    call_through_real_sockets(9, true);
+}
+
+fn call_through_real_sockets(lab: u8, media_bypass: bool) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let o = Options::new(1);
+        let mut o = Options::new(lab);
+        o.media_bypass = media_bypass;
+        if media_bypass {
+            // The phone talks from the 183 on, and its first frames go to
+            // the early-media fork's client, not to the one that answers.
+            o.media_frames = 100;
+        }
         let lab = start_hub_and_sbc(&o);
         let carrier = start_carrier(&lab, &o);
         until_active(&lab).await;
@@ -56,6 +75,13 @@ fn a_call_through_real_sockets() {
                 (0, 0, 0),
                 "{stats:?}"
             );
+        }
+        let t = teams.lock().unwrap().clone();
+        assert_eq!(t.ice_nominated, media_bypass, "{t:?}");
+        if media_bypass {
+            // Straight from the SBC's candidate, checked before any audio.
+            assert_eq!(t.first_source.map(|s| s.ip()), Some(lab.addrs.sbc), "{t:?}");
+            assert!(t.ice_successes >= 2 && t.ice_error.is_none(), "{t:?}");
         }
         carrier
             .commands

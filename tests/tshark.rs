@@ -265,7 +265,7 @@ fn tshark_reads_the_ice_checks_of_a_bypass_call() {
             "-e",
             "stun.att.username",
             "-e",
-            "stun.att.ipv4-xord",
+            "stun.att.ipv4",
             "-e",
             "stun.att.crc32.status",
             "-e",
@@ -283,12 +283,13 @@ fn tshark_reads_the_ice_checks_of_a_bypass_call() {
     assert_eq!(rows.len(), ours.len(), "{text}");
     for (i, (t, o)) in rows.iter().zip(&ours).enumerate() {
         use sbc::media::stun::Class;
-        // tshark's class: 0x00 request, 0x02 success (RFC 8489 §5).
+        // tshark's class field: the type's C1 C0 bits (RFC 8489 §5) as
+        // 0x0000 request, 0x0001 indication, 0x0010 success, 0x0011 error.
         let class = match o.class {
-            Class::Request => "0x00",
-            Class::Success => "0x02",
-            Class::Error => "0x03",
-            Class::Indication => "0x01",
+            Class::Request => "0x0000",
+            Class::Indication => "0x0001",
+            Class::Success => "0x0010",
+            Class::Error => "0x0011",
         };
         assert_eq!(t[0], class, "frame {}: {text}", i + 1);
         assert_eq!(t[1], o.username().unwrap_or_default(), "frame {}", i + 1);

@@ -10,12 +10,17 @@ use crate::trace::{sent_messages, Sent};
 use crate::world::{Lab, TEAMS_CLIENTS};
 use cucumber::{given, then, when};
 use sbc::b2bua::SbcCommand;
-use sbc::media::stun::{looks_like_stun, Class, Message as Stun, BINDING};
+use sbc::media::stun::{
+    check_integrity, looks_like_stun, Class, Integrity, Message as Stun, BINDING,
+};
 use sbc::sip::sdp::SessionDescription;
 use std::time::Duration;
 use teams_sim::hub::HubCommand;
 
 type StepResult = Result<(), String>;
+
+/// An SDP's `a=ice-ufrag` and `a=ice-pwd`.
+type IcePair = (String, String);
 
 #[given("the SBC's gateway has MediaBypass on")]
 async fn bypass_on(w: &mut DrlabWorld) -> StepResult {
@@ -201,6 +206,15 @@ async fn sbc_answers_checks(w: &mut DrlabWorld) -> StepResult {
             ),
         );
     }
+    // Every success must verify with the password the SBC offered.
+    let pwds: Vec<String> = sbc_sdps_to_hub(lab)
+        .iter()
+        .filter_map(|(_, sd, _)| sd.audio_ice().map(|(_, p)| p))
+        .collect();
+    let verifies = |raw: &[u8]| {
+        pwds.iter()
+            .any(|p| check_integrity(raw, p.as_bytes()) == Integrity::Valid)
+    };
     for client in TEAMS_CLIENTS {
         let checks: Vec<&(Sent, Stun)> = stun
             .iter()
@@ -216,7 +230,7 @@ async fn sbc_answers_checks(w: &mut DrlabWorld) -> StepResult {
                     && r.class == Class::Success
                     && r.transaction == m.transaction
                     && r.xor_mapped_address() == Some(c.local)
-                    && r.has_message_integrity()
+                    && verifies(&s.raw)
                     && r.has_fingerprint()
             })
         });
@@ -260,7 +274,8 @@ async fn client_nominates(w: &mut DrlabWorld) -> StepResult {
 }
 
 /// RFC 8489 §9.1.3: a check whose MESSAGE-INTEGRITY does not verify with
-/// the SBC's password gets an error (`code`), and the client sends no media.
+/// the SBC's password gets an error (`code`), and the clients, with no
+/// valid pair, send no media.
 #[then(regex = r"^the SBC refuses the Teams client's checks with (\d+)$")]
 async fn sbc_refuses_checks(w: &mut DrlabWorld, code: u16) -> StepResult {
     let lab = w.lab()?;
@@ -277,12 +292,14 @@ async fn sbc_refuses_checks(w: &mut DrlabWorld, code: u16) -> StepResult {
         .iter()
         .filter(|(s, m)| s.from == fqdn && m.class == Class::Success)
         .count();
-    if !refused(lab) || successes > 0 {
+    let media_from_clients = sent_messages(&lab.media.events(), &lab.names())
+        .iter()
+        .filter(|s| TEAMS_CLIENTS.contains(&s.from.as_str()) && !looks_like_stun(&s.raw))
+        .count();
+    if !refused(lab) || successes > 0 || media_from_clients > 0 {
         return fail(
             lab,
-            format!(
-                "the SBC to answer the checks {code} and none with success; {successes} successes"
-            ),
+            format!("the SBC to answer the checks {code} and none with success, and no media from the clients; {successes} successes, {media_from_clients} media packets"),
         );
     }
     Ok(())
@@ -387,70 +404,147 @@ async fn move_to_mp(w: &mut DrlabWorld, user: String) -> StepResult {
 }
 
 /// Case 9.49: the hub's re-INVITE carries new ICE credentials (an ICE
-/// restart, RFC 8445 §9), and the SBC's 200 answers with new ones of its
-/// own, still ICE-lite with one host candidate.
+/// restart, RFC 8445 §9), and the SBC's 200 to it answers with new ones of
+/// its own, still ICE-lite with one host candidate.
 #[then("the hub re-INVITEs the SBC with new ICE credentials, and the SBC answers with new ones of its own")]
 async fn ice_restarted(w: &mut DrlabWorld) -> StepResult {
     let lab = w.lab()?;
     let fqdn = lab.config.sbc_fqdn.clone();
-    let sdps = |l: &Lab| -> Vec<(String, String, Option<(String, String)>)> {
+    // (sent by the hub, label, description) of every SDP between the SBC
+    // and the hub, in order.
+    let sdps = |l: &Lab| -> Vec<(bool, String, SessionDescription)> {
         sent(l)
             .into_iter()
+            .filter(|s| {
+                (s.from == fqdn && s.to.contains("pstnhub"))
+                    || (s.to == fqdn && s.from.contains("pstnhub"))
+            })
             .filter_map(|s| {
                 let m = s.message()?;
                 let sd = SessionDescription::parse(&String::from_utf8_lossy(&m.body)).ok()?;
-                let creds = sd
-                    .audio_index()
-                    .and_then(|i| sd.ice_credentials(i))
-                    .map(|(u, p)| (u.to_string(), p.to_string()));
-                Some((s.from.clone(), s.label(), creds))
+                Some((s.from.contains("pstnhub"), s.label(), sd))
             })
             .collect()
     };
+    // The re-INVITE: the hub's last INVITE after a 200 for an INVITE.
+    let reinvite_at = |all: &[(bool, String, SessionDescription)]| {
+        let answered = all.iter().position(|(_, l, _)| l == "200 OK (INVITE)")?;
+        (answered + 1..all.len())
+            .rev()
+            .find(|&k| all[k].0 && all[k].1 == "INVITE")
+    };
     let done = |l: &Lab| {
         let all = sdps(l);
-        let reinvites = all
-            .iter()
-            .filter(|(f, label, _)| f.contains("pstnhub") && label == "INVITE")
-            .count();
-        reinvites >= 2
-            && all
+        reinvite_at(&all).is_some_and(|k| {
+            all[k..]
                 .iter()
-                .filter(|(f, label, _)| *f == fqdn && label == "200 OK (INVITE)")
-                .count()
-                >= 2
+                .any(|(hub, label, _)| !hub && label == "200 OK (INVITE)")
+        })
     };
     lab.run_until(Duration::from_secs(5), done)
         .map_err(|e| e.to_string())?;
     let all = sdps(lab);
-    let hub: Vec<&Option<(String, String)>> = all
-        .iter()
-        .filter(|(f, l, _)| {
-            f.contains("pstnhub") && (l == "INVITE" || l.starts_with("200") || l.starts_with("183"))
-        })
-        .map(|(_, _, c)| c)
-        .collect();
-    let sbc: Vec<&Option<(String, String)>> = all
-        .iter()
-        .filter(|(f, _, _)| *f == fqdn)
-        .filter(|(_, l, _)| l == "INVITE" || l.starts_with("200"))
-        .map(|(_, _, c)| c)
-        .collect();
-    let (Some(hub_new), Some(sbc_new)) = (hub.last(), sbc.last()) else {
-        return fail(lab, "the hub's re-INVITE and the SBC's 200 with SDP");
+    let Some(k) = reinvite_at(&all) else {
+        return fail(
+            lab,
+            "a re-INVITE with SDP from the hub after the call was answered",
+        );
     };
-    let hub_old = &hub[..hub.len() - 1];
-    let sbc_old = &sbc[..sbc.len() - 1];
-    if hub_new.is_none() || hub_old.contains(hub_new) {
+    let Some(answer) = all[k..]
+        .iter()
+        .find(|(hub, label, _)| !hub && label == "200 OK (INVITE)")
+        .map(|(_, _, sd)| sd)
+    else {
+        return fail(lab, "the SBC's 200 with SDP for the hub's re-INVITE");
+    };
+    let earlier = |from_hub: bool| -> Vec<Option<IcePair>> {
+        all[..k]
+            .iter()
+            .filter(|(hub, _, _)| *hub == from_hub)
+            .map(|(_, _, sd)| sd.audio_ice())
+            .collect()
+    };
+    let hub_new = all[k].2.audio_ice();
+    if hub_new.is_none() || earlier(true).contains(&hub_new) {
         return fail(
             lab,
             format!("new ICE credentials in the hub's re-INVITE; it has {hub_new:?}"),
         );
     }
-    if sbc_new.is_none() || sbc_old.contains(sbc_new) {
+    let sbc_new = answer.audio_ice();
+    let one_candidate = answer
+        .audio_index()
+        .is_some_and(|i| answer.media[i].candidates.len() == 1);
+    let restarted = sbc_new.is_some() && !earlier(false).contains(&sbc_new);
+    if !restarted || !answer.ice_lite || !one_candidate {
         return fail(
             lab,
-            format!("new ICE credentials in the SBC's answer (case 9.49); it has {sbc_new:?}, before it had {sbc_old:?}"),
+            format!("new ICE-lite credentials and one candidate in the SBC's answer (case 9.49); it has {sbc_new:?} (ice-lite {}), before it had {:?}", answer.ice_lite, earlier(false)),
+        );
+    }
+    // The processor then checks the new candidate and nominates it: the
+    // SBC's success to its USE-CANDIDATE check.
+    let mp = crate::world::MEDIA_PROCESSOR;
+    let nominated = |l: &Lab| {
+        let stun = stun_sent(l);
+        stun.iter().any(|(c, m)| {
+            c.from == mp
+                && m.use_candidate()
+                && stun.iter().any(|(s, r)| {
+                    s.from == fqdn && r.class == Class::Success && r.transaction == m.transaction
+                })
+        })
+    };
+    lab.run_until(Duration::from_secs(5), nominated)
+        .map_err(|e| e.to_string())?;
+    if !nominated(lab) {
+        return fail(lab, "the media processor to nominate the SBC's new candidate");
+    }
+    // Its 200 has reached the hub by now; give the hub a tick to switch.
+    lab.run_for(Duration::from_millis(20))
+        .map_err(|e| e.to_string())
+}
+
+/// Early media in bypass (behaviour §7): the first fork's client streams
+/// SRTP to the SBC on its checked pair before anyone answers, the SBC
+/// relays it to the PSTN caller (it latches to the first endpoint that
+/// streams), and once the other fork answers the caller hears that
+/// client's own stream instead, each in order. Read from the datagrams
+/// that crossed the network and from the phone's probe.
+#[then("the PSTN caller heard the first Teams client's early media, then the answering client")]
+async fn early_media_then_answer(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let Some(answered) = sent(lab)
+        .into_iter()
+        .find(|s| s.from.contains("pstnhub") && s.to == fqdn && s.label() == "200 OK (INVITE)")
+    else {
+        return fail(lab, "the hub's 200 for the SBC's INVITE");
+    };
+    let media = sent_messages(&lab.media.events(), &lab.names());
+    let before = |from: &str, to: &dyn Fn(&str) -> bool| {
+        media
+            .iter()
+            .filter(|s| s.at_ms < answered.at_ms && s.from == from && to(&s.to))
+            .filter(|s| !looks_like_stun(&s.raw))
+            .count()
+    };
+    let from_client = before(TEAMS_CLIENTS[0], &|to| to == fqdn);
+    let to_phone = before(&fqdn, &|to| to.ends_with(crate::world::CARRIER));
+    let Some(phone) = lock(&lab.carrier).calls.back().map(|c| c.media.clone()) else {
+        return fail(lab, "a PSTN call");
+    };
+    let p = lock(&phone).clone();
+    if from_client < 10
+        || to_phone < 10
+        || p.source_changes < 1
+        || p.out_of_order > 0
+        || p.corrupt > 0
+        || p.unprotect_errors > 0
+    {
+        return fail(
+            lab,
+            format!("early media from {} relayed to the phone before the 200, then another source; {from_client} packets from the client and {to_phone} to the phone before the 200, phone saw {p:?}", TEAMS_CLIENTS[0]),
         );
     }
     Ok(())

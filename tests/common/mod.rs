@@ -60,6 +60,8 @@ pub struct Options {
     pub answering: Answering,
     pub media_frames: u32,
     pub sbc_media_ports: std::ops::RangeInclusive<u16>,
+    /// The SBC's gateway has MediaBypass on (hub and SBC alike).
+    pub media_bypass: bool,
 }
 
 impl Options {
@@ -75,6 +77,7 @@ impl Options {
             },
             media_frames: 25,
             sbc_media_ports: 40000..=44999,
+            media_bypass: false,
         }
     }
 }
@@ -118,7 +121,10 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         routes: vec![],
         forward_pai: vec![],
         forward_call_history: vec![],
-        media_bypass: vec![],
+        media_bypass: match o.media_bypass {
+            true => vec!["sbc.example.com".into()],
+            false => vec![],
+        },
     };
     let view = HubView::new(&tenant);
     let (hub_server, hub_client) = teams_sim::hub::tls::hub_configs(
@@ -199,7 +205,7 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         forward_identity: true,
         forward_history: true,
         session_refresh: Default::default(),
-        media_bypass: false,
+        media_bypass: o.media_bypass,
         media_timeout: None,
         timers: o.timers,
         seed: 1,

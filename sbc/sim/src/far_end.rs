@@ -139,7 +139,7 @@ impl Talk {
     /// With ICE (a Teams client in media bypass) the probe checks the
     /// pair and nominates it first ([`Talk::check`]).
     pub fn start(&mut self, frames: u32, rng: &mut SeededRng) -> Option<ProbeCommand> {
-        self.plan(frames, rng, true)
+        self.plan(frames, rng, true, false)
     }
 
     /// A Teams client in media bypass checks its pair with ICE but neither
@@ -148,28 +148,42 @@ impl Talk {
     /// credentials.
     pub fn check(&mut self, frames: u32, rng: &mut SeededRng) -> Option<ProbeCommand> {
         self.ice.as_ref()?;
-        self.plan(frames, rng, false)
+        self.plan(frames, rng, false, false)
     }
 
-    fn plan(&mut self, frames: u32, rng: &mut SeededRng, talk: bool) -> Option<ProbeCommand> {
+    /// The same, and early media on the checked pair without nominating it
+    /// (a ringing fork's early media in media bypass).
+    pub fn check_with_early_media(
+        &mut self,
+        frames: u32,
+        rng: &mut SeededRng,
+    ) -> Option<ProbeCommand> {
+        self.ice.as_ref()?;
+        self.plan(frames, rng, false, true)
+    }
+
+    fn plan(
+        &mut self,
+        frames: u32,
+        rng: &mut SeededRng,
+        talk: bool,
+        early_media: bool,
+    ) -> Option<ProbeCommand> {
         if self.started || self.closed {
             return None;
         }
         let (local, remote) = (self.local.as_ref()?, self.remote.as_ref()?);
         let ice = match &self.ice {
             Some((ours, tiebreaker)) => {
-                let (ufrag, pwd) = remote.ice_credentials(remote.audio_index()?)?;
-                let pwd = match self.ice_wrong_password {
-                    true => pwd.chars().rev().collect(),
-                    false => pwd.to_string(),
-                };
+                let mut theirs = Credentials::of(remote)?;
+                if self.ice_wrong_password {
+                    theirs.pwd = theirs.pwd.chars().rev().collect();
+                }
                 Some(IceCheckPlan {
                     local: ours.clone(),
-                    remote: Credentials {
-                        ufrag: ufrag.to_string(),
-                        pwd,
-                    },
+                    remote: theirs,
                     nominate: talk,
+                    early_media,
                     tiebreaker: *tiebreaker,
                 })
             }

@@ -126,6 +126,10 @@ pub struct IceCheckPlan {
     pub local: Credentials,
     pub remote: Credentials,
     pub nominate: bool,
+    /// Send media on the checked pair without nominating it: early media
+    /// from a fork that may not answer (behaviour §7: the SBC "latches to
+    /// the first endpoint that streams" until a nomination).
+    pub early_media: bool,
     /// ICE-CONTROLLING's tie-breaker (RFC 8445 §7.1.1); also seeds our
     /// transaction ids.
     pub tiebreaker: u64,
@@ -192,7 +196,7 @@ impl AudioProbe {
         let mut ice: Option<IceClient> = None;
         let mut buf = vec![0u8; 2048];
         loop {
-            let ready = ice.as_ref().is_none_or(|i| i.phase == IcePhase::Nominated);
+            let ready = ice.as_ref().is_none_or(IceClient::may_send_media);
             let sending = ready && active.as_ref().is_some_and(|(p, _, _)| sent < p.frames);
             let checking = ice.as_ref().and_then(|i| i.next);
             tokio::select! {
@@ -218,7 +222,13 @@ impl AudioProbe {
                     let Ok((n, from)) = r else { continue };
                     let packet = &buf[..n];
                     if let (Some(i), true) = (&mut ice, looks_like_stun(packet)) {
+                        let was = i.may_send_media();
                         i.answer(packet, &stats);
+                        if !was && i.may_send_media() {
+                            // Media starts now, not in a burst for the time
+                            // the checks took.
+                            next_send = tokio::time::Instant::now();
+                        }
                         continue;
                     }
                     match &mut active {
@@ -303,14 +313,35 @@ impl IceClient {
         let plan = plan?;
         match old {
             Some(mut c) if c.plan.local == plan.local && c.plan.remote == plan.remote => {
+                let newly = plan.nominate && !c.plan.nominate;
                 c.plan.nominate = plan.nominate;
-                if c.phase == IcePhase::Checked && plan.nominate {
-                    c.begin(IcePhase::Nominating);
+                c.plan.early_media = plan.early_media;
+                match c.phase {
+                    IcePhase::Checked if plan.nominate => c.begin(IcePhase::Nominating),
+                    // Checks that gave up while ringing start over when
+                    // this fork answers.
+                    IcePhase::Failed if newly => c.begin(IcePhase::Checking),
+                    _ => {}
                 }
                 Some(c)
             }
-            _ => Some(IceClient::new(plan)),
+            // A restart: transaction ids go on from the old client's, so
+            // none is used twice by this agent.
+            Some(old) => {
+                let mut c = IceClient::new(plan);
+                c.serial += old.serial;
+                c.transaction[8..].copy_from_slice(&c.serial.to_be_bytes());
+                Some(c)
+            }
+            None => Some(IceClient::new(plan)),
         }
+    }
+
+    /// Whether media may flow: over a nominated pair, or a checked one
+    /// for early media.
+    fn may_send_media(&self) -> bool {
+        self.phase == IcePhase::Nominated
+            || (self.phase == IcePhase::Checked && self.plan.early_media)
     }
 
     /// A new transaction for `phase`, sent at once.
@@ -334,8 +365,9 @@ impl IceClient {
         self.tries += 1;
         self.next = Some(tokio::time::Instant::now() + ICE_RTO);
         lock(stats).ice_requests += 1;
-        // RFC 8445 §5.1.2.1: a host candidate's priority, component 1.
-        let priority = (126 << 24) | (65535 << 8) | 255;
+        // RFC 8445 §7.1.1: PRIORITY is what a peer-reflexive candidate of
+        // ours would get (type preference 110, §5.1.2.2), component 1.
+        let priority = (110 << 24) | (65535 << 8) | 255;
         Some(binding_request(
             self.transaction,
             &self.plan.local,

@@ -10,8 +10,9 @@ pub(super) use transfer::ReferTarget;
 use super::numbers::{to_e164, to_national};
 use super::{Sbc, SbcFault, SBC_AGENT};
 use crate::media::ice::Credentials;
+use crate::media::silence::SilenceWatch;
 use crate::media::{RelayCommand, RelayEvent, RelayLeg, RelayPlan, RelayStats, SrtpKey};
-use crate::sip::sdp::offer_answer::{agreed, Agreed, Codec, Ice, LocalMedia};
+use crate::sip::sdp::offer_answer::{agreed, Agreed, Codec, LocalMedia};
 use crate::sip::sdp::{Direction as SdpDirection, Origin, SessionDescription};
 use crate::sip::session::{
     EndReason, Hop, Reply, RequestBuilder, SessionEvent, SessionId, SessionState,
@@ -106,21 +107,8 @@ pub(crate) struct Call {
     /// What the relay has done, and the watch on it once answered: a call
     /// nothing is received on ends (`media_timeout`).
     relay_stats: Arc<Mutex<RelayStats>>,
-    media_watch: Option<MediaWatch>,
+    media_watch: Option<SilenceWatch>,
 }
-
-/// The SBC's watch on an answered call's media (`media_timeout`).
-#[derive(Debug, Clone, Copy)]
-struct MediaWatch {
-    /// Packets the relay had taken in (relayed or held) when last looked,
-    /// and since when that count has not moved.
-    packets: u64,
-    since: Instant,
-    next_look: Instant,
-}
-
-/// How often the SBC looks at an answered call's relay counters.
-const MEDIA_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A change of hold waiting for a leg to accept a re-INVITE.
 #[derive(Debug, Clone, Copy)]
@@ -145,7 +133,7 @@ impl Call {
             self.retire_by,
             self.hold_due.map(|h| h.retry_at),
             self.waiting_refer.as_ref().map(|w| w.give_up_at),
-            self.media_watch.map(|w| w.next_look),
+            self.media_watch.map(|w| w.next_look()),
         ]
         .into_iter()
         .flatten()
@@ -170,9 +158,9 @@ impl Call {
             b: relay_leg(&b)?,
             hold: self.held.0 || self.held.1,
         };
-        plan.a.ice = self.legs.first().and_then(|l| ice_credentials(&l.media));
-        plan.b.ice =
-            (self.legs.get(1..).and_then(|l| l.last())).and_then(|l| ice_credentials(&l.media));
+        plan.a.ice = relay_ice(self.a_answer.as_ref()?, &self.a_offer);
+        plan.b.ice = relay_ice(&self.b_offer, self.b_answer.as_ref()?);
+
         Some(plan)
     }
 
@@ -267,19 +255,26 @@ fn relay_leg(a: &Agreed) -> Option<RelayLeg> {
     })
 }
 
-/// The ICE credentials a description gives its audio, if any.
-fn ice_of(sd: &SessionDescription) -> Option<(String, String)> {
-    let (u, p) = sd.ice_credentials(sd.audio_index()?)?;
-    Some((u.to_string(), p.to_string()))
-}
-
-/// Our ICE-lite credentials on a leg (media bypass toward Teams).
+/// Our ICE-lite credentials on a leg (media bypass toward Teams), for the
+/// relay to answer checks with from the moment its ports open.
 fn ice_credentials(media: &LocalMedia) -> Option<Credentials> {
     let ice = media.ice.as_ref()?;
     Some(Credentials {
         ufrag: ice.ufrag.clone(),
         pwd: ice.pwd.clone(),
     })
+}
+
+/// The credentials the relay's ICE-lite agent uses on a leg: ours (`ours`)
+/// when both descriptions speak ICE; none when the peer does not (RFC
+/// 8839 §4: ICE is used only when both sides signal it), so a peer
+/// without ICE gets media as its SDP says.
+pub(super) fn relay_ice(
+    ours: &SessionDescription,
+    theirs: &SessionDescription,
+) -> Option<Credentials> {
+    Credentials::of(theirs)?;
+    Credentials::of(ours)
 }
 
 fn code_for(reason: &EndReason) -> (u16, String) {
@@ -313,14 +308,8 @@ impl Sbc {
         // Media bypass: ICE-lite toward Teams with credentials drawn once
         // per call, so every 18x, the 200 and later answers carry the same
         // ones (case 9.57).
-        let ice = (teams && self.config.media_bypass).then(|| {
-            let c = Credentials::generate(ua.rng());
-            Ice {
-                ufrag: c.ufrag,
-                pwd: c.pwd,
-                lite: true,
-            }
-        });
+        let ice =
+            (teams && self.config.media_bypass).then(|| Credentials::generate(ua.rng()).sdp(true));
         LocalMedia {
             address: self.ip.to_string(),
             port,
@@ -893,11 +882,7 @@ impl Sbc {
         if let Some(c) = self.calls.get_mut(&call_id) {
             c.answered = true;
             c.ring_deadline = None;
-            c.media_watch = self.config.media_timeout.map(|_| MediaWatch {
-                packets: 0,
-                since: now,
-                next_look: now + MEDIA_LOOK,
-            });
+            c.media_watch = self.config.media_timeout.map(|_| SilenceWatch::new(now));
         }
     }
 
@@ -961,15 +946,11 @@ impl Sbc {
         // relay's agent restarts with them (case 9.49: a bypass call moved
         // to a media processor).
         let restart = media.ice.is_some()
-            && ice_of(&offer) != ice_of(&remote)
+            && offer.audio_ice().is_some()
+            && offer.audio_ice() != remote.audio_ice()
             && !self.faults.contains(&SbcFault::NoIceRestart);
         if restart {
-            let c = Credentials::generate(ua.rng());
-            media.ice = Some(Ice {
-                ufrag: c.ufrag,
-                pwd: c.pwd,
-                lite: true,
-            });
+            media.ice = Some(Credentials::generate(ua.rng()).sdp(true));
         }
         let answer = match media.answer(&offer, local.origin.clone()) {
             Ok(a) => a,
@@ -1320,8 +1301,6 @@ impl Sbc {
         }
     }
 
-    /// Leg b rang too long: CANCEL it and answer leg a 408. A Teams leg
-    /// the call moved off and the hub did not end: BYE it.
     /// `media_timeout` (rtpengine's `timeout`, and what Direct Routing does
     /// to calls without media, case 9.58): an answered call whose relay has
     /// taken in no packet from either leg for that long, while neither
@@ -1331,7 +1310,7 @@ impl Sbc {
             return;
         };
         let due: Vec<u64> = (self.calls.values())
-            .filter(|c| c.media_watch.is_some_and(|w| w.next_look <= now))
+            .filter(|c| c.media_watch.is_some_and(|w| w.next_look() <= now))
             .map(|c| c.id)
             .collect();
         for id in due {
@@ -1341,15 +1320,11 @@ impl Sbc {
             let Some(mut w) = c.media_watch else {
                 continue;
             };
-            let packets = c.relay_stats.lock().map_or(w.packets, |s| {
+            let packets = c.relay_stats.lock().map_or(0, |s| {
                 u64::from(s.a_to_b) + u64::from(s.b_to_a) + u64::from(s.held)
             });
-            if packets != w.packets || c.held.0 || c.held.1 {
-                w.packets = packets;
-                w.since = now;
-            }
-            if now.saturating_duration_since(w.since) < timeout {
-                w.next_look = now + MEDIA_LOOK;
+            let held = c.held.0 || c.held.1;
+            if !w.look(now, packets, held, timeout) {
                 c.media_watch = Some(w);
                 continue;
             }
@@ -1368,6 +1343,9 @@ impl Sbc {
         }
     }
 
+    /// Leg b rang too long: CANCEL it and answer leg a 408. A Teams leg
+    /// the call moved off and the hub did not end: BYE it. A call without
+    /// media: end it.
     pub(crate) fn calls_due(&mut self, now: Instant, ua: &mut UserAgent) {
         self.media_due(now, ua);
         self.retired_due(now, ua);

@@ -50,6 +50,22 @@ impl Credentials {
         Credentials { ufrag, pwd }
     }
 
+    /// The credentials a description gives its audio (RFC 8839 §5.4).
+    pub fn of(sd: &crate::sip::sdp::SessionDescription) -> Option<Credentials> {
+        let (ufrag, pwd) = sd.audio_ice()?;
+        Some(Credentials { ufrag, pwd })
+    }
+
+    /// These credentials as SDP writes them: `lite` for an ICE-lite agent
+    /// (the SBC), a full agent (a Teams client) otherwise.
+    pub fn sdp(&self, lite: bool) -> crate::sip::sdp::offer_answer::Ice {
+        crate::sip::sdp::offer_answer::Ice {
+            ufrag: self.ufrag.clone(),
+            pwd: self.pwd.clone(),
+            lite,
+        }
+    }
+
     /// Whether both are valid per RFC 8839 §5.4: ufrag 4..=256 and pwd
     /// 22..=256 ice-chars.
     pub fn is_valid(&self) -> bool {

@@ -15,8 +15,9 @@ use super::raw::RawMessage;
 use super::{CallDirection, CallState, HubCallView, Proxy, Refusal, HUB_ALLOW, VIEW_HISTORY};
 use drlab_sim::far_end::{Callee, CalleeStep, Talk};
 use sbc::media::ice::Credentials;
+use sbc::media::silence::SilenceWatch;
 use sbc::media::SrtpKey;
-use sbc::sip::sdp::offer_answer::{AnswerError, Codec, Ice, LocalMedia};
+use sbc::sip::sdp::offer_answer::{AnswerError, Codec, LocalMedia};
 use sbc::sip::sdp::{Origin, SessionDescription};
 use sbc::sip::session::{
     EndReason, Hop, Reply, RequestBuilder, SessionEvent, SessionId, SessionState,
@@ -70,24 +71,12 @@ pub(crate) struct HubCall {
     /// answered (behaviour §7), then close. `talk` is the answering fork's.
     early_forks: Vec<Talk>,
     /// Case 9.58: once answered, how long the hub has heard no audio.
-    media_watch: Option<MediaWatch>,
+    media_watch: Option<SilenceWatch>,
     /// Case 9.49: the media processor a bypass call is moving to, while
     /// the hub's re-INVITE with its new ICE credentials is under way.
     moving_to: Option<Talk>,
 }
 
-/// The hub's watch on an answered call's audio (case 9.58).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct MediaWatch {
-    /// Frames received when last looked, and when that count last changed
-    /// (or the call last came off hold).
-    received: u32,
-    since: Instant,
-    next_look: Instant,
-}
-
-/// How often the hub looks at an answered call's audio counters.
-const MEDIA_LOOK: Duration = Duration::from_secs(1);
 /// The status whose Q.850 cause the hub's media-timeout BYE carries: 408
 /// (the table's 102, "recovery on timer expiry"). Microsoft documents the
 /// drop, not its Reason: a guess (docs/hub-refusals.md).
@@ -100,7 +89,7 @@ impl HubCall {
             self.ack_deadline,
             self.failover_at,
             self.transfer.as_ref().and_then(|t| t.deadline),
-            self.media_watch.map(|w| w.next_look),
+            self.media_watch.map(|w| w.next_look()),
         ]
         .into_iter()
         .flatten()
@@ -295,11 +284,7 @@ impl Proxy {
     /// media (a full agent: no `a=ice-lite`).
     fn client_ice(ua: &mut UserAgent, media: &mut LocalMedia) -> (Credentials, u64) {
         let credentials = Credentials::generate(ua.rng());
-        media.ice = Some(Ice {
-            ufrag: credentials.ufrag.clone(),
-            pwd: credentials.pwd.clone(),
-            lite: false,
-        });
+        media.ice = Some(credentials.sdp(false));
         (credentials, ua.rng().next_u64())
     }
 
@@ -842,8 +827,8 @@ impl Proxy {
             match self.answer_talk(ua, &offer, bypass.then_some(fork)) {
                 Ok(t) => talks.push(t),
                 Err(e) => {
-                    for t in &talks {
-                        self.view().media_ports.release(t.port);
+                    for t in talks {
+                        self.drop_talk(t);
                     }
                     return match e {
                         Ok(refusal) => self.refuse(now, ua, id, refusal),
@@ -1020,10 +1005,12 @@ impl Proxy {
     /// Media bypass (behaviour §7, case 9.29): every fork's Teams client
     /// answers with a 183 of its own SDP (its address, key and ICE
     /// credentials) on its own early dialog, and checks the SBC's
-    /// candidate; none sends media until the call is answered, when the
-    /// answering fork nominates its pair.
+    /// candidate; with `early_media` the first fork's client plays early
+    /// media on its checked pair; the answering fork nominates its pair
+    /// when the call is answered.
     fn ring_bypass(&mut self, now: Instant, ua: &mut UserAgent, id: SessionId, forks: &[usize]) {
         let frames = self.config.media_frames;
+        let early = self.config.early_media;
         for (i, &fork) in forks.iter().enumerate() {
             let contact = self.contact(ua);
             let rr = self.record_route();
@@ -1043,7 +1030,14 @@ impl Proxy {
                 .header("Contact", contact)
                 .sdp(sd);
             let _ = ua.provisional(now, id, fork, reply);
-            if let Some(cmd) = talk.check(frames, ua.rng()) {
+            // The first fork's client plays early media on its checked
+            // pair (behaviour §7: the SBC latches to the first endpoint
+            // that streams); the others only check.
+            let cmd = match i == 0 && early && !last {
+                true => talk.check_with_early_media(frames, ua.rng()),
+                false => talk.check(frames, ua.rng()),
+            };
+            if let Some(cmd) = cmd {
                 self.media_out.push_back(cmd);
             }
         }
@@ -1066,11 +1060,7 @@ impl Proxy {
         }
         if let Some(c) = self.calls.get_mut(&id) {
             if c.bridge.is_none() && c.media_watch.is_none() {
-                c.media_watch = Some(MediaWatch {
-                    received: 0,
-                    since: now,
-                    next_look: now + MEDIA_LOOK,
-                });
+                c.media_watch = Some(SilenceWatch::new(now));
             }
         }
     }
@@ -1086,27 +1076,22 @@ impl Proxy {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        let Some(mut w) = c.media_watch.filter(|w| w.next_look <= now) else {
+        let Some(mut w) = c.media_watch.filter(|w| w.next_look() <= now) else {
             return;
         };
-        let received = c
-            .talk
-            .stats
-            .lock()
-            .map(|s| s.received)
-            .unwrap_or(w.received);
+        let received = c.talk.stats.lock().map_or(0, |s| s.received);
         let held = [&c.talk.local, &c.talk.remote]
             .iter()
             .any(|sd| sd.as_ref().is_some_and(|sd| sd.holds()));
         // A call whose transfer is under way (REFER sent) expects its audio
         // to move to the transfer's target: the transfer's own timer judges it.
-        let moving = c.transfer.is_some();
-        if received != w.received || held || moving || c.why.is_some() {
-            w.received = received;
-            w.since = now;
-        }
-        if now.saturating_duration_since(w.since) < timeout {
-            w.next_look = now + MEDIA_LOOK;
+        let moving = c.transfer.is_some() || c.moving_to.is_some();
+        if !w.look(
+            now,
+            u64::from(received),
+            held || moving || c.why.is_some(),
+            timeout,
+        ) {
             c.media_watch = Some(w);
             return;
         }

@@ -115,11 +115,16 @@ impl Call {
     }
 
     /// Media for a new Teams leg: the same socket, a fresh SRTP key (a new
-    /// SRTP session must not reuse the old one's keystream), the PSTN
-    /// leg's codec.
+    /// SRTP session must not reuse the old one's keystream), fresh ICE
+    /// credentials in bypass, the PSTN leg's codec.
     fn new_teams_media(&self, ua: &mut UserAgent) -> Option<LocalMedia> {
         let mut media = self.teams_side()?.media.clone();
         media.srtp_key = Some(SrtpKey::generate(ua.rng()).inline());
+        // Media bypass: a new Teams leg is a new ICE session with new
+        // credentials, or the old client's nomination would carry over.
+        if media.ice.is_some() {
+            media.ice = Some(crate::media::ice::Credentials::generate(ua.rng()).sdp(true));
+        }
         if let Some(codec) = self.pstn_codec() {
             media
                 .codecs
@@ -170,7 +175,8 @@ impl Call {
         ours: &SessionDescription,
         theirs: &SessionDescription,
     ) -> Option<crate::media::RelayPlan> {
-        let teams = super::relay_leg(&agreed(ours, theirs)?)?;
+        let mut teams = super::relay_leg(&agreed(ours, theirs)?)?;
+        teams.ice = super::relay_ice(ours, theirs);
         let mut plan = self.relay_plan()?;
         if self.a_is_teams() {
             plan.a = teams;

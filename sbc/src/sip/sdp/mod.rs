@@ -180,6 +180,12 @@ impl SessionDescription {
         Some((ufrag, pwd))
     }
 
+    /// The first live audio stream's ICE credentials (`ufrag`, `pwd`), owned.
+    pub fn audio_ice(&self) -> Option<(String, String)> {
+        let (u, p) = self.ice_credentials(self.audio_index()?)?;
+        Some((u.to_string(), p.to_string()))
+    }
+
     /// The index of the first audio stream that is not rejected (port 0).
     pub fn audio_index(&self) -> Option<usize> {
         self.media

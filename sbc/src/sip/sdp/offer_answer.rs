@@ -240,7 +240,17 @@ impl LocalMedia {
             m.rtcp = None;
         }
         m.direction = Some(om.direction.unwrap_or(Direction::SendRecv).answer());
-        Ok(self.session(origin, m))
+        let mut answer = self.session(origin, m);
+        // RFC 8839 §4.2: ICE only when the offer signalled it too.
+        if offer.audio_ice().is_none() {
+            answer.ice_lite = false;
+            for m in &mut answer.media {
+                m.ice_ufrag = None;
+                m.ice_pwd = None;
+                m.candidates.clear();
+            }
+        }
+        Ok(answer)
     }
 }
 

@@ -91,13 +91,12 @@ impl Proxy {
         let (Some(answer), Some(c)) = (answer, self.calls.get_mut(&id)) else {
             return self.drop_talk(talk);
         };
-        let credentials = |sd: &SessionDescription| {
-            sd.audio_index()
-                .and_then(|i| sd.ice_credentials(i))
-                .map(|(u, p)| (u.to_string(), p.to_string()))
-        };
-        let before = c.talk.remote.as_ref().and_then(credentials);
-        let after = credentials(&answer);
+        let before = c
+            .talk
+            .remote
+            .as_ref()
+            .and_then(SessionDescription::audio_ice);
+        let after = answer.audio_ice();
         if after.is_none() || after == before {
             let line = format!(
                 "{} kept its ICE credentials when the hub restarted ICE (case 9.49)",
