@@ -121,12 +121,14 @@ fn relay(c: &mut Criterion) {
             tx_key: None,
             rx_key: None,
             ice: None,
+            ice_peer: None,
         },
         b: RelayLeg {
             remote: addr("52.114.16.1:49152"),
             tx_key: Some(ours),
             rx_key: Some(theirs.clone()),
             ice: None,
+            ice_peer: None,
         },
         hold: false,
     };

@@ -498,7 +498,10 @@ async fn ice_restarted(w: &mut DrlabWorld) -> StepResult {
     lab.run_until(Duration::from_secs(5), nominated)
         .map_err(|e| e.to_string())?;
     if !nominated(lab) {
-        return fail(lab, "the media processor to nominate the SBC's new candidate");
+        return fail(
+            lab,
+            "the media processor to nominate the SBC's new candidate",
+        );
     }
     // Its 200 has reached the hub by now; give the hub a tick to switch.
     lab.run_for(Duration::from_millis(20))

@@ -301,7 +301,7 @@ fn main() -> ExitCode {
         let Some(commands) = first_commands else {
             return ExitCode::from(2);
         };
-        let help = "`dial <user> <number>`, `hangup <user>`, `busy|decline|free <user>`, `hold|resume <user>`, `transfer <user> <to>`, `pickup <agent> <user>`, `status`";
+        let help = "`dial <user> <number>`, `hangup <user>`, `busy|decline|free <user>`, `hold|resume <user>`, `transfer <user> <to>`, `pickup <agent> <user>`, `mp <user>` (a bypass call moves to the media processor: ICE restart), `status`";
         drlab_sim::console::serve_stdin("teams-sim", help, |words| {
             match words {
                 ["dial", user, number] => {
@@ -348,6 +348,11 @@ fn main() -> ExitCode {
                         user: user.to_string(),
                         agent: agent.to_string(),
                         unknown_dialog: false,
+                    });
+                }
+                ["mp", user] => {
+                    let _ = commands.send(HubCommand::MoveToMediaProcessor {
+                        user: user.to_string(),
                     });
                 }
                 ["status"] => print!(

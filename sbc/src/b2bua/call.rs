@@ -160,6 +160,15 @@ impl Call {
         };
         plan.a.ice = relay_ice(self.a_answer.as_ref()?, &self.a_offer);
         plan.b.ice = relay_ice(&self.b_offer, self.b_answer.as_ref()?);
+        // Answered: only the answering peer's nominations move the media.
+        if self.answered {
+            plan.a.ice_peer = self.a_offer.audio_ice().map(|(u, _)| u);
+            plan.b.ice_peer = self
+                .b_answer
+                .as_ref()
+                .and_then(|b| b.audio_ice())
+                .map(|(u, _)| u);
+        }
 
         Some(plan)
     }
@@ -252,6 +261,7 @@ fn relay_leg(a: &Agreed) -> Option<RelayLeg> {
         tx_key,
         rx_key,
         ice: None,
+        ice_peer: None,
     })
 }
 
@@ -883,6 +893,11 @@ impl Sbc {
             c.answered = true;
             c.ring_deadline = None;
             c.media_watch = self.config.media_timeout.map(|_| SilenceWatch::new(now));
+        }
+        // Now answered: the plan names the peer whose ICE nominations count.
+        if (self.calls.get(&call_id)).is_some_and(|c| c.legs.iter().any(|l| l.media.ice.is_some()))
+        {
+            self.push_plan(call_id);
         }
     }
 

@@ -151,7 +151,12 @@ impl Refusal {
 pub struct IceLiteAgent {
     local: Credentials,
     checked: BTreeSet<SocketAddr>,
-    nominated: Option<SocketAddr>,
+    /// Every nominated pair: the checking agent's ufrag (the right side of
+    /// USERNAME), the PRIORITY of its check, and its address.
+    nominations: Vec<(String, u32, SocketAddr)>,
+    /// Once a call is answered, only this peer's nominations count (the
+    /// answering fork's ufrag, from its SDP).
+    peer: Option<String>,
     stats: IceStats,
 }
 
@@ -160,7 +165,8 @@ impl IceLiteAgent {
         IceLiteAgent {
             local,
             checked: BTreeSet::new(),
-            nominated: None,
+            nominations: Vec::new(),
+            peer: None,
             stats: IceStats::default(),
         }
     }
@@ -174,7 +180,15 @@ impl IceLiteAgent {
     pub fn restart(&mut self, local: Credentials) {
         self.local = local;
         self.checked.clear();
-        self.nominated = None;
+        self.nominations.clear();
+    }
+
+    /// The peer whose nominations count from now on (`Some`: the ufrag of
+    /// the fork that answered; `None`: any fork's, while the call rings).
+    /// Several forks check one SBC candidate (behaviour §7); after the 200
+    /// only the dialog that answered may move the media.
+    pub fn set_peer(&mut self, ufrag: Option<&str>) {
+        self.peer = ufrag.map(str::to_string);
     }
 
     /// A datagram from `src` that `looks_like_stun`: the response to send
@@ -215,7 +229,14 @@ impl IceLiteAgent {
                 self.stats.answered += 1;
                 self.checked.insert(src);
                 if request.use_candidate() {
-                    self.nominated = Some(src);
+                    let theirs = (request.username())
+                        .and_then(|u| u.split_once(':'))
+                        .map_or("", |(_, t)| t)
+                        .to_string();
+                    let priority = request.priority().unwrap_or(0);
+                    self.nominations
+                        .retain(|(u, _, a)| !(*u == theirs && *a == src));
+                    self.nominations.push((theirs, priority, src));
                     self.stats.nominations += 1;
                 }
                 Some(success.encode(Some(pwd), true))
@@ -272,9 +293,15 @@ impl IceLiteAgent {
         Ok(())
     }
 
-    /// The source the controlling agent nominated, if it has.
+    /// The pair media goes on: of the nominations that count (see
+    /// [`IceLiteAgent::set_peer`]), the highest-priority one (RFC 8445
+    /// §8.1.1), the latest among equals.
     pub fn nominated(&self) -> Option<SocketAddr> {
-        self.nominated
+        let counts = |u: &String| self.peer.as_ref().is_none_or(|p| p == u);
+        (self.nominations.iter().enumerate())
+            .filter(|(_, (u, _, _))| counts(u))
+            .max_by_key(|(i, (_, priority, _))| (*priority, *i))
+            .map(|(_, (_, _, a))| *a)
     }
 
     /// Whether a check from `src` has succeeded since the last restart.
@@ -443,13 +470,44 @@ mod tests {
     }
 
     #[test]
-    fn a_later_nomination_from_another_source_replaces_the_first() {
+    fn a_later_nomination_of_equal_priority_replaces_the_first() {
         let mut agent = IceLiteAgent::new(sbc());
         let relay: SocketAddr = "52.112.0.9:3478".parse().unwrap();
         agent.handle(client(), &check(true)).unwrap();
         agent.handle(relay, &check(true)).unwrap();
         assert_eq!(agent.nominated(), Some(relay));
         assert_eq!(agent.stats().nominations, 2);
+    }
+
+    /// RFC 8445 §8.1.1: of several nominated pairs the highest-priority one
+    /// is used; once the call is answered only the answering fork's
+    /// nominations count (a ringing fork that lost cannot move the media).
+    #[test]
+    fn the_highest_priority_nomination_of_the_answering_fork_wins() {
+        let mut agent = IceLiteAgent::new(sbc());
+        let mut rng = SeededRng::new(9);
+        let (desk, phone) = (
+            Credentials::generate(&mut rng),
+            Credentials::generate(&mut rng),
+        );
+        let (a, b, c): (SocketAddr, SocketAddr, SocketAddr) = (
+            "198.51.100.20:50000".parse().unwrap(),
+            "198.51.100.21:50000".parse().unwrap(),
+            "52.112.0.9:3478".parse().unwrap(),
+        );
+        let nominate = |agent: &mut IceLiteAgent, src, fork: &Credentials, priority| {
+            let r = binding_request(TX, fork, &sbc(), priority, TIEBREAKER, true);
+            agent.handle(src, &r).unwrap();
+        };
+        nominate(&mut agent, a, &desk, 100);
+        nominate(&mut agent, c, &desk, 50);
+        assert_eq!(agent.nominated(), Some(a), "the higher priority");
+        nominate(&mut agent, b, &phone, 200);
+        assert_eq!(agent.nominated(), Some(b));
+        agent.set_peer(Some(&desk.ufrag));
+        assert_eq!(agent.nominated(), Some(a), "only the answering fork's");
+        agent.restart(Credentials::generate(&mut rng));
+        assert_eq!(agent.nominated(), None);
     }
 
     #[test]

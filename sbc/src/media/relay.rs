@@ -42,6 +42,17 @@ pub struct RelayLeg {
     /// Our ICE-lite credentials on this leg (media bypass toward Teams);
     /// new ones restart ICE (RFC 8445 §9).
     pub ice: Option<Credentials>,
+    /// Once answered: the ufrag of the peer that answered, whose
+    /// nominations alone count (see [`IceLiteAgent::set_peer`]).
+    pub ice_peer: Option<String>,
+}
+
+impl RelayLeg {
+    /// Whether `other` sends to the same place with the same keys: its SRTP
+    /// contexts and latch can stay (ICE is the agent's business).
+    fn same_media(&self, other: &RelayLeg) -> bool {
+        self.remote == other.remote && self.tx_key == other.tx_key && self.rx_key == other.rx_key
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,10 +224,15 @@ impl RelayCore {
     pub fn set_plan(&mut self, plan: &RelayPlan) -> Result<Vec<RelayOut>, super::SrtpError> {
         self.set_ice(true, plan.a.ice.as_ref());
         self.set_ice(false, plan.b.ice.as_ref());
+        for (agent, leg) in [(&mut self.ice.0, &plan.a), (&mut self.ice.1, &plan.b)] {
+            if let Some(agent) = agent {
+                agent.set_peer(leg.ice_peer.as_deref());
+            }
+        }
         let old = self.plan.take();
         let legs = self.legs.take();
         let (keep_a, keep_b) = match &old {
-            Some(o) => (o.a == plan.a, o.b == plan.b),
+            Some(o) => (o.a.same_media(&plan.a), o.b.same_media(&plan.b)),
             None => (false, false),
         };
         let (a, b) = match legs {
@@ -574,12 +590,14 @@ mod tests {
                 tx_key: None,
                 rx_key: None,
                 ice: None,
+                ice_peer: None,
             },
             b: RelayLeg {
                 remote: addr("52.114.16.1:49152"),
                 tx_key: Some(ours.clone()),
                 rx_key: Some(theirs.clone()),
                 ice: None,
+                ice_peer: None,
             },
             hold: false,
         };

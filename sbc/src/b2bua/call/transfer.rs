@@ -177,6 +177,7 @@ impl Call {
     ) -> Option<crate::media::RelayPlan> {
         let mut teams = super::relay_leg(&agreed(ours, theirs)?)?;
         teams.ice = super::relay_ice(ours, theirs);
+        teams.ice_peer = theirs.audio_ice().map(|(u, _)| u);
         let mut plan = self.relay_plan()?;
         if self.a_is_teams() {
             plan.a = teams;

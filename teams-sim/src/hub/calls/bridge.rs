@@ -69,6 +69,7 @@ fn relay_leg(ours: &SessionDescription, theirs: &SessionDescription) -> Option<R
         tx_key,
         rx_key,
         ice: None,
+        ice_peer: None,
     })
 }
 
