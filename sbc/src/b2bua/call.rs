@@ -844,9 +844,10 @@ impl Sbc {
         call.a_answer = Some(a_answer.clone());
         call.b_answer = Some(b_answer.clone());
         match call.relay_plan() {
-            Some(plan) => self
-                .media_out
-                .push_back(RelayCommand::Plan { id: call_id, plan }),
+            Some(plan) => self.media_out.push_back(RelayCommand::Plan {
+                id: call_id,
+                plan: Box::new(plan),
+            }),
             None => return Err("no relay plan: an SDP address is not an IP".into()),
         }
         Ok(a_answer)
@@ -1103,8 +1104,10 @@ impl Sbc {
 
     fn push_plan(&mut self, call_id: u64) {
         if let Some(plan) = self.calls.get(&call_id).and_then(|c| c.relay_plan()) {
-            self.media_out
-                .push_back(RelayCommand::Plan { id: call_id, plan });
+            self.media_out.push_back(RelayCommand::Plan {
+                id: call_id,
+                plan: Box::new(plan),
+            });
         }
     }
 

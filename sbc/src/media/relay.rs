@@ -416,14 +416,10 @@ pub enum RelayCommand {
         /// checks are answered from the moment the ports are open.
         ice: (Option<Credentials>, Option<Credentials>),
     },
-    Plan {
-        id: u64,
-        plan: RelayPlan,
-    },
+    /// Boxed: a plan (keys, ICE credentials) is far larger than the rest.
+    Plan { id: u64, plan: Box<RelayPlan> },
     /// Stop relaying and close both ports.
-    Close {
-        id: u64,
-    },
+    Close { id: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -502,7 +498,7 @@ impl<N: Network> crate::driver::MediaDriver<N> for RelayDriver {
             }
             RelayCommand::Plan { id, plan } => {
                 if let Some(tx) = self.plans.get(&id) {
-                    let _ = tx.send(Some(plan));
+                    let _ = tx.send(Some(*plan));
                 }
             }
             RelayCommand::Close { id } => {

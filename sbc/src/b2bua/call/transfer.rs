@@ -644,8 +644,10 @@ impl Sbc {
                     c.early_plan(&c.transfer.as_ref()?.offer, &theirs)
                 });
                 if let Some(plan) = early {
-                    self.media_out
-                        .push_back(RelayCommand::Plan { id: call_id, plan });
+                    self.media_out.push_back(RelayCommand::Plan {
+                        id: call_id,
+                        plan: Box::new(plan),
+                    });
                 }
                 let Some(t) = self
                     .calls

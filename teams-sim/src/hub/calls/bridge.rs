@@ -283,8 +283,10 @@ impl Proxy {
             .header("Contact", contact)
             .header("Allow", crate::hub::HUB_ALLOW)
             .sdp(b.in_answer.clone());
-        self.relay_out
-            .push_back(RelayCommand::Plan { id: relay, plan });
+        self.relay_out.push_back(RelayCommand::Plan {
+            id: relay,
+            plan: Box::new(plan),
+        });
         if ua.accept(now, inbound, 0, reply).is_err() {
             return self.end_bridge(now, ua, relay, 487);
         }
