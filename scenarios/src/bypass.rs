@@ -552,3 +552,32 @@ async fn early_media_then_answer(w: &mut DrlabWorld) -> StepResult {
     }
     Ok(())
 }
+
+/// Case 9.51: the hub offers the session timer on non-bypass calls only:
+/// its INVITE to a bypass SBC has no Session-Expires, Min-SE or
+/// `Supported: timer` (read by rsip, header names as the hub wrote them).
+#[then("the hub's INVITE to the SBC offers no session timer")]
+async fn hub_invite_without_timer(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let Some(invite) = sent(lab)
+        .into_iter()
+        .find(|s| s.from.contains("pstnhub") && s.to == fqdn && s.label() == "INVITE")
+    else {
+        return fail(lab, "an INVITE from the hub to the SBC");
+    };
+    let text = String::from_utf8_lossy(&invite.raw).to_ascii_lowercase();
+    let offers = text.lines().any(|l| {
+        l.starts_with("session-expires:")
+            || l.starts_with("x:")
+            || l.starts_with("min-se:")
+            || (l.starts_with("supported:") && l.contains("timer"))
+    });
+    if offers {
+        return fail(
+            lab,
+            "no session timer in the hub's bypass INVITE (case 9.51)",
+        );
+    }
+    Ok(())
+}

@@ -1291,7 +1291,17 @@ impl Proxy {
         let invite = builder.build(ua.rng(), &self.config.internal_name);
         let call_id = invite.call_id().unwrap_or_default().to_string();
         let hop = Hop::Uri(format!("sip:{fqdn}:{port};transport=tls"));
-        let id = match ua.invite(now, invite, Some(offer.clone()), hop) {
+        // Behaviour §6 (case 9.51): the hub "does not offer [the session
+        // timer] on bypass calls": this INVITE, and its session, go without.
+        let timer = match bypass {
+            true => ua.session_config_mut().timer.take(),
+            false => None,
+        };
+        let sent = ua.invite(now, invite, Some(offer.clone()), hop);
+        if timer.is_some() {
+            ua.session_config_mut().timer = timer;
+        }
+        let id = match sent {
             Ok(id) => id,
             Err(e) => {
                 if plan_bridge.is_none() {
