@@ -40,6 +40,12 @@ Feature: Media bypass: an ICE-lite SBC and Teams clients that run full ICE
     Then both legs end with BYE and 200
     And the trace matches its snapshot
 
+  @hub
+  Scenario: Voicemail on a bypass trunk takes its media through a media processor
+    When a client with the SBC's certificate sends an INVITE for +4989000001 to voicemail, offering ICE
+    Then the hub answers it with 200
+    And the hub's answer comes from the media processor, without ICE
+
   @hub @q850
   Scenario: An SBC on a bypass trunk that offers no ICE candidates is refused with 488 and 531027
     Given the SBC is misconfigured to offer no ICE candidates

@@ -581,3 +581,26 @@ async fn hub_invite_without_timer(w: &mut DrlabWorld) -> StepResult {
     }
     Ok(())
 }
+
+/// Voice apps (voicemail) always take their media through a media
+/// processor (behaviour §7, MB), on a bypass trunk too: the hub's answer
+/// is the processor's address, with no ICE of a client's.
+#[then("the hub's answer comes from the media processor, without ICE")]
+async fn answer_from_mp(w: &mut DrlabWorld) -> StepResult {
+    let m = crate::conformance::final_answer(w).ok_or("no answer yet")?;
+    let lab = w.lab()?;
+    let mp = lab.sim.lookup(crate::world::MEDIA_PROCESSOR).to_string();
+    let sdp = String::from_utf8_lossy(&m.body).into_owned();
+    let sd = SessionDescription::parse(&sdp).map_err(|e| e.to_string())?;
+    let address = sd
+        .audio_index()
+        .and_then(|i| sd.media_address(i))
+        .unwrap_or_default();
+    if address != mp || sdp.contains("a=candidate") || sdp.contains("a=ice-") {
+        return fail(
+            lab,
+            format!("an answer from the media processor {mp} without ICE; it has {address} and ICE lines: {}", sdp.contains("a=ice-")),
+        );
+    }
+    Ok(())
+}

@@ -112,11 +112,11 @@ async fn hub_upper_case(w: &mut DrlabWorld) -> StepResult {
 }
 
 #[when(
-    regex = r"^a client with the SBC's certificate sends an INVITE for (\+?\d+)(?: (offering RTP/AVP|offering only AMR|offering only G\.729|with Require: 100rel|with c=0\.0\.0\.0|without SDP|with a Replaces header|with a Replaces header naming the hub's current call|with an IP address in Record-Route|with an IP address first of two Contacts|and never ACKs|to voicemail))?$"
+    regex = r"^a client with the SBC's certificate sends an INVITE for (\+?\d+)(?: (offering RTP/AVP|offering only AMR|offering only G\.729|with Require: 100rel|with c=0\.0\.0\.0|without SDP|with a Replaces header|with a Replaces header naming the hub's current call|with an IP address in Record-Route|with an IP address first of two Contacts|and never ACKs|to voicemail|to voicemail, offering ICE))?$"
 )]
 async fn tester_invite(w: &mut DrlabWorld, number: String, variant: String) -> StepResult {
     let mut ruri = format!("sip:{number}@{}:5061;user=phone", HUB_FQDNS[0]);
-    if variant == "to voicemail" {
+    if variant.starts_with("to voicemail") {
         // Case 9.30: ENABLE's Request-URI parameter.
         ruri.push_str(";opaque=app:voicemail");
     }
@@ -141,6 +141,8 @@ async fn tester_invite(w: &mut DrlabWorld, number: String, variant: String) -> S
         }
         "with an IP address in Record-Route" => headers.push(("Record-Route", "<sip:192.0.2.10:5061;transport=tls;lr>".into())),
         "with an IP address first of two Contacts" => headers[0].1 = format!("<sip:192.0.2.10:5061>, {}", headers[0].1),
+        // A bypass SBC's offer: ICE-lite, one host candidate (case 9.57).
+        "to voicemail, offering ICE" => body = body.replace("t=0 0\r\n", "t=0 0\r\na=ice-lite\r\n") + "a=ice-ufrag:Tsuh\r\na=ice-pwd:xrYbX4aoJ+HFmOhUPPRM4OMs\r\na=candidate:1 1 UDP 2130706431 192.0.2.10 40000 typ host\r\n",
         _ => {}
     }
     send(w, Method::Invite, &ruri, &headers, &body)

@@ -820,7 +820,9 @@ impl Proxy {
         };
         // Media bypass (behaviour §7): one Teams client per fork answers
         // with its own address and ICE credentials; the last fork answers.
-        let bypass = self.bypass(&sbc);
+        // Voice apps (voicemail) always take media through a media
+        // processor (MB), bypass trunk or not.
+        let bypass = self.bypass(&sbc) && !voicemail;
         let forks = if bypass { self.config.forks.max(1) } else { 1 };
         let mut talks = Vec::new();
         for fork in 0..forks {
