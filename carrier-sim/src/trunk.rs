@@ -26,7 +26,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+mod phone;
 mod refer;
+
+pub use phone::{Outcome, PhoneScript};
 
 /// The trunk takes REFER (RFC 3515) as a transferee: a PSTN switch that
 /// places the new call itself when the SBC passes a transfer on.
@@ -112,6 +115,12 @@ pub enum CarrierCommand {
     },
     /// From now on, called phones ring and answer this way.
     Answering(Answering),
+    /// From now on, the phone with this number (E.164) takes calls and
+    /// hangs up this way.
+    Script {
+        number: String,
+        script: PhoneScript,
+    },
     /// The phone puts its call on hold, the way PSTN gear writes it.
     Hold {
         number: String,
@@ -144,6 +153,10 @@ struct PstnCall {
     /// This call carries out a REFER received on that call: its progress
     /// goes there in NOTIFYs (and which statuses have).
     refer_of: Option<(SessionId, Vec<u16>)>,
+    /// The phone's script (a called phone's outcome; either side's hang-up).
+    script: PhoneScript,
+    /// When the phone hangs up by its script.
+    hang_up_at: Option<Instant>,
 }
 
 /// Run the trunk (UDP on `listen_port`) until its host stops. Every SIP message
@@ -184,6 +197,7 @@ pub async fn run_trunk<N: Network>(
         view,
         ip,
         ports,
+        scripts: BTreeMap::new(),
         calls: BTreeMap::new(),
         next_media: 0,
         media_out: VecDeque::new(),
@@ -212,6 +226,8 @@ struct Trunk {
     view: Arc<Mutex<CarrierView>>,
     ip: IpAddr,
     ports: PortAllocator,
+    /// Phones with a script of their own (the others: the default one).
+    scripts: BTreeMap<String, PhoneScript>,
     calls: BTreeMap<SessionId, PstnCall>,
     next_media: u64,
     media_out: VecDeque<ProbeCommand>,
@@ -335,6 +351,7 @@ impl Trunk {
         talk.media = Some(media);
         talk.local = Some(offer);
         let serial = self.add_view(from, to, PstnDirection::FromPstn, &talk);
+        let script = self.script(from);
         self.calls.insert(
             id,
             PstnCall {
@@ -345,6 +362,8 @@ impl Trunk {
                 talk,
                 why: None,
                 refer_of: None,
+                script,
+                hang_up_at: None,
             },
         );
         Ok(id)
@@ -396,6 +415,7 @@ impl Trunk {
             }
             SessionEvent::Answered { sdp, response } => {
                 self.heard(ua, id, sdp, true);
+                self.answered(now, id);
                 self.refer_progress(now, ua, id, &response);
             }
             SessionEvent::Ended { reason } => {
@@ -515,16 +535,26 @@ impl Trunk {
         talk.local = Some(answer);
         talk.remote = Some(offer);
         let serial = self.add_view(&phone.number, &caller, PstnDirection::ToPstn, &talk);
+        let script = self.script(&phone.number);
+        // A phone that does not answer "answers" with 480 when its ring
+        // timeout is up; one that plays an announcement instead of
+        // answering fails when the announcement is over.
+        let mut answering = self.config.answering;
+        if script.outcome == Outcome::NoAnswer {
+            answering.answer_after = script.ring_timeout;
+        }
         self.calls.insert(
             id,
             PstnCall {
                 serial,
                 phone: phone.number.clone(),
-                callee: Some(Callee::new(now, self.config.answering)),
+                callee: Some(Callee::new(now, answering)),
                 port: talk.port,
                 talk,
                 why: None,
                 refer_of: None,
+                script,
+                hang_up_at: None,
             },
         );
     }
@@ -550,11 +580,35 @@ impl Trunk {
                     .and_then(|c| c.callee.as_mut())
                     .and_then(|c| c.handle_timeout(now));
                 let serial = self.calls.get(&id).map(|c| c.serial).unwrap_or(0);
+                let script = self.calls.get(&id).map(|c| c.script).unwrap_or_default();
                 match step {
+                    Some(CalleeStep::Ring) if !script.outcome.rings() && !script.early_media => {
+                        // The network refuses at once (busy, congestion, …).
+                        self.fail_call(now, ua, id, script.outcome);
+                    }
+                    Some(CalleeStep::Ring) if script.early_media => {
+                        // RFC 3960: early media in a 183 with the phone's
+                        // SDP; its audio (ringback or an announcement)
+                        // flows before, or instead of, an answer.
+                        let Some(sd) = self.calls.get(&id).and_then(|c| c.talk.local.clone())
+                        else {
+                            break;
+                        };
+                        let reply = Reply::new(183, "Session Progress")
+                            .header("Contact", contact.clone())
+                            .sdp(sd);
+                        if ua.provisional(now, id, 0, reply).is_ok() {
+                            self.start_talk(ua, id);
+                        }
+                        self.set_state(serial, PstnState::Ringing);
+                    }
                     Some(CalleeStep::Ring) => {
                         let reply = Reply::new(180, "Ringing").header("Contact", contact.clone());
                         let _ = ua.provisional(now, id, 0, reply);
                         self.set_state(serial, PstnState::Ringing);
+                    }
+                    Some(CalleeStep::Answer) if script.outcome != Outcome::Answer => {
+                        self.fail_call(now, ua, id, script.outcome);
                     }
                     Some(CalleeStep::Answer) => {
                         let Some(sd) = self.calls.get(&id).and_then(|c| c.talk.local.clone())
@@ -568,6 +622,7 @@ impl Trunk {
                         if ua.accept(now, id, 0, reply).is_ok() {
                             self.start_talk(ua, id);
                             self.set_state(serial, PstnState::Answered);
+                            self.answered(now, id);
                         }
                     }
                     None => break,
@@ -578,6 +633,60 @@ impl Trunk {
 }
 
 impl Trunk {
+    fn script(&self, number: &str) -> PhoneScript {
+        self.scripts.get(number).copied().unwrap_or_default()
+    }
+
+    /// A called phone's failure, with its cause (RFC 3326).
+    fn fail_call(&mut self, now: Instant, ua: &mut UserAgent, id: SessionId, outcome: Outcome) {
+        let Some((code, phrase, cause, text)) = outcome.final_response() else {
+            return;
+        };
+        if let Some(c) = self.calls.get_mut(&id).and_then(|c| c.callee.as_mut()) {
+            c.stop();
+        }
+        let reply = Reply::new(code, phrase).header("Reason", phone::q850_reason(cause, text));
+        if let Err(e) = ua.reject(now, id, reply) {
+            self.problem("call", format!("cannot answer {code}: {e}"));
+        }
+    }
+
+    /// The call is answered: the phone's hang-up clock starts.
+    fn answered(&mut self, now: Instant, id: SessionId) {
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.hang_up_at = c.script.hang_up_after.map(|d| now + d);
+        }
+    }
+
+    /// The phone with this number hangs up its call (BYE, or CANCEL
+    /// while it is still ringing out).
+    fn hang_up(&mut self, now: Instant, ua: &mut UserAgent, number: &str) {
+        let found = self
+            .calls
+            .iter_mut()
+            .find(|(_, c)| c.phone == number && c.why.is_none());
+        if let Some((&id, c)) = found {
+            c.why = Some(format!("{number} hung up"));
+            c.hang_up_at = None;
+            if let Some(callee) = c.callee.as_mut() {
+                callee.stop();
+            }
+            ua.hang_up(now, id, Reply::new(480, "Temporarily Unavailable"), vec![]);
+        }
+    }
+
+    fn hang_ups_due(&mut self, now: Instant, ua: &mut UserAgent) {
+        let due: Vec<String> = self
+            .calls
+            .values()
+            .filter(|c| c.hang_up_at.is_some_and(|t| t <= now))
+            .map(|c| c.phone.clone())
+            .collect();
+        for number in due {
+            self.hang_up(now, ua, &number);
+        }
+    }
+
     /// A phone holds the call the way `how` says, or (`None`) resumes it,
     /// with a re-INVITE from its own description.
     fn hold(&mut self, now: Instant, ua: &mut UserAgent, number: &str, how: Option<HoldStyle>) {
@@ -669,20 +778,11 @@ impl Role for Trunk {
                     );
                 }
             }
-            CarrierCommand::HangUp { number } => {
-                let found = self
-                    .calls
-                    .iter_mut()
-                    .find(|(_, c)| c.phone == number && c.why.is_none());
-                if let Some((&id, c)) = found {
-                    c.why = Some(format!("{number} hung up"));
-                    if let Some(callee) = c.callee.as_mut() {
-                        callee.stop();
-                    }
-                    ua.hang_up(now, id, Reply::new(480, "Temporarily Unavailable"), vec![]);
-                }
-            }
+            CarrierCommand::HangUp { number } => self.hang_up(now, ua, &number),
             CarrierCommand::Answering(a) => self.config.answering = a,
+            CarrierCommand::Script { number, script } => {
+                self.scripts.insert(number, script);
+            }
             CarrierCommand::Hold { number, how } => self.hold(now, ua, &number, Some(how)),
             CarrierCommand::Resume { number } => self.hold(now, ua, &number, None),
         }
@@ -692,12 +792,19 @@ impl Role for Trunk {
 
     fn on_timeout(&mut self, now: Instant, ua: &mut UserAgent) {
         self.calls_due(now, ua);
+        self.hang_ups_due(now, ua);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.calls
             .values()
-            .filter_map(|c| c.callee.as_ref().and_then(|x| x.poll_timeout()))
+            .flat_map(|c| {
+                [
+                    c.callee.as_ref().and_then(|x| x.poll_timeout()),
+                    c.hang_up_at,
+                ]
+            })
+            .flatten()
             .min()
     }
 

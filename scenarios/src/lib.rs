@@ -3,6 +3,7 @@
 //! ([`certify`]) behind the `drlab` command.
 
 pub mod bypass;
+pub mod carrier;
 pub mod certify;
 pub mod conformance;
 pub mod failover;

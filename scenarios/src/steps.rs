@@ -108,6 +108,8 @@ pub struct DrlabWorld {
     pub(crate) session_expires: Option<u32>,
     /// The SBC's gateway has MediaBypass on, set before the world is built.
     pub(crate) media_bypass: bool,
+    /// The PSTN phones' scripts so far (steps build them up).
+    pub(crate) phone_scripts: std::collections::BTreeMap<String, carrier_sim::trunk::PhoneScript>,
 }
 
 type StepResult = Result<(), String>;

@@ -287,6 +287,20 @@ pub(super) fn relay_ice(
     Credentials::of(ours)
 }
 
+/// The final answer for leg a when leg b failed with `reason`: the same
+/// status, and the far end's `Reason` header passed on (RFC 3326 §2: a
+/// gateway's Q.850 cause is what the Teams client shows; the hub maps it).
+fn reply_for(reason: &EndReason) -> Reply {
+    let (code, text) = code_for(reason);
+    let reply = Reply::new(code, &text);
+    match reason {
+        EndReason::Rejected {
+            cause: Some(cause), ..
+        } => reply.header("Reason", cause.clone()),
+        _ => reply,
+    }
+}
+
 fn code_for(reason: &EndReason) -> (u16, String) {
     match reason {
         EndReason::Rejected { code, reason, .. } => (*code, reason.clone()),
@@ -634,7 +648,7 @@ impl Sbc {
         if !self.call_next(now, ua, &mut call, b_media) {
             // Nothing could even be sent: answer at once.
             self.calls.insert(call_id, call);
-            self.fail_a(now, ua, call_id, 503, "Service Unavailable".into());
+            self.fail_a(now, ua, call_id, Reply::new(503, "Service Unavailable"));
             return Ok(());
         }
         {
@@ -877,7 +891,7 @@ impl Sbc {
             Err(e) => {
                 self.problem("media", e);
                 ua.hang_up(now, b, Reply::new(488, "Not Acceptable Here"), Vec::new());
-                return self.fail_a(now, ua, call_id, 488, "Not Acceptable Here".into());
+                return self.fail_a(now, ua, call_id, Reply::new(488, "Not Acceptable Here"));
             }
         };
         let reply = Reply::new(200, "OK")
@@ -1112,14 +1126,7 @@ impl Sbc {
     }
 
     /// Answer leg a with a failure (if it is still unanswered) and end the call.
-    fn fail_a(
-        &mut self,
-        now: Instant,
-        ua: &mut UserAgent,
-        call_id: u64,
-        code: u16,
-        reason: String,
-    ) {
+    fn fail_a(&mut self, now: Instant, ua: &mut UserAgent, call_id: u64, reply: Reply) {
         let Some(call) = self.calls.get(&call_id) else {
             return;
         };
@@ -1128,7 +1135,7 @@ impl Sbc {
             .session(a)
             .is_some_and(|s| matches!(s.state(), SessionState::Initial | SessionState::Early))
         {
-            let _ = ua.reject(now, a, Reply::new(code, &reason));
+            let _ = ua.reject(now, a, reply);
         }
         self.release_if_done(ua, call_id);
     }
@@ -1206,8 +1213,7 @@ impl Sbc {
             if failover && self.try_next(now, ua, call_id) {
                 return;
             }
-            let (code, text) = code_for(&reason);
-            return self.fail_a(now, ua, call_id, code, text);
+            return self.fail_a(now, ua, call_id, reply_for(&reason));
         } else if call.b() == Some(leg) {
             // Leg b hung up (or lost its ACK, or the dialog): BYE leg a.
             let a = call.a();
@@ -1303,7 +1309,7 @@ impl Sbc {
                 for s in legs.into_iter().skip(1) {
                     ua.hang_up(now, s, Reply::new(503, "Service Unavailable"), Vec::new());
                 }
-                self.fail_a(now, ua, id, 503, "Service Unavailable".into());
+                self.fail_a(now, ua, id, Reply::new(503, "Service Unavailable"));
                 if let Some(c) = self.calls.get(&id) {
                     let a = c.a();
                     ua.hang_up(now, a, Reply::new(503, "Service Unavailable"), Vec::new());
@@ -1411,7 +1417,7 @@ impl Sbc {
                 "call",
                 format!("call {id}: no answer in {:?}", self.config.max_ringing),
             );
-            self.fail_a(now, ua, id, 408, "Request Timeout".into());
+            self.fail_a(now, ua, id, Reply::new(408, "Request Timeout"));
         }
     }
 }

@@ -677,9 +677,20 @@ impl Proxy {
                 (EndReason::Cancelled, CallDirection::Inbound) => "cancelled by SBC".into(),
                 // KB-CODES: a code starting with 560 means the final
                 // response came from the SBC.
-                (EndReason::Rejected { code, reason, .. }, CallDirection::Outbound) => {
-                    format!("{code} {reason} from SBC (560{code})")
-                }
+                // The SBC's Reason header (RFC 3326) is what the client
+                // shows the user for a PSTN failure.
+                (
+                    EndReason::Rejected {
+                        code,
+                        reason,
+                        cause,
+                        ..
+                    },
+                    CallDirection::Outbound,
+                ) => match cause {
+                    Some(cause) => format!("{code} {reason} from SBC (560{code}); Reason: {cause}"),
+                    None => format!("{code} {reason} from SBC (560{code})"),
+                },
                 (other, _) => other.to_string(),
             });
         self.set_state(c.serial, CallState::Ended(why));

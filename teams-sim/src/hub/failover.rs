@@ -195,6 +195,7 @@ mod tests {
             code,
             reason: "x".into(),
             retry_after: None,
+            cause: None,
         };
         assert!(matches!(
             after_end(&rejected(503), false, &codes),

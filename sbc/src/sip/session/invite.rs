@@ -467,6 +467,11 @@ impl InviteSession {
         self.finish(
             now,
             EndReason::Rejected {
+                cause: reply
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("Reason"))
+                    .map(|(_, v)| v.clone()),
                 code: reply.code,
                 reason: reply.reason,
                 retry_after: None,
@@ -1312,6 +1317,7 @@ impl InviteSession {
                                 v.trim().chars().take_while(char::is_ascii_digit).collect();
                             digits.parse().ok()
                         }),
+                        cause: response.headers.get("Reason").map(str::to_string),
                     }
                 };
                 self.finish(now, reason);

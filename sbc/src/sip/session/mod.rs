@@ -134,11 +134,14 @@ pub enum SessionEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndReason {
     /// A final non-2xx to the INVITE (received as UAC, sent as UAS), with
-    /// its Retry-After in seconds, if any (RFC 3261 §20.33).
+    /// its Retry-After in seconds, if any (RFC 3261 §20.33), and its
+    /// `Reason` header as written (RFC 3326: `Q.850;cause=17;text="…"`),
+    /// so a B2BUA can pass the PSTN's cause on.
     Rejected {
         code: u16,
         reason: String,
         retry_after: Option<u32>,
+        cause: Option<String>,
     },
     /// CANCELled before an answer (either side).
     Cancelled,

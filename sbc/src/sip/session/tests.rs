@@ -655,8 +655,10 @@ fn a_rejection_brings_its_retry_after_to_the_caller() {
     let b = incoming(&p.b).unwrap();
     let now = p.now;
     // RFC 3261 §20.33: delta-seconds, then an optional comment and params.
+    // RFC 3326: the Reason header reaches the caller's session as written.
     let reply = Reply::new(503, "Service Unavailable")
-        .header("Retry-After", "30 (maintenance);duration=60");
+        .header("Retry-After", "30 (maintenance);duration=60")
+        .header("Reason", "Q.850;cause=34;text=\"congestion\"");
     p.b.ua.reject(now, b, reply).unwrap();
     p.drive_until(100, |p| ended(&p.a).is_some());
     assert_eq!(
@@ -665,6 +667,7 @@ fn a_rejection_brings_its_retry_after_to_the_caller() {
             code: 503,
             reason: "Service Unavailable".into(),
             retry_after: Some(30),
+            cause: Some("Q.850;cause=34;text=\"congestion\"".into()),
         })
     );
     let _ = a;
@@ -685,6 +688,7 @@ fn an_invite_without_contact_or_with_an_unknown_require_is_refused() {
             code: 420,
             reason: "Bad Extension".into(),
             retry_after: None,
+            cause: None,
         })
     );
     let unsupported = p.log.iter().any(|(_, l)| l.starts_with("SIP/2.0 420"));
