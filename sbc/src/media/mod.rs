@@ -6,6 +6,7 @@
 
 pub mod ice;
 pub mod ports;
+pub mod quality;
 pub mod relay;
 pub mod silence;
 pub mod srtp;

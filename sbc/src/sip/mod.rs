@@ -6,6 +6,7 @@
 //! Names are resolved once into a [`routing`] table.
 
 pub mod dialog;
+pub mod digest;
 pub mod endpoint;
 pub mod rng;
 pub mod routing;
