@@ -1180,7 +1180,7 @@ mod tests {
         // J = 5 + (80 − 5)/16 = 9.6875; J → 80 (= 10 ms) as
         // J_n = 80·(1 − (15/16)^(n−1)).
         let start = t0();
-        let off = |i: u64| if i % 2 == 0 { 5_000 } else { 15_000 };
+        let off = |i: u64| if i.is_multiple_of(2) { 5_000 } else { 15_000 };
         let packets = stream(300, 0, 0, off);
         let mut rq = ReceiverQuality::new(RATE, JitterBuffer::fixed(ms(60)));
         let mut it = packets.iter();
