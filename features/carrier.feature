@@ -69,3 +69,12 @@ Feature: PSTN phones behind the carrier trunk
     Then the Teams user answers
     And the phone hangs up about 5 s after answering
     And both legs end with BYE and 200
+
+  Scenario: Voice quality at both ends of a clean call: the E-model's G.711 score, less its delay
+    When Teams user Alice dials +4930123456
+    Then the phone answers
+    And the PSTN phone hears the other side with MOS above 4.3
+    And the Teams side hears the other side with MOS above 4.3
+    And the PSTN phone hears the other side with MOS below 4.42
+    When the Teams user hangs up
+    Then both legs end with BYE and 200

@@ -17,6 +17,7 @@ Feature: Calls over impaired links
     When PSTN caller +4930123456 calls +4989000001
     Then the Teams user answers
     And over 20 s audio flows both ways with 0.5 to 12 % of frames lost
+    And the Teams side hears the other side with MOS below 4.2
     When the PSTN caller hangs up
     Then both legs end with BYE and 200
 
@@ -28,6 +29,8 @@ Feature: Calls over impaired links
     When PSTN caller +4930123456 calls +4989000001
     Then the Teams user answers
     And over 20 s audio flows both ways with 0 to 6 % of frames lost
+    And the Teams side hears the other side with MOS below 4.3
+    And the PSTN phone hears the other side with MOS below 4.3
     When the PSTN caller hangs up
     Then both legs end with BYE and 200
 
@@ -45,6 +48,7 @@ Feature: Calls over impaired links
     When PSTN caller +4930123456 calls +4989000001
     Then the Teams user answers
     And over 20 s audio flows both ways with 0 to 0 % of frames lost
+    And the Teams side hears the other side with MOS above 4.3
     When the PSTN caller hangs up
     Then both legs end with BYE and 200
 

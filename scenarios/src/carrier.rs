@@ -176,3 +176,46 @@ async fn phone_hangs_up(w: &mut DrlabWorld, secs: u64) -> StepResult {
     }
     Ok(())
 }
+
+/// The voice quality a listener gets (RFC 3550 figures, the probes'
+/// jitter buffer, the G.107 E-model), over at least 3 s of its current
+/// source's audio.
+#[then(
+    regex = r"^(the PSTN phone|the Teams side) hears the other side with MOS (above|below) (\d+(?:\.\d+)?)$"
+)]
+async fn hears_with_mos(w: &mut DrlabWorld, side: String, how: String, bound: f64) -> StepResult {
+    const FRAMES: u64 = 150;
+    let lab = w.lab()?;
+    let Some((teams, pstn)) = crate::steps::last_media(lab) else {
+        return fail(lab, "a call with media on both sides");
+    };
+    let stats = if side == "the PSTN phone" {
+        pstn
+    } else {
+        teams
+    };
+    let s2 = stats.clone();
+    let enough = move |_: &Lab| {
+        lock(&s2)
+            .quality
+            .as_ref()
+            .is_some_and(|q| q.report().received >= FRAMES)
+    };
+    lab.run_until(Duration::from_secs(10), enough)
+        .map_err(|e| e.to_string())?;
+    let Some(report) = lock(&stats).quality.as_ref().map(|q| q.report()) else {
+        return fail(lab, format!("audio at {side}"));
+    };
+    let ok = if how == "above" {
+        report.mos > bound
+    } else {
+        report.mos < bound
+    };
+    if !ok || report.received < FRAMES {
+        return fail(
+            lab,
+            format!("{side} to hear at least {FRAMES} frames with MOS {how} {bound}: {report}"),
+        );
+    }
+    Ok(())
+}

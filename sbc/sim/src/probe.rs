@@ -5,6 +5,7 @@
 //! network, independently of the relay in between.
 
 use sbc::media::ice::{binding_request, read_binding_response, CheckAnswer, Credentials};
+use sbc::media::quality::{JitterBuffer, ReceiverQuality};
 use sbc::media::srtp::{Protector, SrtpKey, Unprotector};
 use sbc::media::stun::looks_like_stun;
 use sbc::sip::transport::{DatagramSocket, Network};
@@ -17,9 +18,26 @@ use tokio::sync::{mpsc, watch};
 
 const HEADER: usize = 12;
 const PAYLOAD: usize = 160;
+/// The payload: the frame index (4 bytes), the send time in µs on the
+/// probe clock (8 bytes), then a pattern derived from the index.
+const PATTERN_FROM: usize = 12;
 
-/// Build an RTP packet (RFC 3550 §5.1) carrying frame `index`.
-pub fn rtp_frame(payload_type: u8, seq: u16, ssrc: u32, index: u32) -> Vec<u8> {
+/// The probes' common clock, in µs: simulated time in a simulation (every
+/// host reads the same one), the wall clock on real sockets (both ends on
+/// one machine). One-way delay is read from it.
+pub fn probe_clock_us() -> u64 {
+    match turmoil::sim_elapsed() {
+        Some(d) => d.as_micros() as u64,
+        // Real sockets only: a simulation always has sim_elapsed.
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64),
+    }
+}
+
+/// Build an RTP packet (RFC 3550 §5.1) carrying frame `index`, sent at
+/// `sent_us` on the probe clock.
+pub fn rtp_frame(payload_type: u8, seq: u16, ssrc: u32, index: u32, sent_us: u64) -> Vec<u8> {
     let mut p = Vec::with_capacity(HEADER + PAYLOAD);
     p.push(0x80);
     p.push(payload_type & 0x7f);
@@ -27,14 +45,24 @@ pub fn rtp_frame(payload_type: u8, seq: u16, ssrc: u32, index: u32) -> Vec<u8> {
     p.extend_from_slice(&(index.wrapping_mul(PAYLOAD as u32)).to_be_bytes());
     p.extend_from_slice(&ssrc.to_be_bytes());
     p.extend_from_slice(&index.to_be_bytes());
-    for i in 4..PAYLOAD {
+    p.extend_from_slice(&sent_us.to_be_bytes());
+    for i in PATTERN_FROM..PAYLOAD {
         p.push((index as usize).wrapping_add(i) as u8);
     }
     p
 }
 
-/// Read a probe frame: `(sequence number, frame index)`, or why it is not one.
-pub fn read_frame(rtp: &[u8]) -> Result<(u16, u32), String> {
+/// A probe frame as read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    pub seq: u16,
+    pub timestamp: u32,
+    pub index: u32,
+    pub sent_us: u64,
+}
+
+/// Read a probe frame, or why it is not one.
+pub fn read_frame(rtp: &[u8]) -> Result<Frame, String> {
     if rtp.len() != HEADER + PAYLOAD {
         return Err(format!(
             "{} bytes, expected {}",
@@ -46,17 +74,31 @@ pub fn read_frame(rtp: &[u8]) -> Result<(u16, u32), String> {
         return Err("not RTP version 2".into());
     }
     let seq = u16::from_be_bytes([rtp[2], rtp[3]]);
+    let timestamp = u32::from_be_bytes([rtp[4], rtp[5], rtp[6], rtp[7]]);
     let payload = &rtp[HEADER..];
     let index = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
-    for (i, b) in payload.iter().enumerate().skip(4) {
+    let mut sent = [0u8; 8];
+    sent.copy_from_slice(&payload[4..PATTERN_FROM]);
+    for (i, b) in payload.iter().enumerate().skip(PATTERN_FROM) {
         if *b != (index as usize).wrapping_add(i) as u8 {
             return Err(format!("payload byte {i} of frame {index} is corrupt"));
         }
     }
-    Ok((seq, index))
+    Ok(Frame {
+        seq,
+        timestamp,
+        index,
+        sent_us: u64::from_be_bytes(sent),
+    })
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The jitter buffer the probes model: adaptive from 40 ms (a typical
+/// starting depth of softphones and Teams clients) up to 200 ms.
+pub fn probe_jitter_buffer() -> JitterBuffer {
+    JitterBuffer::adaptive(Duration::from_millis(40), Duration::from_millis(200))
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct MediaStats {
     pub sent: u32,
     pub received: u32,
@@ -97,6 +139,9 @@ pub struct MediaStats {
     pub ice_nominated: bool,
     pub ice_error: Option<u16>,
     pub ice_failed: bool,
+    /// Voice quality of the current source as a listener gets it (RFC 3550
+    /// statistics, the jitter buffer of [`probe_jitter_buffer`], E-model).
+    pub quality: Option<ReceiverQuality>,
 }
 
 /// What a probe needs once the call is answered.
@@ -245,7 +290,7 @@ impl AudioProbe {
                 }
                 _ = tokio::time::sleep_until(next_send), if sending => {
                     let Some((p, tx, _)) = &mut active else { continue };
-                    let rtp = rtp_frame(p.payload_type, sent as u16, p.ssrc, sent);
+                    let rtp = rtp_frame(p.payload_type, sent as u16, p.ssrc, sent, probe_clock_us());
                     let out = match tx {
                         Some(t) => t.protect(&rtp).map_err(std::io::Error::other)?,
                         None => rtp,
@@ -428,7 +473,8 @@ fn receive(
     let mut s = lock(stats);
     s.first_source.get_or_insert(from);
     match read_frame(&rtp) {
-        Ok((_, index)) => {
+        Ok(frame) => {
+            let index = frame.index;
             s.received += 1;
             let ssrc = u32::from_be_bytes([rtp[8], rtp[9], rtp[10], rtp[11]]);
             if s.last_ssrc.is_some_and(|x| x != ssrc) {
@@ -437,7 +483,16 @@ fn receive(
                 s.from_source = 0;
                 s.highest_index = None;
                 s.arrived_below = 0;
+                s.quality = None;
             }
+            // Arrival on the runtime's clock (simulated in a simulation);
+            // the send instant from the delay on the probes' common clock.
+            let arrival = tokio::time::Instant::now().into_std();
+            let delay = probe_clock_us().saturating_sub(frame.sent_us);
+            let sent = arrival.checked_sub(Duration::from_micros(delay));
+            s.quality
+                .get_or_insert_with(|| ReceiverQuality::new(8000, probe_jitter_buffer()))
+                .on_packet(frame.seq, frame.timestamp, arrival, sent);
             if first_arrival(&mut s, index) {
                 s.distinct += 1;
             }
@@ -623,8 +678,16 @@ mod tests {
 
     #[test]
     fn frames_read_back_and_corruption_is_seen() {
-        let f = rtp_frame(0, 9, 77, 42);
-        assert_eq!(read_frame(&f), Ok((9, 42)));
+        let f = rtp_frame(0, 9, 77, 42, 1_234_567);
+        assert_eq!(
+            read_frame(&f),
+            Ok(Frame {
+                seq: 9,
+                timestamp: 42 * 160,
+                index: 42,
+                sent_us: 1_234_567
+            })
+        );
         let mut bad = f.clone();
         bad[100] ^= 0xff;
         assert!(read_frame(&bad).is_err());
