@@ -4,6 +4,7 @@ use super::offer_answer::OfferAnswer;
 use super::timer::{self, RefreshMethod, Refresher, TimerState};
 use super::{EndReason, Hop, Reply, SessionAction, SessionConfig, SessionEvent, SessionId};
 use crate::sip::dialog::Dialog;
+use crate::sip::digest;
 use crate::sip::rng::SeededRng;
 use crate::sip::sdp::SessionDescription;
 use crate::sip::transaction::{response_to, TransactionKey};
@@ -143,6 +144,8 @@ pub struct InviteSession {
     final_response: Option<Message>,
     provisional_seen: bool,
     cancel_requested: bool,
+    /// INVITEs resent with credentials (RFC 3261 §22.2).
+    auth_tries: u32,
     cancel_sent: bool,
     cancel_deadline: Option<Instant>,
     acks: Vec<SentAck>,
@@ -304,6 +307,7 @@ impl InviteSession {
             final_response: None,
             provisional_seen: false,
             cancel_requested: false,
+            auth_tries: 0,
             cancel_sent: false,
             cancel_deadline: None,
             acks: Vec::new(),
@@ -872,6 +876,76 @@ impl InviteSession {
         true
     }
 
+    /// RFC 3261 §22.2: answer a 401/407 to our INVITE with credentials for
+    /// its realm, in a new INVITE of the same call (CSeq up by one, a new
+    /// branch). A second challenge to credentials is a wrong password
+    /// unless it says `stale=true` (RFC 7616 §3.3): then the call fails
+    /// with it. At most three tries in all.
+    fn retry_with_credentials(&mut self, rng: &mut SeededRng, response: &Message) -> bool {
+        let code = response.status().unwrap_or(0);
+        let (challenge_header, answer_header) = if code == 407 {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        if self.state != SessionState::Initial || self.cancel_requested || self.auth_tries >= 2 {
+            return false;
+        }
+        let challenges: Vec<digest::Challenge> = response
+            .headers
+            .lines(challenge_header)
+            .filter_map(|v| digest::Challenge::parse(v).ok())
+            .filter(|c| self.config.logins.iter().any(|l| l.realm == c.realm))
+            .collect();
+        let Some(challenge) = digest::pick(&challenges) else {
+            return false;
+        };
+        let answered_before = self.invite.headers.contains(answer_header);
+        if answered_before && !challenge.stale {
+            return false; // the credentials were refused
+        }
+        let Some(login) = self
+            .config
+            .logins
+            .iter()
+            .find(|l| l.realm == challenge.realm)
+        else {
+            return false;
+        };
+        let uri = self.invite.request_uri().unwrap_or_default().to_string();
+        let cnonce = rng.hex(16);
+        let Ok(credentials) = digest::answer(
+            challenge,
+            &login.username,
+            &login.password,
+            "INVITE",
+            &uri,
+            &cnonce,
+            1,
+        ) else {
+            return false;
+        };
+        self.auth_tries += 1;
+        let seq = self.invite.cseq().map(|c| c.seq + 1).unwrap_or(2);
+        self.invite.headers.set("CSeq", format!("{seq} INVITE"));
+        self.invite
+            .headers
+            .set(answer_header, credentials.to_string());
+        let branch = rng.branch();
+        self.invite_key = TransactionKey {
+            branch: branch.clone(),
+            method: Method::Invite,
+        };
+        self.keys.push(self.invite_key.clone());
+        let hop = self.initial_hop.clone();
+        self.actions.push_back(SessionAction::Request {
+            request: self.invite.clone(),
+            hop,
+            branch,
+        });
+        true
+    }
+
     /// Our refresh is due (a re-INVITE with the description unchanged, so
     /// its o= version stays: RFC 3264 §8), or the peer's is overdue (BYE).
     fn session_timer_due(&mut self, now: Instant, rng: &mut SeededRng) {
@@ -1297,6 +1371,7 @@ impl InviteSession {
             }
             200..=299 => self.on_invite_2xx(now, rng, response, tag),
             422 if self.retry_after_422(rng, &response) => {}
+            401 | 407 if self.retry_with_credentials(rng, &response) => {}
             _ => {
                 if self.state == SessionState::Terminated || self.dialog.is_some() {
                     return;

@@ -200,6 +200,28 @@ pub struct SessionConfig {
     /// in the session layer; off: UPDATE goes to the role like any other
     /// request. A party that turns it on lists UPDATE in its Allow.
     pub accept_update: bool,
+    /// Credentials for digest challenges (401/407) to our INVITEs, by
+    /// realm (RFC 3261 §22.2): a challenge for another realm ends the call
+    /// with its status.
+    pub logins: Vec<DigestLogin>,
+}
+
+/// A username and password for one realm.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DigestLogin {
+    pub realm: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for DigestLogin {
+    // Never a password in a log line or a failure report.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DigestLogin")
+            .field("realm", &self.realm)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SessionConfig {
@@ -212,6 +234,7 @@ impl SessionConfig {
             own_routes: Vec::new(),
             timer: None,
             accept_update: false,
+            logins: Vec::new(),
         }
     }
 

@@ -1111,3 +1111,197 @@ fn an_update_the_peer_refuses_is_no_refresh_and_the_peer_ends_the_session() {
     );
     let _ = b;
 }
+
+// ----- digest authentication of the INVITE (RFC 3261 §22.2) -----
+
+use crate::sip::digest::{Algorithm, Credentials, DigestServer, ServerConfig, Verdict};
+
+fn digest_server(algorithms: Vec<Algorithm>) -> DigestServer {
+    DigestServer::new(ServerConfig {
+        realm: "carrier.example".into(),
+        algorithms,
+        nonce_lifetime: Duration::from_secs(30),
+        qop_auth: true,
+    })
+}
+
+/// Every INVITE `b` received, in order, with its session.
+fn invites(h: &Host) -> Vec<(SessionId, Message)> {
+    h.events
+        .iter()
+        .filter_map(|e| match e {
+            UaEvent::Session {
+                id,
+                event: SessionEvent::Incoming { request, .. },
+            } => Some((*id, request.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// b challenges every INVITE it cannot verify with 407 (stale when the
+/// server says so), and answers the first it verifies; returns the
+/// verdicts in order.
+fn challenge_until_verified(p: &mut Pair, server: &mut DigestServer, limit: usize) -> Vec<Verdict> {
+    let mut seen = 0;
+    let mut verdicts = Vec::new();
+    for _ in 0..limit {
+        p.drive_until(200, |p| invites(&p.b).len() > seen || ended(&p.a).is_some());
+        let all = invites(&p.b);
+        if all.len() == seen {
+            break;
+        }
+        let (id, request) = all[seen].clone();
+        seen += 1;
+        let now = p.now;
+        let creds = request
+            .headers
+            .get("Proxy-Authorization")
+            .and_then(|v| Credentials::parse(v).ok());
+        let verdict = match &creds {
+            Some(c) => server.verify(now, "INVITE", c, Some("s3cret")),
+            None => Verdict::Wrong("no credentials"),
+        };
+        verdicts.push(verdict);
+        if verdict == Verdict::Ok {
+            let uri = request.request_uri().unwrap_or_default().to_string();
+            assert_eq!(
+                creds.map(|c| c.uri),
+                Some(uri),
+                "the digest uri is the Request-URI"
+            );
+            p.b.ua
+                .accept(now, id, 0, Reply::new(200, "OK").sdp(sdp(5000, 1)))
+                .unwrap();
+            break;
+        }
+        let stale = verdict == Verdict::Stale;
+        let fresh = format!("n{seen}");
+        let mut reply = Reply::new(407, "Proxy Authentication Required");
+        for c in server.challenge(now, &fresh, stale) {
+            reply = reply.header("Proxy-Authenticate", c.to_string());
+        }
+        p.b.ua.reject(now, id, reply).unwrap();
+    }
+    verdicts
+}
+
+fn login(password: &str) -> DigestLogin {
+    DigestLogin {
+        realm: "carrier.example".into(),
+        username: "sbc1".into(),
+        password: password.into(),
+    }
+}
+
+#[test]
+fn a_407_is_answered_with_credentials_in_a_new_invite_of_the_same_call() {
+    for algorithms in [
+        vec![Algorithm::Sha256, Algorithm::Md5],
+        vec![Algorithm::Md5],
+    ] {
+        let mut p = Pair::new();
+        p.a.ua.session_config_mut().logins = vec![login("s3cret")];
+        let mut server = digest_server(algorithms.clone());
+        let a = call(&mut p);
+        let verdicts = challenge_until_verified(&mut p, &mut server, 4);
+        assert_eq!(
+            verdicts,
+            vec![Verdict::Wrong("no credentials"), Verdict::Ok]
+        );
+        p.drive_until(200, |p| {
+            has(&p.a, |e| matches!(e, SessionEvent::Answered { .. }))
+        });
+        let all = invites(&p.b);
+        let (first, second) = (&all[0].1, &all[1].1);
+        // RFC 3261 §22.2: same Call-ID, From tag; CSeq up by one.
+        assert_eq!(first.headers.get("Call-ID"), second.headers.get("Call-ID"));
+        assert_eq!(first.cseq().unwrap().seq + 1, second.cseq().unwrap().seq);
+        let c = Credentials::parse(second.headers.get("Proxy-Authorization").unwrap()).unwrap();
+        assert_eq!(
+            c.algorithm, algorithms[0],
+            "the first challenge we can answer"
+        );
+        assert_eq!(c.username, "sbc1");
+        let _ = a;
+    }
+}
+
+#[test]
+fn a_wrong_password_is_tried_once_and_the_call_fails_with_the_407() {
+    let mut p = Pair::new();
+    p.a.ua.session_config_mut().logins = vec![login("wrong")];
+    let mut server = digest_server(vec![Algorithm::Md5]);
+    call(&mut p);
+    let verdicts = challenge_until_verified(&mut p, &mut server, 5);
+    assert_eq!(
+        verdicts,
+        vec![
+            Verdict::Wrong("no credentials"),
+            Verdict::Wrong("bad response")
+        ]
+    );
+    p.drive_until(200, |p| ended(&p.a).is_some());
+    assert!(matches!(
+        ended(&p.a),
+        Some(EndReason::Rejected { code: 407, .. })
+    ));
+    p.drive_to_rest();
+}
+
+#[test]
+fn a_stale_nonce_is_answered_again_with_the_new_one() {
+    let mut p = Pair::new();
+    p.a.ua.session_config_mut().logins = vec![login("s3cret")];
+    let mut server = digest_server(vec![Algorithm::Md5]);
+    call(&mut p);
+    // The first answer comes after the nonce's lifetime: stale, then Ok.
+    p.drive_until(200, |p| invites(&p.b).len() == 1);
+    let (id, _) = invites(&p.b)[0].clone();
+    let now = p.now;
+    let mut reply = Reply::new(407, "Proxy Authentication Required");
+    for c in server.challenge(now, "old", false) {
+        reply = reply.header("Proxy-Authenticate", c.to_string());
+    }
+    p.b.ua.reject(now, id, reply).unwrap();
+    p.drive_until(200, |p| invites(&p.b).len() == 2);
+    p.advance(Duration::from_secs(31));
+    let (id, second) = invites(&p.b)[1].clone();
+    let c = Credentials::parse(second.headers.get("Proxy-Authorization").unwrap()).unwrap();
+    let now = p.now;
+    assert_eq!(
+        server.verify(now, "INVITE", &c, Some("s3cret")),
+        Verdict::Stale
+    );
+    let mut reply = Reply::new(407, "Proxy Authentication Required");
+    for c in server.challenge(now, "new", true) {
+        reply = reply.header("Proxy-Authenticate", c.to_string());
+    }
+    p.b.ua.reject(now, id, reply).unwrap();
+    p.drive_until(200, |p| invites(&p.b).len() == 3 || ended(&p.a).is_some());
+    let (_, third) = invites(&p.b)[2].clone();
+    let c = Credentials::parse(third.headers.get("Proxy-Authorization").unwrap()).unwrap();
+    let now = p.now;
+    assert_eq!(
+        server.verify(now, "INVITE", &c, Some("s3cret")),
+        Verdict::Ok
+    );
+}
+
+#[test]
+fn a_challenge_for_a_realm_without_login_ends_the_call() {
+    let mut p = Pair::new();
+    p.a.ua.session_config_mut().logins = vec![DigestLogin {
+        realm: "elsewhere.example".into(),
+        ..login("s3cret")
+    }];
+    let mut server = digest_server(vec![Algorithm::Md5]);
+    call(&mut p);
+    let verdicts = challenge_until_verified(&mut p, &mut server, 3);
+    assert_eq!(verdicts, vec![Verdict::Wrong("no credentials")]);
+    p.drive_until(200, |p| ended(&p.a).is_some());
+    assert!(matches!(
+        ended(&p.a),
+        Some(EndReason::Rejected { code: 407, .. })
+    ));
+}
