@@ -13,7 +13,15 @@ use teams_sim::hub::CallState;
 
 #[test]
 fn a_call_through_real_sockets() {
-    call_through_real_sockets(1, false);
+    call_through_real_sockets(1, false, false);
+}
+
+/// A registration trunk on real sockets: the SBC REGISTERs to carrier-sim
+/// over UDP on loopback with SHA-256 digest (after a 401), the carrier
+/// binds it, and a PSTN call reaches Teams through that binding.
+#[test]
+fn the_sbc_registers_with_digest_and_carries_a_call() {
+    call_through_real_sockets(10, false, true);
 }
 
 /// Media bypass on real sockets: the SBC is ICE-lite toward Teams, the
@@ -22,10 +30,10 @@ fn a_call_through_real_sockets() {
 /// answering one nominates and talks to it directly.
 #[test]
 fn a_media_bypass_call_through_real_sockets() {
-    call_through_real_sockets(9, true);
+    call_through_real_sockets(9, true, false);
 }
 
-fn call_through_real_sockets(lab: u8, media_bypass: bool) {
+fn call_through_real_sockets(lab: u8, media_bypass: bool, registration: bool) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -39,9 +47,46 @@ fn call_through_real_sockets(lab: u8, media_bypass: bool) {
             // the early-media fork's client, not to the one that answers.
             o.media_frames = 100;
         }
+        if registration {
+            o.registration = Some(sbc::b2bua::register::RegistrationConfig {
+                domain: "carrier.example.net".into(),
+                username: "sbc1".into(),
+                password: "s3cr3t-Pa55".into(),
+                realm: None,
+                expires: 3600,
+            });
+            o.carrier_auth = Some(carrier_sim::trunk::TrunkAuth {
+                realm: "carrier.example.net".into(),
+                username: "sbc1".into(),
+                password: "s3cr3t-Pa55".into(),
+                algorithms: vec![sbc::sip::digest::Algorithm::Sha256],
+                nonce_lifetime: Duration::from_secs(300),
+                challenge_invites: true,
+                max_expires: 3600,
+            });
+        }
         let lab = start_hub_and_sbc(&o);
         let carrier = start_carrier(&lab, &o);
         until_active(&lab).await;
+        if registration {
+            // The first REGISTER may reach the carrier before it listens:
+            // Timer E brings it again.
+            let bound = || carrier.view.lock().unwrap().registrations >= 1;
+            wait_for(
+                "the carrier to bind the SBC",
+                Duration::from_secs(10),
+                bound,
+            )
+            .await;
+            let v = carrier.view.lock().unwrap();
+            let binding = v.binding.clone().unwrap_or_default();
+            assert!(binding.contains(&lab.addrs.sbc.to_string()), "{binding}");
+            assert!(
+                v.challenges >= 1 && v.auth_refusals == 0,
+                "{:?}",
+                v.problems
+            );
+        }
         carrier
             .commands
             .send(CarrierCommand::Call {

@@ -35,6 +35,40 @@ struct FileConfig {
     seed: Option<u64>,
     #[serde(default)]
     hosts: BTreeMap<String, IpAddr>,
+    /// A registration trunk (`[registration]`); absent: static-IP peering.
+    registration: Option<RegistrationSection>,
+}
+
+/// `[registration]`: the SBC must REGISTER with digest credentials.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistrationSection {
+    realm: String,
+    username: String,
+    password: String,
+    /// In order of preference: "SHA-256", "MD5" (RFC 8760).
+    #[serde(default = "default_algorithms")]
+    algorithms: Vec<String>,
+    #[serde(default = "default_nonce_lifetime")]
+    nonce_lifetime_secs: u64,
+    /// Challenge the SBC's INVITEs too (407).
+    #[serde(default = "default_true")]
+    challenge_invites: bool,
+    #[serde(default = "default_max_expires")]
+    max_expires_secs: u32,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["SHA-256".into(), "MD5".into()]
+}
+fn default_nonce_lifetime() -> u64 {
+    300
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_expires() -> u32 {
+    3600
 }
 
 fn default_port() -> u16 {
@@ -71,6 +105,7 @@ pub struct CarrierFile {
     pub media_ports: std::ops::RangeInclusive<u16>,
     pub seed: Option<u64>,
     pub hosts: BTreeMap<String, IpAddr>,
+    pub auth: Option<crate::trunk::TrunkAuth>,
 }
 
 pub fn load(path: &Path) -> Result<CarrierFile, ConfigError> {
@@ -121,8 +156,65 @@ pub fn load(path: &Path) -> Result<CarrierFile, ConfigError> {
     if let Err(e) = sbc::media::PortAllocator::new(f.media_port_min..=f.media_port_max) {
         errors.push(error(path, "media_port_min", e.to_string()));
     }
+    let mut auth = None;
+    if let Some(r) = f.registration {
+        let mut algorithms = Vec::new();
+        for (i, a) in r.algorithms.iter().enumerate() {
+            match sbc::sip::digest::Algorithm::parse(a) {
+                Ok(a) => algorithms.push(a),
+                Err(e) => errors.push(error(
+                    path,
+                    &format!("registration.algorithms[{i}]"),
+                    format!("{e}: MD5 or SHA-256"),
+                )),
+            }
+        }
+        if algorithms.is_empty() && r.algorithms.is_empty() {
+            errors.push(error(
+                path,
+                "registration.algorithms",
+                "at least one: MD5 or SHA-256",
+            ));
+        }
+        for (key, v) in [
+            ("registration.realm", &r.realm),
+            ("registration.username", &r.username),
+            ("registration.password", &r.password),
+        ] {
+            if v.is_empty() || v.contains('"') {
+                errors.push(error(path, key, "must be non-empty, without '\"'"));
+            }
+        }
+        if r.nonce_lifetime_secs == 0 {
+            errors.push(error(
+                path,
+                "registration.nonce_lifetime_secs",
+                "must be at least 1",
+            ));
+        }
+        if r.max_expires_secs < crate::trunk::MIN_EXPIRES {
+            errors.push(error(
+                path,
+                "registration.max_expires_secs",
+                format!(
+                    "must be at least {} (RFC 3261 §10.3)",
+                    crate::trunk::MIN_EXPIRES
+                ),
+            ));
+        }
+        auth = Some(crate::trunk::TrunkAuth {
+            realm: r.realm,
+            username: r.username,
+            password: r.password,
+            algorithms,
+            nonce_lifetime: Duration::from_secs(r.nonce_lifetime_secs),
+            challenge_invites: r.challenge_invites,
+            max_expires: r.max_expires_secs,
+        });
+    }
     sbc::config::collect(errors)?;
     Ok(CarrierFile {
+        auth,
         fqdn: f.fqdn,
         listen_port: f.listen_port,
         media_ip: f.media_ip,
@@ -165,6 +257,14 @@ mod tests {
                 "media_ip",
             ),
             (format!("extra = 1\n{text}"), ""),
+            (
+                format!("{text}\n[registration]\nrealm = \"r\"\nusername = \"u\"\npassword = \"p\"\nalgorithms = [\"SHA-512-256\"]\n"),
+                "registration.algorithms[0]",
+            ),
+            (
+                format!("{text}\n[registration]\nrealm = \"r\"\nusername = \"u\"\npassword = \"p\"\nmax_expires_secs = 30\n"),
+                "registration.max_expires_secs",
+            ),
         ] {
             let p = dir.join("c.toml");
             std::fs::write(&p, bad).unwrap();

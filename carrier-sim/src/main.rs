@@ -115,6 +115,7 @@ fn main() -> ExitCode {
             media_frames: file.media_frames,
             media_ports: file.media_ports.clone(),
             timers: Default::default(),
+            auth: file.auth.clone(),
             seed: file.seed.unwrap_or_else(sbc::sip::rng::unpredictable_seed),
         };
         let view = Arc::new(Mutex::new(CarrierView::default()));

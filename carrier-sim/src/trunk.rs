@@ -28,8 +28,10 @@ use tokio::sync::mpsc;
 
 mod phone;
 mod refer;
+mod registrar;
 
 pub use phone::{Outcome, PhoneScript};
+pub use registrar::{TrunkAuth, MIN_EXPIRES};
 
 /// The trunk takes REFER (RFC 3515) as a transferee: a PSTN switch that
 /// places the new call itself when the SBC passes a transfer on.
@@ -63,6 +65,9 @@ pub struct CarrierConfig {
     /// The phones' RTP ports.
     pub media_ports: std::ops::RangeInclusive<u16>,
     pub timers: TimerConfig,
+    /// A registration trunk: the SBC registers with these credentials and
+    /// calls go to its binding; `None`: static-IP peering to `sbc_host`.
+    pub auth: Option<TrunkAuth>,
     pub seed: u64,
 }
 
@@ -102,6 +107,12 @@ pub struct CarrierView {
     pub live_calls: usize,
     /// Phone media ports allocated now.
     pub media_ports: usize,
+    /// A registration trunk: the SBC's binding (its Contact URI), and the
+    /// REGISTERs accepted, challenged (401/407) and refused (403/423).
+    pub binding: Option<String>,
+    pub registrations: u64,
+    pub challenges: u64,
+    pub auth_refusals: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +203,9 @@ pub async fn run_trunk<N: Network>(
     );
     let ports = PortAllocator::new(config.media_ports.clone())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let registrar = config.auth.clone().map(registrar::Registrar::new);
     let trunk = Trunk {
+        registrar,
         config,
         view,
         ip,
@@ -228,6 +241,8 @@ struct Trunk {
     ports: PortAllocator,
     /// Phones with a script of their own (the others: the default one).
     scripts: BTreeMap<String, PhoneScript>,
+    /// A registration trunk's registrar.
+    registrar: Option<registrar::Registrar>,
     calls: BTreeMap<SessionId, PstnCall>,
     next_media: u64,
     media_out: VecDeque<ProbeCommand>,
@@ -319,7 +334,27 @@ impl Trunk {
         let offer = media.offer(origin);
         let cc = self.config.country_code.clone();
         let (calling, called) = (national(from, &cc), national(to, &cc));
-        let sbc = format!("{}:{}", self.config.sbc_host, self.config.sbc_port);
+        // A registration trunk calls the SBC where it registered (RFC 3261
+        // §10: the binding), the number in the Request-URI's user part.
+        let sbc = match &self.registrar {
+            Some(r) => match r.binding(now) {
+                Some(b) => {
+                    let hostport = b
+                        .contact
+                        .rsplit_once('@')
+                        .map_or(b.contact.as_str(), |x| x.1);
+                    hostport.trim_start_matches("sip:").to_string()
+                }
+                None => {
+                    self.ports.release(talk.port);
+                    if let Some(c) = talk.close() {
+                        self.media_out.push_back(c);
+                    }
+                    return Err("the SBC is not registered".into());
+                }
+            },
+            None => format!("{}:{}", self.config.sbc_host, self.config.sbc_port),
+        };
         let ruri = target.map_or_else(|| format!("sip:{called}@{sbc}"), str::to_string);
         let invite = RequestBuilder::new(
             Method::Invite,
@@ -481,6 +516,13 @@ impl Trunk {
 
     /// The SBC calls a PSTN number.
     fn on_invite(&mut self, now: Instant, ua: &mut UserAgent, id: SessionId, request: &Message) {
+        if let Some(r) = self.registrar.as_mut().filter(|r| r.challenges_invites()) {
+            if let registrar::Judgement::Refuse(reply, why) = r.judge(now, ua.rng(), request) {
+                self.count_refusal(reply.code, why);
+                let _ = ua.reject(now, id, *reply);
+                return;
+            }
+        }
         let called = Uri::parse(request.request_uri().unwrap_or_default())
             .ok()
             .and_then(|u| u.user().map(str::to_string))
@@ -633,6 +675,47 @@ impl Trunk {
 }
 
 impl Trunk {
+    fn count_refusal(&self, code: u16, why: String) {
+        let mut v = self.view();
+        if code == 401 || code == 407 {
+            v.challenges += 1;
+        } else {
+            v.auth_refusals += 1;
+        }
+        v.problems.push("auth", why);
+    }
+
+    /// RFC 3261 §10.3: authenticate, then bind.
+    fn on_register(
+        &mut self,
+        now: Instant,
+        ua: &mut UserAgent,
+        key: &sbc::sip::transaction::TransactionKey,
+        request: &Message,
+    ) {
+        let Some(r) = self.registrar.as_mut() else {
+            return;
+        };
+        let (reply, refused) = match r.judge(now, ua.rng(), request) {
+            registrar::Judgement::Ok => (r.register(now, request), None),
+            registrar::Judgement::Refuse(reply, why) => (*reply, Some(why)),
+        };
+        let binding = r.binding(now).map(|b| b.contact.clone());
+        if let Some(why) = refused {
+            self.count_refusal(reply.code, why);
+        }
+        {
+            let mut v = self.view();
+            if reply.code == 200 {
+                v.registrations += 1;
+            } else if reply.code == 423 {
+                v.auth_refusals += 1;
+            }
+            v.binding = binding;
+        }
+        ua.reply(now, key, reply.code, &reply.reason, reply.headers);
+    }
+
     fn script(&self, number: &str) -> PhoneScript {
         self.scripts.get(number).copied().unwrap_or_default()
     }
@@ -751,6 +834,9 @@ impl Role for Trunk {
                 Some(Method::Options) => {
                     let allow = vec![("Allow".to_string(), CARRIER_ALLOW.to_string())];
                     ua.reply(now, &key, 200, "OK", allow);
+                }
+                Some(Method::Register) if self.registrar.is_some() => {
+                    self.on_register(now, ua, &key, &request)
                 }
                 _ => {
                     ua.reply(now, &key, 501, "Not Implemented", vec![]);

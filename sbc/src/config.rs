@@ -122,6 +122,33 @@ pub struct CarrierSection {
     /// to the carrier.
     #[serde(default = "default_true")]
     pub forward_history: bool,
+    /// A registration trunk (`[carrier.registration]`); absent: static-IP
+    /// peering.
+    pub registration: Option<RegistrationSection>,
+    /// Further gateways of the carrier (names or addresses) that may send
+    /// calls, besides `host`: every other source gets 403.
+    #[serde(default)]
+    pub gateways: Vec<String>,
+}
+
+/// `[carrier.registration]`: REGISTER to the carrier with digest
+/// credentials (RFC 3261 §10.2, RFC 7616/8760).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationSection {
+    pub username: String,
+    pub password: String,
+    /// The registrar's domain (Request-URI, the AOR's host); default: the
+    /// carrier's host.
+    pub domain: Option<String>,
+    /// Answer only challenges for this realm; default: the registrar's.
+    pub realm: Option<String>,
+    #[serde(default = "default_register_expires")]
+    pub expires_secs: u32,
+}
+
+fn default_register_expires() -> u32 {
+    3600
 }
 
 fn default_true() -> bool {
@@ -314,6 +341,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let file: FileConfig = read_toml(path)?;
     check(path, &file)?;
     let (tls_server, tls_client) = read_tls(path, &file.tls)?;
+    let carrier_host = file.carrier.host.clone();
     let config = SbcConfig {
         fqdn: file.fqdn.to_ascii_lowercase(),
         listen_ip: file.listen_ip,
@@ -340,6 +368,16 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         media_bypass: file.hub.media_bypass,
         media_timeout: (file.media_timeout_secs != 0)
             .then(|| Duration::from_secs(file.media_timeout_secs)),
+        registration: file.carrier.registration.map(|r| {
+            crate::b2bua::register::RegistrationConfig {
+                domain: r.domain.unwrap_or_else(|| carrier_host.clone()),
+                username: r.username,
+                password: r.password,
+                realm: r.realm,
+                expires: r.expires_secs,
+            }
+        }),
+        carrier_gateways: file.carrier.gateways,
         timers: crate::sip::transaction::TimerConfig::default(),
         seed: file.seed.unwrap_or(0),
     };
@@ -563,6 +601,31 @@ fn check(path: &Path, f: &FileConfig) -> Result<(), ConfigError> {
                 f.carrier.country_code
             ),
         ));
+    }
+    if let Some(r) = &f.carrier.registration {
+        if r.username.is_empty() || r.username.contains(['"', '@', ' ']) {
+            errors.push(err(
+                path,
+                "carrier.registration.username",
+                format!("{:?} is not a SIP user name", r.username),
+            ));
+        }
+        if r.password.is_empty() {
+            errors.push(err(
+                path,
+                "carrier.registration.password",
+                "empty: the carrier's digest challenge needs one".into(),
+            ));
+        }
+        // RFC 3261 §10.2.1.1: registrars commonly refuse less than 60 s
+        // (423); a binding longer than a day outlives any NAT or restart.
+        if !(60..=86_400).contains(&r.expires_secs) {
+            errors.push(err(
+                path,
+                "carrier.registration.expires_secs",
+                format!("{} s: must be 60-86400", r.expires_secs),
+            ));
+        }
     }
     if f.hub.proxies.is_empty() {
         errors.push(err(

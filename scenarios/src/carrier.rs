@@ -5,9 +5,11 @@
 //! header (RFC 3326), read from the bytes with rsip.
 
 use crate::steps::{fail, lock, rsip_header, sent, DrlabWorld};
-use crate::world::Lab;
-use carrier_sim::trunk::{CarrierCommand, Outcome, PhoneScript};
+use crate::world::{Lab, TRUNK_PASSWORD, TRUNK_REALM, TRUNK_USER};
+use carrier_sim::trunk::{CarrierCommand, Outcome, PhoneScript, TrunkAuth};
 use cucumber::{given, then};
+use sbc::b2bua::register::RegistrationState;
+use sbc::sip::digest::Algorithm;
 use std::time::Duration;
 use teams_sim::hub::{CallDirection, CallState};
 
@@ -215,6 +217,275 @@ async fn hears_with_mos(w: &mut DrlabWorld, side: String, how: String, bound: f6
         return fail(
             lab,
             format!("{side} to hear at least {FRAMES} frames with MOS {how} {bound}: {report}"),
+        );
+    }
+    Ok(())
+}
+
+// ----- the trunk: static-IP ACL, registration with digest -----
+
+/// A header's value as rsip writes it back, typed or not (rsip types
+/// Authorization and Proxy-Authorization).
+fn any_header(headers: &rsip::Headers, name: &str) -> Option<String> {
+    headers.iter().find_map(|h| {
+        let line = h.to_string();
+        let (n, v) = line.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+fn no_world_yet(w: &DrlabWorld) -> StepResult {
+    if w.has_lab() {
+        return Err(
+            "trunk settings come before `Given the SBC is registered in the tenant`".into(),
+        );
+    }
+    Ok(())
+}
+
+#[given(regex = r"^the carrier requires registration with (MD5|SHA-256|SHA-256 or MD5) digest$")]
+async fn carrier_requires_registration(w: &mut DrlabWorld, how: String) -> StepResult {
+    no_world_yet(w)?;
+    let algorithms = match how.as_str() {
+        "MD5" => vec![Algorithm::Md5],
+        "SHA-256" => vec![Algorithm::Sha256],
+        _ => vec![Algorithm::Sha256, Algorithm::Md5],
+    };
+    w.trunk.auth = Some(TrunkAuth {
+        realm: TRUNK_REALM.into(),
+        username: TRUNK_USER.into(),
+        password: TRUNK_PASSWORD.into(),
+        algorithms,
+        nonce_lifetime: Duration::from_secs(300),
+        challenge_invites: true,
+        max_expires: 3600,
+    });
+    Ok(())
+}
+
+#[given(regex = r"^the carrier grants registrations for (\d+) s and its nonces last (\d+) s$")]
+async fn carrier_lifetimes(w: &mut DrlabWorld, expires: u32, nonce: u64) -> StepResult {
+    no_world_yet(w)?;
+    let auth = w
+        .trunk
+        .auth
+        .as_mut()
+        .ok_or("no registration trunk in this scenario")?;
+    auth.max_expires = expires;
+    auth.nonce_lifetime = Duration::from_secs(nonce);
+    Ok(())
+}
+
+#[given(regex = r"^the SBC is configured with the wrong carrier password$")]
+async fn wrong_password(w: &mut DrlabWorld) -> StepResult {
+    no_world_yet(w)?;
+    w.trunk.sbc_password = Some("not-the-password".into());
+    Ok(())
+}
+
+#[given(regex = r"^the SBC takes calls only from the carrier's own address$")]
+async fn strict_acl(w: &mut DrlabWorld) -> StepResult {
+    no_world_yet(w)?;
+    w.trunk.strict_acl = true;
+    Ok(())
+}
+
+/// The REGISTERs the SBC sent, read with rsip, with their times.
+fn registers(l: &Lab) -> Vec<(f64, rsip::Request)> {
+    let sbc = l.config.sbc_fqdn.clone();
+    sent(l)
+        .into_iter()
+        .filter(|s| s.from == sbc && s.raw.starts_with(b"REGISTER "))
+        .filter_map(|s| match s.rsip() {
+            Some(rsip::SipMessage::Request(r)) => Some((s.at_ms, r)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The carrier's answers to REGISTERs: (time, status, the raw text).
+fn register_answers(l: &Lab) -> Vec<(f64, u16, String)> {
+    sent(l)
+        .into_iter()
+        .filter(|s| s.from == crate::world::CARRIER && s.raw.starts_with(b"SIP/2.0 "))
+        .filter_map(|s| {
+            let text = String::from_utf8_lossy(&s.raw).into_owned();
+            let register = text
+                .lines()
+                .any(|l| l.to_ascii_lowercase().starts_with("cseq:") && l.ends_with("REGISTER"));
+            let code = text.get(8..11)?.parse().ok()?;
+            register.then_some((s.at_ms, code, text))
+        })
+        .collect()
+}
+
+#[then(regex = r"^the SBC registers with the carrier using (MD5|SHA-256) after a 401$")]
+async fn sbc_registers(w: &mut DrlabWorld, algorithm: String) -> StepResult {
+    let lab = w.lab()?;
+    let done = |l: &Lab| {
+        register_answers(l).iter().any(|(_, c, _)| *c == 200)
+            && l.sbc_view().is_some_and(|v| {
+                matches!(
+                    lock(&v).registration,
+                    Some(RegistrationState::Registered { .. })
+                )
+            })
+    };
+    lab.run_until(Duration::from_secs(10), done)
+        .map_err(|e| e.to_string())?;
+    let answers = register_answers(lab);
+    let codes: Vec<u16> = answers.iter().map(|(_, c, _)| *c).collect();
+    if codes.first() != Some(&401) || codes.last() != Some(&200) {
+        return fail(
+            lab,
+            format!("a 401, then a 200 to the SBC's REGISTERs; the carrier answered {codes:?}"),
+        );
+    }
+    // The last REGISTER's Authorization, read with rsip (not our parser's
+    // typed form) and checked against the carrier's realm.
+    let Some((_, r)) = registers(lab).pop() else {
+        return fail(lab, "a REGISTER from the SBC");
+    };
+    let auth = any_header(&r.headers, "Authorization").unwrap_or_default();
+    let wants = [
+        format!("algorithm={algorithm}"),
+        "qop=auth".to_string(),
+        format!("realm=\"{TRUNK_REALM}\""),
+        format!("username=\"{TRUNK_USER}\""),
+    ];
+    if wants.iter().any(|x| !auth.contains(x.as_str())) {
+        return fail(lab, format!("the SBC's last REGISTER to carry Authorization with {wants:?}; it carries {auth:?}"));
+    }
+    let registered = lab
+        .sbc_view()
+        .map(|v| lock(&v).registration.clone())
+        .unwrap_or_default();
+    if !matches!(registered, Some(RegistrationState::Registered { .. })) {
+        return fail(
+            lab,
+            format!("the SBC to see itself registered; it says {registered:?}"),
+        );
+    }
+    Ok(())
+}
+
+#[then(regex = r"^the carrier refuses the SBC's registration with (\d+) and the SBC logs why$")]
+async fn registration_refused(w: &mut DrlabWorld, code: u16) -> StepResult {
+    let lab = w.lab()?;
+    let refused = |l: &Lab| register_answers(l).iter().any(|(_, c, _)| *c == code);
+    lab.run_until(Duration::from_secs(10), refused)
+        .map_err(|e| e.to_string())?;
+    lab.run_for(Duration::from_millis(100))
+        .map_err(|e| e.to_string())?;
+    let codes: Vec<u16> = register_answers(lab).iter().map(|(_, c, _)| *c).collect();
+    // One challenge, one answer with the wrong password: never a loop.
+    if codes != vec![401, code] {
+        return fail(
+            lab,
+            format!("401 then {code}, and no more REGISTERs; the carrier answered {codes:?}"),
+        );
+    }
+    let (state, problems) = lab
+        .sbc_view()
+        .map(|v| {
+            let v = lock(&v);
+            (v.registration.clone(), v.problems.joined("; "))
+        })
+        .unwrap_or_default();
+    if !matches!(state, Some(RegistrationState::Failed(_)))
+        || !problems.contains("registration refused")
+    {
+        return fail(
+            lab,
+            format!("the SBC to log the refusal; state {state:?}, problems: {problems}"),
+        );
+    }
+    Ok(())
+}
+
+#[then(regex = r"^the SBC registers again within (\d+) s, its stale nonce answered anew$")]
+async fn registers_again_stale(w: &mut DrlabWorld, secs: u64) -> StepResult {
+    let lab = w.lab()?;
+    let start = lab.now();
+    let twice = |l: &Lab| {
+        register_answers(l)
+            .iter()
+            .filter(|(_, c, _)| *c == 200)
+            .count()
+            >= 2
+    };
+    lab.run_until(Duration::from_secs(secs), twice)
+        .map_err(|e| e.to_string())?;
+    let answers = register_answers(lab);
+    let stale = answers
+        .iter()
+        .any(|(_, c, t)| *c == 401 && t.to_ascii_lowercase().contains("stale=true"));
+    let codes: Vec<u16> = answers.iter().map(|(_, c, _)| *c).collect();
+    if !twice(lab) || !stale {
+        return fail(
+            lab,
+            format!("a refresh within {secs} s of {start:?} through a 401 with stale=true; the carrier answered {codes:?}"),
+        );
+    }
+    Ok(())
+}
+
+#[then(
+    regex = r"^the carrier challenges the SBC's INVITE with 407 and the SBC answers with credentials$"
+)]
+async fn invite_challenged(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let sbc = lab.config.sbc_fqdn.clone();
+    let invites = |l: &Lab| {
+        sent(l)
+            .into_iter()
+            .filter(|s| {
+                s.from == sbc && s.to == crate::world::CARRIER && s.raw.starts_with(b"INVITE ")
+            })
+            .collect::<Vec<_>>()
+    };
+    lab.run_until(Duration::from_secs(10), |l| invites(l).len() >= 2)
+        .map_err(|e| e.to_string())?;
+    let all = invites(lab);
+    let challenged = sent(lab)
+        .into_iter()
+        .any(|s| s.from == crate::world::CARRIER && s.raw.starts_with(b"SIP/2.0 407 "));
+    let second = all.get(1).and_then(|s| s.rsip());
+    let creds = match &second {
+        Some(rsip::SipMessage::Request(r)) => any_header(&r.headers, "Proxy-Authorization"),
+        _ => None,
+    };
+    if !challenged || !creds.as_deref().is_some_and(|c| c.contains(TRUNK_USER)) {
+        return fail(lab, format!("a 407 from the carrier, then an INVITE with Proxy-Authorization; second INVITE's credentials: {creds:?}"));
+    }
+    Ok(())
+}
+
+#[then(regex = r"^the SBC sent no INVITE to the hub$")]
+async fn no_invite_to_hub(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    lab.run_for(Duration::from_secs(1))
+        .map_err(|e| e.to_string())?;
+    let sbc = lab.config.sbc_fqdn.clone();
+    if let Some(s) = sent(lab)
+        .iter()
+        .find(|s| s.from == sbc && is_hub(&s.to) && s.raw.starts_with(b"INVITE "))
+    {
+        return fail(
+            lab,
+            format!("no INVITE to the hub, but the SBC sent one to {}", s.to),
+        );
+    }
+    let problems = lab
+        .sbc_view()
+        .map(|v| lock(&v).problems.joined("; "))
+        .unwrap_or_default();
+    if !problems.contains("not a carrier gateway (ACL)") {
+        return fail(
+            lab,
+            format!("the SBC to log the refusal by its ACL; it logged: {problems}"),
         );
     }
     Ok(())

@@ -108,6 +108,8 @@ pub struct DrlabWorld {
     pub(crate) session_expires: Option<u32>,
     /// The SBC's gateway has MediaBypass on, set before the world is built.
     pub(crate) media_bypass: bool,
+    /// The carrier trunk's mode, set before the world is built.
+    pub(crate) trunk: crate::world::Trunk,
     /// The PSTN phones' scripts so far (steps build them up).
     pub(crate) phone_scripts: std::collections::BTreeMap<String, carrier_sim::trunk::PhoneScript>,
 }
@@ -115,6 +117,10 @@ pub struct DrlabWorld {
 type StepResult = Result<(), String>;
 
 impl DrlabWorld {
+    pub(crate) fn has_lab(&self) -> bool {
+        self.lab.is_some()
+    }
+
     pub(crate) fn lab(&mut self) -> Result<&mut Lab, String> {
         self.lab.as_mut().ok_or_else(|| {
             "no world yet: start with `Given the SBC is registered in the tenant as <fqdn>`".into()
@@ -237,6 +243,7 @@ async fn registered(w: &mut DrlabWorld, fqdn: String, certificate: String) -> St
         second_sbc: w.second_sbc.take(),
         session_expires: w.session_expires.take().unwrap_or(1800),
         media_bypass: w.media_bypass,
+        trunk: std::mem::take(&mut w.trunk),
         ..LabConfig::default()
     };
     w.lab = Some(Lab::new(config).map_err(|e| format!("cannot build the world: {e}"))?);

@@ -62,6 +62,10 @@ pub struct Options {
     pub sbc_media_ports: std::ops::RangeInclusive<u16>,
     /// The SBC's gateway has MediaBypass on (hub and SBC alike).
     pub media_bypass: bool,
+    /// A registration trunk: what the SBC registers with, and what the
+    /// carrier asks for.
+    pub registration: Option<sbc::b2bua::register::RegistrationConfig>,
+    pub carrier_auth: Option<carrier_sim::trunk::TrunkAuth>,
 }
 
 impl Options {
@@ -78,6 +82,8 @@ impl Options {
             media_frames: 25,
             sbc_media_ports: 40000..=44999,
             media_bypass: false,
+            registration: None,
+            carrier_auth: None,
         }
     }
 }
@@ -207,6 +213,8 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         session_refresh: Default::default(),
         media_bypass: o.media_bypass,
         media_timeout: None,
+        registration: o.registration.clone(),
+        carrier_gateways: Vec::new(),
         timers: o.timers,
         seed: 1,
     };
@@ -271,6 +279,7 @@ pub fn start_carrier(lab: &RealLab, o: &Options) -> Carrier {
         media_frames: o.media_frames,
         media_ports: 20000..=29999,
         timers: o.timers,
+        auth: o.carrier_auth.clone(),
         seed: 1,
     };
     tokio::spawn(run_trunk(

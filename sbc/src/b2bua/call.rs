@@ -469,6 +469,13 @@ impl Sbc {
             let why = format!("TLS peer {:?} is not a hub proxy", source.peer_names);
             return Err(Rejection::new(403, "Forbidden", why));
         }
+        // The carrier-side ACL (static-IP peering): only the carrier's
+        // gateways may place calls; nothing from elsewhere is routed.
+        let ip = source.remote.ip();
+        if !from_hub && !self.carrier_ips.contains(&ip) {
+            let why = format!("source {ip} is not a carrier gateway (ACL)");
+            return Err(Rejection::new(403, "Forbidden", why));
+        }
         // RFC 3261 §16.3 step 3 (a B2BUA forwards like a proxy here): a
         // request that may not be forwarded again gets 483.
         let max_forwards = match request.max_forwards() {

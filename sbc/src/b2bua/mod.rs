@@ -12,6 +12,7 @@
 
 mod call;
 pub mod numbers;
+pub mod register;
 
 use crate::direct_routing::{hub_hop, sbc_options};
 use crate::driver::{HostSetup, Role};
@@ -110,6 +111,14 @@ pub struct SbcConfig {
     /// An answered call whose relay receives nothing from either leg for
     /// this long (not on hold) is ended on both legs; `None`: never.
     pub media_timeout: Option<Duration>,
+    /// A registration trunk: REGISTER to the carrier with these
+    /// credentials, which also answer the carrier's challenges to our
+    /// INVITEs; `None`: static-IP peering.
+    pub registration: Option<register::RegistrationConfig>,
+    /// Further carrier gateways (names or addresses) INVITEs may come
+    /// from, besides `carrier_host`: the carrier-side ACL. An INVITE on
+    /// the carrier side from any other source gets 403 and a log line.
+    pub carrier_gateways: Vec<String>,
     pub timers: TimerConfig,
     pub seed: u64,
 }
@@ -133,6 +142,11 @@ pub struct SbcView {
     /// Relay tasks whose sockets are open now.
     pub relays_open: usize,
     pub problems: ProblemLog,
+    /// The registration with the carrier (a registration trunk), and how
+    /// many REGISTERs went out and were accepted.
+    pub registration: Option<register::RegistrationState>,
+    pub registers_sent: u64,
+    pub registrations: u64,
 }
 
 /// Settings a lab can change on a running SBC, to show how the hub treats a
@@ -193,6 +207,7 @@ pub enum SbcFault {
 fn names(config: &SbcConfig) -> Vec<String> {
     let mut n = config.hub_fqdns.clone();
     n.push(config.carrier_host.clone());
+    n.extend(config.carrier_gateways.iter().cloned());
     if config.advertised_ip.is_none() {
         n.push(config.fqdn.clone());
     }
@@ -281,6 +296,11 @@ pub(crate) struct Sbc {
     /// URIs the carrier was REFERred to, standing for the hub's Refer-To
     /// (`TransferMode::Carrier`), by their user part.
     refer_targets: BTreeMap<String, call::ReferTarget>,
+    /// The registration with the carrier, once started.
+    registration: Option<register::Registration>,
+    /// The carrier-side ACL: `carrier_host` and `carrier_gateways`,
+    /// resolved once at start (never mid-decision).
+    pub(crate) carrier_ips: Vec<IpAddr>,
 }
 
 impl Sbc {
@@ -309,6 +329,63 @@ impl Sbc {
             refer_targets: BTreeMap::new(),
             options_keys: BTreeMap::new(),
             options_seq: 0,
+            registration: None,
+            carrier_ips: Vec::new(),
+        }
+    }
+
+    /// The carrier's gateway as a hop (where REGISTERs go).
+    fn carrier_hop(&self) -> crate::sip::session::Hop {
+        crate::sip::session::Hop::Uri(format!(
+            "sip:{}:{}",
+            self.config.carrier_host, self.config.carrier_port
+        ))
+    }
+
+    /// Start registering (RFC 3261 §10.2) and give the session layer the
+    /// credentials for the carrier's INVITE challenges (§22.2).
+    fn start_registration(&mut self, now: Instant, ua: &mut UserAgent) {
+        let Some(config) = self.config.registration.clone() else {
+            return;
+        };
+        let contact = format!(
+            "<sip:{}@{}:{}>",
+            config.username, self.ip, self.config.carrier_listen_port
+        );
+        let mut r = register::Registration::new(config, contact);
+        r.start(now);
+        self.registration = Some(r);
+        self.registration_due(now, ua);
+    }
+
+    fn registration_due(&mut self, now: Instant, ua: &mut UserAgent) {
+        let hop = self.carrier_hop();
+        let host = self.config.fqdn.clone();
+        let Some(r) = self.registration.as_mut() else {
+            return;
+        };
+        if let Err(e) = r.on_timeout(now, ua, &hop, &host) {
+            self.problem("register", e);
+        }
+        self.sync_logins(ua);
+    }
+
+    /// The credentials answer INVITE challenges for the realm the carrier
+    /// named (or the one configured).
+    fn sync_logins(&mut self, ua: &mut UserAgent) {
+        let (Some(config), Some(r)) = (&self.config.registration, &self.registration) else {
+            return;
+        };
+        let Some(realm) = config.realm.clone().or_else(|| r.realm()) else {
+            return;
+        };
+        let logins = &mut ua.session_config_mut().logins;
+        if !logins.iter().any(|l| l.realm == realm) {
+            logins.push(crate::sip::session::DigestLogin {
+                realm,
+                username: config.username.clone(),
+                password: config.password.clone(),
+            });
         }
     }
 
@@ -389,9 +466,19 @@ impl Role for Sbc {
                 self.ip = ip;
             }
         }
+        let sources =
+            std::iter::once(&self.config.carrier_host).chain(&self.config.carrier_gateways);
+        for name in sources.cloned().collect::<Vec<_>>() {
+            match ua.routing().address(&name) {
+                Ok(ip) if !self.carrier_ips.contains(&ip) => self.carrier_ips.push(ip),
+                Ok(_) => {}
+                Err(e) => self.problem("acl", format!("carrier gateway {name}: {e}")),
+            }
+        }
         if self.options_enabled {
             self.send_options(now, ua);
         }
+        self.start_registration(now, ua);
     }
 
     fn on_event(&mut self, now: Instant, event: UaEvent, ua: &mut UserAgent) {
@@ -401,6 +488,19 @@ impl Role for Sbc {
                 self.on_out_of_dialog(now, ua, key, request.method().cloned())
             }
             UaEvent::Response { key, response } => {
+                let hop = self.carrier_hop();
+                let host = self.config.fqdn.clone();
+                let register = self
+                    .registration
+                    .as_mut()
+                    .and_then(|r| r.on_response(now, ua, &hop, &host, &key, &response));
+                if let Some(result) = register {
+                    if let Err(e) = result {
+                        self.problem("register", e);
+                    }
+                    self.sync_logins(ua);
+                    return;
+                }
                 if let Some(code) = response.status().filter(|c| *c >= 200) {
                     if let Some(hub) = self.options_keys.remove(&key) {
                         self.view().hub_options.insert(hub, code);
@@ -408,6 +508,13 @@ impl Role for Sbc {
                 }
             }
             UaEvent::Failed { key, reason } => {
+                let register = self
+                    .registration
+                    .as_mut()
+                    .and_then(|r| r.on_failed(now, &key, reason.clone()));
+                if let Some(line) = register {
+                    return self.problem("register", line);
+                }
                 if let Some(hub) = self.options_keys.remove(&key) {
                     self.view().hub_options.insert(hub.clone(), 0);
                     let why = reason.unwrap_or_else(|| "no answer".into());
@@ -477,12 +584,21 @@ impl Role for Sbc {
         if self.next_options.is_some_and(|t| t <= now) {
             self.send_options(now, ua);
         }
+        if self
+            .registration
+            .as_ref()
+            .and_then(|r| r.poll_timeout())
+            .is_some_and(|t| t <= now)
+        {
+            self.registration_due(now, ua);
+        }
         self.calls_due(now, ua);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
         let calls = self.calls.values().filter_map(|c| c.wake());
-        calls.chain(self.next_options).min()
+        let register = self.registration.as_ref().and_then(|r| r.poll_timeout());
+        calls.chain(self.next_options).chain(register).min()
     }
 
     fn poll_media(&mut self) -> Option<RelayCommand> {
@@ -497,5 +613,10 @@ impl Role for Sbc {
         v.live_calls = calls;
         v.media_ports = ports;
         v.relays_open = open;
+        if let Some(r) = &self.registration {
+            v.registration = Some(r.state.clone());
+            v.registers_sent = r.sent;
+            v.registrations = r.registered;
+        }
     }
 }

@@ -57,7 +57,29 @@ pub struct LabConfig {
     /// The SBC's gateway has MediaBypass on: the world gets a Teams client
     /// host per fork ([`TEAMS_CLIENTS`]), and the SBC is set for bypass.
     pub media_bypass: bool,
+    /// How the carrier trunk admits the SBC (see [`Trunk`]).
+    pub trunk: Trunk,
 }
+
+/// The carrier trunk's mode: static-IP peering (the default), or a
+/// registration trunk with digest credentials; and whom the SBC takes
+/// calls from on its carrier side.
+#[derive(Debug, Clone, Default)]
+pub struct Trunk {
+    /// The carrier's registrar and authenticator; `None`: static-IP.
+    pub auth: Option<carrier_sim::trunk::TrunkAuth>,
+    /// The password the SBC is configured with (the carrier's, unless a
+    /// scenario gets it wrong).
+    pub sbc_password: Option<String>,
+    /// The SBC admits calls from the carrier's own address only (not from
+    /// the scripted tester standing in as a second gateway).
+    pub strict_acl: bool,
+}
+
+/// The registration trunk's credentials in the lab.
+pub const TRUNK_USER: &str = "sbc1";
+pub const TRUNK_PASSWORD: &str = "s3cr3t-Pa55";
+pub const TRUNK_REALM: &str = "carrier.example.net";
 
 /// The Teams clients of a media bypass world, one per fork the hub rings.
 pub const TEAMS_CLIENTS: [&str; 2] = ["client1.teams.example.com", "client2.teams.example.com"];
@@ -181,6 +203,7 @@ impl Default for LabConfig {
             second_sbc: None,
             session_expires: 1800,
             media_bypass: false,
+            trunk: Trunk::default(),
         }
     }
 }
@@ -355,6 +378,24 @@ impl Lab {
             media_tap: media_tap.clone(),
             impairments: impairments.clone(),
             media_bypass: config.media_bypass,
+            registration: config.trunk.auth.as_ref().map(|a| {
+                sbc::b2bua::register::RegistrationConfig {
+                    domain: CARRIER.into(),
+                    username: a.username.clone(),
+                    password: config
+                        .trunk
+                        .sbc_password
+                        .clone()
+                        .unwrap_or_else(|| a.password.clone()),
+                    realm: None,
+                    expires: 3600,
+                }
+            }),
+            carrier_gateways: if config.trunk.strict_acl {
+                Vec::new()
+            } else {
+                vec![TESTER.to_string()]
+            },
         };
         sut.install(&mut sim, &ctx);
         let (sbcs, routes) = match &config.second_sbc {
@@ -413,6 +454,7 @@ impl Lab {
                 client_config_at(&hub_id, root, clock.clone()).map_err(|e| err(&e))?,
             ),
             seed: config.seed,
+            trunk_auth: config.trunk.auth.clone(),
             clients: client_hosts
                 .iter()
                 .map(|(name, (handle, _))| (name.clone(), handle.clone()))

@@ -49,6 +49,11 @@ pub struct SutContext {
     pub impairments: Impairments,
     /// The tenant's gateway for the SBC has MediaBypass on.
     pub media_bypass: bool,
+    /// The SBC registers with the carrier (a registration trunk).
+    pub registration: Option<sbc::b2bua::register::RegistrationConfig>,
+    /// Hosts besides the carrier that may send the SBC calls (the
+    /// scripted tester, standing where a carrier gateway stands).
+    pub carrier_gateways: Vec<String>,
 }
 
 /// drlab's own SBC, run in simulation.
@@ -93,6 +98,8 @@ impl SystemUnderTest for ReferenceSbc {
             session_refresh: Default::default(),
             media_bypass: ctx.media_bypass,
             media_timeout: Some(Duration::from_secs(60)),
+            registration: ctx.registration.clone(),
+            carrier_gateways: ctx.carrier_gateways.clone(),
             timers: Default::default(),
             seed: ctx.seed,
         };

@@ -97,6 +97,8 @@ pub struct Parties {
     /// The Teams clients of a media bypass world (their hosts are
     /// installed last, by the world, so that no other address moves).
     pub clients: Vec<(String, MediaHostHandle)>,
+    /// A registration trunk's credentials (`None`: static-IP peering).
+    pub trunk_auth: Option<carrier_sim::trunk::TrunkAuth>,
 }
 
 /// The handles a world keeps to the parties it installed.
@@ -211,6 +213,7 @@ pub fn install(
         media_frames: p.media_frames,
         media_ports: 20000..=29999,
         timers: Default::default(),
+        auth: p.trunk_auth.clone(),
         seed: p.seed,
     };
     let carrier_view = Arc::new(Mutex::new(CarrierView::default()));
