@@ -56,3 +56,30 @@ Feature: The carrier trunk: static-IP peering with an ACL, or registration with 
     And the SBC is registered in the tenant as sbc.example.com
     Then the SBC registers with the carrier using MD5 after a 401
     And the SBC registers again within 70 s, its stale nonce answered anew
+
+  Scenario: A gateway that fails its OPTIONS is marked down and calls go to the other one
+    Given the carrier has a second gateway, which the SBC tries first
+    And the SBC is registered in the tenant as sbc.example.com
+    And the carrier gateway carrier2.example.net is down
+    And the hub marks the SBC active
+    Then the SBC marks the carrier gateway carrier2.example.net down within 40 s
+    When Teams user Alice dials +4930123456
+    Then the phone answers
+    And the SBC sent 0 INVITEs to carrier2.example.net
+    And audio flows both ways, decrypted and in order
+    When the Teams user hangs up
+    Then both legs end with BYE and 200
+
+  Scenario: A gateway that answers 503 is failed over to the next one
+    Given the carrier has a second gateway, which the SBC tries first
+    And the SBC is registered in the tenant as sbc.example.com
+    And the carrier gateway carrier2.example.net answers calls to +4930123456 with 503
+    And the hub marks the SBC active
+    When Teams user Alice dials +4930123456
+    Then the phone answers
+    And the SBC sent 1 INVITE to carrier2.example.net
+    And the SBC sent 1 INVITE to carrier.example.net
+    And audio flows both ways, decrypted and in order
+    When the Teams user hangs up
+    Then both legs end with BYE and 200
+    And the trace matches its snapshot

@@ -218,8 +218,14 @@ pub async fn run_trunk<N: Network>(
     sbc::driver::run(net, setup, trunk, commands, media, tap).await
 }
 
-fn phone_codecs() -> Vec<Codec> {
-    vec![Codec::pcma(), Codec::pcmu(), Codec::telephone_event()]
+/// A phone's codecs, telephone-event (RFC 4733) on `te` (101 unless the
+/// phone's script says otherwise: carriers also use 96, 100...).
+fn phone_codecs(te: u8) -> Vec<Codec> {
+    vec![
+        Codec::pcma(),
+        Codec::pcmu(),
+        Codec::new(te, "telephone-event", 8000),
+    ]
 }
 
 /// E.164 to the national format carriers use: `+4930123456` → `030123456`,
@@ -289,13 +295,14 @@ impl Trunk {
             .address(&phone.media_host)
             .map_err(|e| e.to_string())?;
         let port = self.ports.allocate().ok_or("no free phone media port")?;
+        let te = self.script(&phone.number).telephone_event;
         self.next_media += 1;
         let (talk, open) = Talk::open(self.next_media, &phone.media_host, port);
         self.media_out.push_back(open);
         let media = LocalMedia {
             address: ip.to_string(),
             port,
-            codecs: phone_codecs(),
+            codecs: phone_codecs(te),
             srtp_key: None,
             rtcp_mux: false,
             ice: None,

@@ -122,6 +122,8 @@ fn relay(c: &mut Criterion) {
             rx_key: None,
             ice: None,
             ice_peer: None,
+            te_tx: None,
+            te_rx: None,
         },
         b: RelayLeg {
             remote: addr("52.114.16.1:49152"),
@@ -129,6 +131,8 @@ fn relay(c: &mut Criterion) {
             rx_key: Some(theirs.clone()),
             ice: None,
             ice_peer: None,
+            te_tx: None,
+            te_rx: None,
         },
         hold: false,
     };

@@ -125,10 +125,15 @@ pub struct CarrierSection {
     /// A registration trunk (`[carrier.registration]`); absent: static-IP
     /// peering.
     pub registration: Option<RegistrationSection>,
-    /// Further gateways of the carrier (names or addresses) that may send
-    /// calls, besides `host`: every other source gets 403.
+    /// Further gateways of the carrier (`host` or `host:port`), tried in
+    /// order after `host:port` for calls to the PSTN and watched with
+    /// OPTIONS; they may send calls too.
     #[serde(default)]
     pub gateways: Vec<String>,
+    /// Further addresses (or names) the carrier sends calls from. Every
+    /// source that is not `host`, a gateway or one of these gets 403.
+    #[serde(default)]
+    pub sources: Vec<String>,
 }
 
 /// `[carrier.registration]`: REGISTER to the carrier with digest
@@ -378,6 +383,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
             }
         }),
         carrier_gateways: file.carrier.gateways,
+        carrier_sources: file.carrier.sources,
         timers: crate::sip::transaction::TimerConfig::default(),
         seed: file.seed.unwrap_or(0),
     };

@@ -7,7 +7,7 @@
 use crate::steps::{fail, lock, rsip_header, sent, DrlabWorld};
 use crate::world::{Lab, TRUNK_PASSWORD, TRUNK_REALM, TRUNK_USER};
 use carrier_sim::trunk::{CarrierCommand, Outcome, PhoneScript, TrunkAuth};
-use cucumber::{given, then};
+use cucumber::{given, then, when};
 use sbc::b2bua::register::RegistrationState;
 use sbc::sip::digest::Algorithm;
 use std::time::Duration;
@@ -489,4 +489,159 @@ async fn no_invite_to_hub(w: &mut DrlabWorld) -> StepResult {
         );
     }
     Ok(())
+}
+
+// ----- several carrier gateways: OPTIONS health and failover -----
+
+#[given(regex = r"^the carrier has a second gateway, which the SBC tries first$")]
+async fn second_gateway(w: &mut DrlabWorld) -> StepResult {
+    no_world_yet(w)?;
+    w.trunk.second_gateway = true;
+    Ok(())
+}
+
+#[given(regex = r"^the carrier gateway (\S+) is down$")]
+async fn gateway_down(w: &mut DrlabWorld, host: String) -> StepResult {
+    let lab = w.lab()?;
+    if host != crate::world::CARRIER && host != crate::world::GATEWAY2 {
+        return Err(format!("no carrier gateway {host} in this world"));
+    }
+    if !lab.hosts.contains(&host) {
+        return Err(format!(
+            "{host} is not in this world (a second gateway needs its Given)"
+        ));
+    }
+    lab.sim.crash(host.as_str());
+    Ok(())
+}
+
+#[given(regex = r"^the carrier gateway (\S+) answers calls to (\S+) with 503$")]
+async fn gateway_congested(w: &mut DrlabWorld, host: String, number: String) -> StepResult {
+    let lab = w.lab()?;
+    let commands = if host == crate::world::GATEWAY2 {
+        lab.gateway2.as_ref().map(|(_, c)| c.clone())
+    } else if host == crate::world::CARRIER {
+        Some(lab.carrier_commands.clone())
+    } else {
+        None
+    };
+    let commands = commands.ok_or_else(|| format!("no carrier gateway {host} in this world"))?;
+    let script = PhoneScript {
+        outcome: Outcome::Congestion,
+        ..PhoneScript::default()
+    };
+    commands
+        .send(CarrierCommand::Script { number, script })
+        .map_err(|e| e.to_string())
+}
+
+#[then(regex = r"^the SBC marks the carrier gateway (\S+) down within (\d+) s$")]
+async fn sbc_marks_down(w: &mut DrlabWorld, host: String, secs: u64) -> StepResult {
+    let lab = w.lab()?;
+    let gateway = format!("{host}:5060");
+    let down = |l: &Lab| {
+        l.sbc_view()
+            .is_some_and(|v| lock(&v).gateways_down.contains(&gateway))
+    };
+    lab.run_until(Duration::from_secs(secs), down)
+        .map_err(|e| e.to_string())?;
+    if !down(lab) {
+        return fail(
+            lab,
+            format!("the SBC to mark {gateway} down within {secs} s"),
+        );
+    }
+    Ok(())
+}
+
+// ----- DTMF (RFC 4733) end to end -----
+
+#[given(regex = r"^PSTN phone (\S+) numbers telephone-event (\d+)$")]
+async fn phone_te(w: &mut DrlabWorld, number: String, pt: u8) -> StepResult {
+    if !(96..=127).contains(&pt) {
+        return Err(format!("{pt} is not a dynamic payload type (96-127)"));
+    }
+    script(w, &number, |s| s.telephone_event = pt)
+}
+
+/// The audio counters of the latest call at the Teams end or the PSTN end.
+fn end_stats(lab: &Lab, teams: bool) -> Option<crate::steps::SharedStats> {
+    let (t, p) = crate::steps::last_media(lab)?;
+    Some(if teams { t } else { p })
+}
+
+#[when(regex = r"^the (Teams user|PSTN caller|PSTN phone) presses (\S+)$")]
+async fn presses(w: &mut DrlabWorld, who: String, keys: String) -> StepResult {
+    if let Some(bad) = keys
+        .chars()
+        .find(|k| sbc::media::dtmf::event_of(*k).is_none())
+    {
+        return Err(format!("{bad:?} is not a DTMF key (0-9, *, #, A-D)"));
+    }
+    let lab = w.lab()?;
+    let stats = end_stats(lab, who == "Teams user").ok_or("no call with media yet")?;
+    lock(&stats).dtmf_out.extend(keys.chars());
+    Ok(())
+}
+
+#[then(
+    regex = r"^the (Teams user|PSTN caller|PSTN phone) receives the digits (\S+)( before any answer)?$"
+)]
+async fn receives_digits(
+    w: &mut DrlabWorld,
+    who: String,
+    keys: String,
+    early: String,
+) -> StepResult {
+    let lab = w.lab()?;
+    let teams = who == "Teams user";
+    let stats = end_stats(lab, teams).ok_or("no call with media yet")?;
+    let s2 = stats.clone();
+    let k2 = keys.clone();
+    // A key press is 160 ms of packets; a few keys, a few links.
+    lab.run_until(Duration::from_secs(5), move |_| {
+        lock(&s2).dtmf_received.len() >= k2.len()
+    })
+    .map_err(|e| e.to_string())?;
+    let got = lock(&stats).dtmf_received.clone();
+    if got != keys {
+        let relays: Vec<_> = lab
+            .sbc_view()
+            .map(|v| lock(&v).relays.iter().map(|r| lock(r).clone()).collect())
+            .unwrap_or_default();
+        return fail(
+            lab,
+            format!("the {who} to receive {keys:?}, it received {got:?}; SBC relays {relays:?}"),
+        );
+    }
+    if !early.is_empty() {
+        let state = lock(&lab.hub)
+            .calls
+            .iter()
+            .rev()
+            .find(|c| c.direction == CallDirection::Outbound)
+            .map(|c| c.state.clone());
+        if matches!(state, Some(CallState::Answered | CallState::Ended(_))) {
+            return fail(
+                lab,
+                format!("the digits before any answer; the Teams call is {state:?}"),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[then(regex = r"^the SBC renumbered telephone-events both ways$")]
+async fn renumbered(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let relay = lab
+        .sbc_view()
+        .and_then(|v| lock(&v).relays.back().map(|r| lock(r).clone()));
+    match relay {
+        Some(r) if r.renumbered_a > 0 && r.renumbered_b > 0 => Ok(()),
+        other => fail(
+            lab,
+            format!("events renumbered from each leg; relay {other:?}"),
+        ),
+    }
 }

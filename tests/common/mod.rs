@@ -215,6 +215,7 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         media_timeout: None,
         registration: o.registration.clone(),
         carrier_gateways: Vec::new(),
+        carrier_sources: Vec::new(),
         timers: o.timers,
         seed: 1,
     };

@@ -72,6 +72,8 @@ pub struct PhoneScript {
     /// Hang up this long after the call is answered (either direction);
     /// `None`: wait for the far end.
     pub hang_up_after: Option<Duration>,
+    /// The payload type of telephone-event (RFC 4733) in the phone's SDP.
+    pub telephone_event: u8,
 }
 
 impl Default for PhoneScript {
@@ -83,6 +85,7 @@ impl Default for PhoneScript {
             // time out sooner. Short enough for a scenario; a setting.
             ring_timeout: Duration::from_secs(30),
             hang_up_after: None,
+            telephone_event: 101,
         }
     }
 }

@@ -4,12 +4,13 @@
 //! processors use it; the checks are made on what actually crossed the
 //! network, independently of the relay in between.
 
+use sbc::media::dtmf::{self, Event};
 use sbc::media::ice::{binding_request, read_binding_response, CheckAnswer, Credentials};
 use sbc::media::quality::{JitterBuffer, ReceiverQuality};
 use sbc::media::srtp::{Protector, SrtpKey, Unprotector};
 use sbc::media::stun::looks_like_stun;
 use sbc::sip::transport::{DatagramSocket, Network};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -143,7 +144,17 @@ pub struct MediaStats {
     pub ice_failed: bool,
     /// Voice quality of the current source as a listener gets it (RFC 3550
     /// statistics, the jitter buffer of [`probe_jitter_buffer`], E-model).
+    /// Telephone-event packets count in it as packets (their sequence
+    /// numbers), not as audio.
     pub quality: Option<ReceiverQuality>,
+    /// DTMF keys to press (RFC 4733), in order: the far end's controller
+    /// queues them, the probe sends them in place of audio frames.
+    pub dtmf_out: std::collections::VecDeque<char>,
+    /// Keys pressed so far, and the keys received (one per event, told
+    /// apart by the event's timestamp), in order.
+    pub dtmf_sent: String,
+    pub dtmf_received: String,
+    dtmf_last: Option<(u32, u32)>,
 }
 
 /// What a probe needs once the call is answered.
@@ -157,6 +168,10 @@ pub struct ProbePlan {
     pub tx_key: Option<SrtpKey>,
     /// The far side's key (we unprotect with it).
     pub rx_key: Option<SrtpKey>,
+    /// RFC 4733 telephone-events: the payload type the far side expects
+    /// (we send with it) and the one we said we expect (we read with it).
+    pub dtmf_tx_pt: Option<u8>,
+    pub dtmf_rx_pt: Option<u8>,
     /// Check the path with ICE before any media (a Teams client in media
     /// bypass): `None` sends media at once.
     pub ice: Option<IceCheckPlan>,
@@ -198,6 +213,8 @@ impl ProbePlan {
             frames,
             tx_key,
             rx_key,
+            dtmf_tx_pt: a.telephone_event,
+            dtmf_rx_pt: a.local_telephone_event,
             ice: None,
         })
     }
@@ -242,6 +259,9 @@ impl AudioProbe {
         let mut sent = 0u32;
         let mut ice: Option<IceClient> = None;
         let mut buf = vec![0u8; 2048];
+        // A key press under way: its packets still to send, its timestamp.
+        let mut pressing: VecDeque<(Event, bool)> = VecDeque::new();
+        let mut press_ts = 0u32;
         loop {
             let ready = ice.as_ref().is_none_or(IceClient::may_send_media);
             let sending = ready && active.as_ref().is_some_and(|(p, _, _)| sent < p.frames);
@@ -259,9 +279,10 @@ impl AudioProbe {
                     ice = IceClient::follow(ice.take(), p.ice.clone());
                     active = Some((p, tx, rx));
                     next_send = tokio::time::Instant::now();
-                    if let Some((_, _, rx)) = &mut active {
+                    if let Some((p, _, rx)) = &mut active {
+                        let dtmf_rx = p.dtmf_rx_pt;
                         for (packet, from) in early.drain(..) {
-                            receive(&packet, from, rx.as_mut(), &stats);
+                            receive(&packet, from, rx.as_mut(), dtmf_rx, &stats);
                         }
                     }
                 }
@@ -279,7 +300,7 @@ impl AudioProbe {
                         continue;
                     }
                     match &mut active {
-                        Some((_, _, rx)) => receive(packet, from, rx.as_mut(), &stats),
+                        Some((p, _, rx)) => receive(packet, from, rx.as_mut(), p.dtmf_rx_pt, &stats),
                         None if early.len() < EARLY_BUFFER => early.push((packet.to_vec(), from)),
                         None => {}
                     }
@@ -292,7 +313,31 @@ impl AudioProbe {
                 }
                 _ = tokio::time::sleep_until(next_send), if sending => {
                     let Some((p, tx, _)) = &mut active else { continue };
-                    let rtp = rtp_frame(p.payload_type, sent as u16, p.ssrc, sent, probe_clock_us());
+                    // A queued key press takes the place of audio frames
+                    // (RFC 4733 §2.5), with the timestamp the next frame
+                    // would have had.
+                    if pressing.is_empty() && p.dtmf_tx_pt.is_some() {
+                        let key = {
+                            let mut st = lock(&stats);
+                            let key = st.dtmf_out.pop_front();
+                            st.dtmf_sent.extend(key);
+                            key
+                        };
+                        if let Some(event) = key.and_then(dtmf::event_of) {
+                            press_ts = sent.wrapping_mul(PAYLOAD as u32);
+                            pressing = dtmf::press(event)
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, e)| (e, i == 0))
+                                .collect();
+                        }
+                    }
+                    let rtp = match (pressing.pop_front(), p.dtmf_tx_pt) {
+                        (Some((event, first)), Some(pt)) => {
+                            event_packet(pt, first, sent as u16, press_ts, p.ssrc, event)
+                        }
+                        _ => rtp_frame(p.payload_type, sent as u16, p.ssrc, sent, probe_clock_us()),
+                    };
                     let out = match tx {
                         Some(t) => t.protect(&rtp).map_err(std::io::Error::other)?,
                         None => rtp,
@@ -456,10 +501,49 @@ impl IceClient {
     }
 }
 
+/// An RTP packet carrying one telephone-event (RFC 4733 §2.3), the marker
+/// bit on the first packet of an event (§2.5.1.1).
+fn event_packet(pt: u8, first: bool, seq: u16, ts: u32, ssrc: u32, event: Event) -> Vec<u8> {
+    let mut p = Vec::with_capacity(HEADER + 4);
+    p.push(0x80);
+    p.push((u8::from(first) << 7) | (pt & 0x7f));
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&event.to_bytes());
+    p
+}
+
+/// A telephone-event packet arrived: one key per event, however many of
+/// its packets (updates, the repeated end) arrive. `true` when it was one.
+fn receive_event(s: &mut MediaStats, rtp: &[u8], dtmf_rx: Option<u8>) -> bool {
+    let (Some(pt), Some(&second), Some(payload)) = (dtmf_rx, rtp.get(1), rtp.get(HEADER..)) else {
+        return false;
+    };
+    if second & 0x7f != pt || rtp.len() < HEADER + 4 {
+        return false;
+    }
+    let ts = u32::from_be_bytes([rtp[4], rtp[5], rtp[6], rtp[7]]);
+    let ssrc = u32::from_be_bytes([rtp[8], rtp[9], rtp[10], rtp[11]]);
+    let seq = u16::from_be_bytes([rtp[2], rtp[3]]);
+    if let Ok(e) = Event::parse(payload) {
+        if s.dtmf_last != Some((ssrc, ts)) {
+            s.dtmf_last = Some((ssrc, ts));
+            s.dtmf_received.push(dtmf::digit_of(e.event).unwrap_or('?'));
+        }
+    }
+    let arrival = tokio::time::Instant::now().into_std();
+    s.quality
+        .get_or_insert_with(|| ReceiverQuality::new(8000, probe_jitter_buffer()))
+        .on_packet(seq, ts, arrival, None);
+    true
+}
+
 fn receive(
     packet: &[u8],
     from: SocketAddr,
     rx: Option<&mut Unprotector>,
+    dtmf_rx: Option<u8>,
     stats: &Arc<Mutex<MediaStats>>,
 ) {
     let rtp = match rx {
@@ -474,6 +558,9 @@ fn receive(
     };
     let mut s = lock(stats);
     s.first_source.get_or_insert(from);
+    if receive_event(&mut s, &rtp, dtmf_rx) {
+        return;
+    }
     match read_frame(&rtp) {
         Ok(frame) => {
             let index = frame.index;

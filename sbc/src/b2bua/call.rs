@@ -59,8 +59,9 @@ pub(crate) struct Call {
     b_answer: Option<SessionDescription>,
     /// Whether leg a's, and leg b's, last description put the call on hold.
     held: (bool, bool),
-    /// Hub proxies still to try for an inbound call.
-    hubs_left: Vec<String>,
+    /// Where leg b may still go: hub proxies for an inbound call, carrier
+    /// gateways (`host:port`) for an outbound one, in the order tried.
+    routes_left: Vec<String>,
     /// The called and calling numbers as leg b writes them.
     called: String,
     calling: Option<String>,
@@ -206,6 +207,10 @@ fn plain_rtp(mut sd: SessionDescription) -> SessionDescription {
     sd
 }
 
+/// The payload type the SBC offers Teams for telephone-event: what Teams
+/// itself offers (its SDP lists `101 telephone-event/8000`).
+const TEAMS_TELEPHONE_EVENT: u8 = 101;
+
 /// Codecs the SBC relays without transcoding.
 fn relayable(offer: &SessionDescription) -> Vec<Codec> {
     let Some(m) = offer
@@ -255,14 +260,7 @@ fn sdp_of(m: &Message) -> Result<SessionDescription, String> {
 }
 
 fn relay_leg(a: &Agreed) -> Option<RelayLeg> {
-    let (tx_key, rx_key) = crate::media::srtp::agreed_keys(a);
-    Some(RelayLeg {
-        remote: a.remote_socket()?,
-        tx_key,
-        rx_key,
-        ice: None,
-        ice_peer: None,
-    })
+    RelayLeg::from_agreed(a)
 }
 
 /// Our ICE-lite credentials on a leg (media bypass toward Teams), for the
@@ -565,7 +563,22 @@ impl Sbc {
             ));
         };
         let a_media = self.leg_media(ua, a_port, from_hub, codecs.clone());
-        let b_media = self.leg_media(ua, b_port, !from_hub, codecs);
+        // Toward Teams, telephone-event is offered as 101 whatever the
+        // carrier numbered it: the relay renumbers events between the legs.
+        let b_codecs = if from_hub {
+            codecs
+        } else {
+            codecs
+                .into_iter()
+                .map(|mut c| {
+                    if c.name.eq_ignore_ascii_case("telephone-event") {
+                        c.payload_type = TEAMS_TELEPHONE_EVENT;
+                    }
+                    c
+                })
+                .collect()
+        };
+        let b_media = self.leg_media(ua, b_port, !from_hub, b_codecs);
         // Check now that leg a's offer can be answered at all.
         let dry = self.origin(ua);
         if let Err(e) = a_media.answer(&offer, dry) {
@@ -594,8 +607,8 @@ impl Sbc {
             b_offer,
             b_answer: None,
             held: (false, false),
-            hubs_left: if from_hub {
-                Vec::new()
+            routes_left: if from_hub {
+                self.gateways_to_try()
             } else {
                 self.hubs_to_try(now)
             },
@@ -682,18 +695,19 @@ impl Sbc {
         loop {
             let (hub, (msg, hop)) = match call.direction {
                 Direction::Inbound => {
-                    if call.hubs_left.is_empty() {
+                    if call.routes_left.is_empty() {
                         return false;
                     }
-                    let hub = call.hubs_left.remove(0);
+                    let hub = call.routes_left.remove(0);
                     let invite = self.teams_invite(ua, &hub, call);
                     (Some(hub), invite)
                 }
                 Direction::Outbound => {
-                    if call.legs.len() > 1 {
-                        return false; // one carrier, one attempt
+                    if call.routes_left.is_empty() {
+                        return false;
                     }
-                    (None, self.carrier_invite(ua, call))
+                    let gateway = call.routes_left.remove(0);
+                    (None, self.carrier_invite(ua, call, &gateway))
                 }
             };
             match ua.invite(now, msg, Some(call.b_offer.clone()), hop) {
@@ -746,8 +760,7 @@ impl Sbc {
         (b.build(ua.rng(), fqdn), hop)
     }
 
-    fn carrier_invite(&self, ua: &mut UserAgent, call: &Call) -> (Message, Hop) {
-        let carrier = format!("{}:{}", self.config.carrier_host, self.config.carrier_port);
+    fn carrier_invite(&self, ua: &mut UserAgent, call: &Call, carrier: &str) -> (Message, Hop) {
         let from = match &call.calling {
             Some(n) => format!("<sip:{n}@{}>", self.config.fqdn),
             None => "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_string(),
@@ -1246,7 +1259,19 @@ impl Sbc {
             .collect()
     }
 
-    /// Fail an inbound INVITE over to the next hub proxy.
+    /// The carrier gateways a new outbound call tries: those OPTIONS last
+    /// found up, in configured order, then the others (a gateway marked
+    /// down may be back; trying it last costs nothing when it is not).
+    pub(super) fn gateways_to_try(&self) -> Vec<String> {
+        let all = self.gateways();
+        let (up, down): (Vec<String>, Vec<String>) = all
+            .into_iter()
+            .partition(|g| !self.gateway_down.contains(g));
+        up.into_iter().chain(down).collect()
+    }
+
+    /// Fail an INVITE over to the next hub proxy (inbound) or carrier
+    /// gateway (outbound).
     fn try_next(&mut self, now: Instant, ua: &mut UserAgent, call_id: u64) -> bool {
         let a_waits = self.calls.get(&call_id).is_some_and(|c| {
             ua.session(c.a())
@@ -1259,11 +1284,10 @@ impl Sbc {
             return false;
         };
         let media = call.legs.last().map(|l| l.media.clone());
+        // Inbound: the next hub proxy; outbound: the next carrier gateway.
         let ok = match media {
-            Some(m) if call.direction == Direction::Inbound => {
-                self.call_next(now, ua, &mut call, m)
-            }
-            _ => false,
+            Some(m) => self.call_next(now, ua, &mut call, m),
+            None => false,
         };
         self.calls.insert(call_id, call);
         ok
@@ -1416,7 +1440,7 @@ impl Sbc {
                 continue;
             };
             call.ring_deadline = None;
-            call.hubs_left.clear();
+            call.routes_left.clear();
             if let Some(b) = call.b() {
                 ua.hang_up(now, b, Reply::new(408, "Request Timeout"), Vec::new());
             }

@@ -115,10 +115,16 @@ pub struct SbcConfig {
     /// credentials, which also answer the carrier's challenges to our
     /// INVITEs; `None`: static-IP peering.
     pub registration: Option<register::RegistrationConfig>,
-    /// Further carrier gateways (names or addresses) INVITEs may come
-    /// from, besides `carrier_host`: the carrier-side ACL. An INVITE on
-    /// the carrier side from any other source gets 403 and a log line.
+    /// Further gateways of the carrier (`host` or `host:port`, 5060 by
+    /// default), tried in order after `carrier_host:carrier_port` for
+    /// outbound calls (on 408/503/504, a timeout or a transport failure),
+    /// each watched with OPTIONS; they may send calls too.
     pub carrier_gateways: Vec<String>,
+    /// Further addresses (or names) the carrier sends calls from that are
+    /// not routes. With `carrier_host` and the gateways they make the
+    /// carrier-side ACL: an INVITE on the carrier side from any other
+    /// source gets 403 and a log line, and nothing is routed.
+    pub carrier_sources: Vec<String>,
     pub timers: TimerConfig,
     pub seed: u64,
 }
@@ -147,6 +153,8 @@ pub struct SbcView {
     pub registration: Option<register::RegistrationState>,
     pub registers_sent: u64,
     pub registrations: u64,
+    /// Carrier gateways whose last OPTIONS failed.
+    pub gateways_down: Vec<String>,
 }
 
 /// Settings a lab can change on a running SBC, to show how the hub treats a
@@ -207,11 +215,22 @@ pub enum SbcFault {
 fn names(config: &SbcConfig) -> Vec<String> {
     let mut n = config.hub_fqdns.clone();
     n.push(config.carrier_host.clone());
-    n.extend(config.carrier_gateways.iter().cloned());
+    n.extend(
+        config
+            .carrier_gateways
+            .iter()
+            .map(|g| host_of(g).to_string()),
+    );
+    n.extend(config.carrier_sources.iter().cloned());
     if config.advertised_ip.is_none() {
         n.push(config.fqdn.clone());
     }
     n
+}
+
+/// The host of a `host[:port]` gateway.
+fn host_of(gateway: &str) -> &str {
+    gateway.rsplit_once(':').map_or(gateway, |(h, _)| h)
 }
 
 /// Run the SBC until its host stops.
@@ -301,6 +320,10 @@ pub(crate) struct Sbc {
     /// The carrier-side ACL: `carrier_host` and `carrier_gateways`,
     /// resolved once at start (never mid-decision).
     pub(crate) carrier_ips: Vec<IpAddr>,
+    /// Carrier gateways whose last OPTIONS failed (no answer, a transport
+    /// error or a 5xx), and the OPTIONS out to each.
+    pub(crate) gateway_down: std::collections::BTreeSet<String>,
+    gateway_keys: BTreeMap<TransactionKey, String>,
 }
 
 impl Sbc {
@@ -331,7 +354,70 @@ impl Sbc {
             options_seq: 0,
             registration: None,
             carrier_ips: Vec::new(),
+            gateway_down: Default::default(),
+            gateway_keys: BTreeMap::new(),
         }
+    }
+
+    /// Every carrier gateway as `host:port`, the primary first.
+    pub(crate) fn gateways(&self) -> Vec<String> {
+        let primary = format!("{}:{}", self.config.carrier_host, self.config.carrier_port);
+        std::iter::once(primary)
+            .chain(self.config.carrier_gateways.iter().map(|g| {
+                if g.contains(':') {
+                    g.clone()
+                } else {
+                    format!("{g}:5060")
+                }
+            }))
+            .collect()
+    }
+
+    /// OPTIONS to every carrier gateway (only where there is more than
+    /// one: health decides the order of routes, RFC 3261 §11).
+    fn send_gateway_options(&mut self, now: Instant, ua: &mut UserAgent) {
+        if self.config.carrier_gateways.is_empty() {
+            return;
+        }
+        let fqdn = self.config.fqdn.clone();
+        let contact = format!("<sip:{}:{}>", self.ip, self.config.carrier_listen_port);
+        for gateway in self.gateways() {
+            let m = crate::sip::session::RequestBuilder::new(
+                Method::Options,
+                format!("sip:{gateway}"),
+                format!("<sip:{fqdn}>"),
+                format!("<sip:{gateway}>"),
+            )
+            .contact(contact.clone())
+            .header("Allow", self.allow())
+            .build(ua.rng(), &fqdn);
+            let hop = crate::sip::session::Hop::Uri(format!("sip:{gateway}"));
+            match ua.send_request(now, m, hop) {
+                Ok(key) => {
+                    self.gateway_keys.insert(key, gateway);
+                }
+                Err(e) => {
+                    self.gateway_health(&gateway, false, format!("OPTIONS not sent: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Note a gateway's health; a change is logged.
+    fn gateway_health(&mut self, gateway: &str, up: bool, why: String) {
+        let changed = if up {
+            self.gateway_down.remove(gateway)
+        } else {
+            self.gateway_down.insert(gateway.to_string())
+        };
+        if changed {
+            let state = if up { "up again" } else { "down" };
+            self.problem(
+                "gateway",
+                format!("carrier gateway {gateway} {state}: {why}"),
+            );
+        }
+        self.view().gateways_down = self.gateway_down.iter().cloned().collect();
     }
 
     /// The carrier's gateway as a hop (where REGISTERs go).
@@ -407,13 +493,14 @@ impl Sbc {
     }
 
     /// OPTIONS to every hub proxy (behaviour §2: the SBC starts the exchange;
-    /// Contact carries the FQDN, never an IP).
+    /// Contact carries the FQDN, never an IP), and to the carrier's gateways.
     fn send_options(&mut self, now: Instant, ua: &mut UserAgent) {
         if !self.options_enabled {
             self.next_options = None;
             return;
         }
         self.next_options = Some(now + self.config.options_interval);
+        self.send_gateway_options(now, ua);
         self.options_seq += 1;
         let fqdn = self.config.fqdn.clone();
         let port = self.config.tls_listen_port;
@@ -466,9 +553,16 @@ impl Role for Sbc {
                 self.ip = ip;
             }
         }
-        let sources =
-            std::iter::once(&self.config.carrier_host).chain(&self.config.carrier_gateways);
-        for name in sources.cloned().collect::<Vec<_>>() {
+        let sources: Vec<String> = std::iter::once(self.config.carrier_host.clone())
+            .chain(
+                self.config
+                    .carrier_gateways
+                    .iter()
+                    .map(|g| host_of(g).to_string()),
+            )
+            .chain(self.config.carrier_sources.iter().cloned())
+            .collect();
+        for name in sources {
             match ua.routing().address(&name) {
                 Ok(ip) if !self.carrier_ips.contains(&ip) => self.carrier_ips.push(ip),
                 Ok(_) => {}
@@ -502,6 +596,10 @@ impl Role for Sbc {
                     return;
                 }
                 if let Some(code) = response.status().filter(|c| *c >= 200) {
+                    if let Some(gateway) = self.gateway_keys.remove(&key) {
+                        let why = format!("OPTIONS answered {code}");
+                        return self.gateway_health(&gateway, code < 500, why);
+                    }
                     if let Some(hub) = self.options_keys.remove(&key) {
                         self.view().hub_options.insert(hub, code);
                     }
@@ -514,6 +612,10 @@ impl Role for Sbc {
                     .and_then(|r| r.on_failed(now, &key, reason.clone()));
                 if let Some(line) = register {
                     return self.problem("register", line);
+                }
+                if let Some(gateway) = self.gateway_keys.remove(&key) {
+                    let why = reason.unwrap_or_else(|| "no answer to OPTIONS".into());
+                    return self.gateway_health(&gateway, false, why);
                 }
                 if let Some(hub) = self.options_keys.remove(&key) {
                     self.view().hub_options.insert(hub.clone(), 0);

@@ -4,6 +4,7 @@
 //! codec of its own (media bypass), and the watch that ends calls without
 //! media.
 
+pub mod dtmf;
 pub mod ice;
 pub mod ports;
 pub mod quality;

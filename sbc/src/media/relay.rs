@@ -45,9 +45,30 @@ pub struct RelayLeg {
     /// Once answered: the ufrag of the peer that answered, whose
     /// nominations alone count (see [`IceLiteAgent::set_peer`]).
     pub ice_peer: Option<String>,
+    /// RFC 4733 telephone-events on this leg: the payload type its far end
+    /// expects (its SDP; events toward it go out with it) and the one we
+    /// said we expect (ours; events from it arrive with it). Where the two
+    /// legs differ the relay renumbers events (RFC 3264 §6.1: each side's
+    /// numbers are its own).
+    pub te_tx: Option<u8>,
+    pub te_rx: Option<u8>,
 }
 
 impl RelayLeg {
+    /// A leg as its SDP agreed: where to send, the keys, the event types.
+    pub fn from_agreed(a: &crate::sip::sdp::offer_answer::Agreed) -> Option<RelayLeg> {
+        let (tx_key, rx_key) = crate::media::srtp::agreed_keys(a);
+        Some(RelayLeg {
+            remote: a.remote_socket()?,
+            tx_key,
+            rx_key,
+            ice: None,
+            ice_peer: None,
+            te_tx: a.telephone_event,
+            te_rx: a.local_telephone_event,
+        })
+    }
+
     /// Whether `other` sends to the same place with the same keys: its SRTP
     /// contexts and latch can stay (ICE is the agent's business).
     fn same_media(&self, other: &RelayLeg) -> bool {
@@ -81,6 +102,9 @@ pub struct RelayStats {
     /// Packets not sent toward an ICE-lite leg because no path to it was
     /// checked yet (media bypass).
     pub unchecked: u32,
+    /// Telephone-events renumbered on their way from leg a, and from b.
+    pub renumbered_a: u32,
+    pub renumbered_b: u32,
     /// Where each leg latched.
     pub latched_a: Option<SocketAddr>,
     pub latched_b: Option<SocketAddr>,
@@ -334,6 +358,24 @@ impl RelayCore {
                 }
             },
         };
+        // A telephone-event in the inbound leg's numbering goes out in the
+        // outbound leg's (the marker bit kept).
+        let (te_in, te_out) = match &self.plan {
+            Some(p) if from_a => (p.a.te_rx, p.b.te_tx),
+            Some(p) => (p.b.te_rx, p.a.te_tx),
+            None => (None, None),
+        };
+        let mut plain = plain;
+        if let (Some(te_in), Some(te_out), Some(byte)) = (te_in, te_out, plain.get_mut(1)) {
+            if te_in != te_out && *byte & 0x7f == te_in {
+                *byte = (*byte & 0x80) | te_out;
+                if from_a {
+                    self.stats.renumbered_a += 1;
+                } else {
+                    self.stats.renumbered_b += 1;
+                }
+            }
+        }
         // Plain RTP about to be protected: each index once (see SeenSeqs).
         // An SRTP inbound leg's own replay list has already done this.
         if outbound.protect.is_some() && inbound.unprotect.is_none() && plain.len() >= 12 {
@@ -587,6 +629,8 @@ mod tests {
                 rx_key: None,
                 ice: None,
                 ice_peer: None,
+                te_tx: Some(96),
+                te_rx: Some(96),
             },
             b: RelayLeg {
                 remote: addr("52.114.16.1:49152"),
@@ -594,10 +638,44 @@ mod tests {
                 rx_key: Some(theirs.clone()),
                 ice: None,
                 ice_peer: None,
+                te_tx: Some(101),
+                te_rx: Some(101),
             },
             hold: false,
         };
         (p, ours, theirs)
+    }
+
+    /// RFC 4733 across legs that numbered telephone-event differently (the
+    /// carrier 96, Teams 101): events are renumbered both ways, the marker
+    /// bit kept; audio and other payload types pass as they are.
+    #[test]
+    fn telephone_events_are_renumbered_between_legs() {
+        let mut rng = SeededRng::new(3);
+        let (p, ours, theirs) = plan(&mut rng);
+        let mut core = RelayCore::new();
+        core.set_plan(&p).unwrap();
+        let carrier = addr("198.51.100.7:20000");
+        let mut event = rtp(1);
+        event[1] = 0x80 | 96; // marker, PT 96
+        let out = core.handle(true, carrier, &event).unwrap();
+        let mut rx = Unprotector::new(&ours).unwrap();
+        let plain = rx.unprotect(&out.bytes).unwrap();
+        assert_eq!(plain[1], 0x80 | 101);
+        assert_eq!(&plain[2..], &event[2..]);
+        // Audio (PT 0) is not touched.
+        let out = core.handle(true, carrier, &rtp(2)).unwrap();
+        assert_eq!(rx.unprotect(&out.bytes).unwrap(), rtp(2));
+        // From Teams: 101 becomes 96 toward the carrier.
+        let mut tx = crate::media::srtp::Protector::new(&theirs).unwrap();
+        let mut back = rtp(9);
+        back[1] = 101;
+        let srtp = tx.protect(&back).unwrap();
+        let out = core
+            .handle(false, addr("52.114.16.1:49152"), &srtp)
+            .unwrap();
+        assert_eq!(out.bytes[1], 96);
+        assert_eq!((core.stats.renumbered_a, core.stats.renumbered_b), (1, 1));
     }
 
     #[test]

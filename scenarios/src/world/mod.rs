@@ -74,7 +74,14 @@ pub struct Trunk {
     /// The SBC admits calls from the carrier's own address only (not from
     /// the scripted tester standing in as a second gateway).
     pub strict_acl: bool,
+    /// A second carrier gateway ([`GATEWAY2`]) with the same phones,
+    /// which the SBC tries first: `carrier.example.net` is then its
+    /// second route.
+    pub second_gateway: bool,
 }
+
+/// The carrier's other gateway, in worlds with two.
+pub const GATEWAY2: &str = "carrier2.example.net";
 
 /// The registration trunk's credentials in the lab.
 pub const TRUNK_USER: &str = "sbc1";
@@ -246,6 +253,11 @@ pub struct Lab {
     pub hosts: Vec<String>,
     /// The tenant's second SBC, when the scenario has one.
     pub second_sbc: Option<Arc<Mutex<drlab_sim::scripted_sbc::ScriptedSbcView>>>,
+    /// The carrier's second gateway, when the scenario has one.
+    pub gateway2: Option<(
+        Arc<Mutex<CarrierView>>,
+        mpsc::UnboundedSender<CarrierCommand>,
+    )>,
 }
 
 impl std::fmt::Debug for Lab {
@@ -371,7 +383,11 @@ impl Lab {
                 .map_err(|e| err(&e))?,
             tls_client: client_config_at(&sbc_id, root.clone(), clock.clone())
                 .map_err(|e| err(&e))?,
-            carrier_host: CARRIER.into(),
+            carrier_host: if config.trunk.second_gateway {
+                GATEWAY2.into()
+            } else {
+                CARRIER.into()
+            },
             carrier_port: 5060,
             seed: config.seed,
             tap: tap.clone(),
@@ -391,7 +407,12 @@ impl Lab {
                     expires: 3600,
                 }
             }),
-            carrier_gateways: if config.trunk.strict_acl {
+            carrier_gateways: if config.trunk.second_gateway {
+                vec![format!("{CARRIER}:5060")]
+            } else {
+                Vec::new()
+            },
+            carrier_sources: if config.trunk.strict_acl {
                 Vec::new()
             } else {
                 vec![TESTER.to_string()]
@@ -490,6 +511,16 @@ impl Lab {
             installed.probes_live.push(handle.live.clone());
             installed.hosts_after.push(name);
         }
+        let gateway2 = config.trunk.second_gateway.then(|| {
+            // Its own phone ports: both gateways' phones share hosts.
+            let c = carrier_sim::trunk::CarrierConfig {
+                fqdn: GATEWAY2.into(),
+                media_ports: 30000..=30999,
+                ..installed.carrier_config.clone()
+            };
+            installed.hosts_after.push(GATEWAY2.into());
+            topology::install_trunk(&mut sim, c, &tap, &media_tap, &impairments)
+        });
         let mut hosts = installed.hosts_before.clone();
         hosts.push(config.sbc_fqdn.clone());
         hosts.extend(installed.hosts_after.clone());
@@ -511,6 +542,7 @@ impl Lab {
             probes_live: installed.probes_live,
             hosts,
             second_sbc,
+            gateway2,
         })
     }
 
@@ -668,6 +700,17 @@ impl Lab {
     pub fn holdings(&self) -> Holdings {
         let hub = self.hub.lock().unwrap_or_else(|e| e.into_inner());
         let carrier = self.carrier.lock().unwrap_or_else(|e| e.into_inner());
+        // Both gateways of a two-gateway carrier count as the carrier.
+        let (g_calls, g_sessions, g_transactions, g_ports) =
+            self.gateway2.as_ref().map_or((0, 0, 0, 0), |(v, _)| {
+                let v = v.lock().unwrap_or_else(|e| e.into_inner());
+                (
+                    v.live_calls,
+                    v.ua.sessions,
+                    v.ua.transactions,
+                    v.media_ports,
+                )
+            });
         let sum = |f: &dyn Fn(&teams_sim::hub::ProxyState) -> usize| {
             hub.proxies.values().map(f).sum::<usize>()
         };
@@ -680,11 +723,11 @@ impl Lab {
             ),
             hub_media_ports: hub.media_ports.in_use(),
             carrier: (
-                carrier.live_calls,
-                carrier.ua.sessions,
-                carrier.ua.transactions,
+                carrier.live_calls + g_calls,
+                carrier.ua.sessions + g_sessions,
+                carrier.ua.transactions + g_transactions,
             ),
-            carrier_media_ports: carrier.media_ports,
+            carrier_media_ports: carrier.media_ports + g_ports,
             probes: self
                 .probes_live
                 .iter()

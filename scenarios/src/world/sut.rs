@@ -51,9 +51,11 @@ pub struct SutContext {
     pub media_bypass: bool,
     /// The SBC registers with the carrier (a registration trunk).
     pub registration: Option<sbc::b2bua::register::RegistrationConfig>,
+    /// Further carrier gateways (routes), `host:port`.
+    pub carrier_gateways: Vec<String>,
     /// Hosts besides the carrier that may send the SBC calls (the
     /// scripted tester, standing where a carrier gateway stands).
-    pub carrier_gateways: Vec<String>,
+    pub carrier_sources: Vec<String>,
 }
 
 /// drlab's own SBC, run in simulation.
@@ -100,6 +102,7 @@ impl SystemUnderTest for ReferenceSbc {
             media_timeout: Some(Duration::from_secs(60)),
             registration: ctx.registration.clone(),
             carrier_gateways: ctx.carrier_gateways.clone(),
+            carrier_sources: ctx.carrier_sources.clone(),
             timers: Default::default(),
             seed: ctx.seed,
         };

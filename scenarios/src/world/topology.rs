@@ -114,6 +114,34 @@ pub struct Installed {
     /// Host names, in ladder order, before and after the system under test.
     pub hosts_before: Vec<String>,
     pub hosts_after: Vec<String>,
+    /// The carrier trunk's configuration (a second gateway copies it).
+    pub carrier_config: CarrierConfig,
+}
+
+/// A carrier trunk on its own host (`config.fqdn`); its view and commands.
+pub fn install_trunk(
+    sim: &mut turmoil::Sim<'static>,
+    config: CarrierConfig,
+    tap: &Arc<dyn Tap>,
+    media_tap: &Arc<dyn Tap>,
+    impairments: &Impairments,
+) -> (
+    Arc<Mutex<CarrierView>>,
+    mpsc::UnboundedSender<CarrierCommand>,
+) {
+    let carrier_view = Arc::new(Mutex::new(CarrierView::default()));
+    let (carrier_tx, carrier_rx) = once::<CarrierCommand>();
+    let (view, tap) = (carrier_view.clone(), tap.clone());
+    let (media_tap, impairments) = (media_tap.clone(), impairments.clone());
+    let host = config.fqdn.clone();
+    sim.host(host.as_str(), move || {
+        let (c, v, t) = (config.clone(), view.clone(), tap.clone());
+        let rx = take(&carrier_rx);
+        // SIP over UDP: the carrier's datagrams cross the impairments too.
+        let net = host_net(&c.fqdn, &media_tap, &impairments);
+        async move { Ok(run_trunk(net, c, v, rx, Some(t)).await?) }
+    });
+    (carrier_view, carrier_tx)
 }
 
 /// Install the hub (three proxies sharing one view and one media
@@ -216,22 +244,12 @@ pub fn install(
         auth: p.trunk_auth.clone(),
         seed: p.seed,
     };
-    let carrier_view = Arc::new(Mutex::new(CarrierView::default()));
-    let (carrier_tx, carrier_rx) = once::<CarrierCommand>();
-    {
-        let (view, tap) = (carrier_view.clone(), tap.clone());
-        let (media_tap, impairments) = (media_tap.clone(), impairments.clone());
-        sim.host(CARRIER, move || {
-            let (c, v, t) = (carrier_config.clone(), view.clone(), tap.clone());
-            let rx = take(&carrier_rx);
-            // SIP over UDP: the carrier's datagrams cross the impairments too.
-            let net = host_net(CARRIER, &media_tap, &impairments);
-            async move { Ok(run_trunk(net, c, v, rx, Some(t)).await?) }
-        });
-    }
+    let (carrier_view, carrier_tx) =
+        install_trunk(sim, carrier_config.clone(), &tap, &media_tap, impairments);
     let tester = Arc::new(Mutex::new(TesterView::default()));
     let (tester_commands, _) = mpsc::unbounded_channel();
     Installed {
+        carrier_config,
         hub: hub_view,
         carrier: carrier_view,
         hub_commands: hub_tx,

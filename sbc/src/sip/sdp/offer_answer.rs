@@ -261,7 +261,11 @@ pub struct Agreed {
     pub remote_address: String,
     pub remote_port: u16,
     pub codec: Codec,
+    /// The telephone-event payload type the far side expects (its SDP),
+    /// and the one we expect (ours): RFC 4733 events are sent with the
+    /// first and arrive with the second.
     pub telephone_event: Option<u8>,
+    pub local_telephone_event: Option<u8>,
     /// The key this side sends with (its own a=crypto).
     pub local_key: Option<Crypto>,
     /// The key the far side sends with (its a=crypto).
@@ -307,6 +311,12 @@ pub fn agreed(local: &SessionDescription, remote: &SessionDescription) -> Option
         remote_port: rm.port,
         codec,
         telephone_event: te,
+        local_telephone_event: te.and_then(|_| {
+            lm.formats.iter().copied().find(|pt| {
+                lm.encoding(*pt)
+                    .is_some_and(|n| n.eq_ignore_ascii_case("telephone-event"))
+            })
+        }),
         local_key,
         remote_key,
         rtcp_mux: lm.rtcp_mux && rm.rtcp_mux,

@@ -62,15 +62,7 @@ pub(super) fn history_info(user: &str, target: &str, host: &str) -> String {
 }
 
 fn relay_leg(ours: &SessionDescription, theirs: &SessionDescription) -> Option<RelayLeg> {
-    let a = agreed(ours, theirs)?;
-    let (tx_key, rx_key) = sbc::media::srtp::agreed_keys(&a);
-    Some(RelayLeg {
-        remote: a.remote_socket()?,
-        tx_key,
-        rx_key,
-        ice: None,
-        ice_peer: None,
-    })
+    RelayLeg::from_agreed(&agreed(ours, theirs)?)
 }
 
 impl Proxy {
