@@ -78,3 +78,21 @@ Feature: PSTN phones behind the carrier trunk
     And the PSTN phone hears the other side with MOS below 4.42
     When the Teams user hangs up
     Then both legs end with BYE and 200
+
+  Scenario: Call records give the figures carriers count: ASR, NER, PDD
+    Given PSTN phone +4930123456 is busy
+    When Teams user Alice dials +4930123456
+    Then the Teams user's call fails with "486 Busy Here"
+    And the carrier's last call record has final code 486, cause 17, ended by the callee
+    Given PSTN phone +4930123456 is congested
+    When Teams user Alice dials +4930123456
+    Then the Teams user's call fails with "503 Service Unavailable"
+    And the carrier's last call record has final code 503, cause 34, ended by the network
+    Given PSTN phone +4930123456 answers
+    When Teams user Alice dials +4930123456
+    Then the phone answers
+    When the Teams user hangs up
+    Then both legs end with BYE and 200
+    And the carrier's last call record has final code 200, ended by the caller, and a PDD of about 500 ms
+    And the carrier's call records give ASR 33 % and NER 67 %
+    And the SBC's call records give ASR 33 % and NER 67 %

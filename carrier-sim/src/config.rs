@@ -37,6 +37,8 @@ struct FileConfig {
     hosts: BTreeMap<String, IpAddr>,
     /// A registration trunk (`[registration]`); absent: static-IP peering.
     registration: Option<RegistrationSection>,
+    /// A JSON-lines file for one record per call (relative to this file).
+    records: Option<std::path::PathBuf>,
 }
 
 /// `[registration]`: the SBC must REGISTER with digest credentials.
@@ -106,6 +108,7 @@ pub struct CarrierFile {
     pub seed: Option<u64>,
     pub hosts: BTreeMap<String, IpAddr>,
     pub auth: Option<crate::trunk::TrunkAuth>,
+    pub records: Option<std::path::PathBuf>,
 }
 
 pub fn load(path: &Path) -> Result<CarrierFile, ConfigError> {
@@ -213,7 +216,11 @@ pub fn load(path: &Path) -> Result<CarrierFile, ConfigError> {
         });
     }
     sbc::config::collect(errors)?;
+    let records = f
+        .records
+        .map(|r| path.parent().unwrap_or(Path::new(".")).join(r));
     Ok(CarrierFile {
+        records,
         auth,
         fqdn: f.fqdn,
         listen_port: f.listen_port,

@@ -125,6 +125,26 @@ fn main() -> ExitCode {
         } else {
             None
         };
+        if let Some(path) = file.records.clone() {
+            eprintln!("carrier-sim: call records to {}", path.display());
+            let records_view = view.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    let batch: Vec<_> = records_view
+                        .lock()
+                        .map(|mut v| v.records.drain(..).collect())
+                        .unwrap_or_default();
+                    if let Err(e) = sbc::records::append(&path, &batch) {
+                        eprintln!(
+                            "carrier-sim: {} call records lost: {}: {e}",
+                            batch.len(),
+                            path.display()
+                        );
+                    }
+                }
+            });
+        }
         let trunk_view = view.clone();
         tokio::spawn(async move {
             if let Err(e) = run_trunk(net, config, trunk_view, rx, tap).await {

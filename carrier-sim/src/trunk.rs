@@ -27,6 +27,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 mod phone;
+mod record;
 mod refer;
 mod registrar;
 
@@ -113,7 +114,15 @@ pub struct CarrierView {
     pub registrations: u64,
     pub challenges: u64,
     pub auth_refusals: u64,
+    /// One record per ended call (at most [`MAX_RECORDS`] kept; the
+    /// writer of a records file drains them), and how many were dropped
+    /// for want of room.
+    pub records: VecDeque<sbc::records::CallRecord>,
+    pub records_dropped: u64,
 }
+
+/// Records kept in the view before the oldest are dropped (and counted).
+pub const MAX_RECORDS: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CarrierCommand {
@@ -168,6 +177,8 @@ struct PstnCall {
     script: PhoneScript,
     /// When the phone hangs up by its script.
     hang_up_at: Option<Instant>,
+    /// Its milestones, for the call record.
+    timeline: record::Timeline,
 }
 
 /// Run the trunk (UDP on `listen_port`) until its host stops. Every SIP message
@@ -206,6 +217,7 @@ pub async fn run_trunk<N: Network>(
     let registrar = config.auth.clone().map(registrar::Registrar::new);
     let trunk = Trunk {
         registrar,
+        epoch: None,
         config,
         view,
         ip,
@@ -249,9 +261,15 @@ struct Trunk {
     scripts: BTreeMap<String, PhoneScript>,
     /// A registration trunk's registrar.
     registrar: Option<registrar::Registrar>,
+    /// When the trunk started: call records count from here.
+    epoch: Option<Instant>,
     calls: BTreeMap<SessionId, PstnCall>,
     next_media: u64,
     media_out: VecDeque<ProbeCommand>,
+}
+
+fn lock_stats(s: &Arc<Mutex<MediaStats>>) -> std::sync::MutexGuard<'_, MediaStats> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Trunk {
@@ -394,6 +412,7 @@ impl Trunk {
         talk.local = Some(offer);
         let serial = self.add_view(from, to, PstnDirection::FromPstn, &talk);
         let script = self.script(from);
+        let timeline = record::Timeline::new(PstnDirection::FromPstn, from, to, now);
         self.calls.insert(
             id,
             PstnCall {
@@ -406,6 +425,7 @@ impl Trunk {
                 refer_of: None,
                 script,
                 hang_up_at: None,
+                timeline,
             },
         );
         Ok(id)
@@ -452,17 +472,23 @@ impl Trunk {
             SessionEvent::Incoming { request, .. } => self.on_invite(now, ua, id, &request),
             // A 183 with SDP brings early media (ringback from the far end).
             SessionEvent::Progress { sdp, response } => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.timeline.progress(now);
+                }
                 self.heard(ua, id, sdp, false);
                 self.refer_progress(now, ua, id, &response);
             }
             SessionEvent::Answered { sdp, response } => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.timeline.answered(now);
+                }
                 self.heard(ua, id, sdp, true);
                 self.answered(now, id);
                 self.refer_progress(now, ua, id, &response);
             }
             SessionEvent::Ended { reason } => {
                 self.refer_failed(now, ua, id, &reason);
-                self.on_ended(id, reason)
+                self.on_ended(now, id, reason)
             }
             SessionEvent::ReInvite { offer, .. } => {
                 // RFC 3264 §8: answered from the phone's own media.
@@ -504,10 +530,26 @@ impl Trunk {
         }
     }
 
-    fn on_ended(&mut self, id: SessionId, reason: EndReason) {
+    fn on_ended(&mut self, now: Instant, id: SessionId, reason: EndReason) {
         let Some(mut c) = self.calls.remove(&id) else {
             return;
         };
+        let quality = lock_stats(&c.talk.stats)
+            .quality
+            .as_ref()
+            .map(|q| sbc::records::Quality::from(&q.report()));
+        let epoch = self.epoch.unwrap_or(now);
+        let rec = c
+            .timeline
+            .record(c.serial, epoch, now, &reason, c.why.is_some(), quality);
+        {
+            let mut v = self.view();
+            v.records.push_back(rec);
+            if v.records.len() > MAX_RECORDS {
+                v.records.pop_front();
+                v.records_dropped += 1;
+            }
+        }
         if let Some(cmd) = c.talk.close() {
             self.media_out.push_back(cmd);
         }
@@ -584,6 +626,9 @@ impl Trunk {
         talk.local = Some(answer);
         talk.remote = Some(offer);
         let serial = self.add_view(&phone.number, &caller, PstnDirection::ToPstn, &talk);
+        let caller_e164 = sbc::b2bua::numbers::to_e164(&caller, &cc).unwrap_or(caller.clone());
+        let timeline =
+            record::Timeline::new(PstnDirection::ToPstn, &caller_e164, &phone.number, now);
         let script = self.script(&phone.number);
         // A phone that does not answer "answers" with 480 when its ring
         // timeout is up; one that plays an announcement instead of
@@ -604,6 +649,7 @@ impl Trunk {
                 refer_of: None,
                 script,
                 hang_up_at: None,
+                timeline,
             },
         );
     }
@@ -649,11 +695,13 @@ impl Trunk {
                         if ua.provisional(now, id, 0, reply).is_ok() {
                             self.start_talk(ua, id);
                         }
+                        self.progressed(now, id);
                         self.set_state(serial, PstnState::Ringing);
                     }
                     Some(CalleeStep::Ring) => {
                         let reply = Reply::new(180, "Ringing").header("Contact", contact.clone());
                         let _ = ua.provisional(now, id, 0, reply);
+                        self.progressed(now, id);
                         self.set_state(serial, PstnState::Ringing);
                     }
                     Some(CalleeStep::Answer) if script.outcome != Outcome::Answer => {
@@ -671,6 +719,9 @@ impl Trunk {
                         if ua.accept(now, id, 0, reply).is_ok() {
                             self.start_talk(ua, id);
                             self.set_state(serial, PstnState::Answered);
+                            if let Some(c) = self.calls.get_mut(&id) {
+                                c.timeline.answered(now);
+                            }
                             self.answered(now, id);
                         }
                     }
@@ -732,12 +783,21 @@ impl Trunk {
         let Some((code, phrase, cause, text)) = outcome.final_response() else {
             return;
         };
-        if let Some(c) = self.calls.get_mut(&id).and_then(|c| c.callee.as_mut()) {
-            c.stop();
+        if let Some(c) = self.calls.get_mut(&id) {
+            if let Some(callee) = c.callee.as_mut() {
+                callee.stop();
+            }
+            c.timeline.cause = Some(cause);
         }
         let reply = Reply::new(code, phrase).header("Reason", phone::q850_reason(cause, text));
         if let Err(e) = ua.reject(now, id, reply) {
             self.problem("call", format!("cannot answer {code}: {e}"));
+        }
+    }
+
+    fn progressed(&mut self, now: Instant, id: SessionId) {
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.timeline.progress(now);
         }
     }
 
@@ -832,7 +892,9 @@ impl Role for Trunk {
     type MediaCommand = ProbeCommand;
     type MediaEvent = ();
 
-    fn start(&mut self, _now: Instant, _ua: &mut UserAgent) {}
+    fn start(&mut self, now: Instant, _ua: &mut UserAgent) {
+        self.epoch = Some(now);
+    }
 
     fn on_event(&mut self, now: Instant, event: UaEvent, ua: &mut UserAgent) {
         match event {

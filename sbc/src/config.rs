@@ -85,6 +85,9 @@ pub struct FileConfig {
     /// ended on both legs; 0 turns it off.
     #[serde(default = "default_media_timeout")]
     pub media_timeout_secs: u64,
+    /// A JSON-lines file the SBC appends one record per call to (relative
+    /// to this file's directory); none when absent.
+    pub records: Option<std::path::PathBuf>,
     pub carrier: CarrierSection,
     #[serde(default)]
     pub hub: HubSection,
@@ -102,6 +105,8 @@ pub struct Loaded {
     pub config: SbcConfig,
     pub seed: Option<u64>,
     pub hosts: BTreeMap<String, IpAddr>,
+    /// Where call records go, resolved against the file's directory.
+    pub records: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -387,10 +392,14 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         timers: crate::sip::transaction::TimerConfig::default(),
         seed: file.seed.unwrap_or(0),
     };
+    let records = file
+        .records
+        .map(|r| path.parent().unwrap_or(Path::new(".")).join(r));
     Ok(Loaded {
         config,
         seed: file.seed,
         hosts: file.hosts,
+        records,
     })
 }
 

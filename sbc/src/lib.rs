@@ -14,4 +14,5 @@ pub mod direct_routing;
 pub mod driver;
 pub mod media;
 pub mod problems;
+pub mod records;
 pub mod sip;

@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         mut config,
         seed,
         hosts,
+        records,
     } = match sbc::config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -113,6 +114,27 @@ fn main() -> ExitCode {
             next = seq;
         }
     });
+    // Call records: drained from the view once a second and appended.
+    if let Some(path) = records {
+        eprintln!("sbc: call records to {}", path.display());
+        let records_view = view.clone();
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let batch: Vec<_> = records_view
+                    .lock()
+                    .map(|mut v| v.records.drain(..).collect())
+                    .unwrap_or_default();
+                if let Err(e) = sbc::records::append(&path, &batch) {
+                    eprintln!(
+                        "sbc: {} call records lost: {}: {e}",
+                        batch.len(),
+                        path.display()
+                    );
+                }
+            }
+        });
+    }
     match runtime.block_on(run_sbc(net, config, view, tap)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

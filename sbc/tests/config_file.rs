@@ -39,13 +39,40 @@ fn a_good_file_loads_with_defaults() {
         config: c,
         seed,
         hosts,
+        records,
     } = load(&p).unwrap();
     assert!(hosts.is_empty());
+    assert_eq!(records, None);
+    assert!(c.registration.is_none() && c.carrier_gateways.is_empty());
     assert_eq!(c.fqdn, "sbc.example.com");
     assert_eq!(c.hub_fqdns.len(), 3);
     assert_eq!((c.carrier_port, c.tls_listen_port), (5060, 5061));
     assert_eq!(c.media_ports, 40000..=44999);
     assert_eq!(seed, None);
+}
+
+#[test]
+fn a_registration_trunk_and_a_records_file_load_and_bad_values_name_their_key() {
+    let reg = GOOD.replace(
+        "[tls]",
+        "[carrier.registration]\nusername = \"sbc1\"\npassword = \"pw\"\nexpires_secs = 600\n\n[tls]",
+    );
+    let (_d, p) = with_file(&format!("records = \"calls.jsonl\"\n{reg}"));
+    let l = load(&p).unwrap();
+    let r = l.config.registration.unwrap();
+    assert_eq!((r.username.as_str(), r.expires), ("sbc1", 600));
+    assert_eq!(
+        r.domain, l.config.carrier_host,
+        "the domain defaults to the carrier host"
+    );
+    assert_eq!(l.records, Some(p.parent().unwrap().join("calls.jsonl")));
+    let (_d, p) = with_file(&reg.replace("expires_secs = 600", "expires_secs = 5"));
+    assert_eq!(
+        load(&p).unwrap_err().key,
+        "carrier.registration.expires_secs"
+    );
+    let (_d, p) = with_file(&reg.replace("password = \"pw\"", "password = \"\""));
+    assert_eq!(load(&p).unwrap_err().key, "carrier.registration.password");
 }
 
 #[test]

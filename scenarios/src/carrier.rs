@@ -645,3 +645,81 @@ async fn renumbered(w: &mut DrlabWorld) -> StepResult {
         ),
     }
 }
+
+// ----- call records and the figures drawn from them -----
+
+#[then(
+    regex = r"^the carrier's last call record has final code (\d+)(?:, cause (\d+))?, ended by the (caller|callee|network)(?:, and a PDD of about (\d+) ms)?$"
+)]
+async fn last_record(
+    w: &mut DrlabWorld,
+    code: u16,
+    cause: String,
+    by: String,
+    pdd: String,
+) -> StepResult {
+    let lab = w.lab()?;
+    // The record is written when the phone's side of the call ends.
+    lab.run_until(Duration::from_secs(5), |l| {
+        lock(&l.carrier)
+            .records
+            .back()
+            .is_some_and(|r| r.final_code == code)
+    })
+    .map_err(|e| e.to_string())?;
+    let Some(r) = lock(&lab.carrier).records.back().cloned() else {
+        return fail(lab, "a call record at the carrier");
+    };
+    let line = r.json();
+    // Read back from the JSON line, as a user's tooling would.
+    let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| e.to_string())?;
+    let mut wrong = Vec::new();
+    if v["final_code"] != code {
+        wrong.push("final_code");
+    }
+    if !cause.is_empty() && v["q850"] != cause.parse::<u64>().unwrap_or(0) {
+        wrong.push("q850");
+    }
+    if v["ended_by"] != by.as_str() {
+        wrong.push("ended_by");
+    }
+    if let Ok(ms) = pdd.parse::<u64>() {
+        let got = v["pdd_ms"].as_u64().unwrap_or(u64::MAX);
+        if got.abs_diff(ms) > 50 {
+            wrong.push("pdd_ms");
+        }
+    }
+    if !wrong.is_empty() {
+        return fail(lab, format!("the last record right in {wrong:?}: {line}"));
+    }
+    Ok(())
+}
+
+#[then(regex = r"^the (carrier|SBC)'s call records give ASR (\d+) % and NER (\d+) %$")]
+async fn records_kpis(w: &mut DrlabWorld, whose: String, asr: f64, ner: f64) -> StepResult {
+    let lab = w.lab()?;
+    // The SBC writes a call's record once both legs and the relay are done.
+    lab.run_for(Duration::from_secs(1))
+        .map_err(|e| e.to_string())?;
+    let records: Vec<_> = if whose == "SBC" {
+        let view = lab
+            .sbc_view()
+            .ok_or("the SBC under test keeps no records we can read")?;
+        let v = lock(&view);
+        v.records.iter().cloned().collect()
+    } else {
+        lock(&lab.carrier).records.iter().cloned().collect()
+    };
+    let k = sbc::records::Kpis::of(&records);
+    if k.asr.round() != asr || k.ner.round() != ner {
+        let lines: Vec<String> = records.iter().map(|r| r.json()).collect();
+        return fail(
+            lab,
+            format!(
+                "ASR {asr} % and NER {ner} %; the records give {k}:\n{}",
+                lines.join("\n")
+            ),
+        );
+    }
+    Ok(())
+}

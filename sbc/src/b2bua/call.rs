@@ -12,6 +12,7 @@ use super::{Sbc, SbcFault, SBC_AGENT};
 use crate::media::ice::Credentials;
 use crate::media::silence::SilenceWatch;
 use crate::media::{RelayCommand, RelayEvent, RelayLeg, RelayPlan, RelayStats, SrtpKey};
+use crate::records::{q850_cause, CallRecord, EndedBy};
 use crate::sip::sdp::offer_answer::{agreed, Agreed, Codec, LocalMedia};
 use crate::sip::sdp::{Direction as SdpDirection, Origin, SessionDescription};
 use crate::sip::session::{
@@ -62,6 +63,12 @@ pub(crate) struct Call {
     /// Where leg b may still go: hub proxies for an inbound call, carrier
     /// gateways (`host:port`) for an outbound one, in the order tried.
     routes_left: Vec<String>,
+    /// Milestones for the call record: leg a's INVITE, the first 18x
+    /// passed to it, the answer, and how the call ended (the first end).
+    started: Instant,
+    progress_at: Option<Instant>,
+    answered_at: Option<Instant>,
+    end: Option<CallEnd>,
     /// The called and calling numbers as leg b writes them.
     called: String,
     calling: Option<String>,
@@ -177,6 +184,49 @@ impl Call {
     /// Whether leg a is the Teams side (an outbound call came from the hub).
     fn a_is_teams(&self) -> bool {
         self.direction == Direction::Outbound
+    }
+}
+
+/// How a call ended, for its record.
+#[derive(Debug, Clone)]
+struct CallEnd {
+    at: Instant,
+    by: EndedBy,
+    code: u16,
+    cause: Option<u8>,
+}
+
+impl CallEnd {
+    /// Leg a (the caller's) or leg b (the callee's) ended for `reason`.
+    fn of(now: Instant, caller_leg: bool, answered: bool, reason: &EndReason) -> CallEnd {
+        let party = if caller_leg {
+            EndedBy::Caller
+        } else {
+            EndedBy::Callee
+        };
+        let (by, code, cause) = match reason {
+            EndReason::Rejected { code, cause, .. } => {
+                let by = if matches!(code, 408 | 500..=599) {
+                    EndedBy::Network
+                } else {
+                    party
+                };
+                (by, *code, cause.as_deref().and_then(q850_cause))
+            }
+            EndReason::RemoteBye { reason } => (party, 200, reason.as_deref().and_then(q850_cause)),
+            EndReason::Cancelled => (party, 487, None),
+            EndReason::Timeout => (EndedBy::Network, 408, None),
+            EndReason::TransportError(_) => (EndedBy::Network, 503, None),
+            // Our own BYE (a timer of ours, a lost ACK, a dead dialog).
+            _ => (EndedBy::Network, if answered { 200 } else { 500 }, None),
+        };
+        let code = if answered { 200 } else { code };
+        CallEnd {
+            at: now,
+            by,
+            code,
+            cause,
+        }
     }
 }
 
@@ -612,6 +662,10 @@ impl Sbc {
             } else {
                 self.hubs_to_try(now)
             },
+            started: now,
+            progress_at: None,
+            answered_at: None,
+            end: None,
             called,
             calling,
             max_forwards,
@@ -826,6 +880,7 @@ impl Sbc {
             return;
         }
         call.progress_sent.push(code);
+        call.progress_at.get_or_insert(now);
         let contact = self.a_contact(&self.calls[&call_id], ua);
         let a = self.calls[&call_id].a();
         let reason = response
@@ -926,6 +981,7 @@ impl Sbc {
         }
         if let Some(c) = self.calls.get_mut(&call_id) {
             c.answered = true;
+            c.answered_at = Some(now);
             c.ring_deadline = None;
             c.media_watch = self.config.media_timeout.map(|_| SilenceWatch::new(now));
         }
@@ -1186,6 +1242,18 @@ impl Sbc {
             return;
         };
         let answered = call.answered;
+        // The first end makes the record (not a failed attempt that fails
+        // over: that is noted below only when the call fails for good).
+        let failing_over = !is_a && call.b() == Some(leg) && !answered;
+        if !failing_over && call.end.is_none() && (is_a || call.b() == Some(leg)) {
+            let end = CallEnd::of(now, is_a, answered, &reason);
+            if let Some(c) = self.calls.get_mut(&call_id) {
+                c.end = Some(end);
+            }
+        }
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
+        };
         if is_a {
             // Leg a is gone (CANCEL, BYE, no ACK): end leg b too. A pending
             // INVITE is CANCELled, an answered one BYEd.
@@ -1232,6 +1300,9 @@ impl Sbc {
             // is pending toward the previous proxy).
             if failover && self.try_next(now, ua, call_id) {
                 return;
+            }
+            if let Some(c) = self.calls.get_mut(&call_id) {
+                c.end.get_or_insert(CallEnd::of(now, false, false, &reason));
             }
             return self.fail_a(now, ua, call_id, reply_for(&reason));
         } else if call.b() == Some(leg) {
@@ -1317,6 +1388,7 @@ impl Sbc {
         }
         if call.media_closed {
             let call = self.calls.remove(&call_id).expect("checked above");
+            self.record(&call);
             self.ports.release(call.ports.0);
             self.ports.release(call.ports.1);
             for s in call.legs.iter().map(|l| l.session).chain(call.retired) {
@@ -1324,6 +1396,51 @@ impl Sbc {
             }
             self.refer_targets.retain(|_, t| t.call_id != call_id);
             self.view().calls_ended += 1;
+        }
+    }
+
+    /// The record of a call that is over (see [`crate::records`]).
+    fn record(&self, call: &Call) {
+        let cc = &self.config.country_code;
+        let e164 = |n: &str| to_e164(n, cc).unwrap_or_else(|_| n.to_string());
+        let (direction, from, to) = match call.direction {
+            Direction::Inbound => (
+                "inbound",
+                call.calling.clone().unwrap_or_else(|| "anonymous".into()),
+                call.called.clone(),
+            ),
+            Direction::Outbound => (
+                "outbound",
+                call.calling.as_deref().map_or("anonymous".into(), e164),
+                call.pstn_party
+                    .clone()
+                    .unwrap_or_else(|| e164(&call.called)),
+            ),
+        };
+        let epoch = self.started_at.unwrap_or(call.started);
+        let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_millis() as u64;
+        let end = call.end.clone();
+        let ended_at = end.as_ref().map_or(call.started, |e| e.at);
+        let rec = CallRecord {
+            call: call.id.to_string(),
+            leg: "call",
+            direction,
+            from,
+            to,
+            setup_ms: ms(epoch, call.started),
+            pdd_ms: call.progress_at.map(|p| ms(call.started, p)),
+            answer_ms: call.answered_at.map(|a| ms(call.started, a)),
+            duration_ms: call.answered_at.map(|a| ms(a, ended_at)),
+            ended_by: end.as_ref().map_or(EndedBy::Network, |e| e.by),
+            final_code: end.as_ref().map_or(500, |e| e.code),
+            q850: end.and_then(|e| e.cause),
+            quality: None,
+        };
+        let mut v = self.view();
+        v.records.push_back(rec);
+        if v.records.len() > super::MAX_RECORDS {
+            v.records.pop_front();
+            v.records_dropped += 1;
         }
     }
 

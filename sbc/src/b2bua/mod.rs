@@ -155,7 +155,14 @@ pub struct SbcView {
     pub registrations: u64,
     /// Carrier gateways whose last OPTIONS failed.
     pub gateways_down: Vec<String>,
+    /// One record per call that is over (at most [`MAX_RECORDS`]; the
+    /// `records` file writer drains them), and how many were dropped.
+    pub records: VecDeque<crate::records::CallRecord>,
+    pub records_dropped: u64,
 }
+
+/// Call records kept in the view before the oldest are dropped (counted).
+pub const MAX_RECORDS: usize = 100_000;
 
 /// Settings a lab can change on a running SBC, to show how the hub treats a
 /// misconfigured one (a real SBC is otherwise driven by its peers).
@@ -324,6 +331,8 @@ pub(crate) struct Sbc {
     /// error or a 5xx), and the OPTIONS out to each.
     pub(crate) gateway_down: std::collections::BTreeSet<String>,
     gateway_keys: BTreeMap<TransactionKey, String>,
+    /// When the SBC started: call records count from here.
+    pub(crate) started_at: Option<Instant>,
 }
 
 impl Sbc {
@@ -356,6 +365,7 @@ impl Sbc {
             carrier_ips: Vec::new(),
             gateway_down: Default::default(),
             gateway_keys: BTreeMap::new(),
+            started_at: None,
         }
     }
 
@@ -548,6 +558,7 @@ impl Role for Sbc {
     type MediaEvent = RelayEvent;
 
     fn start(&mut self, now: Instant, ua: &mut UserAgent) {
+        self.started_at = Some(now);
         if self.config.advertised_ip.is_none() {
             if let Ok(ip) = ua.routing().address(&self.config.fqdn) {
                 self.ip = ip;
