@@ -581,7 +581,11 @@ impl Trunk {
             .config
             .phones
             .iter()
-            .find(|p| p.number == called || national(&p.number, &cc) == called)
+            // Any form a switch takes: E.164, national, international.
+            .find(|p| {
+                p.number == called
+                    || sbc::b2bua::numbers::to_e164(&called, &cc).is_ok_and(|n| n == p.number)
+            })
             .cloned()
         else {
             let _ = ua.reject(now, id, Reply::new(404, "Not Found"));

@@ -139,6 +139,22 @@ pub struct CarrierSection {
     /// source that is not `host`, a gateway or one of these gets 403.
     #[serde(default)]
     pub sources: Vec<String>,
+    /// Number rules, carrier format → E.164 and back, tried in order
+    /// before the `country_code` defaults.
+    #[serde(default)]
+    pub to_e164: Vec<RuleSection>,
+    #[serde(default)]
+    pub from_e164: Vec<RuleSection>,
+}
+
+/// `[[carrier.to_e164]]` / `[[carrier.from_e164]]`: `prefix` or `regex`,
+/// and `replace`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSection {
+    pub prefix: Option<String>,
+    pub regex: Option<String>,
+    pub replace: String,
 }
 
 /// `[carrier.registration]`: REGISTER to the carrier with digest
@@ -342,6 +358,27 @@ pub fn read_tls(
     Ok((server, client))
 }
 
+/// The carrier's number rules (checked in [`check`]; a rule that got
+/// here is valid).
+fn rules(c: &CarrierSection) -> Result<crate::b2bua::numbers::NumberRules, ConfigError> {
+    use crate::b2bua::numbers::{NumberRules, Pattern, Rule};
+    let one = |r: &RuleSection| -> Option<Rule> {
+        let pattern = match (&r.prefix, &r.regex) {
+            (Some(p), None) => Pattern::Prefix(p.clone()),
+            (None, Some(re)) => Pattern::Regex(regex::Regex::new(re).ok()?),
+            _ => return None,
+        };
+        Some(Rule {
+            pattern,
+            replace: r.replace.clone(),
+        })
+    };
+    Ok(NumberRules {
+        to_e164: c.to_e164.iter().filter_map(one).collect(),
+        from_e164: c.from_e164.iter().filter_map(one).collect(),
+    })
+}
+
 /// A configuration error for `key` in `file`.
 pub fn error(file: &Path, key: &str, reason: impl Into<String>) -> ConfigError {
     err(file, key, reason.into())
@@ -352,6 +389,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     check(path, &file)?;
     let (tls_server, tls_client) = read_tls(path, &file.tls)?;
     let carrier_host = file.carrier.host.clone();
+    let number_rules = rules(&file.carrier)?;
     let config = SbcConfig {
         fqdn: file.fqdn.to_ascii_lowercase(),
         listen_ip: file.listen_ip,
@@ -387,6 +425,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
                 expires: r.expires_secs,
             }
         }),
+        number_rules,
         carrier_gateways: file.carrier.gateways,
         carrier_sources: file.carrier.sources,
         timers: crate::sip::transaction::TimerConfig::default(),
@@ -616,6 +655,27 @@ fn check(path: &Path, f: &FileConfig) -> Result<(), ConfigError> {
                 f.carrier.country_code
             ),
         ));
+    }
+    for (list, rules) in [
+        ("carrier.to_e164", &f.carrier.to_e164),
+        ("carrier.from_e164", &f.carrier.from_e164),
+    ] {
+        for (i, r) in rules.iter().enumerate() {
+            let key = format!("{list}[{i}]");
+            match (&r.prefix, &r.regex) {
+                (Some(_), Some(_)) | (None, None) => errors.push(err(
+                    path,
+                    &key,
+                    "give exactly one of `prefix` and `regex`".into(),
+                )),
+                (None, Some(re)) => {
+                    if let Err(e) = regex::Regex::new(re) {
+                        errors.push(err(path, &format!("{key}.regex"), e.to_string()));
+                    }
+                }
+                (Some(_), None) => {}
+            }
+        }
     }
     if let Some(r) = &f.carrier.registration {
         if r.username.is_empty() || r.username.contains(['"', '@', ' ']) {

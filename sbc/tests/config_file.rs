@@ -76,6 +76,25 @@ fn a_registration_trunk_and_a_records_file_load_and_bad_values_name_their_key() 
 }
 
 #[test]
+fn number_rules_load_and_a_bad_one_names_its_key() {
+    let with = |rules: &str| GOOD.replace("[tls]", &format!("{rules}\n[tls]"));
+    let (_d, p) = with_file(&with(
+        "[[carrier.to_e164]]\nregex = '^(\\d{6})$'\nreplace = \"+4989$1\"\n[[carrier.from_e164]]\nprefix = \"+49\"\nreplace = \"0049\"\n",
+    ));
+    let c = load(&p).unwrap().config;
+    assert_eq!(c.number_rules.e164("000002", "49").unwrap(), "+4989000002");
+    assert_eq!(c.number_rules.carrier("+4930123456", "49"), "004930123456");
+    let (_d, p) = with_file(&with(
+        "[[carrier.to_e164]]\nregex = '^(\\d{6}$'\nreplace = \"x\"\n",
+    ));
+    assert_eq!(load(&p).unwrap_err().key, "carrier.to_e164[0].regex");
+    let (_d, p) = with_file(&with(
+        "[[carrier.from_e164]]\nprefix = \"+\"\nregex = \"x\"\nreplace = \"x\"\n",
+    ));
+    assert_eq!(load(&p).unwrap_err().key, "carrier.from_e164[0]");
+}
+
+#[test]
 fn errors_name_the_file_key_and_reason() {
     let (_d, p) = with_file(&GOOD.replace("\"sbc.example.com\"", "\"10.0.0.1\""));
     let e = load(&p).unwrap_err();

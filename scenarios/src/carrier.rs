@@ -8,6 +8,7 @@ use crate::steps::{fail, lock, rsip_header, sent, DrlabWorld};
 use crate::world::{Lab, TRUNK_PASSWORD, TRUNK_REALM, TRUNK_USER};
 use carrier_sim::trunk::{CarrierCommand, Outcome, PhoneScript, TrunkAuth};
 use cucumber::{given, then, when};
+use sbc::b2bua::numbers::{Pattern, Rule};
 use sbc::b2bua::register::RegistrationState;
 use sbc::sip::digest::Algorithm;
 use std::time::Duration;
@@ -719,6 +720,69 @@ async fn records_kpis(w: &mut DrlabWorld, whose: String, asr: f64, ner: f64) -> 
                 "ASR {asr} % and NER {ner} %; the records give {k}:\n{}",
                 lines.join("\n")
             ),
+        );
+    }
+    Ok(())
+}
+
+// ----- number rules -----
+
+#[given(regex = r"^the SBC rewrites carrier numbers (matching|starting with) (\S+) to (\S+)$")]
+async fn to_e164_rule(
+    w: &mut DrlabWorld,
+    how: String,
+    pattern: String,
+    replace: String,
+) -> StepResult {
+    no_world_yet(w)?;
+    let rule = rule(&how, &pattern, replace)?;
+    w.trunk.number_rules.to_e164.push(rule);
+    Ok(())
+}
+
+#[given(regex = r"^the SBC writes numbers to the carrier (matching|starting with) (\S+) as (\S+)$")]
+async fn from_e164_rule(
+    w: &mut DrlabWorld,
+    how: String,
+    pattern: String,
+    replace: String,
+) -> StepResult {
+    no_world_yet(w)?;
+    let rule = rule(&how, &pattern, replace)?;
+    w.trunk.number_rules.from_e164.push(rule);
+    Ok(())
+}
+
+fn rule(how: &str, pattern: &str, replace: String) -> Result<Rule, String> {
+    let pattern = if how == "matching" {
+        Pattern::Regex(regex::Regex::new(pattern).map_err(|e| e.to_string())?)
+    } else {
+        Pattern::Prefix(pattern.to_string())
+    };
+    Ok(Rule { pattern, replace })
+}
+
+/// What the SBC sent the carrier as the called number (the Request-URI's
+/// user part, read by rsip).
+#[then(regex = r"^the SBC's INVITE to the carrier is for (\S+)$")]
+async fn invite_to_carrier_for(w: &mut DrlabWorld, number: String) -> StepResult {
+    let lab = w.lab()?;
+    let sbc = lab.config.sbc_fqdn.clone();
+    let find = |l: &Lab| {
+        sent(l).into_iter().find(|s| {
+            s.from == sbc && s.to == crate::world::CARRIER && s.raw.starts_with(b"INVITE ")
+        })
+    };
+    lab.run_until(Duration::from_secs(5), |l| find(l).is_some())
+        .map_err(|e| e.to_string())?;
+    let user = find(lab).and_then(|s| match s.rsip() {
+        Some(rsip::SipMessage::Request(r)) => r.uri.auth.map(|a| a.user),
+        _ => None,
+    });
+    if user.as_deref() != Some(number.as_str()) {
+        return fail(
+            lab,
+            format!("an INVITE to the carrier for {number}, the SBC's is for {user:?}"),
         );
     }
     Ok(())

@@ -50,7 +50,7 @@ fn send(
 }
 
 #[when(
-    regex = r"^a carrier sends the SBC an INVITE for (\d+)(?: (without Contact|with Max-Forwards: 0|with Require: \S+|from anonymous|and never ACKs))?$"
+    regex = r"^a carrier sends the SBC an INVITE for (\+?\d+)(?: (without Contact|with Max-Forwards: 0|with Require: \S+|from anonymous|from \S+|and never ACKs))?$"
 )]
 async fn carrier_invite(w: &mut DrlabWorld, number: String, variant: String) -> StepResult {
     w.tester_sent += 1;
@@ -64,10 +64,12 @@ async fn carrier_invite(w: &mut DrlabWorld, number: String, variant: String) -> 
         "Via",
         format!("SIP/2.0/UDP {ip}:{TESTER_UDP};branch=z9hG4bKcarrier{n};rport"),
     );
-    let from = if variant == "from anonymous" {
-        "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_string()
-    } else {
-        format!("<sip:030123456@{ip}>")
+    let from = match variant.strip_prefix("from ") {
+        Some("anonymous") => "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_string(),
+        // A caller number as carriers write it: a tel: URI as is.
+        Some(tel) if tel.starts_with("tel:") => format!("<{tel}>"),
+        Some(number) => format!("<sip:{number}@{ip}>"),
+        None => format!("<sip:030123456@{ip}>"),
     };
     m.headers.push("From", format!("{from};tag=carrier{n}"));
     m.headers.push("To", format!("<{ruri}>"));
@@ -144,6 +146,48 @@ async fn sbc_answer_carries(w: &mut DrlabWorld, name: String, value: String) -> 
         w.lab()?,
         format!("{name}: {value} in {}, it has {got:?}", m.summary()),
     )
+}
+
+/// Number normalisation: the SBC's INVITE to the hub carries E.164 in
+/// From and in the Request-URI (behaviour §3.1), read by rsip.
+#[then(regex = r"^the SBC's INVITE to (\S+) is from (\+\d+) for (\+\d+)$")]
+async fn invite_numbers(
+    w: &mut DrlabWorld,
+    to: String,
+    from: String,
+    called: String,
+) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let find = |l: &crate::world::Lab| {
+        sent(l)
+            .into_iter()
+            .find(|s| s.from == fqdn && s.to == to && s.label() == "INVITE")
+    };
+    lab.run_until(Duration::from_secs(5), |l| find(l).is_some())
+        .map_err(|e| e.to_string())?;
+    let Some(invite) = find(lab) else {
+        return fail(lab, format!("an INVITE from the SBC to {to}"));
+    };
+    let Some(rsip::SipMessage::Request(r)) = invite.rsip() else {
+        return fail(lab, "the SBC's INVITE to read as a request (rsip)");
+    };
+    use rsip::headers::ToTypedHeader;
+    use rsip::message::HeadersExt;
+    let from_user = r
+        .from_header()
+        .ok()
+        .and_then(|h| h.typed().ok())
+        .and_then(|t| t.uri.auth.map(|a| a.user));
+    let ruri_user = r.uri.auth.as_ref().map(|a| a.user.clone());
+    if from_user.as_deref() != Some(from.as_str()) || ruri_user.as_deref() != Some(called.as_str())
+    {
+        return fail(
+            lab,
+            format!("From {from} and Request-URI {called}; the SBC wrote From {from_user:?}, Request-URI {ruri_user:?}"),
+        );
+    }
+    Ok(())
 }
 
 /// Case 9.55 both ways: an anonymous caller stays anonymous, in the form

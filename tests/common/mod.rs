@@ -216,6 +216,7 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         registration: o.registration.clone(),
         carrier_gateways: Vec::new(),
         carrier_sources: Vec::new(),
+        number_rules: Default::default(),
         timers: o.timers,
         seed: 1,
     };

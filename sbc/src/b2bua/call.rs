@@ -7,7 +7,7 @@ mod transfer;
 
 pub(super) use transfer::ReferTarget;
 
-use super::numbers::{to_e164, to_national};
+use super::numbers::to_e164;
 use super::{Sbc, SbcFault, SBC_AGENT};
 use crate::media::ice::Credentials;
 use crate::media::silence::SilenceWatch;
@@ -583,20 +583,29 @@ impl Sbc {
                 // The carrier calling back a Refer-To we handed it.
                 let called = match &teams_target {
                     Some((uri, _)) => uri_user(uri),
-                    None => to_e164(&called_raw, &cc).map_err(incomplete)?,
+                    None => self
+                        .config
+                        .number_rules
+                        .e164(&called_raw, &cc)
+                        .map_err(incomplete)?,
                 };
                 // An anonymous caller goes through as such: Teams accepts
                 // `anonymous@anonymous.invalid` (behaviour §9.55).
                 let calling = if anonymous {
                     None
                 } else {
-                    Some(to_e164(&calling_raw, &cc).map_err(incomplete)?)
+                    Some(
+                        self.config
+                            .number_rules
+                            .e164(&calling_raw, &cc)
+                            .map_err(incomplete)?,
+                    )
                 };
                 (called, calling)
             }
             Direction::Outbound => (
-                to_national(&called_raw, &cc),
-                (!anonymous).then(|| to_national(&calling_raw, &cc)),
+                self.config.number_rules.carrier(&called_raw, &cc),
+                (!anonymous).then(|| self.config.number_rules.carrier(&calling_raw, &cc)),
             ),
         };
         let a_port = self.ports.allocate();
@@ -683,7 +692,7 @@ impl Sbc {
                 .and_then(|v| crate::sip::wire::NameAddr::parse("P-Asserted-Identity", v).ok())
                 .map(|na| uri_user(&na.uri))
                 .filter(|n| !n.is_empty())
-                .map(|n| to_national(&n, &cc)),
+                .map(|n| self.config.number_rules.carrier(&n, &cc)),
             privacy_id: request
                 .headers
                 .values("Privacy")
@@ -1402,7 +1411,12 @@ impl Sbc {
     /// The record of a call that is over (see [`crate::records`]).
     fn record(&self, call: &Call) {
         let cc = &self.config.country_code;
-        let e164 = |n: &str| to_e164(n, cc).unwrap_or_else(|_| n.to_string());
+        let e164 = |n: &str| {
+            self.config
+                .number_rules
+                .e164(n, cc)
+                .unwrap_or_else(|_| n.to_string())
+        };
         let (direction, from, to) = match call.direction {
             Direction::Inbound => (
                 "inbound",

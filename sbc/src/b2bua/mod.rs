@@ -125,6 +125,8 @@ pub struct SbcConfig {
     /// carrier-side ACL: an INVITE on the carrier side from any other
     /// source gets 403 and a log line, and nothing is routed.
     pub carrier_sources: Vec<String>,
+    /// How the carrier writes numbers (see [`numbers::NumberRules`]).
+    pub number_rules: numbers::NumberRules,
     pub timers: TimerConfig,
     pub seed: u64,
 }

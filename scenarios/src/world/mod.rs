@@ -78,6 +78,8 @@ pub struct Trunk {
     /// which the SBC tries first: `carrier.example.net` is then its
     /// second route.
     pub second_gateway: bool,
+    /// The SBC's number rules for this carrier.
+    pub number_rules: sbc::b2bua::numbers::NumberRules,
 }
 
 /// The carrier's other gateway, in worlds with two.
@@ -407,6 +409,7 @@ impl Lab {
                     expires: 3600,
                 }
             }),
+            number_rules: config.trunk.number_rules.clone(),
             carrier_gateways: if config.trunk.second_gateway {
                 vec![format!("{CARRIER}:5060")]
             } else {

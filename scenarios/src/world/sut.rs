@@ -51,6 +51,8 @@ pub struct SutContext {
     pub media_bypass: bool,
     /// The SBC registers with the carrier (a registration trunk).
     pub registration: Option<sbc::b2bua::register::RegistrationConfig>,
+    /// How the carrier writes numbers.
+    pub number_rules: sbc::b2bua::numbers::NumberRules,
     /// Further carrier gateways (routes), `host:port`.
     pub carrier_gateways: Vec<String>,
     /// Hosts besides the carrier that may send the SBC calls (the
@@ -103,6 +105,7 @@ impl SystemUnderTest for ReferenceSbc {
             registration: ctx.registration.clone(),
             carrier_gateways: ctx.carrier_gateways.clone(),
             carrier_sources: ctx.carrier_sources.clone(),
+            number_rules: ctx.number_rules.clone(),
             timers: Default::default(),
             seed: ctx.seed,
         };
