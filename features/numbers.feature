@@ -39,3 +39,11 @@ Feature: Numbers as carriers write them
     And the phone answers
     When the Teams user hangs up
     Then both legs end with BYE and 200
+
+  Scenario: A caller who withholds the number (Privacy: id) reaches Teams as anonymous
+    Given the SBC is registered in the tenant as sbc.example.com
+    And Teams user Bob is busy
+    And the hub marks the SBC active
+    When a carrier sends the SBC an INVITE for 089000002 withholding the caller's number
+    Then the SBC sends the INVITE to sip.pstnhub.microsoft.com from anonymous@anonymous.invalid
+    And the SBC answers it with 486

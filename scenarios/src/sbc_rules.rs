@@ -50,7 +50,7 @@ fn send(
 }
 
 #[when(
-    regex = r"^a carrier sends the SBC an INVITE for (\+?\d+)(?: (without Contact|with Max-Forwards: 0|with Require: \S+|from anonymous|from \S+|and never ACKs))?$"
+    regex = r"^a carrier sends the SBC an INVITE for (\+?\d+)(?: (without Contact|with Max-Forwards: 0|with Require: \S+|from anonymous|from \S+|withholding the caller's number|and never ACKs))?$"
 )]
 async fn carrier_invite(w: &mut DrlabWorld, number: String, variant: String) -> StepResult {
     w.tester_sent += 1;
@@ -87,6 +87,10 @@ async fn carrier_invite(w: &mut DrlabWorld, number: String, variant: String) -> 
     }
     if let Some(opt) = variant.strip_prefix("with Require: ") {
         m.headers.push("Require", opt);
+    }
+    if variant == "withholding the caller's number" {
+        // RFC 3323: the number in From, withheld by Privacy.
+        m.headers.push("Privacy", "id");
     }
     m.set_body("application/sdp", plain_sdp(&ip).into_bytes());
     w.tester_call = Some(call_id);

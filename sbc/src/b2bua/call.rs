@@ -289,6 +289,19 @@ fn uri_user(text: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Whether a request asks for its caller's identity to be withheld (RFC
+/// 3323 §4.2: `id`, `user` or `header` privacy).
+fn withheld(request: &Message) -> bool {
+    request.headers.values("Privacy").any(|p| {
+        p.split(';').any(|x| {
+            let x = x.trim();
+            ["id", "user", "header"]
+                .iter()
+                .any(|v| x.eq_ignore_ascii_case(v))
+        })
+    })
+}
+
 /// Whether a From names no one: `anonymous` as user or the RFC 3323
 /// `anonymous.invalid` host.
 fn is_anonymous(from: &Message) -> bool {
@@ -567,7 +580,11 @@ impl Sbc {
             .ok()
             .map(|f| uri_user(&f.uri))
             .unwrap_or_default();
-        let anonymous = is_anonymous(request);
+        // A carrier's caller who withholds the number (RFC 3323 `Privacy:
+        // id`, `user` or `header`) reaches Teams as anonymous: the SBC is
+        // the privacy service at the edge of the carrier's trust domain.
+        let anonymous =
+            is_anonymous(request) || (direction == Direction::Inbound && withheld(request));
         let teams_target = match direction {
             Direction::Inbound => self
                 .refer_targets
