@@ -817,27 +817,38 @@ impl Trunk {
     fn hang_up(&mut self, now: Instant, ua: &mut UserAgent, number: &str) {
         let found = self
             .calls
-            .iter_mut()
-            .find(|(_, c)| c.phone == number && c.why.is_none());
-        if let Some((&id, c)) = found {
-            c.why = Some(format!("{number} hung up"));
-            c.hang_up_at = None;
-            if let Some(callee) = c.callee.as_mut() {
-                callee.stop();
-            }
-            ua.hang_up(now, id, Reply::new(480, "Temporarily Unavailable"), vec![]);
+            .iter()
+            .find(|(_, c)| c.phone == number && c.why.is_none())
+            .map(|(id, _)| *id);
+        if let Some(id) = found {
+            self.hang_up_call(now, ua, id);
         }
     }
 
+    /// This call's phone hangs up (BYE, or CANCEL while it rings out).
+    fn hang_up_call(&mut self, now: Instant, ua: &mut UserAgent, id: SessionId) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        c.why = Some(format!("{} hung up", c.phone));
+        c.hang_up_at = None;
+        if let Some(callee) = c.callee.as_mut() {
+            callee.stop();
+        }
+        ua.hang_up(now, id, Reply::new(480, "Temporarily Unavailable"), vec![]);
+    }
+
+    /// Calls whose phone's script hangs up now (by call: one number may
+    /// have more than one).
     fn hang_ups_due(&mut self, now: Instant, ua: &mut UserAgent) {
-        let due: Vec<String> = self
+        let due: Vec<SessionId> = self
             .calls
-            .values()
-            .filter(|c| c.hang_up_at.is_some_and(|t| t <= now))
-            .map(|c| c.phone.clone())
+            .iter()
+            .filter(|(_, c)| c.why.is_none() && c.hang_up_at.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
             .collect();
-        for number in due {
-            self.hang_up(now, ua, &number);
+        for id in due {
+            self.hang_up_call(now, ua, id);
         }
     }
 

@@ -25,8 +25,8 @@ pub enum EndedBy {
 pub struct CallRecord {
     /// The writer's own name for the call (serial or Call-ID).
     pub call: String,
-    /// Which leg: `pstn` (a carrier's phone), `carrier` or `teams` (the
-    /// SBC's legs).
+    /// Whose record: `pstn` (a carrier's phone, its side of the call) or
+    /// `call` (the SBC's, both legs in one record).
     pub leg: &'static str,
     /// `inbound` (PSTN → Teams) or `outbound` (Teams → PSTN).
     pub direction: &'static str,

@@ -142,6 +142,14 @@ impl Registrar {
                 Box::new(challenge(&mut self.server, rng, true)),
                 format!("{method} with a stale nonce: challenged again (stale=true)"),
             ),
+            // A nonce we never issued or no longer know (a restart, the
+            // cap): nothing was judged yet, so a fresh challenge, marked
+            // stale so the client answers it without taking it for a
+            // refusal (RFC 7616 §3.3).
+            Some(Verdict::Wrong("unknown nonce")) => Judgement::Refuse(
+                Box::new(challenge(&mut self.server, rng, true)),
+                format!("{method} with a nonce this registrar does not know: challenged afresh"),
+            ),
             Some(Verdict::Wrong(why)) => Judgement::Refuse(
                 Box::new(Reply::new(403, "Forbidden")),
                 format!("{method} refused: {why}"),
@@ -169,8 +177,20 @@ impl Registrar {
             .and_then(|(_, v)| v.trim().parse::<u32>().ok())
             .or_else(|| request.headers.get("Expires")?.trim().parse().ok())
             .unwrap_or(3600);
-        if uri.is_empty() || contact == "*" {
-            // A query or a wildcard removal: nothing this trunk keeps.
+        if uri.is_empty() {
+            // RFC 3261 §10.2.3: no Contact is a query: the bindings as
+            // they are.
+            return match self.binding(now) {
+                Some(b) => {
+                    let left = b.expires_at.saturating_duration_since(now).as_secs();
+                    Reply::new(200, "OK")
+                        .header("Contact", format!("<{}>;expires={left}", b.contact))
+                }
+                None => Reply::new(200, "OK"),
+            };
+        }
+        if contact == "*" {
+            // RFC 3261 §10.2.2: remove every binding.
             self.binding = None;
             return Reply::new(200, "OK");
         }

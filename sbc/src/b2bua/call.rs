@@ -352,7 +352,13 @@ pub(super) fn relay_ice(
 /// status, and the far end's `Reason` header passed on (RFC 3326 §2: a
 /// gateway's Q.850 cause is what the Teams client shows; the hub maps it).
 fn reply_for(reason: &EndReason) -> Reply {
-    let (code, text) = code_for(reason);
+    let (code, text) = match code_for(reason) {
+        // A challenge we could not answer was meant for us, not for the
+        // caller, and cannot be passed on without its header (RFC 3261
+        // §21.4.2, §21.4.8): the trunk is unavailable to this call.
+        (401 | 407, _) => (503, "Service Unavailable".to_string()),
+        other => other,
+    };
     let reply = Reply::new(code, &text);
     match reason {
         EndReason::Rejected {
@@ -646,6 +652,8 @@ impl Sbc {
         } else {
             codecs
                 .into_iter()
+                // One telephone-event toward Teams: 8 kHz, as PCMU/PCMA.
+                .filter(|c| !c.name.eq_ignore_ascii_case("telephone-event") || c.clock_rate == 8000)
                 .map(|mut c| {
                     if c.name.eq_ignore_ascii_case("telephone-event") {
                         c.payload_type = TEAMS_TELEPHONE_EVENT;
@@ -1291,7 +1299,12 @@ impl Sbc {
             }
         } else if call.b() == Some(leg) && !answered {
             let retry_any = self.faults.contains(&SbcFault::RetryEveryFailure);
+            // Never once the far end rang (an 18x was passed on): the
+            // next route would ring the callee again (as case 9.42, and
+            // the hub's own rule, behaviour §4).
+            let rang = !call.progress_sent.is_empty();
             let failover = match &reason {
+                _ if rang => false,
                 EndReason::Rejected {
                     code: 408 | 503 | 504,
                     ..
@@ -1329,6 +1342,16 @@ impl Sbc {
             }
             if let Some(c) = self.calls.get_mut(&call_id) {
                 c.end.get_or_insert(CallEnd::of(now, false, false, &reason));
+            }
+            if let EndReason::Rejected {
+                code: code @ (401 | 407),
+                ..
+            } = &reason
+            {
+                self.problem(
+                    "auth",
+                    format!("call {call_id}: {code} from the far end and no credentials that answer it (carrier.registration)"),
+                );
             }
             return self.fail_a(now, ua, call_id, reply_for(&reason));
         } else if call.b() == Some(leg) {

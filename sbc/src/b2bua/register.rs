@@ -52,6 +52,7 @@ pub enum RegistrationState {
 /// How long after a failure the SBC tries again (RFC 5626 §4.5 suggests
 /// backing off; a fixed minute keeps a lab readable).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(3600);
 
 #[derive(Debug)]
 pub struct Registration {
@@ -68,8 +69,17 @@ pub struct Registration {
     /// be reused with a higher nc) and its count.
     challenge: Option<Challenge>,
     nc: u32,
-    /// Answers with credentials to the current REGISTER's challenges.
+    /// Answers with credentials to the current REGISTER's challenges, and
+    /// the header they go in (`Authorization` for a 401, `Proxy-
+    /// Authorization` for a 407: RFC 3261 §22.3).
     tries: u32,
+    answer_header: &'static str,
+    /// 423s answered for the current REGISTER.
+    interval_tries: u32,
+    /// Failures in a row: the wait before the next try doubles with each
+    /// (a wrong password must not hammer the carrier into locking the
+    /// account).
+    failures: u32,
     next_at: Option<Instant>,
     pub state: RegistrationState,
     /// REGISTERs sent, 200s received (for the view).
@@ -89,6 +99,9 @@ impl Registration {
             challenge: None,
             nc: 0,
             tries: 0,
+            answer_header: "Authorization",
+            interval_tries: 0,
+            failures: 0,
             next_at: None,
             state: RegistrationState::Unregistered,
             sent: 0,
@@ -127,6 +140,7 @@ impl Registration {
         }
         self.next_at = None;
         self.tries = 0;
+        self.interval_tries = 0;
         // A refresh answers the last challenge again (nc + 1); the
         // registrar challenges afresh when it has forgotten the nonce.
         let auth = self.challenge.clone();
@@ -169,7 +183,7 @@ impl Registration {
         if let Some(ch) = challenge {
             self.nc += 1;
             let cnonce = ua.rng().hex(16);
-            let creds = digest::answer(
+            let answer = digest::answer(
                 ch,
                 &c.username,
                 &c.password,
@@ -177,9 +191,15 @@ impl Registration {
                 &ruri,
                 &cnonce,
                 self.nc,
-            )
-            .map_err(|e| format!("cannot answer the registrar's challenge: {e}"))?;
-            m.headers.set("Authorization", creds.to_string());
+            );
+            match answer {
+                Ok(creds) => m.headers.set(self.answer_header, creds.to_string()),
+                Err(e) => {
+                    let why = format!("cannot answer the registrar's challenge: {e}");
+                    self.fail(now, why.clone());
+                    return Err(why);
+                }
+            }
         }
         self.state = RegistrationState::Registering;
         self.sent += 1;
@@ -199,7 +219,10 @@ impl Registration {
         self.pending = None;
         self.challenge = None;
         self.state = RegistrationState::Failed(why);
-        self.next_at = Some(now + RETRY_AFTER_FAILURE);
+        // 60 s, 2 min, 4 min ... up to an hour.
+        let wait = RETRY_AFTER_FAILURE * 2u32.saturating_pow(self.failures.min(6));
+        self.failures += 1;
+        self.next_at = Some(now + wait.min(MAX_RETRY_WAIT));
     }
 
     /// A response to one of our REGISTERs; `false` when it is not ours.
@@ -227,6 +250,7 @@ impl Registration {
                     granted_expires(response, &self.contact).unwrap_or(self.config.expires);
                 self.state = RegistrationState::Registered { expires: granted };
                 self.registered += 1;
+                self.failures = 0;
                 self.next_at = Some(now + refresh_after(granted));
                 Ok(())
             }
@@ -237,11 +261,11 @@ impl Registration {
                     .headers
                     .get("Min-Expires")
                     .and_then(|v| v.trim().parse::<u32>().ok())
-                    .filter(|m| *m > self.config.expires && self.tries < 2)
+                    .filter(|m| *m > self.config.expires && self.interval_tries < 2)
                 {
                     Some(min) => {
                         self.config.expires = min;
-                        self.tries += 1;
+                        self.interval_tries += 1;
                         let ch = self.challenge.clone();
                         self.send(now, ua, hop, host, ch.as_ref())
                     }
@@ -267,10 +291,10 @@ impl Registration {
         host: &str,
         response: &Message,
     ) -> Result<(), String> {
-        let header = if response.status() == Some(407) {
-            "Proxy-Authenticate"
+        let (header, answer) = if response.status() == Some(407) {
+            ("Proxy-Authenticate", "Proxy-Authorization")
         } else {
-            "WWW-Authenticate"
+            ("WWW-Authenticate", "Authorization")
         };
         let challenges: Vec<Challenge> = response
             .headers
@@ -296,6 +320,7 @@ impl Registration {
         }
         self.tries += 1;
         self.nc = 0;
+        self.answer_header = answer;
         self.challenge = Some(challenge.clone());
         self.send(now, ua, hop, host, Some(&challenge))
     }
@@ -335,9 +360,11 @@ fn granted_expires(response: &Message, contact: &str) -> Option<u32> {
 }
 
 /// Refresh at half the granted lifetime, so a lost REGISTER has time for
-/// its retransmissions (Timer F, 32 s) and one more try before expiry.
+/// its retransmissions (Timer F, 32 s) and one more try before expiry;
+/// never sooner than 30 s (a registrar granting 0 or 1 s must not be
+/// flooded).
 fn refresh_after(expires: u32) -> Duration {
-    Duration::from_secs(u64::from(expires.max(2) / 2))
+    Duration::from_secs(u64::from(expires / 2).max(30))
 }
 
 #[cfg(test)]
@@ -357,6 +384,6 @@ mod tests {
         m.headers.remove("Expires");
         assert_eq!(granted_expires(&m, ours), None);
         assert_eq!(refresh_after(120), Duration::from_secs(60));
-        assert_eq!(refresh_after(0), Duration::from_secs(1));
+        assert_eq!(refresh_after(0), Duration::from_secs(30));
     }
 }

@@ -855,6 +855,12 @@ impl InviteSession {
         {
             return false;
         }
+        self.resend_invite_state();
+        // Credentials answered the last challenge with its nonce count;
+        // they are not sent again with the same count (RFC 7616 §3.4):
+        // a challenger asks afresh and the retry above answers it.
+        self.invite.headers.remove("Authorization");
+        self.invite.headers.remove("Proxy-Authorization");
         let seq = self.invite.cseq().map(|c| c.seq + 1).unwrap_or(2);
         self.invite.headers.set("CSeq", format!("{seq} INVITE"));
         self.invite
@@ -874,6 +880,13 @@ impl InviteSession {
             branch,
         });
         true
+    }
+
+    /// A new INVITE of the same call goes out: it has had no provisional,
+    /// so a CANCEL waits for one (RFC 3261 §9.1).
+    fn resend_invite_state(&mut self) {
+        self.provisional_seen = false;
+        self.cancel_sent = false;
     }
 
     /// RFC 3261 §22.2: answer a 401/407 to our INVITE with credentials for
@@ -926,6 +939,7 @@ impl InviteSession {
             return false;
         };
         self.auth_tries += 1;
+        self.resend_invite_state();
         let seq = self.invite.cseq().map(|c| c.seq + 1).unwrap_or(2);
         self.invite.headers.set("CSeq", format!("{seq} INVITE"));
         self.invite
@@ -1267,7 +1281,19 @@ impl InviteSession {
             });
             return;
         }
-        let ack = dialog.ack(seq);
+        let mut ack = dialog.ack(seq);
+        // RFC 3261 §13.2.2.4: the ACK carries the INVITE's credentials.
+        for name in ["Authorization", "Proxy-Authorization"] {
+            for v in self
+                .invite
+                .headers
+                .lines(name)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+            {
+                ack.headers.push(name, v);
+            }
+        }
         let hop = Hop::Uri(dialog.next_hop());
         let branch = rng.branch();
         self.acks.push(SentAck {

@@ -1203,6 +1203,15 @@ fn a_407_is_answered_with_credentials_in_a_new_invite_of_the_same_call() {
         let mut p = Pair::new();
         p.a.ua.session_config_mut().logins = vec![login("s3cret")];
         let mut server = digest_server(algorithms.clone());
+        // Every ACK that crosses, to read its headers.
+        let acks = std::rc::Rc::new(std::cell::RefCell::new(Vec::<Message>::new()));
+        let seen = acks.clone();
+        p.drop = Some(Box::new(move |m: &Message| {
+            if m.method() == Some(&Method::Ack) {
+                seen.borrow_mut().push(m.clone());
+            }
+            false
+        }));
         let a = call(&mut p);
         let verdicts = challenge_until_verified(&mut p, &mut server, 4);
         assert_eq!(
@@ -1212,6 +1221,14 @@ fn a_407_is_answered_with_credentials_in_a_new_invite_of_the_same_call() {
         p.drive_until(200, |p| {
             has(&p.a, |e| matches!(e, SessionEvent::Answered { .. }))
         });
+        p.drive_until(200, |_| acks.borrow().len() == 2);
+        // RFC 3261 §13.2.2.4: the ACK for the 2xx carries the INVITE's
+        // credentials (the ACK for the 407 is the transaction's own).
+        let ack_2xx = acks.borrow()[1].clone();
+        assert!(
+            ack_2xx.headers.contains("Proxy-Authorization"),
+            "{ack_2xx:?}"
+        );
         let all = invites(&p.b);
         let (first, second) = (&all[0].1, &all[1].1);
         // RFC 3261 §22.2: same Call-ID, From tag; CSeq up by one.
@@ -1304,4 +1321,45 @@ fn a_challenge_for_a_realm_without_login_ends_the_call() {
         ended(&p.a),
         Some(EndReason::Rejected { code: 407, .. })
     ));
+}
+
+/// RFC 3261 §9.1: no CANCEL before a provisional to the INVITE it
+/// cancels. A caller giving up right after a 100-then-407 must wait for
+/// the resent INVITE's own 100 (the first INVITE's does not count).
+#[test]
+fn a_cancel_after_a_challenge_waits_for_the_new_invites_provisional() {
+    let mut p = Pair::new();
+    p.a.ua.session_config_mut().logins = vec![login("s3cret")];
+    let mut server = digest_server(vec![Algorithm::Md5]);
+    let a = call(&mut p);
+    p.drive_until(100, |p| invites(&p.b).len() == 1);
+    let (id, _) = invites(&p.b)[0].clone();
+    let now = p.now;
+    let mut reply = Reply::new(407, "Proxy Authentication Required");
+    for c in server.challenge(now, "n1", false) {
+        reply = reply.header("Proxy-Authenticate", c.to_string());
+    }
+    p.b.ua.reject(now, id, reply).unwrap();
+    p.drive_until(100, |p| p.sent(B, "SIP/2.0 407") == 1);
+    let now = p.now;
+    p.a.ua.cancel(now, a).unwrap();
+    p.drive_until(200, |p| {
+        p.sent(A, "CANCEL") == 1 && p.sent(B, "SIP/2.0 100") >= 2
+    });
+    let position = |from: &str, line: &str, nth: usize| {
+        p.log
+            .iter()
+            .enumerate()
+            .filter(|(_, (f, l))| *f == addr(from) && l.starts_with(line))
+            .nth(nth)
+            .map(|(i, _)| i)
+    };
+    let second_trying = position(B, "SIP/2.0 100", 1).expect("the new INVITE's 100");
+    let cancel = position(A, "CANCEL", 0).unwrap();
+    assert!(
+        cancel > second_trying,
+        "CANCEL delivered at {cancel}, before the resent INVITE's 100 at {second_trying}: {:?}",
+        p.log
+    );
+    p.drive_to_rest();
 }
