@@ -2,6 +2,7 @@
 //! the Gherkin step definitions ([`steps`]) and the certification runner
 //! ([`certify`]) behind the `drlab` command.
 
+pub mod bench;
 pub mod bypass;
 pub mod carrier;
 pub mod certify;

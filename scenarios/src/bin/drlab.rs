@@ -59,6 +59,23 @@ enum Command {
         #[arg(long, default_value = "target/drlab")]
         out: PathBuf,
     },
+    /// Calls through the simulated path over a grid of loss, jitter and
+    /// latency: ASR, NER, PDD, retransmissions, loss, jitter, delay, R and
+    /// MOS per cell, as a table, CSV and SVG plots.
+    Bench {
+        /// A small grid (8 cells, 2 calls each) instead of the full one.
+        #[arg(long)]
+        quick: bool,
+        /// The world seed: the same seed and build give the same figures.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Calls per cell (default: 5, or 2 with --quick).
+        #[arg(long)]
+        calls: Option<usize>,
+        /// Where the CSV and plots go.
+        #[arg(long, default_value = "target/drlab/bench")]
+        out: PathBuf,
+    },
     /// List the features and scenarios, with their tags.
     List {
         #[arg(long, default_value = "features")]
@@ -115,6 +132,12 @@ fn main() -> ExitCode {
             }
             code
         }
+        Command::Bench {
+            quick,
+            seed,
+            calls,
+            out,
+        } => bench(quick, seed, calls, &out),
         Command::List { features } => match scenarios::certify::list(&features) {
             Ok(text) => {
                 print!("{text}");
@@ -321,5 +344,82 @@ fn sweep(
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `drlab bench`: the grid, cell by cell on every core, then the table,
+/// `bench.csv` and the plots in `out`.
+fn bench(quick: bool, seed: u64, calls: Option<usize>, out: &std::path::Path) -> ExitCode {
+    use scenarios::bench;
+    let mut plan = if quick {
+        bench::Plan::quick(seed)
+    } else {
+        bench::Plan::full(seed)
+    };
+    if let Some(n) = calls {
+        if n == 0 {
+            eprintln!("drlab: --calls must be at least 1");
+            return ExitCode::from(2);
+        }
+        plan.calls = n;
+    }
+    if let Err(e) = std::fs::create_dir_all(out) {
+        eprintln!("drlab: cannot write to {}: {e}", out.display());
+        return ExitCode::from(2);
+    }
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    println!(
+        "drlab bench: {} cells x {} calls of {} s, seed {seed}, {workers} at once",
+        plan.cells.len(),
+        plan.calls,
+        plan.hold.as_secs()
+    );
+    let bar = std::io::stdout()
+        .is_terminal()
+        .then(|| scenarios::certify::progress_bar(plan.cells.len(), "cells"));
+    let tick = |_: &bench::Cell| {
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    };
+    let results = bench::run(&plan, workers, &tick);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let mut ok = Vec::new();
+    let mut failed = 0;
+    for (cell, r) in plan.cells.iter().zip(results) {
+        match r {
+            Ok(r) => ok.push(r),
+            Err(e) => {
+                failed += 1;
+                eprintln!("drlab: cell {cell:?} could not run: {e}");
+            }
+        }
+    }
+    print!("{}", bench::table(&ok));
+    let csv = out.join("bench.csv");
+    let mut written = vec![csv.clone()];
+    let result = std::fs::write(&csv, bench::csv(&ok))
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            for (name, svg) in bench::plots(&ok)? {
+                let p = out.join(name);
+                std::fs::write(&p, svg).map_err(|e| e.to_string())?;
+                written.push(p);
+            }
+            Ok(())
+        });
+    if let Err(e) = result {
+        eprintln!("drlab: cannot write the results to {}: {e}", out.display());
+        return ExitCode::from(2);
+    }
+    for p in written {
+        println!("wrote {}", p.display());
+    }
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
