@@ -128,22 +128,16 @@ fn main() -> ExitCode {
         if let Some(path) = file.records.clone() {
             eprintln!("carrier-sim: call records to {}", path.display());
             let records_view = view.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    let batch: Vec<_> = records_view
+            tokio::spawn(sbc::records::write_every_second(
+                path,
+                "carrier-sim",
+                move || {
+                    records_view
                         .lock()
                         .map(|mut v| v.records.drain(..).collect())
-                        .unwrap_or_default();
-                    if let Err(e) = sbc::records::append(&path, &batch) {
-                        eprintln!(
-                            "carrier-sim: {} call records lost: {}: {e}",
-                            batch.len(),
-                            path.display()
-                        );
-                    }
-                }
-            });
+                        .unwrap_or_default()
+                },
+            ));
         }
         let trunk_view = view.clone();
         tokio::spawn(async move {

@@ -118,22 +118,12 @@ fn main() -> ExitCode {
     if let Some(path) = records {
         eprintln!("sbc: call records to {}", path.display());
         let records_view = view.clone();
-        runtime.spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                let batch: Vec<_> = records_view
-                    .lock()
-                    .map(|mut v| v.records.drain(..).collect())
-                    .unwrap_or_default();
-                if let Err(e) = sbc::records::append(&path, &batch) {
-                    eprintln!(
-                        "sbc: {} call records lost: {}: {e}",
-                        batch.len(),
-                        path.display()
-                    );
-                }
-            }
-        });
+        runtime.spawn(sbc::records::write_every_second(path, "sbc", move || {
+            records_view
+                .lock()
+                .map(|mut v| v.records.drain(..).collect())
+                .unwrap_or_default()
+        }));
     }
     match runtime.block_on(run_sbc(net, config, view, tap)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -107,6 +107,28 @@ pub fn append(path: &std::path::Path, records: &[CallRecord]) -> std::io::Result
     f.write_all(text.as_bytes())
 }
 
+/// The writer of a `records` file: every second, what `drain` hands over
+/// is appended; a failure to write is said on standard error with how
+/// many records it cost (`who` names the program). Runs until the runtime
+/// stops.
+pub async fn write_every_second(
+    path: std::path::PathBuf,
+    who: &'static str,
+    mut drain: impl FnMut() -> Vec<CallRecord>,
+) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let batch = drain();
+        if let Err(e) = append(&path, &batch) {
+            eprintln!(
+                "{who}: {} call records lost: {}: {e}",
+                batch.len(),
+                path.display()
+            );
+        }
+    }
+}
+
 /// The Q.850 cause in a `Reason` header value (RFC 3326): `Q.850;cause=17;…`.
 pub fn q850_cause(reason: &str) -> Option<u8> {
     let mut parts = reason.split(';').map(str::trim);

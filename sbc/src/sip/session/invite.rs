@@ -855,18 +855,27 @@ impl InviteSession {
         {
             return false;
         }
-        self.resend_invite_state();
         // Credentials answered the last challenge with its nonce count;
         // they are not sent again with the same count (RFC 7616 §3.4):
         // a challenger asks afresh and the retry above answers it.
         self.invite.headers.remove("Authorization");
         self.invite.headers.remove("Proxy-Authorization");
-        let seq = self.invite.cseq().map(|c| c.seq + 1).unwrap_or(2);
-        self.invite.headers.set("CSeq", format!("{seq} INVITE"));
         self.invite
             .headers
             .set("Session-Expires", timer::session_expires(min_se, who));
         self.invite.headers.set("Min-SE", min_se.to_string());
+        self.resend_invite(rng);
+        true
+    }
+
+    /// The INVITE again, changed, in a new transaction of the same call:
+    /// CSeq up by one, a new branch (RFC 3261 §8.1.3.5, §22.2). It has had
+    /// no provisional, so a CANCEL waits for one (§9.1).
+    fn resend_invite(&mut self, rng: &mut SeededRng) {
+        self.provisional_seen = false;
+        self.cancel_sent = false;
+        let seq = self.invite.cseq().map(|c| c.seq + 1).unwrap_or(2);
+        self.invite.headers.set("CSeq", format!("{seq} INVITE"));
         let branch = rng.branch();
         self.invite_key = TransactionKey {
             branch: branch.clone(),
@@ -879,14 +888,6 @@ impl InviteSession {
             hop,
             branch,
         });
-        true
-    }
-
-    /// A new INVITE of the same call goes out: it has had no provisional,
-    /// so a CANCEL waits for one (RFC 3261 §9.1).
-    fn resend_invite_state(&mut self) {
-        self.provisional_seen = false;
-        self.cancel_sent = false;
     }
 
     /// RFC 3261 §22.2: answer a 401/407 to our INVITE with credentials for
@@ -939,24 +940,10 @@ impl InviteSession {
             return false;
         };
         self.auth_tries += 1;
-        self.resend_invite_state();
-        let seq = self.invite.cseq().map(|c| c.seq + 1).unwrap_or(2);
-        self.invite.headers.set("CSeq", format!("{seq} INVITE"));
         self.invite
             .headers
             .set(answer_header, credentials.to_string());
-        let branch = rng.branch();
-        self.invite_key = TransactionKey {
-            branch: branch.clone(),
-            method: Method::Invite,
-        };
-        self.keys.push(self.invite_key.clone());
-        let hop = self.initial_hop.clone();
-        self.actions.push_back(SessionAction::Request {
-            request: self.invite.clone(),
-            hop,
-            branch,
-        });
+        self.resend_invite(rng);
         true
     }
 
