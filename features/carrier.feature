@@ -96,3 +96,10 @@ Feature: PSTN phones behind the carrier trunk
     And the carrier's last call record has final code 200, ended by the caller, and a PDD of about 500 ms
     And the carrier's call records give ASR 33 % and NER 67 %
     And the SBC's call records give ASR 33 % and NER 67 %
+
+  Scenario: A PSTN caller who hangs up while the Teams user rings cancels both legs
+    Given Teams users answer 30 s after ringing
+    When PSTN caller +4930123456 calls +4989000001
+    And 3 seconds pass
+    And the PSTN caller hangs up
+    Then the PSTN caller's CANCEL ends both legs with 487

@@ -787,3 +787,48 @@ async fn invite_to_carrier_for(w: &mut DrlabWorld, number: String) -> StepResult
     }
     Ok(())
 }
+
+/// A PSTN caller who gives up while the Teams user rings: the carrier's
+/// CANCEL (RFC 3261 §9) is answered 200 and its INVITE 487; the SBC
+/// CANCELs its INVITE to the hub the same way. Read from the trace.
+#[then(regex = r"^the PSTN caller's CANCEL ends both legs with 487$")]
+async fn cancel_ends_both(w: &mut DrlabWorld) -> StepResult {
+    let lab = w.lab()?;
+    let sbc = lab.config.sbc_fqdn.clone();
+    let seen = |l: &Lab| {
+        let all = sent(l);
+        let has = |from: &str, to_hub: bool, start: &[u8], cseq: &str| {
+            all.iter().any(|s| {
+                (s.from == from)
+                    && (if to_hub {
+                        is_hub(&s.to)
+                    } else {
+                        s.to == crate::world::CARRIER || s.to == sbc
+                    })
+                    && s.raw.starts_with(start)
+                    && String::from_utf8_lossy(&s.raw)
+                        .lines()
+                        .any(|l| l.to_ascii_lowercase().starts_with("cseq:") && l.ends_with(cseq))
+            })
+        };
+        let carrier = crate::world::CARRIER;
+        // Carrier leg: CANCEL from the carrier, 200 and 487 from the SBC.
+        has(carrier, false, b"CANCEL ", "CANCEL")
+            && has(&sbc, false, b"SIP/2.0 200 ", "CANCEL")
+            && has(&sbc, false, b"SIP/2.0 487 ", "INVITE")
+            // Teams leg: the SBC's CANCEL, the hub's 487.
+            && has(&sbc, true, b"CANCEL ", "CANCEL")
+            && all.iter().any(|s| {
+                is_hub(&s.from) && s.to == sbc && s.raw.starts_with(b"SIP/2.0 487 ")
+            })
+    };
+    lab.run_until(Duration::from_secs(5), seen)
+        .map_err(|e| e.to_string())?;
+    if !seen(lab) {
+        return fail(
+            lab,
+            "CANCEL, 200 and 487 on the carrier leg and on the Teams leg",
+        );
+    }
+    Ok(())
+}
