@@ -171,8 +171,10 @@ fn tshark_sees_the_audio_of_both_legs() {
             .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
             .collect();
         assert_eq!(bytes.len(), 160, "{hex}");
+        // The probe's frame: its index, its send time (µs on the probes'
+        // clock, for one-way delay), then a pattern from the index.
         let index = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        for (i, b) in bytes.iter().enumerate().skip(4) {
+        for (i, b) in bytes.iter().enumerate().skip(12) {
             assert_eq!(*b, (index as usize).wrapping_add(i) as u8, "frame {index}");
         }
         frames += 1;
