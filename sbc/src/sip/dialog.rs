@@ -48,12 +48,19 @@ fn strip_tag(value: &str) -> String {
     out
 }
 
+/// The remote target (RFC 3261 §12.1.1, §12.1.2): the first Contact's
+/// URI, which must be a URI: it becomes the Request-URI of every request
+/// in the dialog (a fuzzed `Contact: 8` made a BYE whose request line was
+/// `BYE 8 SIP/2.0`).
 fn first_contact_uri(msg: &Message) -> Result<String, WireError> {
-    msg.contacts()?
+    let uri = msg
+        .contacts()?
         .into_iter()
         .next()
         .map(|c| c.uri)
-        .ok_or(WireError::MissingHeader { header: "Contact" })
+        .ok_or(WireError::MissingHeader { header: "Contact" })?;
+    Uri::parse(&uri)?;
+    Ok(uri)
 }
 
 /// The URI inside a Route/Record-Route value.

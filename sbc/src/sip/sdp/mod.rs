@@ -370,8 +370,11 @@ fn parse_connection(v: &str) -> Option<String> {
     if f.len() != 3 || f[0] != "IN" || !(f[1] == "IP4" || f[1] == "IP6") || f[2].is_empty() {
         return None;
     }
-    // A multicast TTL suffix (`/127`) is not used in telephony; keep the address only.
-    Some(f[2].split('/').next()?.to_string())
+    // A multicast TTL suffix (`/127`) is not used in telephony; keep the
+    // address only, which must be there (`c=IN IP4 /127` was read as an
+    // empty address and written back as a line that does not parse: found
+    // by fuzz/ sdp).
+    Some(f[2].split('/').next()?.to_string()).filter(|a| !a.is_empty())
 }
 
 fn parse_media(v: &str) -> Option<MediaDescription> {

@@ -189,3 +189,21 @@ fn hold_is_read_the_three_ways_pstn_gear_writes_it() {
     assert!(!resumed.holds());
     assert!(resumed.to_string().contains("a=sendrecv"));
 }
+
+/// fuzz/regressions/sdp-c-empty-address: `c=IN IP4 /127` has no address;
+/// it was read as an empty one and written back as `c=IN IP4 `, which does
+/// not parse. Now the line is refused and whatever parses round-trips.
+#[test]
+fn a_connection_line_without_an_address_is_refused() {
+    let base = "v=0\r\no=- 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0\r\n";
+    let empty = base.replace("c=IN IP4 198.51.100.7", "c=IN IP4 /127");
+    if let Ok(sd) = SessionDescription::parse(&empty) {
+        let text = sd.to_string();
+        assert!(SessionDescription::parse(&text).is_ok(), "{text}");
+    }
+    let ttl = base.replace("c=IN IP4 198.51.100.7", "c=IN IP4 198.51.100.7/127");
+    assert!(SessionDescription::parse(&ttl)
+        .unwrap()
+        .to_string()
+        .contains("c=IN IP4 198.51.100.7\r\n"));
+}

@@ -74,7 +74,10 @@ impl StreamFramer {
         let declared = content_length(&head.headers)?.ok_or(WireError::MissingHeader {
             header: "Content-Length",
         })?;
-        let total = body_start + declared;
+        // A hostile Content-Length (2^64 - 1) must not overflow the sum:
+        // in a debug build that panicked, in release it wrapped and the
+        // slice below panicked (found by fuzz/ sip_stream).
+        let total = body_start.saturating_add(declared);
         if total > self.limit {
             return Err(WireError::TooLarge { limit: self.limit });
         }
@@ -108,6 +111,16 @@ mod tests {
             "MESSAGE sip:a@b SIP/2.0\r\nCall-ID: x\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
+    }
+
+    /// fuzz/regressions/sip_stream-content-length-overflow: 2^64 - 1
+    /// overflowed `body_start + declared` (a panic; in release, a wrapped
+    /// sum and a panicking slice). Now: too large, the stream refused.
+    #[test]
+    fn a_content_length_of_two_to_the_64_is_too_large_not_a_panic() {
+        let mut f = StreamFramer::new(65536);
+        f.push(b"M-HTIONS : SIP/2.0\r\nT:\r\nContent-Length:18446744073709551615\r\n\r\n");
+        assert!(matches!(f.next_frame(), Err(WireError::TooLarge { .. })));
     }
 
     #[test]

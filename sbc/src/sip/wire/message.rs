@@ -209,12 +209,14 @@ impl Message {
         let len = self.body.len().to_string();
         let mut wrote_length = false;
         for h in &self.headers.0 {
+            // A second Content-Length is left out whole (the fuzzer found
+            // its name and ': ' written before it was skipped).
+            if h.is("Content-Length") && wrote_length {
+                continue;
+            }
             out.extend_from_slice(h.name.as_bytes());
             out.extend_from_slice(b": ");
             if h.is("Content-Length") {
-                if wrote_length {
-                    continue;
-                }
                 wrote_length = true;
                 out.extend_from_slice(len.as_bytes());
             } else {
@@ -294,11 +296,28 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<Message, WireError> {
     })?;
     let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let first = lines.next().unwrap_or_default();
+    // RFC 3261 §25.1: header text is printable UTF-8, SP and HTAB; a bare
+    // CR, a NUL or another control character would be echoed into our
+    // responses (the fuzzer's `branch=z9hG4bK1\rX-Injected: 1` came back
+    // as a header of its own in the 200).
+    let control = |l: &str| l.chars().any(|c| c.is_control() && c != '\t');
+    if control(first) {
+        return Err(WireError::BadStartLine {
+            line: first.to_string(),
+            reason: "a control character in the start line",
+        });
+    }
     let start = parse_start_line(first)?;
     let mut headers: Vec<Header> = Vec::new();
     for line in lines {
         if line.is_empty() {
             continue;
+        }
+        if control(line) {
+            return Err(WireError::BadHeaderLine {
+                line: line.to_string(),
+                reason: "a control character (bare CR, NUL...) in a header line",
+            });
         }
         if line.starts_with([' ', '\t']) {
             // RFC 3261 §7.3.1: a line starting with whitespace continues the
@@ -307,8 +326,11 @@ pub(crate) fn parse_head(head: &[u8]) -> Result<Message, WireError> {
                 line: line.to_string(),
                 reason: "continuation line before any header",
             })?;
-            prev.value.push(' ');
-            prev.value.push_str(line.trim());
+            let more = line.trim();
+            if !prev.value.is_empty() && !more.is_empty() {
+                prev.value.push(' ');
+            }
+            prev.value.push_str(more);
             continue;
         }
         let (name, value) = line
@@ -398,6 +420,27 @@ mod tests {
         CSeq: 1 OPTIONS\r\n\
         Contact: <sip:sbc1.adatum.biz:5058;transport=tls>\r\n\
         Content-Length: 0\r\n\r\n";
+
+    /// Three of the fuzzer's findings (fuzz/regressions/sip_message-*):
+    /// a bare CR that would be echoed as a header of its own, a second
+    /// Content-Length serialised as a nameless line, a fold after an empty
+    /// value that was not a fixpoint. Each red before.
+    #[test]
+    fn fuzz_findings_control_characters_duplicate_length_and_folds() {
+        let injected = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\rX-Injected: 1\r\n\
+                        Call-ID: c\r\nCSeq: 1 OPTIONS\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\n\r\n";
+        let e = Message::parse(injected.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("control character"), "{e}");
+        assert!(Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nX: a\0b\r\n\r\n").is_err());
+        let dup = b"S : SIP/2.0\na:\nContent-Length:0\np:\nContent-Length:0\n\n";
+        let m = Message::parse(dup).unwrap();
+        let again = Message::parse(&m.to_bytes()).unwrap();
+        assert_eq!(again.to_bytes(), m.to_bytes());
+        let folded = Message::parse(b"E : SIP/2.0\nT:\n \n\n").unwrap();
+        assert_eq!(folded.headers.get("To"), Some(""));
+        let once = folded.to_bytes();
+        assert_eq!(Message::parse(&once).unwrap().to_bytes(), once);
+    }
 
     #[test]
     fn parses_the_documented_options() {
