@@ -14,6 +14,10 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+/// How long a write (a message, a pong, the TLS close) may wait for the
+/// peer to take it before the connection is given up.
+pub(crate) const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long a TCP connect (and so the first send to a peer) may take.
 pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
 
@@ -93,14 +97,81 @@ pub(crate) async fn udp_receive_loop<N: Network>(inner: Arc<Inner<N>>, sock: Arc
     }
 }
 
+/// One accepted connection counted against [`super::StreamLimits`]; the
+/// count goes down when the connection's last task drops it.
+pub(crate) struct Admitted<N: Network> {
+    inner: Arc<Inner<N>>,
+    ip: std::net::IpAddr,
+}
+
+impl<N: Network> Admitted<N> {
+    /// Count a new connection from `ip`, or say which cap it is over.
+    fn new(inner: &Arc<Inner<N>>, ip: std::net::IpAddr) -> Result<Self, String> {
+        let limits = inner.limits;
+        let mut m = inner
+            .accepted
+            .lock()
+            .map_err(|_| "connection table poisoned".to_string())?;
+        let total: usize = m.values().sum();
+        let from_ip = m.get(&ip).copied().unwrap_or(0);
+        if let Some(max) = limits.max_total.filter(|max| total >= *max) {
+            return Err(format!(
+                "connection limit: {total} open, max_connections is {max}"
+            ));
+        }
+        if let Some(max) = limits.max_per_source.filter(|max| from_ip >= *max) {
+            return Err(format!(
+                "connection limit: {from_ip} open from {ip}, max_connections_per_source is {max}"
+            ));
+        }
+        *m.entry(ip).or_default() += 1;
+        Ok(Admitted {
+            inner: inner.clone(),
+            ip,
+        })
+    }
+}
+
+impl<N: Network> Drop for Admitted<N> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.inner.accepted.lock() {
+            if let Some(n) = m.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
 pub(crate) async fn accept_loop<N: Network>(
     inner: Arc<Inner<N>>,
     listener: N::Listener,
     tls: Option<TlsListen>,
 ) {
     loop {
-        let Ok((stream, local, remote)) = listener.accept().await else {
-            continue;
+        let (stream, local, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(_) => {
+                // Out of descriptors (EMFILE) and the like: accept fails at
+                // once until one is freed. Wait rather than spin a core.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let admitted = match Admitted::new(&inner, remote.ip()) {
+            Ok(a) => a,
+            Err(reason) => {
+                // Closed at once: dropping the stream closes it.
+                drop(stream);
+                let _ = inner.events.send(TransportEvent::TlsRefused {
+                    remote,
+                    inbound: true,
+                    reason,
+                });
+                continue;
+            }
         };
         let inner = inner.clone();
         let tls = tls.clone();
@@ -114,9 +185,10 @@ pub(crate) async fn accept_loop<N: Network>(
                         local,
                         remote,
                         Arc::default(),
+                        Some(admitted),
                     );
                 }
-                Some(t) => accept_tls(inner, stream, t, local, remote).await,
+                Some(t) => accept_tls(inner, stream, t, local, remote, admitted).await,
             }
         });
     }
@@ -128,6 +200,7 @@ async fn accept_tls<N: Network>(
     t: TlsListen,
     local: SocketAddr,
     remote: SocketAddr,
+    admitted: Admitted<N>,
 ) {
     let refuse = |reason: String| {
         let _ = inner.events.send(TransportEvent::TlsRefused {
@@ -136,12 +209,19 @@ async fn accept_tls<N: Network>(
             reason,
         });
     };
-    let tls_stream = match tokio_rustls::TlsAcceptor::from(t.config.clone())
-        .accept(stream)
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => return refuse(e.to_string()),
+    // A peer that opens a connection and never finishes (or starts) the
+    // handshake must not hold it: a slow-loris on the TLS port.
+    let limit = inner.limits.handshake_timeout;
+    let handshake = tokio_rustls::TlsAcceptor::from(t.config.clone()).accept(stream);
+    let tls_stream = match tokio::time::timeout(limit, handshake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return refuse(tls::explain(&e.to_string())),
+        Err(_) => {
+            return refuse(format!(
+                "TLS handshake not done within {} s (handshake timeout)",
+                limit.as_secs()
+            ))
+        }
     };
     let names = peer_names(tls_stream.get_ref().1.peer_certificates());
     if let Some(allowed) = &t.allowed_client_names {
@@ -158,6 +238,7 @@ async fn accept_tls<N: Network>(
         local,
         remote,
         Arc::new(names),
+        Some(admitted),
     );
 }
 
@@ -191,6 +272,7 @@ pub(crate) async fn connect<N: Network>(
             local,
             target.addr,
             Arc::default(),
+            None,
         )),
         TransportKind::Tls => {
             let config = inner
@@ -202,10 +284,21 @@ pub(crate) async fn connect<N: Network>(
                 .clone()
                 .unwrap_or_else(|| target.addr.ip().to_string());
             let server_name = tls::server_name(&name).map_err(|e| SendError::Tls(e.to_string()))?;
-            match tokio_rustls::TlsConnector::from(config)
-                .connect(server_name, stream)
-                .await
-            {
+            // A server that accepts the connection and never answers the
+            // ClientHello must not hold the request's queue either.
+            let limit = inner.limits.handshake_timeout;
+            let handshake = tokio_rustls::TlsConnector::from(config).connect(server_name, stream);
+            let done = match tokio::time::timeout(limit, handshake).await {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "TLS handshake not done within {} s (handshake timeout)",
+                        limit.as_secs()
+                    ),
+                )),
+            };
+            match done {
                 Ok(s) => {
                     let names = peer_names(s.get_ref().1.peer_certificates());
                     Ok(spawn_stream(
@@ -215,10 +308,11 @@ pub(crate) async fn connect<N: Network>(
                         local,
                         target.addr,
                         Arc::new(names),
+                        None,
                     ))
                 }
                 Err(e) => {
-                    let reason = e.to_string();
+                    let reason = tls::explain(&e.to_string());
                     let _ = inner.events.send(TransportEvent::TlsRefused {
                         remote: target.addr,
                         inbound: false,
@@ -239,10 +333,14 @@ fn spawn_stream<N: Network, S>(
     local: SocketAddr,
     remote: SocketAddr,
     peer_names: Arc<Vec<String>>,
+    admitted: Option<Admitted<N>>,
 ) -> ConnHandle
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Only connections we accepted time out when idle: the ones we open
+    // carry our own OPTIONS and calls, and we close them ourselves.
+    let idle = admitted.as_ref().and(inner.limits.idle_timeout);
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = ConnHandle {
         id: inner.new_id(),
@@ -257,10 +355,12 @@ where
     // Only the maps keep the sender: once forgotten, `rx` ends and the task closes.
     let id = handle.id;
     tokio::spawn(async move {
-        run_stream(&inner, stream, rx, source).await;
+        run_stream(&inner, stream, rx, source, idle).await;
+        drop(admitted);
         inner.forget(id);
         let _ = inner.events.send(TransportEvent::ConnectionClosed {
             connection: id,
+            transport: kind,
             remote,
         });
     });
@@ -272,17 +372,42 @@ async fn run_stream<N: Network, S>(
     mut stream: S,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     source: Source,
+    idle: Option<std::time::Duration>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut framer = StreamFramer::new(inner.max_message);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
+        // Renewed by every pass of the loop, i.e. by bytes either way.
+        let quiet = async {
+            match idle {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
+            _ = quiet => {
+                let _ = inner.events.send(TransportEvent::TlsRefused {
+                    remote: source.remote,
+                    inbound: true,
+                    reason: format!(
+                        "connection idle for {} s, closed (idle timeout)",
+                        idle.map_or(0, |d| d.as_secs())
+                    ),
+                });
+                break;
+            }
             out = rx.recv() => {
                 let Some(bytes) = out else { break };
-                if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
+                let written = async {
+                    stream.write_all(&bytes).await?;
+                    stream.flush().await
+                };
+                // A peer that stops reading would hold this task (and its
+                // connection slot) for ever once its window is full.
+                if !matches!(tokio::time::timeout(WRITE_TIMEOUT, written).await, Ok(Ok(()))) {
                     break;
                 }
             }
@@ -297,7 +422,8 @@ async fn run_stream<N: Network, S>(
                         Ok(None) => break,
                         Ok(Some(Frame::KeepAlivePing)) => {
                             // RFC 5626 §4.4.1: answer a double-CRLF ping with a CRLF pong.
-                            if stream.write_all(b"\r\n").await.is_err() {
+                            let pong = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(b"\r\n"));
+                            if !matches!(pong.await, Ok(Ok(()))) {
                                 return;
                             }
                         }
@@ -310,7 +436,7 @@ async fn run_stream<N: Network, S>(
                         Err(error) => {
                             // A stream that lost its framing cannot be resynchronised (RFC 3261 §18.3).
                             let _ = inner.events.send(TransportEvent::Malformed { error, raw: Vec::new(), source: source.clone() });
-                            let _ = stream.shutdown().await;
+                            let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.shutdown()).await;
                             return;
                         }
                     }
@@ -318,5 +444,5 @@ async fn run_stream<N: Network, S>(
             }
         }
     }
-    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.shutdown()).await;
 }

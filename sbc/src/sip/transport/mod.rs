@@ -83,6 +83,36 @@ pub struct TransportConfig {
     /// Used for connections this side opens with TLS.
     pub tls_client: Option<Arc<ClientConfig>>,
     pub max_message: usize,
+    /// What accepted TCP/TLS connections may hold.
+    pub limits: StreamLimits,
+}
+
+/// Bounds on the connections a listener accepts: a silent or slow peer
+/// must not hold a descriptor and a task for ever, nor one address take
+/// them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// The TLS handshake must be done by then, or the connection is closed.
+    pub handshake_timeout: std::time::Duration,
+    /// An accepted connection with no bytes either way for this long is
+    /// closed; `None`: never.
+    pub idle_timeout: Option<std::time::Duration>,
+    /// Accepted connections open at once from one address, and in all
+    /// (handshakes in progress count); beyond, a new one is closed at once.
+    pub max_per_source: Option<usize>,
+    pub max_total: Option<usize>,
+}
+
+impl Default for StreamLimits {
+    /// Only the handshake bound: a simulator or client has no need of more.
+    fn default() -> Self {
+        StreamLimits {
+            handshake_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: None,
+            max_per_source: None,
+            max_total: None,
+        }
+    }
 }
 
 impl TransportConfig {
@@ -94,6 +124,7 @@ impl TransportConfig {
             tls: None,
             tls_client: None,
             max_message: DEFAULT_MAX_MESSAGE,
+            limits: StreamLimits::default(),
         }
     }
 }
@@ -130,6 +161,7 @@ pub enum TransportEvent {
     },
     ConnectionClosed {
         connection: ConnectionId,
+        transport: TransportKind,
         remote: SocketAddr,
     },
 }
@@ -180,6 +212,9 @@ pub(crate) struct Inner<N: Network> {
     conns: Mutex<BTreeMap<(TransportKind, SocketAddr), ConnHandle>>,
     by_id: Mutex<BTreeMap<ConnectionId, ConnHandle>>,
     next_id: AtomicU64,
+    limits: StreamLimits,
+    /// Accepted connections open now, per remote address.
+    accepted: Mutex<BTreeMap<std::net::IpAddr, usize>>,
 }
 
 /// A running SIP transport layer. Cheap to clone.
@@ -239,6 +274,8 @@ impl<N: Network> SipTransport<N> {
             conns: Mutex::new(BTreeMap::new()),
             by_id: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),
+            limits: config.limits,
+            accepted: Mutex::new(BTreeMap::new()),
         });
         if let Some(sock) = inner.udp.clone() {
             tokio::spawn(connection::udp_receive_loop(inner.clone(), sock));
@@ -338,6 +375,20 @@ impl<N: Network> SipTransport<N> {
     }
 
     /// Open connections, for inspection in tests.
+    /// Whether a connection of this kind to `remote` is open now.
+    pub fn has_connection(&self, kind: TransportKind, remote: SocketAddr) -> bool {
+        self.inner.existing(kind, remote).is_some()
+    }
+
+    /// Accepted connections open now (handshakes in progress included).
+    pub fn accepted_count(&self) -> usize {
+        self.inner
+            .accepted
+            .lock()
+            .map(|m| m.values().sum())
+            .unwrap_or(0)
+    }
+
     pub fn connection_count(&self) -> usize {
         self.inner.by_id.lock().map(|m| m.len()).unwrap_or(0)
     }

@@ -81,7 +81,7 @@ pub fn server_config_at(
     let config = ServerConfig::builder_with_details(provider(), time)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError(e.to_string()))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(eku::RequireEku(verifier)))
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(|e| TlsConfigError(format!("server certificate: {e}")))?;
     Ok(Arc::new(config))
@@ -105,13 +105,187 @@ pub fn client_config_at(
     roots: Arc<RootCertStore>,
     time: Arc<dyn rustls::time_provider::TimeProvider>,
 ) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| TlsConfigError(format!("server verifier: {e}")))?;
     let config = ClientConfig::builder_with_details(provider(), time)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError(e.to_string()))?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(eku::RequireEku(verifier)))
         .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(|e| TlsConfigError(format!("client certificate: {e}")))?;
     Ok(Arc::new(config))
+}
+
+/// webpki takes a certificate without an extended key usage extension as
+/// fit for any purpose (RFC 5280 §4.2.1.12). Direct Routing certificates
+/// carry one (serverAuth, behaviour §1) and the hub refuses an SBC
+/// certificate without it; the SBC holds the hub to the same rule. Where
+/// the extension is present webpki has already checked its purpose.
+mod eku {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+    use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    pub(super) struct RequireEku<V: ?Sized>(pub Arc<V>);
+
+    #[derive(Debug)]
+    struct NoEku(String);
+
+    impl std::fmt::Display for NoEku {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for NoEku {}
+
+    fn has_eku(cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let why = match x509_parser::parse_x509_certificate(cert.as_ref()) {
+            Ok((_, c)) => match c.extended_key_usage() {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) => "certificate has no extended key usage (EKU): a Direct Routing certificate lists serverAuth".to_string(),
+                Err(e) => format!("certificate's extended key usage unreadable: {e}"),
+            },
+            Err(e) => format!("certificate unreadable: {e}"),
+        };
+        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+            rustls::OtherError(Arc::new(NoEku(why))),
+        )))
+    }
+
+    impl<V: ServerCertVerifier> ServerCertVerifier for RequireEku<V> {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp_response: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            let ok = self.0.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            )?;
+            has_eku(end_entity)?;
+            Ok(ok)
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
+    }
+
+    impl<V: ClientCertVerifier + ?Sized> ClientCertVerifier for RequireEku<V> {
+        fn offer_client_auth(&self) -> bool {
+            self.0.offer_client_auth()
+        }
+
+        fn client_auth_mandatory(&self) -> bool {
+            self.0.client_auth_mandatory()
+        }
+
+        fn root_hint_subjects(&self) -> &[DistinguishedName] {
+            self.0.root_hint_subjects()
+        }
+
+        fn verify_client_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            now: UnixTime,
+        ) -> Result<ClientCertVerified, rustls::Error> {
+            let ok = self.0.verify_client_cert(end_entity, intermediates, now)?;
+            has_eku(end_entity)?;
+            Ok(ok)
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
+    }
+}
+
+/// A handshake error as rustls words it, with the rule it breaks in plain
+/// words where rustls names only a symptom (a log line must say why).
+pub fn explain(error: &str) -> String {
+    let rule = [
+        (
+            "BadSignature",
+            "a signature that does not verify: an RSA key below 2048 bits, or a forged certificate",
+        ),
+        (
+            "UnsupportedSignatureAlgorithm",
+            "a signature algorithm not accepted (SHA-1 or MD5 is refused)",
+        ),
+        (
+            "SignatureAlgorithmsExtensionRequired",
+            "the peer offers only TLS 1.0/1.1: protocol version too old, TLS 1.2 is required",
+        ),
+        (
+            "Tls12NotOffered",
+            "the peer offers no TLS 1.2; TLS 1.2 is required",
+        ),
+        (
+            "InvalidContentType",
+            "not TLS at all (cleartext SIP on the TLS port?)",
+        ),
+        (
+            "UnknownIssuer",
+            "the chain does not reach a trusted root (or its intermediate was not sent)",
+        ),
+        ("NoCipherSuitesInCommon", "no cipher suite in common"),
+    ]
+    .iter()
+    .find(|(symptom, _)| error.contains(symptom))
+    .map(|(_, rule)| *rule);
+    match rule {
+        Some(rule) => format!("{error} ({rule})"),
+        None => error.to_string(),
+    }
 }
 
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsConfigError> {
@@ -200,5 +374,27 @@ mod tests {
         assert!(!name_matches("*.contoso.com", "contoso.com"));
         assert!(name_matches("SBC.example.com", "sbc.example.com."));
         assert!(!name_matches("sbc.example.com", "sbc2.example.com"));
+    }
+
+    #[test]
+    fn handshake_errors_gain_the_rule_they_break() {
+        assert_eq!(
+            explain("invalid peer certificate: BadSignature"),
+            "invalid peer certificate: BadSignature (a signature that does not verify: an RSA key below 2048 bits, or a forged certificate)"
+        );
+        assert!(
+            explain("peer is incompatible: SignatureAlgorithmsExtensionRequired").ends_with(
+                "(the peer offers only TLS 1.0/1.1: protocol version too old, TLS 1.2 is required)"
+            )
+        );
+        assert!(
+            explain("received corrupt message of type InvalidContentType")
+                .contains("cleartext SIP on the TLS port")
+        );
+        // What rustls words well enough is left as it is.
+        assert_eq!(
+            explain("peer sent no certificates"),
+            "peer sent no certificates"
+        );
     }
 }
