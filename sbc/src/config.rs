@@ -92,6 +92,9 @@ pub struct FileConfig {
     #[serde(default)]
     pub hub: HubSection,
     pub tls: TlsSection,
+    /// Admission limits (`[limits]`); the defaults when absent.
+    #[serde(default)]
+    pub limits: LimitsSection,
     /// Static name → address entries that win over DNS, for labs on one
     /// machine (`"sip.pstnhub.microsoft.com" = "127.0.0.1"`).
     #[serde(default)]
@@ -242,6 +245,163 @@ impl Default for HubSection {
             options_interval_secs: default_options_interval(),
             transfers: Transfers::default(),
             media_bypass: false,
+        }
+    }
+}
+
+/// `[limits]`: what the SBC admits (see `docs/security.md`). Rates are new
+/// requests per second per source address, each with a burst of twice
+/// the rate; a trusted source (carrier gateway, hub proxy) over its rate
+/// gets 503 with Retry-After, an unknown one is dropped.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    pub max_calls: usize,
+    pub max_calls_in_setup: usize,
+    pub retry_after_secs: u32,
+    /// `false`: no per-source rates at all.
+    pub rate_limits: bool,
+    pub invite_rate: f64,
+    pub register_rate: f64,
+    pub options_rate: f64,
+    pub other_rate: f64,
+    pub unknown_source_rate: f64,
+    pub unknown_total_rate: f64,
+    /// The hub's TLS connections to the SBC's listener.
+    pub tls_handshake_timeout_secs: u64,
+    /// 0: never.
+    pub tls_idle_timeout_secs: u64,
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let l = crate::b2bua::Limits::default();
+        let r = crate::sip::endpoint::RateLimits::default();
+        LimitsSection {
+            max_calls: l.max_calls,
+            max_calls_in_setup: l.max_calls_in_setup,
+            retry_after_secs: l.retry_after_secs,
+            rate_limits: true,
+            invite_rate: r.invite.per_second,
+            register_rate: r.register.per_second,
+            options_rate: r.options.per_second,
+            other_rate: r.other.per_second,
+            unknown_source_rate: r.unknown_source.per_second,
+            unknown_total_rate: r.unknown_total.per_second,
+            tls_handshake_timeout_secs: l.streams.handshake_timeout.as_secs(),
+            tls_idle_timeout_secs: l.streams.idle_timeout.map_or(0, |d| d.as_secs()),
+            max_connections: l.streams.max_total.unwrap_or(0),
+            max_connections_per_source: l.streams.max_per_source.unwrap_or(0),
+        }
+    }
+}
+
+impl LimitsSection {
+    fn limits(&self) -> crate::b2bua::Limits {
+        use crate::sip::endpoint::{Rate, RateLimits};
+        // A burst of two seconds' worth: a wave of calls at a busy-hour
+        // peak passes, a sustained flood does not.
+        let rate = |r: f64| Rate::new(r, ((2.0 * r).ceil() as u32).max(1));
+        crate::b2bua::Limits {
+            max_calls: self.max_calls,
+            max_calls_in_setup: self.max_calls_in_setup,
+            retry_after_secs: self.retry_after_secs,
+            rates: self.rate_limits.then(|| RateLimits {
+                invite: rate(self.invite_rate),
+                register: rate(self.register_rate),
+                options: rate(self.options_rate),
+                other: rate(self.other_rate),
+                unknown_source: rate(self.unknown_source_rate),
+                unknown_total: rate(self.unknown_total_rate),
+                retry_after_secs: self.retry_after_secs,
+            }),
+            streams: crate::sip::transport::StreamLimits {
+                handshake_timeout: Duration::from_secs(self.tls_handshake_timeout_secs),
+                idle_timeout: (self.tls_idle_timeout_secs != 0)
+                    .then(|| Duration::from_secs(self.tls_idle_timeout_secs)),
+                max_total: Some(self.max_connections),
+                max_per_source: Some(self.max_connections_per_source),
+            },
+        }
+    }
+
+    fn check(&self, path: &Path, errors: &mut Vec<ConfigError>) {
+        if self.max_calls == 0 {
+            errors.push(err(
+                path,
+                "limits.max_calls",
+                "0 admits no call; at least 1".into(),
+            ));
+        }
+        if self.max_calls_in_setup == 0 || self.max_calls_in_setup > self.max_calls.max(1) {
+            errors.push(err(
+                path,
+                "limits.max_calls_in_setup",
+                format!(
+                    "{} is outside 1-{} (max_calls)",
+                    self.max_calls_in_setup, self.max_calls
+                ),
+            ));
+        }
+        if !(1..=3600).contains(&self.retry_after_secs) {
+            errors.push(err(
+                path,
+                "limits.retry_after_secs",
+                format!("{} is outside 1-3600", self.retry_after_secs),
+            ));
+        }
+        if !(1..=300).contains(&self.tls_handshake_timeout_secs) {
+            errors.push(err(
+                path,
+                "limits.tls_handshake_timeout_secs",
+                format!("{} is outside 1-300", self.tls_handshake_timeout_secs),
+            ));
+        }
+        if self.tls_idle_timeout_secs != 0 && self.tls_idle_timeout_secs < 120 {
+            errors.push(err(
+                path,
+                "limits.tls_idle_timeout_secs",
+                format!(
+                    "{} s would close the hub's connections between its OPTIONS (one a minute); at least 120, or 0 for never",
+                    self.tls_idle_timeout_secs
+                ),
+            ));
+        }
+        if self.max_connections_per_source > self.max_connections {
+            errors.push(err(
+                path,
+                "limits.max_connections_per_source",
+                format!(
+                    "{} is more than max_connections ({})",
+                    self.max_connections_per_source, self.max_connections
+                ),
+            ));
+        }
+        if self.max_connections == 0 || self.max_connections_per_source == 0 {
+            let key = if self.max_connections == 0 {
+                "limits.max_connections"
+            } else {
+                "limits.max_connections_per_source"
+            };
+            errors.push(err(path, key, "0 admits no connection; at least 1".into()));
+        }
+        for (key, r) in [
+            ("invite_rate", self.invite_rate),
+            ("register_rate", self.register_rate),
+            ("options_rate", self.options_rate),
+            ("other_rate", self.other_rate),
+            ("unknown_source_rate", self.unknown_source_rate),
+            ("unknown_total_rate", self.unknown_total_rate),
+        ] {
+            if !(r.is_finite() && r > 0.0 && r <= 1e6) {
+                errors.push(err(
+                    path,
+                    &format!("limits.{key}"),
+                    format!("{r} is not a rate in (0, 1000000] per second (rate_limits = false turns rates off)"),
+                ));
+            }
         }
     }
 }
@@ -426,6 +586,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
             }
         }),
         number_rules,
+        limits: file.limits.limits(),
         carrier_gateways: file.carrier.gateways,
         carrier_sources: file.carrier.sources,
         timers: crate::sip::transaction::TimerConfig::default(),
@@ -602,6 +763,7 @@ fn check(path: &Path, f: &FileConfig) -> Result<(), ConfigError> {
             ),
         ));
     }
+    f.limits.check(path, &mut errors);
     if f.media_timeout_secs != 0 && !(5..=3600).contains(&f.media_timeout_secs) {
         errors.push(err(
             path,
@@ -806,6 +968,57 @@ mod tests {
             .iter()
             .any(|t| t.contains("listen_ip: 192.0.2.77 is not an address of this machine")));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn limits_out_of_range_are_named_by_key_and_defaults_hold() {
+        let l = LimitsSection {
+            max_calls: 0,
+            retry_after_secs: 0,
+            invite_rate: -1.0,
+            unknown_total_rate: f64::NAN,
+            ..LimitsSection::default()
+        };
+        let mut errors = Vec::new();
+        l.check(Path::new("sbc.toml"), &mut errors);
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "limits.max_calls",
+                "limits.max_calls_in_setup",
+                "limits.retry_after_secs",
+                "limits.invite_rate",
+                "limits.unknown_total_rate"
+            ]
+        );
+        let mut none = Vec::new();
+        LimitsSection::default().check(Path::new("sbc.toml"), &mut none);
+        assert!(none.is_empty(), "{none:?}");
+        let d = LimitsSection::default().limits();
+        assert_eq!(d.max_calls, crate::b2bua::Limits::default().max_calls);
+        let rates = d.rates.unwrap();
+        assert_eq!((rates.invite.per_second, rates.invite.burst), (100.0, 200));
+        let mut short = Vec::new();
+        LimitsSection {
+            tls_idle_timeout_secs: 60,
+            max_connections_per_source: 0,
+            ..LimitsSection::default()
+        }
+        .check(Path::new("sbc.toml"), &mut short);
+        let keys: Vec<&str> = short.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "limits.tls_idle_timeout_secs",
+                "limits.max_connections_per_source"
+            ]
+        );
+        let off = LimitsSection {
+            rate_limits: false,
+            ..LimitsSection::default()
+        };
+        assert!(off.limits().rates.is_none());
     }
 
     #[test]

@@ -217,6 +217,7 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         carrier_gateways: Vec::new(),
         carrier_sources: Vec::new(),
         number_rules: Default::default(),
+        limits: Default::default(),
         timers: o.timers,
         seed: 1,
     };

@@ -152,6 +152,11 @@ impl Call {
         self.legs[0].session
     }
 
+    /// Leg a not answered yet and nothing ended: the call is being set up.
+    fn in_setup(&self) -> bool {
+        !self.answered && self.end.is_none()
+    }
+
     fn b(&self) -> Option<SessionId> {
         self.legs.get(1..).and_then(|l| l.last()).map(|l| l.session)
     }
@@ -235,6 +240,7 @@ struct Rejection {
     code: u16,
     reason: &'static str,
     why: String,
+    retry_after: Option<u32>,
 }
 
 impl Rejection {
@@ -243,6 +249,15 @@ impl Rejection {
             code,
             reason,
             why: why.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 503 with Retry-After: the SBC is full, not broken (RFC 3261 §21.5.4).
+    fn busy(retry_after: u32, why: impl Into<String>) -> Self {
+        Rejection {
+            retry_after: Some(retry_after),
+            ..Rejection::new(503, "Service Unavailable", why)
         }
     }
 }
@@ -514,7 +529,11 @@ impl Sbc {
                 "rejected",
                 format!("rejected {} with {}: {}", request.summary(), r.code, r.why),
             );
-            let _ = ua.reject(now, id, Reply::new(r.code, r.reason));
+            let mut reply = Reply::new(r.code, r.reason);
+            if let Some(secs) = r.retry_after {
+                reply = reply.header("Retry-After", secs.to_string());
+            }
+            let _ = ua.reject(now, id, reply);
         }
     }
 
@@ -542,6 +561,17 @@ impl Sbc {
         if !from_hub && !self.carrier_ips.contains(&ip) {
             let why = format!("source {ip} is not a carrier gateway (ACL)");
             return Err(Rejection::new(403, "Forbidden", why));
+        }
+        // Admission: the calls held keep their resources; a new one waits.
+        let limits = &self.config.limits;
+        if self.calls.len() >= limits.max_calls {
+            let why = format!("{} calls held (max_calls)", self.calls.len());
+            return Err(Rejection::busy(limits.retry_after_secs, why));
+        }
+        let in_setup = self.calls.values().filter(|c| c.in_setup()).count();
+        if in_setup >= limits.max_calls_in_setup {
+            let why = format!("{in_setup} calls in setup (max_calls_in_setup)");
+            return Err(Rejection::busy(limits.retry_after_secs, why));
         }
         // RFC 3261 §16.3 step 3 (a B2BUA forwards like a proxy here): a
         // request that may not be forwarded again gets 483.

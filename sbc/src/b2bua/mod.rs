@@ -22,7 +22,7 @@ use crate::sip::endpoint::EndpointConfig;
 use crate::sip::rng::SeededRng;
 use crate::sip::session::{RefreshMethod, SessionConfig, SessionTimerConfig};
 use crate::sip::transaction::{TimerConfig, TransactionKey};
-use crate::sip::transport::{Network, Tap, TlsListen, TransportConfig};
+use crate::sip::transport::{Network, Tap, TlsListen, TransportConfig, TransportKind};
 use crate::sip::ua::{UaConfig, UaCounts, UaEvent, UserAgent};
 use crate::sip::wire::Method;
 use std::collections::{BTreeMap, VecDeque};
@@ -127,8 +127,49 @@ pub struct SbcConfig {
     pub carrier_sources: Vec<String>,
     /// How the carrier writes numbers (see [`numbers::NumberRules`]).
     pub number_rules: numbers::NumberRules,
+    /// What the SBC admits: calls at once, calls in setup, request rates.
+    pub limits: Limits,
     pub timers: TimerConfig,
     pub seed: u64,
+}
+
+/// Admission limits: an SBC on the public internet must keep the calls it
+/// holds when more arrive than it can carry (see `docs/security.md`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Calls held at once (in setup, talking or ending); an INVITE beyond
+    /// gets `503` with `Retry-After` (RFC 3261 §21.5.4), so a carrier or
+    /// the hub tries another route (the hub does, case 9.41).
+    pub max_calls: usize,
+    /// Calls in setup at once (leg a's INVITE not yet answered finally).
+    pub max_calls_in_setup: usize,
+    /// Retry-After of those 503s, in seconds.
+    pub retry_after_secs: u32,
+    /// Per-source request rates, before any transaction is made; `None`:
+    /// unlimited.
+    pub rates: Option<crate::sip::endpoint::RateLimits>,
+    /// Connections the TLS listener accepts: handshake and idle timeouts,
+    /// caps per address and in all.
+    pub streams: crate::sip::transport::StreamLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_calls: 2000,
+            max_calls_in_setup: 200,
+            retry_after_secs: 5,
+            rates: Some(crate::sip::endpoint::RateLimits::default()),
+            // The hub opens a few connections per proxy and sends OPTIONS
+            // on them every minute: 15 idle minutes is a dead peer.
+            streams: crate::sip::transport::StreamLimits {
+                handshake_timeout: Duration::from_secs(10),
+                idle_timeout: Some(Duration::from_secs(900)),
+                max_per_source: Some(32),
+                max_total: Some(512),
+            },
+        }
+    }
 }
 
 /// What the SBC holds and has done, for steps, consoles and tests.
@@ -157,6 +198,8 @@ pub struct SbcView {
     pub registrations: u64,
     /// Carrier gateways whose last OPTIONS failed.
     pub gateways_down: Vec<String>,
+    /// What the admission gate refused (see [`Limits::rates`]).
+    pub admission: Option<crate::sip::endpoint::AdmissionStats>,
     /// One record per call that is over (at most [`MAX_RECORDS`]; the
     /// `records` file writer drains them), and how many were dropped.
     pub records: VecDeque<crate::records::CallRecord>,
@@ -272,6 +315,7 @@ pub async fn run_sbc_with<N: Network>(
         allowed_client_names: Some(config.hub_fqdns.clone()),
     });
     tc.tls_client = Some(config.tls_client.clone());
+    tc.limits = config.limits.streams;
     let mut endpoint = EndpointConfig::new(config.fqdn.clone());
     endpoint.timers = config.timers;
     endpoint.user_agent = Some(SBC_AGENT.into());
@@ -295,8 +339,14 @@ pub async fn run_sbc_with<N: Network>(
         names: names(&config),
         rng: SeededRng::for_host(config.seed, &config.fqdn),
     };
+    // Media ports at random from the seeded stream (issue 14: an off-path
+    // host must not guess a call's ports from the last call's).
     let ports = PortAllocator::new(config.media_ports.clone())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
+        .random(SeededRng::for_host(
+            config.seed,
+            &format!("{} media ports", config.fqdn),
+        ));
     let media = RelayDriver::new();
     let sbc = Sbc::new(config, view, ports, media.live());
     crate::driver::run(net, setup, sbc, commands, media, tap).await
@@ -333,6 +383,8 @@ pub(crate) struct Sbc {
     /// error or a 5xx), and the OPTIONS out to each.
     pub(crate) gateway_down: std::collections::BTreeSet<String>,
     gateway_keys: BTreeMap<TransactionKey, String>,
+    /// Hub proxies whose last answer to our OPTIONS was a 2xx.
+    hubs_up: std::collections::BTreeSet<String>,
     /// When the SBC started: call records count from here.
     pub(crate) started_at: Option<Instant>,
 }
@@ -367,6 +419,7 @@ impl Sbc {
             carrier_ips: Vec::new(),
             gateway_down: Default::default(),
             gateway_keys: BTreeMap::new(),
+            hubs_up: Default::default(),
             started_at: None,
         }
     }
@@ -536,8 +589,23 @@ impl Sbc {
         ua: &mut UserAgent,
         key: TransactionKey,
         method: Option<Method>,
+        carrier_side: bool,
     ) {
         match method {
+            // The carrier's health check says whether calls can go through
+            // us: while no hub proxy answers our OPTIONS (at start, or
+            // the hub unreachable), 503, so the carrier routes elsewhere
+            // rather than into calls that cannot reach Teams.
+            // (Only while we send OPTIONS: with them off we know nothing.)
+            Some(Method::Options)
+                if carrier_side && self.options_enabled && self.hubs_up.is_empty() =>
+            {
+                let headers = vec![(
+                    "Retry-After".to_string(),
+                    self.config.limits.retry_after_secs.to_string(),
+                )];
+                ua.reply(now, &key, 503, "Service Unavailable", headers);
+            }
             Some(Method::Options) => {
                 let headers = vec![
                     ("Allow".to_string(), self.allow().to_string()),
@@ -582,6 +650,18 @@ impl Role for Sbc {
                 Err(e) => self.problem("acl", format!("carrier gateway {name}: {e}")),
             }
         }
+        // The admission gate trusts the configured peers: the carrier's
+        // addresses and the hub proxies' (resolved now, at start).
+        if let Some(rates) = self.config.limits.rates.clone() {
+            let mut gate = crate::sip::endpoint::Admission::new(rates);
+            self.carrier_ips.iter().for_each(|ip| gate.trust(*ip));
+            for hub in &self.config.hub_fqdns {
+                if let Ok(ip) = ua.routing().address(hub) {
+                    gate.trust(ip);
+                }
+            }
+            ua.set_admission(Some(gate));
+        }
         if self.options_enabled {
             self.send_options(now, ua);
         }
@@ -591,8 +671,14 @@ impl Role for Sbc {
     fn on_event(&mut self, now: Instant, event: UaEvent, ua: &mut UserAgent) {
         match event {
             UaEvent::Session { id, event } => self.on_session(now, ua, id, event),
-            UaEvent::Request { key, request, .. } => {
-                self.on_out_of_dialog(now, ua, key, request.method().cloned())
+            UaEvent::Request {
+                key,
+                request,
+                source,
+                ..
+            } => {
+                let carrier_side = source.transport != TransportKind::Tls;
+                self.on_out_of_dialog(now, ua, key, request.method().cloned(), carrier_side)
             }
             UaEvent::Response { key, response } => {
                 let hop = self.carrier_hop();
@@ -614,6 +700,11 @@ impl Role for Sbc {
                         return self.gateway_health(&gateway, code < 500, why);
                     }
                     if let Some(hub) = self.options_keys.remove(&key) {
+                        if (200..300).contains(&code) {
+                            self.hubs_up.insert(hub.clone());
+                        } else {
+                            self.hubs_up.remove(&hub);
+                        }
                         self.view().hub_options.insert(hub, code);
                     }
                 }
@@ -631,6 +722,7 @@ impl Role for Sbc {
                     return self.gateway_health(&gateway, false, why);
                 }
                 if let Some(hub) = self.options_keys.remove(&key) {
+                    self.hubs_up.remove(&hub);
                     self.view().hub_options.insert(hub.clone(), 0);
                     let why = reason.unwrap_or_else(|| "no answer".into());
                     self.problem("options", format!("OPTIONS to {hub}: {why}"));
@@ -725,6 +817,7 @@ impl Role for Sbc {
         let open = self.relays_open.load(Ordering::SeqCst);
         let mut v = self.view();
         v.ua = ua.counts();
+        v.admission = ua.endpoint().admission().map(|a| a.stats());
         v.live_calls = calls;
         v.media_ports = ports;
         v.relays_open = open;

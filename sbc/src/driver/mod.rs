@@ -222,7 +222,13 @@ where
                 Some(TransportEvent::TlsRefused { remote, inbound, reason }) => {
                     ua.handle_tls_refused(remote, inbound, reason)
                 }
-                Some(TransportEvent::ConnectionClosed { .. }) => {}
+                Some(TransportEvent::ConnectionClosed { transport: kind, remote, .. }) => {
+                    // A request sent since may have opened a new connection
+                    // to that peer: its transactions wait on their timers.
+                    if !transport.has_connection(kind, remote) {
+                        ua.handle_connection_closed(now(), kind, remote)
+                    }
+                }
                 None => return Ok(()),
             },
             m = media.events().recv() => {

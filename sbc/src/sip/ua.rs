@@ -149,6 +149,11 @@ impl UserAgent {
         &self.endpoint
     }
 
+    /// Limit new requests per source (see [`crate::sip::endpoint::Admission`]).
+    pub fn set_admission(&mut self, admission: Option<crate::sip::endpoint::Admission>) {
+        self.endpoint.set_admission(admission);
+    }
+
     pub fn session_config(&self) -> &SessionConfig {
         &self.config
     }
@@ -189,6 +194,17 @@ impl UserAgent {
 
     pub fn handle_send_failure(&mut self, now: Instant, key: &TransactionKey, reason: String) {
         self.endpoint.handle_send_failure(key, reason);
+        self.dispatch(now);
+    }
+
+    /// A TCP/TLS connection closed (see [`EndpointCore::handle_connection_closed`]).
+    pub fn handle_connection_closed(
+        &mut self,
+        now: Instant,
+        transport: crate::sip::transport::TransportKind,
+        remote: SocketAddr,
+    ) {
+        self.endpoint.handle_connection_closed(transport, remote);
         self.dispatch(now);
     }
 

@@ -11,9 +11,10 @@
 //! `poll_event` (what the transaction user must hear), then sleep until
 //! `poll_timeout`.
 
+use super::admission::{Admission, Decision};
 use crate::sip::transaction::{
-    response_to, ClientEvent, ClientTransaction, ServerEvent, ServerState, ServerTransaction,
-    TimerConfig, TransactionKey,
+    response_to, ClientEvent, ClientState, ClientTransaction, ServerEvent, ServerState,
+    ServerTransaction, TimerConfig, TransactionKey,
 };
 use crate::sip::transport::{Source, Target, TransportKind};
 use crate::sip::wire::{Message, Method, WireError};
@@ -138,6 +139,8 @@ pub struct EndpointCore {
     transmits: VecDeque<Transmit>,
     events: VecDeque<EndpointEvent>,
     stats: EndpointStats,
+    /// Per-source limits on new requests; none: every request admitted.
+    admission: Option<Admission>,
 }
 
 impl EndpointCore {
@@ -150,7 +153,17 @@ impl EndpointCore {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: EndpointStats::default(),
+            admission: None,
         }
+    }
+
+    /// Limit new requests per source from now on (see [`Admission`]).
+    pub fn set_admission(&mut self, admission: Option<Admission>) {
+        self.admission = admission;
+    }
+
+    pub fn admission(&self) -> Option<&Admission> {
+        self.admission.as_ref()
     }
 
     pub fn config(&self) -> &EndpointConfig {
@@ -330,6 +343,34 @@ impl EndpointCore {
         }
     }
 
+    /// A TCP/TLS connection to `remote` closed. A client transaction whose
+    /// request went on it and which has no final response yet fails now:
+    /// its response could only come on a new connection the server opens
+    /// to our sent-by (RFC 3261 §18.2.2), which a crashed or restarted
+    /// peer never does, and an INVITE that heard a provisional has no
+    /// timer left to end it (§17.1.1.2: Timer B stops in Proceeding).
+    pub fn handle_connection_closed(&mut self, transport: TransportKind, remote: SocketAddr) {
+        let pending: Vec<TransactionKey> = self
+            .clients
+            .iter()
+            .filter(|(_, (tx, target))| {
+                target.transport == transport
+                    && target.addr == remote
+                    && matches!(
+                        tx.state(),
+                        ClientState::Calling | ClientState::Trying | ClientState::Proceeding
+                    )
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in pending {
+            self.handle_send_failure(
+                &key,
+                format!("the {transport} connection to {remote} closed"),
+            );
+        }
+    }
+
     pub fn handle_tls_refused(&mut self, remote: SocketAddr, inbound: bool, reason: String) {
         self.events.push_back(EndpointEvent::TlsRefused {
             remote,
@@ -428,7 +469,12 @@ impl EndpointCore {
     /// all: a request, not an ACK (RFC 3261 §17.2.1), with a readable Via.
     fn answer_malformed(&mut self, head: &Message, error: &WireError, source: &Source) {
         if head.is_request() && head.method() != Some(&Method::Ack) && head.top_via().is_ok() {
-            let mut resp = response_to(head, error.status_code(), &reason_for(error), None);
+            // §8.2.6.2: a final response carries a To tag (one the request
+            // has is kept). No transaction exists to keep one in: derived
+            // from the request's Via, stable for its retransmissions.
+            let via = head.headers.get("Via").unwrap_or_default();
+            let tag = format!("{:016x}", crate::sip::rng::fnv1a(via.as_bytes()));
+            let mut resp = response_to(head, error.status_code(), &reason_for(error), Some(&tag));
             self.style(&mut resp);
             self.transmits.push_back(Transmit {
                 message: resp,
@@ -478,6 +524,7 @@ impl EndpointCore {
                     .push_back(EndpointEvent::Ack { request, source });
             }
             Some(Method::Cancel) => self.on_cancel(now, key, request, source),
+            _ if !self.admit(now, &key, &request, &source) => {}
             _ => match ServerTransaction::new(
                 request.clone(),
                 source.transport.is_reliable(),
@@ -515,6 +562,50 @@ impl EndpointCore {
         }
     }
 
+    /// Ask the admission gate about a new request; answer it 503 (a
+    /// trusted source over its rate) or drop it (an unknown one). No
+    /// transaction is made for either: a retransmission meets the gate
+    /// again. `true`: go on.
+    fn admit(
+        &mut self,
+        now: Instant,
+        key: &TransactionKey,
+        request: &Message,
+        source: &Source,
+    ) -> bool {
+        let Some(gate) = self.admission.as_mut() else {
+            return true;
+        };
+        let in_dialog = request.to_header().ok().is_some_and(|t| t.tag().is_some());
+        // Only a client certificate the listener accepted gives a TLS
+        // source its peer names (see `TlsListen::allowed_client_names`).
+        let authenticated = source.transport == TransportKind::Tls && !source.peer_names.is_empty();
+        match gate.decide(
+            now,
+            source.remote.ip(),
+            request.method(),
+            in_dialog,
+            authenticated,
+        ) {
+            Decision::Admit => true,
+            Decision::Drop => false,
+            Decision::Busy { retry_after_secs } => {
+                // As for a merged request: a To tag from the branch.
+                let tag = format!("{:016x}", crate::sip::rng::fnv1a(key.branch.as_bytes()));
+                let mut resp = response_to(request, 503, "Service Unavailable", Some(&tag));
+                resp.headers
+                    .push("Retry-After", retry_after_secs.to_string());
+                self.style(&mut resp);
+                self.transmits.push_back(Transmit {
+                    message: resp,
+                    destination: Destination::Reply(source.clone()),
+                    key: None,
+                });
+                false
+            }
+        }
+    }
+
     /// RFC 3261 §8.2.2.2: a request outside a dialog (no To tag) whose From
     /// tag, Call-ID and CSeq are those of a server transaction we hold, yet
     /// which did not match it (another branch): the same request come back
@@ -548,6 +639,11 @@ impl EndpointCore {
             branch: key.branch.clone(),
             method: Method::Invite,
         };
+        // A CANCEL for no INVITE we hold would be a transaction of its own
+        // (Timer J, 32 s on UDP) and a 481 to anyone: the gate decides.
+        if !self.servers.contains_key(&invite_key) && !self.admit(now, &key, &request, &source) {
+            return;
+        }
         let pending = self
             .servers
             .get(&invite_key)
@@ -710,6 +806,84 @@ mod tests {
         let t = std::iter::from_fn(|| core.poll_transmit()).collect();
         let e = std::iter::from_fn(|| core.poll_event()).collect();
         (t, e)
+    }
+
+    /// The admission gate answers before any transaction exists: a trusted
+    /// source over its rate gets a stateless 503 with Retry-After and a To
+    /// tag; an unknown one nothing; neither leaves a transaction or an
+    /// event. A retransmission of an admitted INVITE is its transaction's
+    /// business, never the gate's.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a fake clock's origin
+    fn the_gate_answers_503_to_a_trusted_source_and_drops_an_unknown_one() {
+        use crate::sip::endpoint::{Admission, Rate, RateLimits};
+        let mut core = EndpointCore::new(
+            EndpointConfig::new("sbc.example.com"),
+            LocalPorts::default(),
+        );
+        let mut gate = Admission::new(RateLimits {
+            invite: Rate::new(1.0, 1),
+            unknown_source: Rate::new(1.0, 1),
+            ..RateLimits::default()
+        });
+        gate.trust(source().remote.ip());
+        core.set_admission(Some(gate));
+        let now = Instant::now();
+        core.handle_message(now, invite("aaa"), Vec::new(), source());
+        let (_, events) = drain(&mut core);
+        assert!(matches!(events.as_slice(), [EndpointEvent::Request { .. }]));
+        // Its retransmission: the transaction's 100 again, not a 503.
+        core.handle_message(now, invite("aaa"), Vec::new(), source());
+        let (sent, _) = drain(&mut core);
+        assert_eq!(
+            sent.iter().map(|t| t.message.status()).collect::<Vec<_>>(),
+            [Some(100)]
+        );
+        let transactions = core.transactions();
+        let mut other = invite("bbb");
+        other.headers.set("Call-ID", "other@198.51.100.7");
+        core.handle_message(now, other, Vec::new(), source());
+        let (sent, events) = drain(&mut core);
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(sent.len(), 1);
+        let busy = &sent[0].message;
+        assert_eq!(busy.status(), Some(503));
+        assert_eq!(busy.headers.get("Retry-After"), Some("5"));
+        assert!(
+            busy.to_header().unwrap().tag().is_some(),
+            "a To tag (§8.2.6.2)"
+        );
+        assert_eq!(core.transactions(), transactions, "no transaction for it");
+        // An unknown source over its rate: nothing at all.
+        let stranger = Source {
+            remote: "203.0.113.9:5060".parse().unwrap(),
+            ..source()
+        };
+        core.handle_message(now, invite("ccc"), Vec::new(), stranger.clone());
+        drain(&mut core);
+        core.handle_message(now, invite("ddd"), Vec::new(), stranger);
+        let (sent, events) = drain(&mut core);
+        assert!(sent.is_empty() && events.is_empty(), "{sent:?} {events:?}");
+        // A CANCEL that matches no INVITE meets the gate too.
+        let text = String::from_utf8(invite("eee").to_bytes())
+            .unwrap()
+            .replacen("INVITE", "CANCEL", 1)
+            .replace("1 INVITE", "1 CANCEL");
+        let cancel = Message::parse(text.as_bytes()).unwrap();
+        assert_eq!(cancel.method(), Some(&Method::Cancel));
+        core.handle_message(
+            now,
+            cancel,
+            Vec::new(),
+            Source {
+                remote: "203.0.113.9:5060".parse().unwrap(),
+                ..source()
+            },
+        );
+        let (sent, _) = drain(&mut core);
+        assert!(sent.is_empty(), "{sent:?}");
+        let stats = core.admission().unwrap().stats();
+        assert_eq!((stats.busy, stats.dropped), (1, 2));
     }
 
     /// RFC 3261 §8.2.2.2: the same request (From tag, Call-ID, CSeq) on a
