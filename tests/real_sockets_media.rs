@@ -102,12 +102,14 @@ fn an_exhausted_media_range_refuses_the_next_call_with_503() {
 fn a_media_port_that_cannot_be_bound_refuses_the_call_with_503_and_says_why() {
     runtime().block_on(async {
         let mut o = options(5);
-        o.sbc_media_ports = 40100..=40199;
+        // Two RTP ports, one per leg: the SBC draws them at random, so
+        // someone else holds both on the SBC's address.
+        o.sbc_media_ports = 40100..=40103;
         let lab = start_hub_and_sbc(&o);
         let carrier = start_carrier(&lab, &o);
         until_active(&lab).await;
-        // Someone else holds the first port of the range on the SBC's address.
-        let _squatter = UdpSocket::bind(SocketAddr::new(lab.addrs.sbc, 40100)).unwrap();
+        let _squatters =
+            [40100, 40102].map(|p| UdpSocket::bind(SocketAddr::new(lab.addrs.sbc, p)).unwrap());
         call(&carrier);
         until_state(&carrier, 1, "call 1 ended", |s| {
             matches!(s, PstnState::Ended(_))

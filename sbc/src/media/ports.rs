@@ -1,9 +1,15 @@
 //! Media ports from a configured range: an RTP port is even and its RTCP
 //! neighbour (port + 1) is kept free with it (RFC 3550 §11). Ports are
 //! handed out round-robin, so a port just released (whose socket may not
-//! be closed yet) is the last to come back, and never while in use.
+//! be closed yet) is the last to come back, and never while in use; or, for
+//! an SBC facing the internet ([`PortAllocator::random`]), at random from
+//! the seeded stream, so that an off-path host cannot guess the next
+//! call's ports from the last one's (RFC 3550 §9 leaves this to the
+//! implementation; RFC 8445 §5.1.1.1 asks for unpredictable ports), with
+//! recently released ports held back a while for the same reason as above.
 
-use std::collections::BTreeSet;
+use crate::sip::rng::SeededRng;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::ops::RangeInclusive;
 
@@ -13,6 +19,10 @@ pub struct PortAllocator {
     last: u16,
     next: u16,
     in_use: BTreeSet<u16>,
+    /// Random mode: the stream to draw from, and ports released lately,
+    /// not handed out again while others are free.
+    rng: Option<SeededRng>,
+    resting: VecDeque<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +53,21 @@ impl PortAllocator {
             last,
             next: first,
             in_use: BTreeSet::new(),
+            rng: None,
+            resting: VecDeque::new(),
         })
+    }
+
+    /// Hand ports out at random, drawn from `rng`.
+    pub fn random(mut self, rng: SeededRng) -> Self {
+        self.rng = Some(rng);
+        self
+    }
+
+    /// How many released ports rest before they may come back: half the
+    /// range, at most 64.
+    fn rest(&self) -> usize {
+        (self.capacity() / 2).min(64)
     }
 
     /// How many RTP ports (pairs) the range holds.
@@ -57,6 +81,23 @@ impl PortAllocator {
 
     /// The next free even port, or `None` when all are in use.
     pub fn allocate(&mut self) -> Option<u16> {
+        let capacity = self.capacity();
+        if let Some(rng) = self.rng.as_mut() {
+            // A random start, then the first free, rested port from there:
+            // one draw per call, whatever the occupancy.
+            let start = (rng.next_u64() % capacity as u64) as usize;
+            for i in 0..capacity {
+                let p = self.first + 2 * ((start + i) % capacity) as u16;
+                if !self.in_use.contains(&p) && !self.resting.contains(&p) {
+                    self.in_use.insert(p);
+                    return Some(p);
+                }
+            }
+            // Every free port is resting: the longest-rested one.
+            let p = self.resting.pop_front()?;
+            self.in_use.insert(p);
+            return Some(p);
+        }
         for _ in 0..self.capacity() {
             let p = self.next;
             self.next = if p.saturating_add(2) > self.last.saturating_sub(1) {
@@ -72,7 +113,12 @@ impl PortAllocator {
     }
 
     pub fn release(&mut self, port: u16) {
-        self.in_use.remove(&port);
+        if self.in_use.remove(&port) && self.rng.is_some() {
+            self.resting.push_back(port);
+            if self.resting.len() > self.rest() {
+                self.resting.pop_front();
+            }
+        }
     }
 }
 
@@ -95,6 +141,47 @@ mod tests {
         assert_eq!(a.allocate(), Some(40006));
         assert_eq!(a.allocate(), Some(40002));
         assert_eq!(a.in_use(), 4);
+    }
+
+    #[test]
+    fn random_ports_are_even_in_range_unique_seeded_and_rest_after_release() {
+        let make = |seed| {
+            PortAllocator::new(40000..=40999)
+                .unwrap()
+                .random(SeededRng::new(seed))
+        };
+        let mut a = make(1);
+        let got: Vec<u16> = (0..8).map(|_| a.allocate().unwrap()).collect();
+        assert!(got
+            .iter()
+            .all(|p| p % 2 == 0 && (40000..=40998).contains(p)));
+        let unique: BTreeSet<u16> = got.iter().copied().collect();
+        assert_eq!(unique.len(), 8, "{got:?}");
+        // Not the round-robin sequence: consecutive ports are not adjacent.
+        assert!(got.windows(2).any(|w| w[1] != w[0] + 2), "{got:?}");
+        // The same seed, the same ports; another seed, others.
+        let mut b = make(1);
+        assert_eq!(
+            (0..8).map(|_| b.allocate().unwrap()).collect::<Vec<_>>(),
+            got
+        );
+        let mut c = make(2);
+        assert_ne!(
+            (0..8).map(|_| c.allocate().unwrap()).collect::<Vec<_>>(),
+            got
+        );
+        // A released port rests while others are free.
+        let mut small = PortAllocator::new(40000..=40009)
+            .unwrap()
+            .random(SeededRng::new(3));
+        let all: Vec<u16> = (0..5).map(|_| small.allocate().unwrap()).collect();
+        assert_eq!(small.allocate(), None, "exhausted");
+        small.release(all[0]);
+        small.release(all[1]);
+        // Both free ports rest (rest = 2): the longest-rested comes back.
+        assert_eq!(small.allocate(), Some(all[0]));
+        assert_eq!(small.allocate(), Some(all[1]));
+        assert_eq!(small.in_use(), 5);
     }
 
     #[test]

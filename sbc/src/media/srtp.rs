@@ -149,6 +149,7 @@ impl Protector {
     }
 
     pub fn protect(&mut self, rtp: &[u8]) -> Result<Vec<u8>, SrtpError> {
+        check_rtp_header(rtp, 0).map_err(SrtpError::Protect)?;
         let out = self
             .ctx
             .encrypt_rtp(rtp)
@@ -195,11 +196,81 @@ impl Unprotector {
                 });
             }
         }
+        check_rtp_header(&buf, AUTH_TAG_LEN).map_err(SrtpError::Unprotect)?;
         self.ctx
             .decrypt_rtp(&buf)
             .map(|b| b.to_vec())
             .map_err(|e| SrtpError::Unprotect(e.to_string()))
     }
+}
+
+/// Check an RTP header (RFC 3550 §5.1, §5.3.1) and its extension elements
+/// (RFC 8285 §4.2 one-byte, §4.3 two-byte) fit in the packet, `trailer`
+/// bytes (the SRTP tag) excepted, before webrtc-srtp parses it: its RTP
+/// parser panics on an element whose length runs past the extension
+/// (found by `fuzz/` rtp_srtp; one datagram from anyone reaches it).
+pub fn check_rtp_header(p: &[u8], trailer: usize) -> Result<(), String> {
+    let end = p.len().saturating_sub(trailer);
+    let first = *p.first().ok_or("empty packet")?;
+    if first >> 6 != 2 {
+        return Err(format!("RTP version {} (not 2)", first >> 6));
+    }
+    let csrc = usize::from(first & 0x0f);
+    let mut at = 12 + 4 * csrc;
+    if at > end {
+        return Err(format!(
+            "{end} bytes: shorter than a header with {csrc} CSRCs"
+        ));
+    }
+    if first & 0x10 == 0 {
+        return Ok(());
+    }
+    let ext = p
+        .get(at..at + 4)
+        .filter(|_| at + 4 <= end)
+        .ok_or("header extension cut short")?;
+    let profile = u16::from_be_bytes([ext[0], ext[1]]);
+    let words = usize::from(u16::from_be_bytes([ext[2], ext[3]]));
+    at += 4;
+    let ext_end = at + 4 * words;
+    if ext_end > end {
+        return Err(format!(
+            "header extension of {words} words runs past the packet's {end} bytes"
+        ));
+    }
+    let one_byte = profile == 0xbede;
+    let two_byte = profile & 0xfff0 == 0x1000;
+    while (one_byte || two_byte) && at < ext_end {
+        let id = p[at];
+        if one_byte {
+            // Only a whole 0x00 byte is padding (RFC 8285 §4.2). 0x01-0x0F
+            // is ID 0 with data, and parsers (webrtc-srtp's among them)
+            // read its 1-16 bytes. ID 15 MUST NOT be sent; a receiver is
+            // to stop there, and webrtc-srtp does, taking the header for
+            // shorter than it is: it would then encrypt part of the header
+            // extension RFC 3711 keeps clear (the fuzzer's round trip
+            // failed). Refused instead.
+            match id {
+                0 => at += 1,
+                b if b >> 4 == 15 => {
+                    return Err("header extension element ID 15 (reserved, RFC 8285 §4.2)".into())
+                }
+                b => at += 2 + usize::from(b & 0x0f),
+            }
+        } else if id == 0 {
+            at += 1;
+        } else {
+            let len = *p
+                .get(at + 1)
+                .filter(|_| at + 1 < ext_end)
+                .ok_or("two-byte extension element without its length")?;
+            at += 2 + usize::from(len);
+        }
+        if at > ext_end {
+            return Err("a header extension element runs past the extension".into());
+        }
+    }
+    Ok(())
 }
 
 fn mki_bytes(value: u32, len: u8) -> Vec<u8> {
@@ -239,6 +310,57 @@ mod tests {
             assert_ne!(&srtp[12..rtp.len()], &rtp[12..]);
             assert_eq!(rx.unprotect(&srtp).unwrap(), rtp);
         }
+    }
+
+    /// Found by fuzzing (fuzz/regressions/rtp_srtp-header-extension-*):
+    /// an RFC 8285 element longer than its extension made webrtc-srtp's
+    /// parser panic, on protect (plain RTP from the carrier) and on
+    /// unprotect (anyone's datagram at an SRTP port). Now an error.
+    #[test]
+    fn an_extension_element_past_its_extension_is_an_error_not_a_panic() {
+        let key = SrtpKey::generate(&mut SeededRng::new(5));
+        // X=1, profile 0xBEDE, 1 word; element ID 1 claims 16 bytes.
+        let bad = [
+            0x90, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xbe, 0xde, 0, 1, 0x1f, 0, 0, 0,
+        ];
+        assert!(Protector::new(&key).unwrap().protect(&bad).is_err());
+        let mut srtp = bad.to_vec();
+        srtp.extend([0; AUTH_TAG_LEN]);
+        assert!(Unprotector::new(&key).unwrap().unprotect(&srtp).is_err());
+        // 0x0F is not padding: ID 0 with 16 bytes that are not there (a
+        // review found this one; before: webrtc-srtp panicked on it).
+        let zero_id = [
+            0x90, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xbe, 0xde, 0, 1, 0x0f, 0, 0, 0,
+        ];
+        assert!(Protector::new(&key).unwrap().protect(&zero_id).is_err());
+        let mut srtp = zero_id.to_vec();
+        srtp.extend([0; AUTH_TAG_LEN]);
+        assert!(Unprotector::new(&key).unwrap().unprotect(&srtp).is_err());
+        // ID 15 (fuzz/regressions/rtp_srtp-header-extension-misparsed-roundtrip).
+        let reserved = [
+            0x90, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xbe, 0xde, 0, 1, 0x10, 0xaa, 0xf0, 0,
+        ];
+        assert!(check_rtp_header(&reserved, 0)
+            .unwrap_err()
+            .contains("ID 15"));
+        // Two-byte form (0x1000): an element whose length byte is missing.
+        let two = [
+            0x90, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0x10, 0x00, 0, 1, 0, 0, 0, 5,
+        ];
+        assert!(check_rtp_header(&two, 0).is_err());
+        // Well-formed: padding, an element of 2 bytes, the end marker.
+        let good = [
+            0x90, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xbe, 0xde, 0, 1, 0x00, 0x11, 0xaa, 0xbb,
+        ];
+        assert_eq!(check_rtp_header(&good, 0), Ok(()));
+        assert!(Protector::new(&key).unwrap().protect(&good).is_ok());
+        // Not RTP at all, and too short.
+        assert!(check_rtp_header(&[0x40; 12], 0).is_err());
+        assert!(check_rtp_header(&[0x80; 11], 0).is_err());
+        assert!(
+            check_rtp_header(&[0x8f; 40], 0).is_err(),
+            "15 CSRCs need 72 bytes"
+        );
     }
 
     #[test]
