@@ -1,8 +1,9 @@
 //! 3,000 calls through the reference SBC and teams-sim on real sockets
 //! (our carrier trunk placing them), in waves of 50: after the last one
 //! every party must hold no call, session, transaction, media port, relay
-//! or probe, and the process's resident memory must be back near where it
-//! was after the first waves (a per-call leak of even 5 KB would add 15 MB).
+//! or probe, the process's resident memory must be back near where it
+//! was after the first waves (a per-call leak of even 5 KB would add 15 MB),
+//! and so must its count of open descriptors (sockets).
 //! The figures are printed: `cargo test --test real_sockets_soak -- --nocapture`
 //! (with `SOAK_TRACE=1`, every 500 calls too).
 //!
@@ -60,6 +61,7 @@ fn three_thousand_calls_leave_nothing_behind() {
         };
         let started = Instant::now();
         let mut rss_after_warm_up = 0;
+        let mut fds_after_warm_up = None;
         let mut done = 0;
         while done < CALLS {
             let n = WAVE.min(CALLS - done);
@@ -107,11 +109,13 @@ fn three_thousand_calls_leave_nothing_behind() {
             if done == WARM_UP {
                 settle().await;
                 rss_after_warm_up = rss_bytes().unwrap_or(0);
+                fds_after_warm_up = open_fds();
             }
         }
         settle().await;
         let elapsed = started.elapsed();
         let rss_end = rss_bytes().unwrap_or(0);
+        let fds_end = open_fds();
         let sbc = lab.sbc.lock().unwrap().clone();
         let hub_total = lab.hub.lock().unwrap().calls_total;
         println!(
@@ -126,6 +130,13 @@ fn three_thousand_calls_leave_nothing_behind() {
             rss_end as f64 / 1048576.0,
             held(&lab, Some(&carrier))
         );
+        println!("open descriptors after {WARM_UP} calls: {fds_after_warm_up:?}; after {CALLS}: {fds_end:?}");
+        // Every call opens media sockets on both sides and TLS connections
+        // may come and go: the count must be back where the warm-up left
+        // it (a few of slack for connections being replaced).
+        if let (Some(warm), Some(end)) = (fds_after_warm_up, fds_end) {
+            assert!(end <= warm + 8, "descriptors leak: {warm} after the warm-up, {end} at the end");
+        }
         assert_eq!(sbc.calls_started as usize, CALLS);
         assert_eq!(sbc.calls_ended, sbc.calls_started, "calls never freed");
         assert!(nothing_held(&lab, Some(&carrier)), "{:?}", held(&lab, Some(&carrier)));
@@ -147,4 +158,9 @@ fn three_thousand_calls_leave_nothing_behind() {
         let problems = sbc.problems.joined("; ");
         assert!(sbc.problems.is_empty(), "{problems}");
     });
+}
+
+/// Descriptors this process has open (Linux), or `None` elsewhere.
+fn open_fds() -> Option<usize> {
+    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
 }

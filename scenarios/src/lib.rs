@@ -2,6 +2,7 @@
 //! the Gherkin step definitions ([`steps`]) and the certification runner
 //! ([`certify`]) behind the `drlab` command.
 
+pub mod attacker;
 pub mod bench;
 pub mod bypass;
 pub mod carrier;
@@ -14,6 +15,8 @@ pub mod impairment;
 pub mod pcap;
 pub mod report;
 pub mod sbc_rules;
+pub mod security;
+pub mod soak;
 pub mod steps;
 pub mod tester;
 pub mod trace;

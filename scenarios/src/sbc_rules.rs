@@ -23,7 +23,7 @@ const SRTP_SDP: &str = "v=0\r\no=- 7 7 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.
 m=audio 50000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
 a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^31\r\na=rtcp-mux\r\n";
 
-fn send(
+pub(crate) fn send(
     w: &mut DrlabWorld,
     m: Message,
     transport: TransportKind,

@@ -112,6 +112,12 @@ pub struct DrlabWorld {
     pub(crate) trunk: crate::world::Trunk,
     /// The PSTN phones' scripts so far (steps build them up).
     pub(crate) phone_scripts: std::collections::BTreeMap<String, carrier_sim::trunk::PhoneScript>,
+    /// The SBC's admission limits and whether it trusts the attacker's
+    /// address, set before the world is built.
+    pub(crate) limits: Option<sbc::b2bua::Limits>,
+    pub(crate) attacker_trusted: bool,
+    /// When the SBC was last restarted (simulated time).
+    pub(crate) restarted_at: Option<Duration>,
 }
 
 type StepResult = Result<(), String>;
@@ -194,7 +200,7 @@ pub(crate) fn lock<T>(m: &Arc<Mutex<T>>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// What the SBC under test logged, if it is ours.
-fn sbc_problems(lab: &Lab) -> String {
+pub(crate) fn sbc_problems(lab: &Lab) -> String {
     lab.sbc_view()
         .map(|v| lock(&v).problems.joined("; "))
         .unwrap_or_default()
@@ -244,6 +250,8 @@ async fn registered(w: &mut DrlabWorld, fqdn: String, certificate: String) -> St
         session_expires: w.session_expires.take().unwrap_or(1800),
         media_bypass: w.media_bypass,
         trunk: std::mem::take(&mut w.trunk),
+        limits: w.limits.take().unwrap_or_default(),
+        attacker_trusted: w.attacker_trusted,
         ..LabConfig::default()
     };
     w.lab = Some(Lab::new(config).map_err(|e| format!("cannot build the world: {e}"))?);
@@ -612,7 +620,7 @@ async fn sbc_invite_to_hub(w: &mut DrlabWorld, hub: String) -> StepResult {
     Ok(())
 }
 
-fn last_hub_call_state(lab: &Lab, dir: CallDirection) -> Option<CallState> {
+pub(crate) fn last_hub_call_state(lab: &Lab, dir: CallDirection) -> Option<CallState> {
     lock(&lab.hub)
         .calls
         .iter()
@@ -621,7 +629,7 @@ fn last_hub_call_state(lab: &Lab, dir: CallDirection) -> Option<CallState> {
         .map(|c| c.state.clone())
 }
 
-fn last_pstn_state(lab: &Lab, dir: PstnDirection) -> Option<PstnState> {
+pub(crate) fn last_pstn_state(lab: &Lab, dir: PstnDirection) -> Option<PstnState> {
     lock(&lab.carrier)
         .calls
         .iter()

@@ -76,6 +76,20 @@ enum Command {
         #[arg(long, default_value = "target/drlab/bench")]
         out: PathBuf,
     },
+    /// Many calls through one simulated world, one after another: calls
+    /// both ways, transfers, refusals, a number nobody has, over a lossy
+    /// carrier link; then the check that nobody holds anything, and the
+    /// memory sampled as it went.
+    Soak {
+        /// How many calls.
+        #[arg(long, default_value_t = 10_000)]
+        calls: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Random loss on the carrier's link, both ways, in percent.
+        #[arg(long, default_value_t = 1.0)]
+        loss: f64,
+    },
     /// List the features and scenarios, with their tags.
     List {
         #[arg(long, default_value = "features")]
@@ -138,6 +152,7 @@ fn main() -> ExitCode {
             calls,
             out,
         } => bench(quick, seed, calls, &out),
+        Command::Soak { calls, seed, loss } => soak(calls, seed, loss),
         Command::List { features } => match scenarios::certify::list(&features) {
             Ok(text) => {
                 print!("{text}");
@@ -344,6 +359,77 @@ fn sweep(
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `drlab soak`: the calls, a progress bar, then the figures; exit 1 when
+/// a call went otherwise than its kind expects or something is held.
+fn soak(calls: usize, seed: u64, loss: f64) -> ExitCode {
+    use scenarios::soak;
+    if calls == 0 || !(0.0..=50.0).contains(&loss) {
+        eprintln!("drlab: --calls must be at least 1 and --loss within 0-50");
+        return ExitCode::from(2);
+    }
+    println!("drlab soak: {calls} calls, seed {seed}, {loss} % loss on the carrier link");
+    let bar = std::io::stdout()
+        .is_terminal()
+        .then(|| scenarios::certify::progress_bar(calls, "calls"));
+    // Wall time only for the speed figure printed: nothing simulated
+    // reads it.
+    #[allow(clippy::disallowed_methods)]
+    let wall = std::time::Instant::now();
+    let start_rss = soak::rss_bytes();
+    let plan = soak::SoakPlan {
+        calls,
+        seed,
+        loss_pct: loss,
+    };
+    let result = soak::run(&plan, |_| {
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    });
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("drlab: the soak could not run: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("calls by kind: {:?}", report.by_kind);
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    if let Some(r) = start_rss {
+        println!("RSS at start: {:.1} MiB", mib(r));
+    }
+    for (n, r) in &report.rss {
+        println!("RSS after {n:>6} calls: {:.1} MiB", mib(*r));
+    }
+    println!(
+        "{:.0} s simulated in {:.1} s ({:.0}x real time)",
+        report.simulated.as_secs_f64(),
+        wall.elapsed().as_secs_f64(),
+        report.simulated.as_secs_f64() / wall.elapsed().as_secs_f64().max(1e-9)
+    );
+    for u in report.unexpected.iter().take(20) {
+        println!("unexpected: {u}");
+    }
+    let bad = !report.unexpected.is_empty() || report.held.is_some();
+    match &report.held {
+        Some(h) => println!("still held after 70 s: {h}"),
+        None => println!("nothing held by any party"),
+    }
+    println!(
+        "{} calls, {} unexpected",
+        report.calls,
+        report.unexpected.len()
+    );
+    if bad {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

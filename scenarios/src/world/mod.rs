@@ -59,6 +59,14 @@ pub struct LabConfig {
     pub media_bypass: bool,
     /// How the carrier trunk admits the SBC (see [`Trunk`]).
     pub trunk: Trunk,
+    /// What the SBC admits: calls at once, calls in setup, request rates.
+    pub limits: sbc::b2bua::Limits,
+    /// The SBC takes calls from the attacker's address (a carrier source
+    /// gone wild) rather than treating it as unknown.
+    pub attacker_trusted: bool,
+    /// Record every SIP message and media packet (the trace, the pcap);
+    /// off for long runs (`drlab soak`), whose trace is no ladder.
+    pub trace: bool,
 }
 
 /// The carrier trunk's mode: static-IP peering (the default), or a
@@ -213,6 +221,9 @@ impl Default for LabConfig {
             session_expires: 1800,
             media_bypass: false,
             trunk: Trunk::default(),
+            limits: Default::default(),
+            attacker_trusted: false,
+            trace: true,
         }
     }
 }
@@ -255,6 +266,11 @@ pub struct Lab {
     pub hosts: Vec<String>,
     /// The tenant's second SBC, when the scenario has one.
     pub second_sbc: Option<Arc<Mutex<drlab_sim::scripted_sbc::ScriptedSbcView>>>,
+    /// The hostile host of the security scenarios, and what it sent and
+    /// got; trace events to or from it left out of the trace.
+    pub attacker: Arc<Mutex<crate::attacker::AttackerView>>,
+    pub attack_commands: mpsc::UnboundedSender<crate::attacker::Attack>,
+    pub attacker_ignored: Arc<std::sync::atomic::AtomicU64>,
     /// The carrier's second gateway, when the scenario has one.
     pub gateway2: Option<(
         Arc<Mutex<CarrierView>>,
@@ -333,6 +349,13 @@ impl std::fmt::Display for Holdings {
     }
 }
 
+/// A tap that keeps nothing ([`LabConfig::trace`] off).
+struct NoTrace;
+
+impl Tap for NoTrace {
+    fn record(&self, _: sbc::sip::transport::TraceEvent) {}
+}
+
 impl Lab {
     /// The reference lab with drlab's own SBC under test.
     pub fn new(config: LabConfig) -> Result<Lab, LabError> {
@@ -370,9 +393,21 @@ impl Lab {
             .build();
 
         let recorder = Recorder::default();
-        let tap: Arc<dyn Tap> = Arc::new(recorder.clone());
+        // The attacker's traffic stays out of the trace (see crate::attacker).
+        let inner: Arc<dyn Tap> = if config.trace {
+            Arc::new(recorder.clone())
+        } else {
+            Arc::new(NoTrace)
+        };
+        let filter = crate::attacker::FilterTap::new(inner);
+        let (attacker_ip, attacker_ignored) = (filter.ignore.clone(), filter.ignored.clone());
+        let tap: Arc<dyn Tap> = Arc::new(filter);
         let media = Recorder::default();
-        let media_tap: Arc<dyn Tap> = Arc::new(media.clone());
+        let media_tap: Arc<dyn Tap> = if config.trace {
+            Arc::new(media.clone())
+        } else {
+            Arc::new(NoTrace)
+        };
         let impairments = Impairments::new(config.seed);
         // The system under test first: host addresses follow registration order.
         // Certificates are judged by the world's clock, not the machine's.
@@ -410,6 +445,7 @@ impl Lab {
                 }
             }),
             number_rules: config.trunk.number_rules.clone(),
+            limits: config.limits.clone(),
             carrier_gateways: if config.trunk.second_gateway {
                 vec![format!("{CARRIER}:5060")]
             } else {
@@ -419,7 +455,14 @@ impl Lab {
                 Vec::new()
             } else {
                 vec![TESTER.to_string()]
-            },
+            }
+            .into_iter()
+            .chain(
+                config
+                    .attacker_trusted
+                    .then(|| crate::attacker::ATTACKER.to_string()),
+            )
+            .collect(),
         };
         sut.install(&mut sim, &ctx);
         let (sbcs, routes) = match &config.second_sbc {
@@ -524,6 +567,18 @@ impl Lab {
             installed.hosts_after.push(GATEWAY2.into());
             topology::install_trunk(&mut sim, c, &tap, &media_tap, &impairments)
         });
+        // The attacker last of all (no other address moves), and not a
+        // column of the ladder: its traffic is not in the trace.
+        let attacker = Arc::new(Mutex::new(crate::attacker::AttackerView::default()));
+        let (attack_tx, attack_rx) = topology::once::<crate::attacker::Attack>();
+        {
+            let (view, sbc, ip) = (attacker.clone(), config.sbc_fqdn.clone(), attacker_ip);
+            sim.host(crate::attacker::ATTACKER, move || {
+                let (view, sbc, ip) = (view.clone(), sbc.clone(), ip.clone());
+                let rx = topology::take(&attack_rx);
+                async move { Ok(crate::attacker::run_attacker(sbc, rx, view, ip).await?) }
+            });
+        }
         let mut hosts = installed.hosts_before.clone();
         hosts.push(config.sbc_fqdn.clone());
         hosts.extend(installed.hosts_after.clone());
@@ -546,6 +601,9 @@ impl Lab {
             hosts,
             second_sbc,
             gateway2,
+            attacker,
+            attack_commands: attack_tx,
+            attacker_ignored,
         })
     }
 

@@ -58,6 +58,8 @@ pub struct SutContext {
     /// Hosts besides the carrier that may send the SBC calls (the
     /// scripted tester, standing where a carrier gateway stands).
     pub carrier_sources: Vec<String>,
+    /// What the SBC admits (calls, rates).
+    pub limits: sbc::b2bua::Limits,
 }
 
 /// drlab's own SBC, run in simulation.
@@ -106,14 +108,23 @@ impl SystemUnderTest for ReferenceSbc {
             carrier_gateways: ctx.carrier_gateways.clone(),
             carrier_sources: ctx.carrier_sources.clone(),
             number_rules: ctx.number_rules.clone(),
+            limits: ctx.limits.clone(),
             timers: Default::default(),
             seed: ctx.seed,
         };
         let (view, tap, rx) = (self.view.clone(), ctx.tap.clone(), self.receiver.clone());
         let (host, media_tap) = (ctx.fqdn.clone(), ctx.media_tap.clone());
         let impairments = ctx.impairments.clone();
+        // Each start of the host (turmoil's bounce is a restart) draws from
+        // its own stream: a restarted SBC must not send the Call-IDs,
+        // tags and branches it sent before (RFC 3261 §8.1.1.7, §17.1.3).
+        let boots = Arc::new(std::sync::atomic::AtomicU64::new(0));
         sim.host(ctx.fqdn.as_str(), move || {
-            let (c, v, t) = (config.clone(), view.clone(), tap.clone());
+            let (mut c, v, t) = (config.clone(), view.clone(), tap.clone());
+            let boot = boots.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if boot > 0 {
+                c.seed ^= sbc::sip::rng::fnv1a(format!("boot {boot}").as_bytes());
+            }
             let commands = take(&rx);
             let net = crate::world::topology::host_net(&host, &media_tap, &impairments);
             async move { Ok(run_sbc_with(net, c, v, commands, Some(t)).await?) }

@@ -242,10 +242,10 @@ impl Proxy {
         let ip = self
             .media_ip
             .ok_or_else(|| format!("no address for {}", self.config.media_host))?;
+        let fqdn = self.config.fqdn.clone();
         let port = self
             .view()
-            .media_ports
-            .allocate()
+            .allocate_media(&fqdn)
             .ok_or("no free media processor port")?;
         let mut key = SrtpKey::generate(ua.rng());
         key.mki = None;

@@ -300,6 +300,10 @@ pub struct HubView {
     /// Media processor ports (49152–53247, Direct Routing plan), shared by
     /// the proxies as their media processor is.
     pub media_ports: PortAllocator,
+    /// Which proxy took each media port: a proxy that restarts has lost
+    /// its calls, and its media processor sessions end with them (see
+    /// [`HubView::allocate_media`]).
+    pub media_owners: BTreeMap<u16, String>,
     /// TLS connections refused, with the rule broken (at most
     /// [`VIEW_HISTORY`]), and how many in all.
     pub tls_refusals: VecDeque<(String, std::net::SocketAddr, tls::TlsRule)>,
@@ -335,6 +339,27 @@ pub struct HubView {
 }
 
 impl HubView {
+    /// A media processor port for a call of `proxy`.
+    pub fn allocate_media(&mut self, proxy: &str) -> Option<u16> {
+        let port = self.media_ports.allocate()?;
+        self.media_owners.insert(port, proxy.to_string());
+        Some(port)
+    }
+
+    /// `proxy` (re)started with no calls: the media processor ports its
+    /// earlier life held are free again (a crashed proxy's sessions are
+    /// gone; the processor times them out).
+    pub fn release_media_of(&mut self, proxy: &str) {
+        let ports: Vec<u16> = (self.media_owners.iter())
+            .filter(|(_, p)| p.as_str() == proxy)
+            .map(|(port, _)| *port)
+            .collect();
+        for port in ports {
+            self.media_owners.remove(&port);
+            self.media_ports.release(port);
+        }
+    }
+
     pub fn new(tenant: &Tenant) -> Self {
         let sbcs = tenant
             .sbcs
@@ -361,6 +386,7 @@ impl HubView {
             problems: ProblemLog::default(),
             proxies: BTreeMap::new(),
             media_ports: PortAllocator::new(49152..=53247).expect("a valid range"),
+            media_owners: BTreeMap::new(),
             tls_refusals: VecDeque::new(),
             tls_refusals_total: 0,
             tls_notes: Default::default(),
@@ -614,6 +640,8 @@ impl Role for Proxy {
     type MediaEvent = RelayEvent;
 
     fn start(&mut self, _now: Instant, ua: &mut UserAgent) {
+        let fqdn = self.config.fqdn.clone();
+        self.view().release_media_of(&fqdn);
         self.media_ip = ua.routing().address(&self.config.media_host).ok();
         self.client_ips = (self.config.clients.iter())
             .filter_map(|(host, _)| ua.routing().address(host).ok())

@@ -96,8 +96,9 @@ impl Proxy {
             return self.problem("bridge", "no address of our own for a relay".into());
         };
         let ports = {
+            let fqdn = self.config.fqdn.clone();
             let mut v = self.view();
-            match (v.media_ports.allocate(), v.media_ports.allocate()) {
+            match (v.allocate_media(&fqdn), v.allocate_media(&fqdn)) {
                 (Some(a), Some(b)) => Some((a, b)),
                 (a, b) => {
                     a.into_iter()
