@@ -14,6 +14,11 @@ Feature: Faults: the SBC or a hub proxy going away
   next proxy; once the caller heard ringing, it ends the call with 503
   rather than ring the Teams user anew. Nothing is left held anywhere.
 
+  A far end goes away with a call up (a hub proxy crashes or is cut off,
+  the carrier's gateway crashes): the other side's BYE is answered at
+  once, and the SBC's own BYE towards the gone side is given up when its
+  connect or its transaction times out; the call is let go, not held.
+
   Scenario: The SBC restarts with a call up: OPTIONS at once, and both far ends clear the call
     Given the SBC is registered in the tenant as sbc.example.com
     And the hub marks the SBC active
@@ -62,3 +67,47 @@ Feature: Faults: the SBC or a hub proxy going away
     And the Teams side hears the other side with MOS below 3.0
     When the PSTN caller hangs up
     Then both legs end with BYE and 200
+
+  Scenario: A hub proxy crashes with a call up: the caller's BYE is answered at once, the SBC lets the call go when it cannot reach the proxy
+    # The SBC's TLS connection to the proxy is gone, and a new connect to
+    # a host that is down gets no answer at all: the SBC gives the connect
+    # up after 4 s, which fails the BYE and ends that dialog (RFC 3261
+    # §15.1.1) rather than holding it. The hub forgot the call in its crash.
+    Given the SBC is registered in the tenant as sbc.example.com
+    And the hub marks the SBC active
+    When PSTN caller +4930123456 calls +4989000001
+    Then the Teams user answers
+    And audio flows both ways, decrypted and in order
+    When the hub proxy sip.pstnhub.microsoft.com crashes
+    And the PSTN caller hangs up
+    Then the SBC answers the carrier's BYE with 200
+    And the SBC lets the call go about 4 s later, when its connect for the BYE times out
+    When the hub proxy sip.pstnhub.microsoft.com comes back
+
+  Scenario: The link to a hub proxy goes down with a call up: the BYE waits, is given up after 32 s, and every party clears the call
+    # TCP holds what is sent on a cut link; the SBC's BYE over it gets no
+    # answer, and its transaction gives up after Timer F (64·T1). The hub
+    # meanwhile ends its side for lack of media.
+    Given the SBC is registered in the tenant as sbc.example.com
+    And the hub marks the SBC active
+    When PSTN caller +4930123456 calls +4989000001
+    Then the Teams user answers
+    And audio flows both ways, decrypted and in order
+    When the link between the SBC and sip.pstnhub.microsoft.com goes down for 60 s
+    And the PSTN caller hangs up
+    Then the SBC answers the carrier's BYE with 200
+    And the SBC's BYE to the hub goes unanswered, and the SBC lets the call go about 32 s after sending it
+
+  Scenario: The carrier gateway goes away with a call up: the Teams user's BYE is answered at once, the BYE to the carrier is given up after 32 s
+    # Over UDP the SBC resends its BYE (Timer E) until Timer F.
+    Given the SBC is registered in the tenant as sbc.example.com
+    And the hub marks the SBC active
+    When Teams user Alice dials +4930123456
+    Then the phone rings
+    And the phone answers
+    And audio flows both ways, decrypted and in order
+    When the carrier gateway goes away
+    And the Teams user hangs up
+    Then the SBC answers the hub's BYE with 200
+    And the SBC's BYE to the carrier goes unanswered, and the SBC lets the call go about 32 s after sending it
+    When the carrier gateway comes back

@@ -359,14 +359,16 @@ async fn options_after_restart(w: &mut DrlabWorld, secs: u64) -> StepResult {
     Ok(())
 }
 
-#[then(regex = r"^the SBC answers the carrier's BYE with (\d+)$")]
-async fn answers_carrier_bye(w: &mut DrlabWorld, code: u16) -> StepResult {
+/// The last final answer the SBC sent to a BYE from `side` (`carrier`
+/// or `hub`), within 5 s.
+#[then(regex = r"^the SBC answers the (carrier|hub)'s BYE with (\d+)$")]
+async fn answers_bye(w: &mut DrlabWorld, side: String, code: u16) -> StepResult {
     let lab = w.lab()?;
     let fqdn = lab.config.sbc_fqdn.clone();
     let find = move |l: &crate::world::Lab| {
         sent(l).into_iter().rev().find(|s| {
             s.from == fqdn
-                && s.to.starts_with("carrier")
+                && on_side(&s.to, &side)
                 && s.message().is_some_and(|m| {
                     m.status().is_some_and(|c| c >= 200)
                         && m.cseq().is_ok_and(|c| c.method == Method::Bye)
@@ -377,12 +379,116 @@ async fn answers_carrier_bye(w: &mut DrlabWorld, code: u16) -> StepResult {
         .map_err(|e| e.to_string())?;
     match find(lab).and_then(|s| s.message()) {
         Some(m) if m.status() == Some(code) => Ok(()),
-        Some(m) => fail(
-            lab,
-            format!("{code} to the carrier's BYE, got {}", m.summary()),
-        ),
-        None => fail(lab, format!("{code} to the carrier's BYE, got no answer")),
+        Some(m) => fail(lab, format!("{code} to the BYE, got {}", m.summary())),
+        None => fail(lab, format!("{code} to the BYE, got no answer")),
     }
+}
+
+/// A host of the carrier (its gateways and phones) or of the hub (its
+/// proxies).
+fn on_side(host: &str, side: &str) -> bool {
+    match side {
+        "hub" => host.ends_with(".pstnhub.microsoft.com"),
+        _ => host.starts_with("carrier") || host.ends_with(crate::world::CARRIER),
+    }
+}
+
+fn sbc_calls(l: &crate::world::Lab) -> usize {
+    l.sut.state().map_or(0, |s| s.calls)
+}
+
+/// The SBC's BYE to a far end that is gone or cut off: sent (and, on UDP,
+/// resent), never answered, and the call let go when its transaction
+/// gives up (Timer F, 64·T1 = 32 s, RFC 3261 §17.1.2.2; a BYE's failure
+/// ends the dialog, §15.1.1), not kept for ever.
+#[then(
+    regex = r"^the SBC's BYE to the (carrier|hub) goes unanswered, and the SBC lets the call go about (\d+) s after sending it$"
+)]
+async fn bye_unanswered(w: &mut DrlabWorld, side: String, secs: u64) -> StepResult {
+    let lab = w.lab()?;
+    let fqdn = lab.config.sbc_fqdn.clone();
+    let byes = |l: &crate::world::Lab| -> Vec<crate::trace::Sent> {
+        sent(l)
+            .into_iter()
+            .filter(|s| s.from == fqdn && on_side(&s.to, &side) && s.label() == "BYE")
+            .collect()
+    };
+    lab.run_until(Duration::from_secs(5), |l| !byes(l).is_empty())
+        .map_err(|e| e.to_string())?;
+    let Some(first) = byes(lab).into_iter().next() else {
+        return fail(lab, format!("a BYE from the SBC to the {side}"));
+    };
+    lab.run_until(Duration::from_secs(secs + 10), |l| sbc_calls(l) == 0)
+        .map_err(|e| e.to_string())?;
+    let let_go = lab.now().as_secs_f64() * 1000.0;
+    let sent_times: Vec<f64> = byes(lab).iter().map(|s| s.at_ms).collect();
+    let answered = sent(lab).into_iter().any(|s| {
+        on_side(&s.from, &side)
+            && s.to == lab.config.sbc_fqdn
+            && s.message().is_some_and(|m| {
+                m.status().is_some() && m.cseq().is_ok_and(|c| c.method == Method::Bye)
+            })
+    });
+    let after = (let_go - first.at_ms) / 1000.0;
+    if sbc_calls(lab) != 0 || answered || (after - secs as f64).abs() > 2.0 {
+        return fail(
+            lab,
+            format!(
+                "the BYE unanswered and the call let go about {secs} s after it; answered: {answered}, calls held: {}, let go {after:.1} s after; BYE sent at (ms) {sent_times:?}",
+                sbc_calls(lab)
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The SBC lets the call go although its own BYE to the other side
+/// cannot be sent: a crashed host answers no connect (no RST, as a
+/// machine that is down), and the SBC's connect gives up after 4 s
+/// (`CONNECT_TIMEOUT`), which fails the BYE and ends the dialog.
+#[then(regex = r"^the SBC lets the call go about (\d+) s later, when its connect for the BYE times out$")]
+async fn lets_go_after_connect(w: &mut DrlabWorld, secs: u64) -> StepResult {
+    let lab = w.lab()?;
+    let start = lab.now();
+    lab.run_until(Duration::from_secs(secs + 5), |l| sbc_calls(l) == 0)
+        .map_err(|e| e.to_string())?;
+    let after = (lab.now() - start).as_secs_f64();
+    if sbc_calls(lab) != 0 || (after - secs as f64).abs() > 1.0 {
+        let problems = crate::steps::sbc_problems(lab);
+        return fail(
+            lab,
+            format!(
+                "no call held by the SBC about {secs} s after {start:?}; {} held after {after:.1} s; SBC problems: {problems}",
+                sbc_calls(lab)
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The carrier's gateway host crashes (its calls and transactions
+/// forgotten, nothing answers on its address) or starts anew.
+#[when(regex = r"^the carrier gateway (goes away|comes back)$")]
+async fn carrier_gateway(w: &mut DrlabWorld, what: String) -> StepResult {
+    let lab = w.lab()?;
+    if what == "goes away" {
+        lab.sim.crash(crate::world::CARRIER);
+    } else {
+        lab.sim.bounce(crate::world::CARRIER);
+    }
+    Ok(())
+}
+
+/// From now, for `secs`: datagrams between the two are lost, streams
+/// wait (a partition: TCP holds its segments and delivers them after).
+#[when(regex = r"^the link between (.+) and (.+) goes down for (\d+) s$")]
+async fn link_down_for(w: &mut DrlabWorld, a: String, b: String, secs: u64) -> StepResult {
+    let lab = w.lab()?;
+    let now = lab.now();
+    lab.outage(&a, &b, now, now + Duration::from_secs(secs))
+        .map_err(|e| e.to_string())?;
+    lab.run_for(Duration::from_millis(1))
+        .map_err(|e| e.to_string())
 }
 
 #[then(
