@@ -7,4 +7,5 @@
 //! the simulated network from the phone itself.
 
 pub mod config;
+pub mod load;
 pub mod trunk;

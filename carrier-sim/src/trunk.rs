@@ -150,6 +150,9 @@ pub enum CarrierCommand {
     Resume {
         number: String,
     },
+    /// From now on, every phone without a script of its own takes calls
+    /// and hangs up this way (a load run's phones).
+    DefaultScript(PhoneScript),
 }
 
 /// How a PSTN phone (or the carrier's switch) says "hold" in SDP.
@@ -197,8 +200,17 @@ pub async fn run_trunk<N: Network>(
     endpoint.timers = config.timers;
     endpoint.user_agent = Some("drlab carrier-sim".into());
     let session = SessionConfig::new(format!("<sip:{ip}:{}>", config.listen_port));
+    // Each name once, in first-seen order (thousands of phones share one
+    // media host in a load run).
     let mut names = vec![config.sbc_host.clone()];
-    names.extend(config.phones.iter().map(|p| p.media_host.clone()));
+    for p in &config.phones {
+        if !names.contains(&p.media_host) {
+            names.push(p.media_host.clone());
+        }
+    }
+    let phone_index = (config.phones.iter().enumerate())
+        .map(|(i, p)| (p.number.clone(), i))
+        .collect();
     let setup = HostSetup {
         transport: tc,
         ua: UaConfig { endpoint, session },
@@ -223,6 +235,8 @@ pub async fn run_trunk<N: Network>(
         ip,
         ports,
         scripts: BTreeMap::new(),
+        default_script: PhoneScript::default(),
+        phone_index,
         calls: BTreeMap::new(),
         next_media: 0,
         media_out: VecDeque::new(),
@@ -257,8 +271,11 @@ struct Trunk {
     view: Arc<Mutex<CarrierView>>,
     ip: IpAddr,
     ports: PortAllocator,
-    /// Phones with a script of their own (the others: the default one).
+    /// Phones with a script of their own (the others: `default_script`).
     scripts: BTreeMap<String, PhoneScript>,
+    default_script: PhoneScript,
+    /// Index of `config.phones` by number (a load run has thousands).
+    phone_index: BTreeMap<String, usize>,
     /// A registration trunk's registrar.
     registrar: Option<registrar::Registrar>,
     /// When the trunk started: call records count from here.
@@ -347,11 +364,8 @@ impl Trunk {
         to: &str,
         target: Option<&str>,
     ) -> Result<SessionId, String> {
-        let phone = self
-            .config
-            .phones
-            .iter()
-            .find(|p| p.number == from)
+        let phone = (self.phone_index.get(from))
+            .and_then(|&i| self.config.phones.get(i))
             .cloned()
             .ok_or_else(|| format!("no PSTN phone {from}"))?;
         let (media, mut talk) = self.phone_media(ua, &phone)?;
@@ -779,7 +793,7 @@ impl Trunk {
     }
 
     fn script(&self, number: &str) -> PhoneScript {
-        self.scripts.get(number).copied().unwrap_or_default()
+        self.scripts.get(number).copied().unwrap_or(self.default_script)
     }
 
     /// A called phone's failure, with its cause (RFC 3326).
@@ -955,6 +969,7 @@ impl Role for Trunk {
             }
             CarrierCommand::Hold { number, how } => self.hold(now, ua, &number, Some(how)),
             CarrierCommand::Resume { number } => self.hold(now, ua, &number, None),
+            CarrierCommand::DefaultScript(script) => self.default_script = script,
         }
     }
 

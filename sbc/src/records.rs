@@ -171,6 +171,17 @@ pub struct Kpis {
     pub ner: f64,
 }
 
+/// The nearest-rank percentile `p` (0 < p ≤ 1) of `sorted` (ascending):
+/// the smallest value with at least p·n values at or below it.
+pub fn nearest_rank(sorted: &[u64], p: f64) -> Option<u64> {
+    let n = sorted.len();
+    if n == 0 {
+        return None;
+    }
+    let i = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+    sorted.get(i).copied()
+}
+
 impl Kpis {
     pub fn of(records: &[CallRecord]) -> Kpis {
         let attempts = records.len();
@@ -196,15 +207,7 @@ impl Kpis {
         };
         let mut pdd: Vec<u64> = records.iter().filter_map(|r| r.pdd_ms).collect();
         pdd.sort_unstable();
-        // Nearest-rank percentiles.
-        let rank = |p: f64| -> Option<u64> {
-            let n = pdd.len();
-            if n == 0 {
-                return None;
-            }
-            let i = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
-            pdd.get(i).copied()
-        };
+        let rank = |p: f64| nearest_rank(&pdd, p);
         Kpis {
             attempts,
             answered: answered.len(),

@@ -70,3 +70,13 @@ impl Tap for StderrTap {
         );
     }
 }
+
+/// Both taps see every event (a counter and `--trace`, say).
+pub struct Tee(pub Arc<dyn Tap>, pub Arc<dyn Tap>);
+
+impl Tap for Tee {
+    fn record(&self, e: TraceEvent) {
+        self.0.record(e.clone());
+        self.1.record(e);
+    }
+}
