@@ -18,7 +18,7 @@ use crate::sip::transaction::{
 };
 use crate::sip::transport::{Source, Target, TransportKind};
 use crate::sip::wire::{Message, Method, WireError};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -141,6 +141,31 @@ pub struct EndpointCore {
     stats: EndpointStats,
     /// Per-source limits on new requests; none: every request admitted.
     admission: Option<Admission>,
+    /// Every transaction's next timer, in deadline order, so that the
+    /// earliest is read and the due ones taken without visiting every
+    /// transaction: a busy SBC holds tens of thousands (each lingers up
+    /// to 32 s after its final response, Timers D/J/K, RFC 3261 §17), and
+    /// the driver asks for the earliest after every message it handles.
+    timers: BTreeSet<(Instant, Side, TransactionKey)>,
+    /// Where each transaction stands in `timers`.
+    scheduled: BTreeMap<(Side, TransactionKey), Instant>,
+    /// Server transactions by their request's Call-ID and CSeq: the
+    /// candidates for a merged request (§8.2.2.2) and for the INVITE an
+    /// ACK to a 2xx acknowledges, found without parsing every request held.
+    by_request: BTreeMap<(String, u32, Method), BTreeSet<TransactionKey>>,
+}
+
+/// A request's Call-ID and CSeq, as `by_request` files it.
+fn request_id(m: &Message) -> Option<(String, u32, Method)> {
+    let cseq = m.cseq().ok()?;
+    Some((m.call_id().ok()?.to_string(), cseq.seq, cseq.method))
+}
+
+/// Which map a transaction lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Side {
+    Client,
+    Server,
 }
 
 impl EndpointCore {
@@ -154,7 +179,73 @@ impl EndpointCore {
             events: VecDeque::new(),
             stats: EndpointStats::default(),
             admission: None,
+            timers: BTreeSet::new(),
+            scheduled: BTreeMap::new(),
+            by_request: BTreeMap::new(),
         }
+    }
+
+    fn insert_server(&mut self, key: TransactionKey, tx: ServerTransaction, source: Source) {
+        if let Some(id) = request_id(tx.request()) {
+            self.by_request.entry(id).or_default().insert(key.clone());
+        }
+        self.servers.insert(key, (tx, source));
+    }
+
+    fn remove_server(&mut self, key: &TransactionKey) {
+        let Some((tx, _)) = self.servers.remove(key) else {
+            return;
+        };
+        if let Some(id) = request_id(tx.request()) {
+            if let Some(keys) = self.by_request.get_mut(&id) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_request.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Server transactions whose request has this Call-ID and CSeq.
+    fn servers_for(&self, call_id: &str, seq: u32, method: Method) -> Vec<TransactionKey> {
+        self.by_request
+            .get(&(call_id.to_string(), seq, method))
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Bring transaction `key`'s place in `timers` up to date: after every
+    /// change to it (the `drain_*` calls end with this) and when it is gone.
+    fn reschedule(&mut self, side: Side, key: &TransactionKey) {
+        let next = match side {
+            Side::Client => self.clients.get(key).and_then(|(t, _)| t.poll_timeout()),
+            Side::Server => self.servers.get(key).and_then(|(t, _)| t.poll_timeout()),
+        };
+        let slot = (side, key.clone());
+        let old = self.scheduled.get(&slot).copied();
+        if old == next {
+            return;
+        }
+        if let Some(old) = old {
+            self.timers.remove(&(old, side, key.clone()));
+        }
+        match next {
+            Some(at) => {
+                self.timers.insert((at, side, key.clone()));
+                self.scheduled.insert(slot, at);
+            }
+            None => {
+                self.scheduled.remove(&slot);
+            }
+        }
+    }
+
+    /// The earliest timer by visiting every transaction: what `timers`
+    /// must agree with (checked in debug builds).
+    fn scan_timeout(&self) -> Option<Instant> {
+        let c = self.clients.values().filter_map(|(t, _)| t.poll_timeout());
+        let s = self.servers.values().filter_map(|(t, _)| t.poll_timeout());
+        c.chain(s).min()
     }
 
     /// Limit new requests per source from now on (see [`Admission`]).
@@ -296,32 +387,34 @@ impl EndpointCore {
 
     /// The earliest transaction timer; `None` when no transaction waits.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let c = self.clients.values().filter_map(|(t, _)| t.poll_timeout());
-        let s = self.servers.values().filter_map(|(t, _)| t.poll_timeout());
-        c.chain(s).min()
+        let next = self.timers.first().map(|(at, _, _)| *at);
+        debug_assert_eq!(
+            next,
+            self.scan_timeout(),
+            "the transaction timer index disagrees with the transactions"
+        );
+        next
     }
 
-    /// Run every transaction timer due at `now`.
+    /// Run every transaction timer due at `now`: client transactions
+    /// first, then server ones, each in key order (the order a scan of
+    /// the maps gave, so simulated traces stay as they were).
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<TransactionKey> = self
-            .clients
-            .iter()
-            .filter(|(_, (t, _))| t.poll_timeout().is_some_and(|d| d <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
+        let mut due_clients = BTreeSet::new();
+        let mut due_servers = BTreeSet::new();
+        for (_, side, key) in self.timers.iter().take_while(|(at, _, _)| *at <= now) {
+            match side {
+                Side::Client => due_clients.insert(key.clone()),
+                Side::Server => due_servers.insert(key.clone()),
+            };
+        }
+        for key in due_clients {
             if let Some((tx, _)) = self.clients.get_mut(&key) {
                 tx.handle_timeout(now);
             }
             self.drain_client(&key);
         }
-        let due: Vec<TransactionKey> = self
-            .servers
-            .iter()
-            .filter(|(_, (t, _))| t.poll_timeout().is_some_and(|d| d <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
+        for key in due_servers {
             if let Some((tx, _)) = self.servers.get_mut(&key) {
                 tx.handle_timeout(now);
             }
@@ -336,6 +429,7 @@ impl EndpointCore {
             tx.handle_transport_error();
             while tx.poll_event().is_some() {}
             self.clients.remove(key);
+            self.reschedule(Side::Client, key);
             self.events.push_back(EndpointEvent::SendFailed {
                 key: key.clone(),
                 reason,
@@ -409,6 +503,11 @@ impl EndpointCore {
     }
 
     fn drain_client(&mut self, key: &TransactionKey) {
+        self.drain_client_queues(key);
+        self.reschedule(Side::Client, key);
+    }
+
+    fn drain_client_queues(&mut self, key: &TransactionKey) {
         let Some((tx, target)) = self.clients.get_mut(key) else {
             return;
         };
@@ -438,6 +537,11 @@ impl EndpointCore {
     }
 
     fn drain_server(&mut self, key: &TransactionKey) {
+        self.drain_server_queues(key);
+        self.reschedule(Side::Server, key);
+    }
+
+    fn drain_server_queues(&mut self, key: &TransactionKey) {
         let upper = self.config.upper_case_headers;
         let Some((tx, source)) = self.servers.get_mut(key) else {
             return;
@@ -460,7 +564,7 @@ impl EndpointCore {
             });
         }
         if tx.is_terminated() {
-            self.servers.remove(key);
+            self.remove_server(key);
         }
     }
 
@@ -533,7 +637,7 @@ impl EndpointCore {
             ) {
                 Ok(tx) => {
                     let merged = self.merges_with_a_live_request(&request);
-                    self.servers.insert(key.clone(), (tx, source.clone()));
+                    self.insert_server(key.clone(), tx, source.clone());
                     self.drain_server(&key);
                     if merged {
                         // Its own transaction answers its retransmissions.
@@ -627,8 +731,10 @@ impl EndpointCore {
         let Some(mine) = id(request) else {
             return false;
         };
-        self.servers
-            .values()
+        let (_, call_id, seq, method) = &mine;
+        self.servers_for(call_id, *seq, method.clone())
+            .iter()
+            .filter_map(|k| self.servers.get(k))
             .any(|(tx, _)| id(tx.request()).as_ref() == Some(&mine))
     }
 
@@ -659,14 +765,16 @@ impl EndpointCore {
             self.config.timers,
             now,
         ) {
-            self.servers.insert(key.clone(), (tx, source));
+            self.insert_server(key.clone(), tx, source);
             // The To of a 200 to CANCEL carries the tag of the INVITE's
             // responses (§9.2); we answer before any tag exists, so none.
             self.respond(now, &key, response_to(&request, code, reason, None));
         }
         if let Some((tx, _)) = self.servers.get_mut(&invite_key) {
             tx.handle_cancel();
-            if tx.poll_event().is_some() {
+            let cancelled = tx.poll_event().is_some();
+            self.reschedule(Side::Server, &invite_key);
+            if cancelled {
                 self.events
                     .push_back(EndpointEvent::Cancelled { key: invite_key });
             }
@@ -678,16 +786,12 @@ impl EndpointCore {
         let (Ok(call_id), Ok(cseq)) = (ack.call_id(), ack.cseq()) else {
             return;
         };
-        let keys: Vec<TransactionKey> = self
-            .servers
-            .iter()
-            .filter(|(k, (tx, _))| {
+        let keys: Vec<TransactionKey> = (self.servers_for(call_id, cseq.seq, Method::Invite))
+            .into_iter()
+            .filter(|k| {
                 k.method == Method::Invite
-                    && tx.state() == ServerState::Accepted
-                    && tx.request().call_id().ok() == Some(call_id)
-                    && tx.request().cseq().map(|c| c.seq).ok() == Some(cseq.seq)
+                    && (self.servers.get(k)).is_some_and(|(tx, _)| tx.state() == ServerState::Accepted)
             })
-            .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
             if let Some((tx, _)) = self.servers.get_mut(&key) {

@@ -5,7 +5,7 @@ use super::invite::InviteSession;
 use super::{SessionConfig, SessionId};
 use crate::sip::transaction::TransactionKey;
 use crate::sip::wire::Message;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 #[derive(Debug, Default)]
@@ -14,8 +14,26 @@ pub struct SessionSet {
     by_tx: BTreeMap<TransactionKey, SessionId>,
     /// (Call-ID, one of our tags) → session.
     by_dialog: BTreeMap<(String, String), SessionId>,
+    /// What each session put in `by_tx` and `by_dialog`, to take out again
+    /// when it is reaped.
+    filed: BTreeMap<SessionId, Filed>,
+    /// Every session's next timer in deadline order, and where each
+    /// stands: the earliest is read after every message the UA handles,
+    /// so it must not cost a visit to every session (a busy SBC holds
+    /// thousands). Brought up to date by [`SessionSet::index`], which the
+    /// UA calls after every change to a session.
+    timers: BTreeSet<(Instant, SessionId)>,
+    scheduled: BTreeMap<SessionId, Instant>,
+    /// Sessions in state Terminated: the only ones `reap` looks at.
+    ended: BTreeSet<SessionId>,
     next_id: u64,
     reaped: u64,
+}
+
+#[derive(Debug, Default)]
+struct Filed {
+    keys: Vec<TransactionKey>,
+    dialogs: Vec<(String, String)>,
 }
 
 impl SessionSet {
@@ -34,24 +52,56 @@ impl SessionSet {
         self.index(id);
     }
 
-    /// Record the keys and tags a session has gained since it was last indexed.
+    /// Record the keys and tags a session has gained since it was last
+    /// indexed, its next timer, and whether it has ended.
     pub fn index(&mut self, id: SessionId) {
         let Some(s) = self.sessions.get(&id) else {
             return;
         };
+        let filed = self.filed.entry(id).or_default();
         for k in s.keys() {
-            self.by_tx.entry(k.clone()).or_insert(id);
+            if !self.by_tx.contains_key(k) {
+                self.by_tx.insert(k.clone(), id);
+                filed.keys.push(k.clone());
+            }
         }
         for tag in s.local_tags() {
-            self.by_dialog
-                .entry((s.call_id().to_string(), tag))
-                .or_insert(id);
+            let dialog = (s.call_id().to_string(), tag);
+            if !self.by_dialog.contains_key(&dialog) {
+                self.by_dialog.insert(dialog.clone(), id);
+                filed.dialogs.push(dialog);
+            }
+        }
+        if s.state() == super::SessionState::Terminated {
+            self.ended.insert(id);
+        }
+        let next = s.poll_timeout();
+        self.schedule(id, next);
+    }
+
+    fn schedule(&mut self, id: SessionId, next: Option<Instant>) {
+        let old = self.scheduled.get(&id).copied();
+        if old == next {
+            return;
+        }
+        if let Some(old) = old {
+            self.timers.remove(&(old, id));
+        }
+        match next {
+            Some(at) => {
+                self.timers.insert((at, id));
+                self.scheduled.insert(id, at);
+            }
+            None => {
+                self.scheduled.remove(&id);
+            }
         }
     }
 
     /// Map a transaction the endpoint created for a session (a CANCEL).
     pub fn index_key(&mut self, key: TransactionKey, id: SessionId) {
-        self.by_tx.insert(key, id);
+        self.by_tx.insert(key.clone(), id);
+        self.filed.entry(id).or_default().keys.push(key);
     }
 
     pub fn get(&self, id: SessionId) -> Option<&InviteSession> {
@@ -96,37 +146,47 @@ impl SessionSet {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sessions
-            .values()
-            .filter_map(|s| s.poll_timeout())
-            .min()
+        let next = self.timers.first().map(|(at, _)| *at);
+        debug_assert_eq!(
+            next,
+            self.sessions.values().filter_map(|s| s.poll_timeout()).min(),
+            "the session timer index disagrees with the sessions"
+        );
+        next
     }
 
-    /// Sessions with a timer due at `now`.
+    /// Sessions with a timer due at `now`, in id order.
     pub fn due(&self, now: Instant) -> Vec<SessionId> {
-        self.sessions
-            .iter()
-            .filter(|(_, s)| s.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
-            .collect()
+        let due: BTreeSet<SessionId> = (self.timers.iter())
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        due.into_iter().collect()
     }
 
     /// Remove every session that has ended and lingered; returns their ids.
     pub fn reap(&mut self, now: Instant) -> Vec<SessionId> {
-        let done: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.is_reapable(now))
-            .map(|(id, _)| *id)
+        let done: Vec<SessionId> = (self.ended.iter())
+            .filter(|id| self.sessions.get(id).is_some_and(|s| s.is_reapable(now)))
+            .copied()
             .collect();
         for id in &done {
             self.sessions.remove(id);
+            self.ended.remove(id);
+            self.schedule(*id, None);
+            let filed = self.filed.remove(id).unwrap_or_default();
+            for k in filed.keys {
+                if self.by_tx.get(&k) == Some(id) {
+                    self.by_tx.remove(&k);
+                }
+            }
+            for d in filed.dialogs {
+                if self.by_dialog.get(&d) == Some(id) {
+                    self.by_dialog.remove(&d);
+                }
+            }
         }
-        if !done.is_empty() {
-            self.by_tx.retain(|_, v| !done.contains(v));
-            self.by_dialog.retain(|_, v| !done.contains(v));
-            self.reaped += done.len() as u64;
-        }
+        self.reaped += done.len() as u64;
         done
     }
 }
