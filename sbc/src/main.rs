@@ -30,6 +30,10 @@ struct Cli {
     /// Print every SIP message sent and received to stderr.
     #[arg(long)]
     trace: bool,
+    /// Worker threads for sockets, TLS and media relays besides the one
+    /// running the SIP core; 0: everything on one thread.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 fn main() -> ExitCode {
@@ -70,10 +74,17 @@ fn main() -> ExitCode {
     // Outside simulation identifiers need only be unpredictable: seed from
     // the OS-keyed hasher unless the file pins a seed for reproducible runs.
     config.seed = seed.unwrap_or_else(sbc::sip::rng::unpredictable_seed);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match cli.threads {
+        0 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    }
+    .enable_all()
+    .build();
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sbc: cannot start the runtime: {e}");

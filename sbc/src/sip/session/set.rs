@@ -24,8 +24,10 @@ pub struct SessionSet {
     /// UA calls after every change to a session.
     timers: BTreeSet<(Instant, SessionId)>,
     scheduled: BTreeMap<SessionId, Instant>,
-    /// Sessions in state Terminated: the only ones `reap` looks at.
-    ended: BTreeSet<SessionId>,
+    /// Sessions in state Terminated by when they may be reaped (`None`:
+    /// at once; it sorts first): `reap` looks only at the front.
+    ended: BTreeSet<(Option<Instant>, SessionId)>,
+    reapable_from: BTreeMap<SessionId, Option<Instant>>,
     next_id: u64,
     reaped: u64,
 }
@@ -72,8 +74,11 @@ impl SessionSet {
                 filed.dialogs.push(dialog);
             }
         }
-        if s.state() == super::SessionState::Terminated {
-            self.ended.insert(id);
+        if let Some(from) = s.reapable_from() {
+            if let Some(old) = self.reapable_from.insert(id, from) {
+                self.ended.remove(&(old, id));
+            }
+            self.ended.insert((from, id));
         }
         let next = s.poll_timeout();
         self.schedule(id, next);
@@ -166,13 +171,18 @@ impl SessionSet {
 
     /// Remove every session that has ended and lingered; returns their ids.
     pub fn reap(&mut self, now: Instant) -> Vec<SessionId> {
-        let done: Vec<SessionId> = (self.ended.iter())
+        let due: BTreeSet<SessionId> = (self.ended.iter())
+            .take_while(|(from, _)| from.is_none_or(|t| t <= now))
+            .map(|(_, id)| *id)
+            .collect();
+        let done: Vec<SessionId> = (due.into_iter())
             .filter(|id| self.sessions.get(id).is_some_and(|s| s.is_reapable(now)))
-            .copied()
             .collect();
         for id in &done {
             self.sessions.remove(id);
-            self.ended.remove(id);
+            if let Some(from) = self.reapable_from.remove(id) {
+                self.ended.remove(&(from, *id));
+            }
             self.schedule(*id, None);
             let filed = self.filed.remove(id).unwrap_or_default();
             for k in filed.keys {
@@ -187,6 +197,10 @@ impl SessionSet {
             }
         }
         self.reaped += done.len() as u64;
+        debug_assert!(
+            self.sessions.values().all(|s| !s.is_reapable(now)),
+            "the reaping index missed a session"
+        );
         done
     }
 }
