@@ -31,8 +31,9 @@ struct Cli {
     #[arg(long)]
     trace: bool,
     /// Worker threads for sockets, TLS and media relays besides the one
-    /// running the SIP core; 0: everything on one thread.
-    #[arg(long, default_value_t = 1)]
+    /// running the SIP core; 0 (the default): everything on one thread,
+    /// which measured best on two cores (docs/benchmarks.md).
+    #[arg(long, default_value_t = 0)]
     threads: usize,
 }
 
