@@ -13,7 +13,7 @@
 use crate::trunk::{CarrierCommand, CarrierView, PhoneScript};
 use sbc::records::{nearest_rank, CallRecord};
 use sbc::sip::transport::tap::{Direction, Tap, TraceEvent};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -108,20 +108,24 @@ impl LoadPlan {
 }
 
 /// Counts SIP messages sent or received again byte for byte to or from
-/// the same address within 64 s (Timer B/F/H's span): the load
-/// generator's retransmissions (the SBC was slow to answer) and the SBC's
-/// (we were slow, or a response was lost).
+/// the same address within 64 s of the first copy (Timer B/F/H's span):
+/// the load generator's retransmissions (the SBC was slow to answer) and
+/// the SBC's (we were slow, or a response was lost).
 #[derive(Debug, Default)]
 pub struct RetransmitCounter(Mutex<Generations>);
 
+/// Messages seen, with when first seen, in two generations of at least
+/// 64 s each (the older is dropped whole, so memory stays bounded).
 #[derive(Debug, Default)]
 struct Generations {
-    current: HashSet<(bool, SocketAddr, u64)>,
-    previous: HashSet<(bool, SocketAddr, u64)>,
+    current: HashMap<(bool, SocketAddr, u64), Duration>,
+    previous: HashMap<(bool, SocketAddr, u64), Duration>,
     since: Duration,
     sent_again: u64,
     received_again: u64,
 }
+
+const RETRANSMIT_SPAN: Duration = Duration::from_secs(64);
 
 impl RetransmitCounter {
     /// Sent again, received again.
@@ -136,11 +140,22 @@ impl Tap for RetransmitCounter {
         let sent = e.direction == Direction::Sent;
         let key = (sent, e.remote, sbc::sip::rng::fnv1a(&e.raw));
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if e.at.saturating_sub(g.since) >= Duration::from_secs(64) {
+        if e.at.saturating_sub(g.since) >= RETRANSMIT_SPAN {
             g.previous = std::mem::take(&mut g.current);
             g.since = e.at;
         }
-        let again = g.previous.contains(&key) | !g.current.insert(key);
+        let first = match g.current.get(&key).or_else(|| g.previous.get(&key)) {
+            Some(&at) => at,
+            None => {
+                g.current.insert(key, e.at);
+                e.at
+            }
+        };
+        let again = first < e.at && e.at - first < RETRANSMIT_SPAN;
+        if first < e.at && !again {
+            // The same bytes long after: a new first copy.
+            g.current.insert(key, e.at);
+        }
         if again {
             if sent {
                 g.sent_again += 1;
@@ -189,6 +204,7 @@ pub async fn drive(
     let phones = plan.phones();
     let start = tokio::time::Instant::now();
     let mut next_report = start + Duration::from_secs(1);
+    let mut placed = 0;
     for i in 0..plan.calls {
         // Each call at its own time from the start, so a late wake-up is
         // caught up at once rather than slowing the whole run.
@@ -201,6 +217,7 @@ pub async fn drive(
         if commands.send(call).is_err() {
             break;
         }
+        placed += 1;
         if tokio::time::Instant::now() >= next_report {
             next_report += Duration::from_secs(1);
             let mut p = drain(&mut records);
@@ -212,8 +229,8 @@ pub async fn drive(
     let deadline = tokio::time::Instant::now() + drain_time(plan.hold);
     loop {
         let mut p = drain(&mut records);
-        p.placed = plan.calls;
-        if p.ended >= plan.calls || tokio::time::Instant::now() >= deadline {
+        p.placed = placed;
+        if p.ended >= placed || tokio::time::Instant::now() >= deadline {
             break;
         }
         if tokio::time::Instant::now() >= next_report {
@@ -227,6 +244,7 @@ pub async fn drive(
     let problems = lock().problems.total();
     LoadReport::of(
         plan,
+        placed,
         placed_in,
         &records,
         (sent_again, received_again),
@@ -286,10 +304,12 @@ pub struct HeardQuality {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadReport {
     pub calls: u64,
+    /// Calls handed to the trunk (fewer than `calls` only if it stopped).
+    pub placed: u64,
     pub rate_asked: f64,
     /// How long placing every INVITE took, and so the rate achieved.
     pub placed_in: Duration,
-    pub rate_achieved: f64,
+    pub rate_achieved: Option<f64>,
     pub answered: usize,
     /// Final codes of the calls not answered (0: the call never started
     /// or ended before any response, e.g. Timer B).
@@ -312,6 +332,7 @@ pub struct LoadReport {
 impl LoadReport {
     pub fn of(
         plan: &LoadPlan,
+        placed: u64,
         placed_in: Duration,
         records: &[CallRecord],
         (sent_again, received_again): (u64, u64),
@@ -335,22 +356,19 @@ impl LoadReport {
                 jitter_max_ms: heard.iter().map(|q| q.jitter_ms).fold(0.0, f64::max),
             }
         });
-        // The last INVITE goes at (calls - 1) / rate: the rate over that
-        // span, as asked when the generator keeps up.
+        // The last INVITE goes at (placed - 1) / rate: the rate over that
+        // span, as asked when the generator keeps up (none for one call).
         let span = placed_in.as_secs_f64();
-        let rate_achieved = if plan.calls > 1 && span > 0.0 {
-            (plan.calls - 1) as f64 / span
-        } else {
-            plan.calls as f64
-        };
+        let rate_achieved = (placed > 1 && span > 0.0).then(|| (placed - 1) as f64 / span);
         LoadReport {
             calls: plan.calls,
+            placed,
             rate_asked: plan.rate,
             placed_in,
             rate_achieved,
             answered,
             failed_by_code,
-            unaccounted: plan.calls.saturating_sub(records.len() as u64),
+            unaccounted: placed.saturating_sub(records.len() as u64),
             setup: Spread::of(records.iter().filter_map(|r| r.answer_ms).collect()),
             pdd: Spread::of(records.iter().filter_map(|r| r.pdd_ms).collect()),
             retransmissions_sent: sent_again,
@@ -361,7 +379,8 @@ impl LoadReport {
         }
     }
 
-    /// Calls that did not end answered, of all placed, %.
+    /// Calls that did not end answered (or were never placed), of all
+    /// asked, %.
     pub fn failed_pct(&self) -> f64 {
         let failed = self.calls.saturating_sub(self.answered as u64);
         100.0 * failed as f64 / self.calls.max(1) as f64
@@ -370,13 +389,20 @@ impl LoadReport {
 
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let achieved = self
+            .rate_achieved
+            .map_or("-".to_string(), |r| format!("{r:.1}/s"));
         writeln!(
             f,
-            "calls        {} at {:.1}/s asked, {:.1}/s achieved (placed in {:.2} s)",
+            "calls        {} at {:.1}/s asked, {achieved} achieved (placed in {:.2} s{})",
             self.calls,
             self.rate_asked,
-            self.rate_achieved,
-            self.placed_in.as_secs_f64()
+            self.placed_in.as_secs_f64(),
+            if self.placed < self.calls {
+                format!("; only {} placed: the trunk stopped", self.placed)
+            } else {
+                String::new()
+            }
         )?;
         writeln!(
             f,
@@ -509,12 +535,17 @@ mod tests {
         c.record(event(1, Direction::Received, "INVITE a"));
         c.record(event(2, Direction::Received, "INVITE a"));
         assert_eq!(c.counts(), (1, 1));
-        // Still remembered across one rotation...
+        // Remembered across a rotation of the generations...
+        c.record(event(63, Direction::Sent, "INVITE b"));
+        c.record(event(65, Direction::Sent, "INVITE a"));
+        assert_eq!(c.counts(), (2, 1));
+        // ...but 64 s after the first copy it is a new message, and the
+        // count goes on from it.
+        c.record(event(66, Direction::Sent, "INVITE a"));
         c.record(event(70, Direction::Sent, "INVITE b"));
-        assert_eq!(c.counts(), (2, 1));
-        // ...not across two.
-        c.record(event(140, Direction::Sent, "INVITE a"));
-        assert_eq!(c.counts(), (2, 1));
+        assert_eq!(c.counts(), (3, 1));
+        c.record(event(71, Direction::Sent, "INVITE b"));
+        assert_eq!(c.counts(), (4, 1));
     }
 
     fn record(code: u16, answer_ms: Option<u64>, pdd_ms: Option<u64>) -> CallRecord {
@@ -544,7 +575,7 @@ mod tests {
             record(200, Some(200), Some(70)),
             record(503, None, None),
         ];
-        let r = LoadReport::of(&p, Duration::from_millis(40), &records, (3, 1), 0, 0);
+        let r = LoadReport::of(&p, 5, Duration::from_millis(40), &records, (3, 1), 0, 0);
         assert_eq!(r.answered, 3);
         assert_eq!(r.failed_by_code, BTreeMap::from([(503, 1)]));
         assert_eq!(r.unaccounted, 1);
@@ -553,7 +584,7 @@ mod tests {
         assert_eq!(r.pdd.p95, Some(70));
         assert!((r.failed_pct() - 40.0).abs() < 1e-9);
         // 4 gaps between 5 INVITEs in 40 ms.
-        assert!((r.rate_achieved - 100.0).abs() < 1e-9);
+        assert!((r.rate_achieved.unwrap() - 100.0).abs() < 1e-9);
         let text = r.to_string();
         assert!(text.contains("503: 1; 1 without a record yet"), "{text}");
         assert!(text.contains("retransmits  sent 3, received 1"), "{text}");

@@ -208,9 +208,11 @@ pub async fn run_trunk<N: Network>(
             names.push(p.media_host.clone());
         }
     }
-    let phone_index = (config.phones.iter().enumerate())
-        .map(|(i, p)| (p.number.clone(), i))
-        .collect();
+    // The first phone of a number, as the list was searched before.
+    let mut phone_index = BTreeMap::new();
+    for (i, p) in config.phones.iter().enumerate() {
+        phone_index.entry(p.number.clone()).or_insert(i);
+    }
     let setup = HostSetup {
         transport: tc,
         ua: UaConfig { endpoint, session },

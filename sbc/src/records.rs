@@ -108,9 +108,10 @@ pub fn append(path: &std::path::Path, records: &[CallRecord]) -> std::io::Result
 }
 
 /// The writer of a `records` file: every second, what `drain` hands over
-/// is appended; a failure to write is said on standard error with how
-/// many records it cost (`who` names the program). Runs until the runtime
-/// stops.
+/// is appended, on tokio's blocking pool (a slow disk must not stall a
+/// runtime whose one thread also runs the SIP core); a failure to write
+/// is said on standard error with how many records it cost (`who` names
+/// the program). Runs until the runtime stops.
 pub async fn write_every_second(
     path: std::path::PathBuf,
     who: &'static str,
@@ -119,12 +120,16 @@ pub async fn write_every_second(
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let batch = drain();
-        if let Err(e) = append(&path, &batch) {
-            eprintln!(
-                "{who}: {} call records lost: {}: {e}",
-                batch.len(),
-                path.display()
-            );
+        if batch.is_empty() {
+            continue;
+        }
+        let to = path.clone();
+        let n = batch.len();
+        let written = tokio::task::spawn_blocking(move || append(&to, &batch))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        if let Err(e) = written {
+            eprintln!("{who}: {n} call records lost: {}: {e}", path.display());
         }
     }
 }

@@ -430,11 +430,19 @@ async fn bye_unanswered(w: &mut DrlabWorld, side: String, secs: u64) -> StepResu
             })
     });
     let after = (let_go - first.at_ms) / 1000.0;
-    if sbc_calls(lab) != 0 || answered || (after - secs as f64).abs() > 2.0 {
+    // Over TLS a BYE is sent once; over UDP again on Timer E, doubling
+    // from T1 (0.5 s) to T2 (4 s), until Timer F (§17.1.2.2): 11 sends in
+    // 32 s.
+    let sends = if first.transport == "UDP" { 11 } else { 1 };
+    if sbc_calls(lab) != 0
+        || answered
+        || (after - secs as f64).abs() > 2.0
+        || sent_times.len() != sends
+    {
         return fail(
             lab,
             format!(
-                "the BYE unanswered and the call let go about {secs} s after it; answered: {answered}, calls held: {}, let go {after:.1} s after; BYE sent at (ms) {sent_times:?}",
+                "the BYE sent {sends} time(s), unanswered, and the call let go about {secs} s after it; answered: {answered}, calls held: {}, let go {after:.1} s after; BYE sent at (ms) {sent_times:?}",
                 sbc_calls(lab)
             ),
         );

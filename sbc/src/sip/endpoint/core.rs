@@ -393,6 +393,11 @@ impl EndpointCore {
             self.scan_timeout(),
             "the transaction timer index disagrees with the transactions"
         );
+        debug_assert_eq!(self.scheduled.len(), self.timers.len());
+        debug_assert!(
+            self.by_request.values().map(BTreeSet::len).sum::<usize>() <= self.servers.len(),
+            "server transactions gone are still filed by request"
+        );
         next
     }
 

@@ -385,14 +385,14 @@ impl InviteSession {
         &self.keys
     }
 
-    /// Ended and lingered long enough: retransmitted 2xx and ACKs have had
-    /// 64·T1 to arrive on unreliable transports (RFC 6026 Timers L and M).
-    /// When an ended session may be reaped: `None` at once, else after
-    /// its linger (`None` too while it has not ended).
+    /// When the session may be reaped: `Some(None)` at once, `Some(Some(t))`
+    /// after its linger, at t; `None` while it has not ended.
     pub fn reapable_from(&self) -> Option<Option<Instant>> {
         (self.state == SessionState::Terminated).then_some(self.linger_until)
     }
 
+    /// Ended and lingered long enough: retransmitted 2xx and ACKs have had
+    /// 64·T1 to arrive on unreliable transports (RFC 6026 Timers L and M).
     pub fn is_reapable(&self, now: Instant) -> bool {
         self.state == SessionState::Terminated && self.linger_until.is_none_or(|t| now >= t)
     }

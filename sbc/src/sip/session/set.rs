@@ -157,6 +157,11 @@ impl SessionSet {
             self.sessions.values().filter_map(|s| s.poll_timeout()).min(),
             "the session timer index disagrees with the sessions"
         );
+        debug_assert_eq!(self.scheduled.len(), self.timers.len());
+        debug_assert!(
+            (self.filed.keys()).all(|id| self.sessions.contains_key(id)),
+            "a reaped session is still filed"
+        );
         next
     }
 
