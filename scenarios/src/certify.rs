@@ -129,6 +129,8 @@ pub struct ScenarioResult {
     pub pcap: Option<Vec<u8>>,
     /// What the scenario's media came to in its pcap.
     pub media: crate::pcap::MediaCount,
+    /// How much simulated time its world ran, the closing check included.
+    pub simulated: std::time::Duration,
 }
 
 #[cfg(test)]
@@ -147,6 +149,7 @@ impl ScenarioResult {
             trace: None,
             pcap: None,
             media: Default::default(),
+            simulated: Default::default(),
         }
     }
 }
@@ -166,6 +169,11 @@ impl Report {
 
     pub fn failed(&self) -> usize {
         self.results.len() - self.passed()
+    }
+
+    /// Simulated time over every scenario's world.
+    pub fn simulated(&self) -> std::time::Duration {
+        self.results.iter().map(|r| r.simulated).sum()
     }
 
     /// The plain closing line CI and people read.
@@ -496,6 +504,10 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                 Some((p, count)) => (Some(p), count),
                 None => (None, Default::default()),
             };
+            let simulated = (world.as_ref())
+                .and_then(|w| w.lab.as_ref())
+                .map(|l| l.now())
+                .unwrap_or_default();
             let tags = feature.tags.iter().chain(&scenario.tags).cloned().collect();
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             let mark = if passed { "PASS" } else { "FAIL" };
@@ -522,6 +534,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                     trace,
                     pcap,
                     media,
+                    simulated,
                 });
             }
             async {}.boxed_local()

@@ -199,6 +199,8 @@ fn certify(opts: Options, out: &std::path::Path) -> ExitCode {
     *scenarios::steps::RUN_DIR
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = Some(run_dir.clone());
+    // Wall time for the speed line only: nothing simulated reads it.
+    let started = std::time::Instant::now();
     let report = match futures::executor::block_on(run(opts)) {
         Ok(r) => r,
         Err(e) => {
@@ -206,6 +208,7 @@ fn certify(opts: Options, out: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let wall = started.elapsed();
     if report.seed != 1 {
         // What this seed did to the links (seed 1 is the reference world).
         println!(
@@ -215,6 +218,13 @@ fn certify(opts: Options, out: &std::path::Path) -> ExitCode {
         );
     }
     print!("\n{}", render(&report));
+    let simulated = report.simulated();
+    println!(
+        "{:.0} s simulated in {:.1} s: {:.0} times real time",
+        simulated.as_secs_f64(),
+        wall.as_secs_f64(),
+        simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9)
+    );
     match write_outputs(&report, &run_dir) {
         Ok(files) => println!(
             "report.html, junit.xml and {} trace files (ladders, pcaps) in {}",
