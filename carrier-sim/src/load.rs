@@ -76,7 +76,9 @@ impl LoadPlan {
             return Err("--to: at least one number to call".into());
         }
         if let Some(bad) = self.to.iter().find(|n| !is_e164(n, 15)) {
-            return Err(format!("--to: {bad:?} is not an E.164 number (+ and up to 15 digits)"));
+            return Err(format!(
+                "--to: {bad:?} is not an E.164 number (+ and up to 15 digits)"
+            ));
         }
         // Six digits follow the prefix; E.164 has at most 15.
         if !is_e164(&self.from_prefix, 9) {
@@ -487,7 +489,11 @@ mod tests {
     #[test]
     fn bad_options_are_named() {
         let bad = |p: LoadPlan| p.check().unwrap_err();
-        assert!(bad(LoadPlan { rate: 0.0, ..plan() }).starts_with("--rate"));
+        assert!(bad(LoadPlan {
+            rate: 0.0,
+            ..plan()
+        })
+        .starts_with("--rate"));
         assert!(bad(LoadPlan {
             rate: f64::NAN,
             ..plan()

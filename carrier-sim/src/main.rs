@@ -9,8 +9,8 @@
 //! instead places N calls at R a second, each hung up S seconds after the
 //! answer, and prints what became of them (see [`carrier_sim::load`]).
 
-use carrier_sim::trunk::{run_trunk, CarrierCommand, CarrierConfig, CarrierView, Phone};
 use carrier_sim::load::{LoadPlan, RetransmitCounter};
+use carrier_sim::trunk::{run_trunk, CarrierCommand, CarrierConfig, CarrierView, Phone};
 use clap::{Args, Parser, Subcommand};
 use drlab_sim::{media_host, media_host_channel};
 use sbc::sip::transport::tap::StderrTap;
@@ -211,7 +211,10 @@ async fn load(file: carrier_sim::config::CarrierFile, args: LoadArgs, trace: boo
     let (commands, rx) = mpsc::unbounded_channel();
     let counter = Arc::new(RetransmitCounter::default());
     let tap: Arc<dyn Tap> = if trace {
-        Arc::new(sbc::sip::transport::tap::Tee(counter.clone(), Arc::new(StderrTap)))
+        Arc::new(sbc::sip::transport::tap::Tee(
+            counter.clone(),
+            Arc::new(StderrTap),
+        ))
     } else {
         counter.clone()
     };

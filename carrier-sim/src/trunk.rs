@@ -795,7 +795,10 @@ impl Trunk {
     }
 
     fn script(&self, number: &str) -> PhoneScript {
-        self.scripts.get(number).copied().unwrap_or(self.default_script)
+        self.scripts
+            .get(number)
+            .copied()
+            .unwrap_or(self.default_script)
     }
 
     /// A called phone's failure, with its cause (RFC 3326).

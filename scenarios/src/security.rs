@@ -454,7 +454,9 @@ async fn bye_unanswered(w: &mut DrlabWorld, side: String, secs: u64) -> StepResu
 /// cannot be sent: a crashed host answers no connect (no RST, as a
 /// machine that is down), and the SBC's connect gives up after 4 s
 /// (`CONNECT_TIMEOUT`), which fails the BYE and ends the dialog.
-#[then(regex = r"^the SBC lets the call go about (\d+) s later, when its connect for the BYE times out$")]
+#[then(
+    regex = r"^the SBC lets the call go about (\d+) s later, when its connect for the BYE times out$"
+)]
 async fn lets_go_after_connect(w: &mut DrlabWorld, secs: u64) -> StepResult {
     let lab = w.lab()?;
     let start = lab.now();

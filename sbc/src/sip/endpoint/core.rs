@@ -795,7 +795,8 @@ impl EndpointCore {
             .into_iter()
             .filter(|k| {
                 k.method == Method::Invite
-                    && (self.servers.get(k)).is_some_and(|(tx, _)| tx.state() == ServerState::Accepted)
+                    && (self.servers.get(k))
+                        .is_some_and(|(tx, _)| tx.state() == ServerState::Accepted)
             })
             .collect();
         for key in keys {

@@ -154,7 +154,10 @@ impl SessionSet {
         let next = self.timers.first().map(|(at, _)| *at);
         debug_assert_eq!(
             next,
-            self.sessions.values().filter_map(|s| s.poll_timeout()).min(),
+            self.sessions
+                .values()
+                .filter_map(|s| s.poll_timeout())
+                .min(),
             "the session timer index disagrees with the sessions"
         );
         debug_assert_eq!(self.scheduled.len(), self.timers.len());
