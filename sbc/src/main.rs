@@ -93,7 +93,12 @@ fn main() -> ExitCode {
         }
     };
     let view = Arc::new(Mutex::new(SbcView::default()));
-    let net = TokioNet::with_hosts(hosts);
+    let mut net = TokioNet::with_hosts(hosts);
+    // Bound to one address, the SBC also connects from it: the hub (and
+    // any ACL before it) must see the address it knows the SBC by.
+    if !config.listen_ip.is_unspecified() {
+        net = net.connecting_from(config.listen_ip);
+    }
     let tap: Option<Arc<dyn Tap>> = if cli.trace {
         Some(Arc::new(StderrTap))
     } else {

@@ -61,6 +61,12 @@ pub trait Network: Clone + Send + Sync + 'static {
 #[derive(Debug, Clone, Default)]
 pub struct TokioNet {
     hosts: std::sync::Arc<std::collections::BTreeMap<String, std::net::IpAddr>>,
+    /// The source address of outgoing connections; the system's choice
+    /// when `None`. A lab party on 127.0.4.1 must also connect from it,
+    /// or its peer sees 127.0.0.1 and cannot tell parties apart.
+    source: Option<std::net::IpAddr>,
+    /// Where [`Network::elapsed`] counts from; the first call when `None`.
+    origin: Option<Instant>,
 }
 
 impl TokioNet {
@@ -71,7 +77,22 @@ impl TokioNet {
             .collect();
         TokioNet {
             hosts: std::sync::Arc::new(hosts),
+            source: None,
+            origin: None,
         }
+    }
+
+    /// Outgoing connections leave from `ip` (bound before connecting).
+    pub fn connecting_from(mut self, ip: std::net::IpAddr) -> Self {
+        self.source = Some(ip);
+        self
+    }
+
+    /// [`Network::elapsed`] counts from `origin` (one lab's start, shared
+    /// by all its parties, so their traces line up).
+    pub fn counting_from(mut self, origin: Instant) -> Self {
+        self.origin = Some(origin);
+        self
     }
 }
 
@@ -119,7 +140,17 @@ impl Network for TokioNet {
         tokio::net::TcpListener::bind(addr).await
     }
     async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<(Self::Stream, SocketAddr)> {
-        let s = tokio::net::TcpStream::connect(addr).await?;
+        let s = match self.source {
+            Some(ip) => {
+                let socket = match ip {
+                    std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(addr).await?
+            }
+            None => tokio::net::TcpStream::connect(addr).await?,
+        };
         s.set_nodelay(true)?;
         let local = s.local_addr()?;
         Ok((s, local))
@@ -139,7 +170,9 @@ impl Network for TokioNet {
     #[allow(clippy::disallowed_methods)]
     fn elapsed(&self) -> Duration {
         static START: OnceLock<Instant> = OnceLock::new();
-        START.get_or_init(Instant::now).elapsed()
+        self.origin
+            .unwrap_or_else(|| *START.get_or_init(Instant::now))
+            .elapsed()
     }
 }
 
