@@ -4,6 +4,7 @@ Feature: Inbound calls, PSTN to Teams
   normalises the number to E.164, offers SRTP to the hub over TLS, and
   relays RTP to SRTP and back.
 
+  @external @external-smoke
   Scenario: A PSTN caller reaches a Teams user
     Given the SBC is registered in the tenant as sbc.example.com
     And the hub marks the SBC active
@@ -29,6 +30,7 @@ Feature: Inbound calls, PSTN to Teams
     Then both legs end with BYE and 200
     And the trace matches its snapshot
 
+  @external @external-smoke
   Scenario: A call to a number no Teams user has is refused with 404
     Given the SBC is registered in the tenant as sbc.example.com
     And the hub marks the SBC active

@@ -5,6 +5,7 @@ Feature: SBC health monitoring with SIP OPTIONS
   connection of its own. Only when both directions are answered is the
   SBC shown as Active.
 
+  @external @external-smoke
   Scenario: The hub marks the SBC active after OPTIONS both ways
     Given the SBC is registered in the tenant as sbc.example.com
     When the SBC starts

@@ -4,6 +4,7 @@ Feature: Outbound calls, Teams to PSTN
   over TLS with an SRTP offer; the SBC routes it to the carrier in the
   national format and relays the media.
 
+  @external @external-smoke
   Scenario: A Teams user calls a PSTN number
     Given the SBC is registered in the tenant as sbc.example.com
     And the hub marks the SBC active

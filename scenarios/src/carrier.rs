@@ -512,7 +512,7 @@ async fn gateway_down(w: &mut DrlabWorld, host: String) -> StepResult {
             "{host} is not in this world (a second gateway needs its Given)"
         ));
     }
-    lab.sim.crash(host.as_str());
+    lab.sim.crash(host.as_str())?;
     Ok(())
 }
 

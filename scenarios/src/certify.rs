@@ -84,6 +84,38 @@ pub struct Options {
     /// A progress bar on standard output (for a terminal) instead of a
     /// line per scenario; failures are still printed as they happen.
     pub progress: bool,
+    /// The SBC under test.
+    pub target: Target,
+}
+
+/// The tag of the scenarios that also run against an SBC on real sockets
+/// (docs/external-sbc.md); the others need the simulated world.
+pub const EXTERNAL_TAG: &str = "external";
+
+/// The SBC the suites run against.
+#[derive(Debug, Clone, Default)]
+pub enum Target {
+    /// drlab's reference SBC in the simulated world (every scenario).
+    #[default]
+    Sim,
+    /// The reference `sbc` binary as a process of its own on real sockets
+    /// (the `@external` scenarios).
+    Process {
+        lab: crate::world::real::RealLab,
+        program: PathBuf,
+    },
+    /// An SBC the user runs, registered as `fqdn` (the `@external`
+    /// scenarios).
+    External {
+        lab: crate::world::real::RealLab,
+        fqdn: String,
+    },
+}
+
+impl Target {
+    pub fn is_real(&self) -> bool {
+        !matches!(self, Target::Sim)
+    }
 }
 
 impl Default for Options {
@@ -94,6 +126,7 @@ impl Default for Options {
             tags: None,
             seed: 1,
             progress: false,
+            target: Target::Sim,
         }
     }
 }
@@ -160,6 +193,9 @@ pub struct Report {
     /// The features folder the run read (the replay command names it).
     pub features: PathBuf,
     pub results: Vec<ScenarioResult>,
+    /// Scenarios the filters chose that a real-socket lab cannot run
+    /// (feature, scenario): they need the simulated world.
+    pub skipped: Vec<(String, String)>,
 }
 
 impl Report {
@@ -270,6 +306,8 @@ fn expand(text: &str, header: &[String], row: &[String]) -> String {
 struct Filter {
     name: Option<Regex>,
     tags: Option<TagOperation>,
+    /// Only `@external` scenarios (a real-socket lab).
+    external_only: bool,
 }
 
 impl Filter {
@@ -287,12 +325,25 @@ impl Filter {
                 .map(TagOperation::from_str)
                 .transpose()
                 .map_err(|e| e.to_string())?,
+            external_only: opts.target.is_real(),
         })
+    }
+
+    /// Whether the filters chose it but the target cannot run it.
+    fn skips<'a>(&self, name: &str, tags: impl Iterator<Item = &'a String> + Clone) -> bool {
+        self.external_only
+            && self.chooses(name, tags.clone())
+            && !tags.clone().any(|t| t == EXTERNAL_TAG)
     }
 
     /// Whether a scenario with this name and these tags (its feature's,
     /// rule's and own) runs.
     fn admits<'a>(&self, name: &str, tags: impl Iterator<Item = &'a String> + Clone) -> bool {
+        self.chooses(name, tags.clone())
+            && (!self.external_only || tags.clone().any(|t| t == EXTERNAL_TAG))
+    }
+
+    fn chooses<'a>(&self, name: &str, tags: impl Iterator<Item = &'a String> + Clone) -> bool {
         self.name.as_ref().is_none_or(|re| re.is_match(name))
             && self.tags.as_ref().is_none_or(|t| t.eval(tags))
     }
@@ -429,6 +480,9 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         text
     })?;
     SEED.store(opts.seed, Ordering::Relaxed);
+    *crate::steps::TARGET
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = opts.target.clone();
     let beside = opts
         .features
         .parent()
@@ -449,6 +503,8 @@ pub async fn run(opts: Options) -> Result<Report, String> {
     };
     let (bar_before, bar_after) = (bar.clone(), bar.clone());
     let results: Arc<Mutex<Vec<ScenarioResult>>> = Arc::default();
+    let skipped: Arc<Mutex<std::collections::BTreeSet<(String, String)>>> = Arc::default();
+    let skipped_sink = skipped.clone();
     let sink = results.clone();
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // One line per scenario as it ends (our `after` hook), instead of
@@ -545,6 +601,11 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                 .iter()
                 .chain(rule.iter().flat_map(|r| &r.tags))
                 .chain(&scenario.tags);
+            if filter.skips(&scenario.name, all_tags.clone()) {
+                if let Ok(mut s) = skipped_sink.lock() {
+                    s.insert((feature.name.clone(), scenario.name.clone()));
+                }
+            }
             filter.admits(&scenario.name, all_tags)
         })
         .await;
@@ -552,10 +613,15 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         b.finish_and_clear();
     }
     let results = results.lock().map(|r| r.clone()).unwrap_or_default();
+    let skipped = skipped
+        .lock()
+        .map(|s| s.iter().cloned().collect())
+        .unwrap_or_default();
     Ok(Report {
         seed: opts.seed,
         features: opts.features.clone(),
         results,
+        skipped,
     })
 }
 
@@ -661,10 +727,29 @@ pub fn junit_xml(report: &Report) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
-        "<testsuites name=\"drlab certify\" tests=\"{}\" failures=\"{}\">",
-        report.results.len(),
-        report.failed()
+        "<testsuites name=\"drlab certify\" tests=\"{}\" failures=\"{}\" skipped=\"{}\">",
+        report.results.len() + report.skipped.len(),
+        report.failed(),
+        report.skipped.len()
     );
+    if !report.skipped.is_empty() {
+        // What a real-socket lab could not run, so a CI dashboard shows
+        // it as skipped rather than as absent.
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"not run: needs the simulated world\" tests=\"{n}\" failures=\"0\" skipped=\"{n}\">",
+            n = report.skipped.len()
+        );
+        for (feature, name) in &report.skipped {
+            let _ = writeln!(
+                out,
+                "    <testcase classname=\"{}\" name=\"{}\"><skipped message=\"needs the simulated world (not tagged @{EXTERNAL_TAG})\"/></testcase>",
+                xml_escape(feature),
+                xml_escape(name)
+            );
+        }
+        out.push_str("  </testsuite>\n");
+    }
     for f in features {
         let cases: Vec<&ScenarioResult> =
             report.results.iter().filter(|r| r.feature == f).collect();
@@ -724,6 +809,17 @@ pub fn render(report: &Report) -> String {
             "  replay: {}",
             replay_command(&r.name, report.seed, &report.features)
         );
+    }
+    if !report.skipped.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nnot run: {} scenario(s) the filters chose need the simulated world \
+             (only @{EXTERNAL_TAG} scenarios run against an SBC on real sockets):",
+            report.skipped.len()
+        );
+        for (feature, name) in &report.skipped {
+            let _ = writeln!(out, "  {feature} / {name}");
+        }
     }
     let _ = writeln!(out, "\n{}", report.summary());
     out
@@ -853,8 +949,13 @@ mod tests {
                 ScenarioResult::outcome("F", "ok", None),
                 ScenarioResult::outcome("F", "bad <x>", Some("expected 200")),
             ],
+            skipped: vec![("G".into(), "sim <only>".into())],
         };
         let xml = junit_xml(&report);
+        assert!(
+            xml.contains("<testcase classname=\"G\" name=\"sim &lt;only&gt;\"><skipped message=")
+        );
+        assert!(render(&report).contains("not run: 1 scenario(s)"));
         assert!(xml.contains("tests=\"2\" failures=\"1\""));
         assert!(xml.contains("name=\"bad &lt;x&gt;\""));
         assert!(xml.contains("--seed 3"));

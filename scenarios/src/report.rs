@@ -176,6 +176,18 @@ pre{background:#f4f4f4;padding:.6em;overflow-x:auto;font-size:.85em}\
         report.seed,
         esc(&report.features.display().to_string())
     );
+    if !report.skipped.is_empty() {
+        let _ = write!(
+            out,
+            "<details><summary>not run: {} scenario(s) need the simulated world \
+             (only @external scenarios run against an SBC on real sockets)</summary><ul>",
+            report.skipped.len()
+        );
+        for (feature, name) in &report.skipped {
+            let _ = write!(out, "<li>{} / {}</li>", esc(feature), esc(name));
+        }
+        out.push_str("</ul></details>");
+    }
     let mut n = 0;
     for f in features {
         let cases: Vec<&ScenarioResult> =
@@ -216,6 +228,7 @@ mod tests {
     fn the_report_has_a_section_per_feature_a_ladder_and_the_messages() {
         let report = Report {
             seed: 1,
+            skipped: vec![],
             features: PathBuf::from("/f"),
             results: vec![
                 ScenarioResult {

@@ -278,7 +278,7 @@ async fn hub_down(w: &mut DrlabWorld) -> StepResult {
         }
     }
     for proxy in sbc::direct_routing::HUB_FQDNS {
-        lab.sim.crash(proxy.to_string());
+        lab.sim.crash(proxy)?;
     }
     Ok(())
 }
@@ -287,7 +287,7 @@ async fn hub_down(w: &mut DrlabWorld) -> StepResult {
 async fn hub_back(w: &mut DrlabWorld) -> StepResult {
     let lab = w.lab()?;
     for proxy in sbc::direct_routing::HUB_FQDNS {
-        lab.sim.bounce(proxy.to_string());
+        lab.sim.bounce(proxy)?;
     }
     Ok(())
 }
@@ -298,7 +298,7 @@ async fn sbc_restarts(w: &mut DrlabWorld) -> StepResult {
     let fqdn = lab.config.sbc_fqdn.clone();
     // turmoil's bounce: the host's tasks and sockets are gone, its program
     // starts again (a process restart: calls, relays and ports forgotten).
-    lab.sim.bounce(fqdn);
+    lab.sim.bounce(&fqdn)?;
     w.restarted_at = Some(lab.sim.elapsed());
     Ok(())
 }
@@ -482,9 +482,9 @@ async fn lets_go_after_connect(w: &mut DrlabWorld, secs: u64) -> StepResult {
 async fn carrier_gateway(w: &mut DrlabWorld, what: String) -> StepResult {
     let lab = w.lab()?;
     if what == "goes away" {
-        lab.sim.crash(crate::world::CARRIER);
+        lab.sim.crash(crate::world::CARRIER)?;
     } else {
-        lab.sim.bounce(crate::world::CARRIER);
+        lab.sim.bounce(crate::world::CARRIER)?;
     }
     Ok(())
 }
@@ -561,9 +561,9 @@ async fn proxy_crashes(w: &mut DrlabWorld, host: String, what: String) -> StepRe
         return Err(format!("no hub proxy {host} in this world"));
     }
     if what == "crashes" {
-        lab.sim.crash(host.as_str());
+        lab.sim.crash(host.as_str())?;
     } else {
-        lab.sim.bounce(host.as_str());
+        lab.sim.bounce(host.as_str())?;
     }
     Ok(())
 }

@@ -33,6 +33,9 @@ pub const REFERENCE_SEED: u64 = 1;
 /// tree; `cargo test` leaves it unset and uses insta as usual.
 pub static RUN_DIR: Mutex<Option<std::path::PathBuf>> = Mutex::new(None);
 
+/// The SBC the run's worlds are built around (set by `drlab certify`).
+pub static TARGET: Mutex<crate::certify::Target> = Mutex::new(crate::certify::Target::Sim);
+
 /// Where `drlab certify` finds the committed snapshots: `tests/snapshots`
 /// beside the features folder it reads (set by the runner), so an
 /// installed binary pointed at a checkout uses that checkout's.
@@ -254,7 +257,26 @@ async fn registered(w: &mut DrlabWorld, fqdn: String, certificate: String) -> St
         attacker_trusted: w.attacker_trusted,
         ..LabConfig::default()
     };
-    w.lab = Some(Lab::new(config).map_err(|e| format!("cannot build the world: {e}"))?);
+    let target = TARGET.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (config, sut): (LabConfig, Box<dyn crate::world::SystemUnderTest>) = match target {
+        crate::certify::Target::Sim => (config, Box::new(crate::world::ReferenceSbc::default())),
+        crate::certify::Target::Process { lab, program } => (
+            LabConfig {
+                real: Some(lab),
+                ..config
+            },
+            Box::new(crate::world::sut::ProcessSbc::new(program)),
+        ),
+        crate::certify::Target::External { lab, fqdn } => (
+            LabConfig {
+                real: Some(lab),
+                sbc_fqdn: fqdn,
+                ..config
+            },
+            Box::new(crate::world::sut::ExternalSbc),
+        ),
+    };
+    w.lab = Some(Lab::with_sut(config, sut).map_err(|e| format!("cannot build the world: {e}"))?);
     w.answer_after = Answering::default().answer_after;
     Ok(())
 }
@@ -352,7 +374,7 @@ async fn proxy_down(w: &mut DrlabWorld, host: String) -> StepResult {
             lab.hosts.join(", ")
         ));
     }
-    lab.sim.crash(host.as_str());
+    lab.sim.crash(host.as_str())?;
     Ok(())
 }
 
@@ -900,7 +922,9 @@ async fn trace_snapshot(w: &mut DrlabWorld) -> StepResult {
         .map_err(|e| e.to_string())?;
     let trace = w.trace().ok_or("no world")?;
     let lab = w.lab()?;
-    if lab.config.seed != REFERENCE_SEED {
+    // A real lab's trace is no snapshot (wall-clock times, an SBC of its
+    // own): it must parse, as another seed's must.
+    if lab.config.seed != REFERENCE_SEED || lab.config.real.is_some() {
         for s in sent(lab) {
             if s.message().is_none() {
                 return fail(

@@ -61,10 +61,13 @@ pub async fn run_tester<N: Network>(
 ) -> std::io::Result<()> {
     let mut tc = TransportConfig::new(TESTER);
     tc.tls_client = Some(tls.as_sbc);
-    tc.udp = Some(SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        TESTER_UDP,
-    ));
+    // Its own address (in simulation the one a host has; in a real lab
+    // the planned one, so it does not take the whole machine's port).
+    let own = match net.resolve(TESTER, TESTER_UDP).await {
+        Ok(addr) => addr.ip(),
+        Err(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    tc.udp = Some(SocketAddr::new(own, TESTER_UDP));
     let (as_sbc, mut sbc_events) = SipTransport::start(net.clone(), tc, tap.clone()).await?;
     let mut tc = TransportConfig::new(TESTER);
     tc.tls_client = Some(tls.as_hub);

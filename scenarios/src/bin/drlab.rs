@@ -1,7 +1,7 @@
 //! `drlab`: certify an SBC against the simulated Teams Direct Routing hub.
 
 use clap::{Parser, Subcommand};
-use scenarios::certify::{new_run_dir, render, run, validate, write_outputs, Options};
+use scenarios::certify::{new_run_dir, render, run, validate, write_outputs, Options, Target};
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +19,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the certification suites against the built-in reference SBC in simulation.
+    /// Run the certification suites: against the built-in reference SBC
+    /// in simulation (the default), or on real sockets against the `sbc`
+    /// binary (`--target process`) or your own SBC (`--target external`).
     Certify {
         /// Only scenarios whose name matches this regular expression.
         #[arg(long, short = 'n')]
@@ -44,6 +46,17 @@ enum Command {
         /// (`latest` points at the newest).
         #[arg(long, default_value = "target/drlab")]
         out: PathBuf,
+        /// `sim`: the reference SBC in the simulated world; `process`: the
+        /// `sbc` binary on 127.0.4.x; `external`: the SBC `--lab` names.
+        /// Real-socket targets run the @external scenarios only.
+        #[arg(long, default_value = "sim", value_parser = ["sim", "process", "external"])]
+        target: String,
+        /// The lab file of `--target external` (docs/external-sbc.md).
+        #[arg(long)]
+        lab: Option<PathBuf>,
+        /// The `sbc` binary of `--target process` (default: beside drlab).
+        #[arg(long)]
+        sbc_bin: Option<PathBuf>,
     },
     /// Run one scenario again with a seed: the identical trace, written
     /// out (ladder, pcap) in a fresh run folder. `certify` prints this
@@ -106,7 +119,13 @@ fn main() -> ExitCode {
             seeds: Some(n),
             features,
             out,
-        } => sweep(n, name, tags, &features, &out),
+            target,
+            ..
+        } if target == "sim" => sweep(n, name, tags, &features, &out),
+        Command::Certify { seeds: Some(_), .. } => {
+            eprintln!("drlab: --seeds sweeps the simulated world only (--target sim)");
+            ExitCode::from(2)
+        }
         Command::Certify {
             name,
             tags,
@@ -114,16 +133,29 @@ fn main() -> ExitCode {
             seeds: None,
             features,
             out,
-        } => certify(
-            Options {
-                features,
-                name,
-                tags,
-                seed,
-                progress: std::io::stdout().is_terminal(),
-            },
-            &out,
-        ),
+            target,
+            lab,
+            sbc_bin,
+        } => {
+            let target = match target_of(&target, lab, sbc_bin, &out) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("drlab: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            certify(
+                Options {
+                    target,
+                    features,
+                    name,
+                    tags,
+                    seed,
+                    progress: std::io::stdout().is_terminal(),
+                },
+                &out,
+            )
+        }
         Command::Replay {
             scenario,
             seed,
@@ -136,6 +168,7 @@ fn main() -> ExitCode {
                 tags: None,
                 seed,
                 progress: false,
+                target: Default::default(),
             };
             let code = certify(opts, &out);
             let trace = out
@@ -192,6 +225,50 @@ fn prepare(opts: &Options, out: &std::path::Path) -> Result<std::path::PathBuf, 
     })
 }
 
+/// The SBC `--target` names, with what it needs.
+fn target_of(
+    target: &str,
+    lab: Option<PathBuf>,
+    sbc_bin: Option<PathBuf>,
+    out: &std::path::Path,
+) -> Result<Target, String> {
+    match target {
+        "sim" => {
+            if lab.is_some() || sbc_bin.is_some() {
+                return Err("--lab and --sbc-bin go with --target process or external".into());
+            }
+            Ok(Target::Sim)
+        }
+        "process" => {
+            let program = match sbc_bin {
+                Some(p) => p,
+                None => std::env::current_exe()
+                    .map_err(|e| format!("cannot find drlab's own path: {e}"))?
+                    .with_file_name(format!("sbc{}", std::env::consts::EXE_SUFFIX)),
+            };
+            if !program.is_file() {
+                return Err(format!(
+                    "no sbc binary at {}: build it (cargo build -p sbc) or name it with --sbc-bin",
+                    program.display()
+                ));
+            }
+            let lab = match lab {
+                Some(file) => scenarios::world::real::load_lab(&file)?.0,
+                None => scenarios::world::real::RealLab::loopback(out.join("lab")),
+            };
+            Ok(Target::Process { lab, program })
+        }
+        _ => {
+            let file = lab.ok_or("--target external needs --lab <file> (docs/external-sbc.md)")?;
+            if sbc_bin.is_some() {
+                return Err("--sbc-bin goes with --target process".into());
+            }
+            let (lab, fqdn) = scenarios::world::real::load_lab(&file)?;
+            Ok(Target::External { lab, fqdn })
+        }
+    }
+}
+
 fn certify(opts: Options, out: &std::path::Path) -> ExitCode {
     let Ok(run_dir) = prepare(&opts, out) else {
         return ExitCode::from(2);
@@ -200,6 +277,7 @@ fn certify(opts: Options, out: &std::path::Path) -> ExitCode {
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = Some(run_dir.clone());
     // Wall time for the speed line only: nothing simulated reads it.
+    #[allow(clippy::disallowed_methods)]
     let started = std::time::Instant::now();
     let report = match futures::executor::block_on(run(opts)) {
         Ok(r) => r,
@@ -267,6 +345,7 @@ fn sweep(
         tags: tags.clone(),
         seed: 1,
         progress: false,
+        target: Target::Sim,
     };
     let Ok(run_dir) = prepare(&opts, out) else {
         return ExitCode::from(2);

@@ -4,6 +4,7 @@
 //! SBC; [`sut`]), each a host with its own address, all driven from one
 //! seed.
 
+pub mod real;
 pub mod sut;
 pub mod topology;
 
@@ -17,7 +18,7 @@ use sbc::b2bua::SbcView;
 use sbc::direct_routing::HUB_FQDNS;
 use sbc::sip::transport::tls::{client_config_at, roots, server_config_at, SimulatedClock};
 use sbc::sip::transport::{Impairments, Recorder, Tap};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -73,6 +74,9 @@ pub struct LabConfig {
     /// Record every SIP message and media packet (the trace, the pcap);
     /// off for long runs (`drlab soak`), whose trace is no ladder.
     pub trace: bool,
+    /// Run on real sockets and the wall clock around an SBC the lab does
+    /// not simulate (see [`real`]); `None`: the simulated world.
+    pub real: Option<real::RealLab>,
 }
 
 /// The carrier trunk's mode: static-IP peering (the default), or a
@@ -230,6 +234,7 @@ impl Default for LabConfig {
             limits: Default::default(),
             attacker_trusted: false,
             trace: true,
+            real: None,
         }
     }
 }
@@ -245,9 +250,107 @@ impl std::fmt::Display for LabError {
 
 impl std::error::Error for LabError {}
 
+/// The parties installed after the tester and the second SBC: the Teams
+/// clients of a bypass world, the carrier's second gateway.
+struct Rest {
+    client_hosts: Vec<(
+        String,
+        (
+            drlab_sim::MediaHostHandle,
+            mpsc::UnboundedReceiver<drlab_sim::ProbeOpen>,
+        ),
+    )>,
+    gateway2: bool,
+}
+
+type Gateway = (
+    Arc<Mutex<CarrierView>>,
+    mpsc::UnboundedSender<CarrierCommand>,
+);
+
+fn install_rest<P: topology::Place>(
+    place: &mut P,
+    rest: Rest,
+    installed: &mut topology::Installed,
+    tap: &Arc<dyn Tap>,
+    media_tap: &Arc<dyn Tap>,
+    impairments: &Impairments,
+) -> Option<Gateway> {
+    for (name, channel) in rest.client_hosts {
+        let handle = topology::install_media_host(place, &name, media_tap, impairments, channel);
+        installed.probes_live.push(handle.live.clone());
+        installed.hosts_after.push(name);
+    }
+    rest.gateway2.then(|| {
+        // Its own phone ports: both gateways' phones share hosts.
+        let c = carrier_sim::trunk::CarrierConfig {
+            fqdn: GATEWAY2.into(),
+            media_ports: 30000..=30999,
+            ..installed.carrier_config.clone()
+        };
+        installed.hosts_after.push(GATEWAY2.into());
+        topology::install_trunk(place, c, tap, media_tap, impairments)
+    })
+}
+
+/// The SBC's certificate, key and trust anchor as PEM text, for an SBC
+/// that reads files (the process target).
+pub struct SbcFiles {
+    pub certificate: String,
+    pub key: String,
+    pub trust: String,
+}
+
+/// What runs the world: turmoil's simulation, or a real-socket lab.
+pub enum Engine {
+    Sim(Box<turmoil::Sim<'static>>),
+    Real(real::RealWorld),
+}
+
+impl Engine {
+    /// Time since the world started: simulated, or the wall clock's.
+    pub fn elapsed(&self) -> Duration {
+        match self {
+            Engine::Sim(s) => s.elapsed(),
+            Engine::Real(r) => r.elapsed(),
+        }
+    }
+
+    /// A host's address (unspecified for a name the world does not have).
+    pub fn lookup(&self, host: &str) -> IpAddr {
+        match self {
+            Engine::Sim(s) => s.lookup(host),
+            Engine::Real(r) => r
+                .lookup(host)
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        }
+    }
+
+    /// Crash a host (its tasks and sockets gone); simulated worlds only.
+    pub fn crash(&mut self, host: &str) -> Result<(), String> {
+        self.sim("crashing a host").map_err(|e| e.0)?.crash(host);
+        Ok(())
+    }
+
+    /// Restart a host (its program starts anew); simulated worlds only.
+    pub fn bounce(&mut self, host: &str) -> Result<(), String> {
+        self.sim("restarting a host").map_err(|e| e.0)?.bounce(host);
+        Ok(())
+    }
+
+    /// The simulation, for what only a simulated world can do (crash a
+    /// host, hold a link); an error that says so in a real lab.
+    pub fn sim(&mut self, what: &str) -> Result<&mut turmoil::Sim<'static>, LabError> {
+        match self {
+            Engine::Sim(s) => Ok(s),
+            Engine::Real(_) => Err(LabError(real::sim_only(what))),
+        }
+    }
+}
+
 pub struct Lab {
     pub config: LabConfig,
-    pub sim: turmoil::Sim<'static>,
+    pub sim: Engine,
     /// Every SIP message, decrypted.
     pub recorder: Recorder,
     /// Every media datagram (RTP, RTCP, STUN) as sent.
@@ -388,16 +491,6 @@ impl Lab {
             })?;
         let sbc_id = pki.leaf(&spec).map_err(|e| err(&e))?;
 
-        let mut sim = turmoil::Builder::new()
-            .rng_seed(config.seed)
-            .epoch(std::time::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS.into()))
-            .simulation_duration(config.duration)
-            .tick_duration(config.tick)
-            .min_message_latency(config.links.latency(config.latency))
-            .max_message_latency(config.links.max_latency(config.latency))
-            .udp_capacity(4096)
-            .build();
-
         let recorder = Recorder::default();
         // The attacker's traffic stays out of the trace (see crate::attacker).
         let inner: Arc<dyn Tap> = if config.trace {
@@ -407,7 +500,15 @@ impl Lab {
         };
         let filter = crate::attacker::FilterTap::new(inner);
         let (attacker_ip, attacker_ignored) = (filter.ignore.clone(), filter.ignored.clone());
-        let tap: Arc<dyn Tap> = Arc::new(filter);
+        let tap: Arc<dyn Tap> = match &config.real {
+            None => Arc::new(filter),
+            // The SBC keeps no trace the lab can read: its peers' tell it.
+            Some(r) => Arc::new(real::MirrorTap {
+                inner: Arc::new(filter),
+                sbc_ip: r.sbc_ip,
+                sbc_name: config.sbc_fqdn.clone(),
+            }),
+        };
         let media = Recorder::default();
         let media_tap: Arc<dyn Tap> = if config.trace {
             Arc::new(media.clone())
@@ -417,9 +518,13 @@ impl Lab {
         let impairments = Impairments::new(config.seed);
         // The system under test first: host addresses follow registration order.
         // Certificates are judged by the world's clock, not the machine's.
-        let clock: Arc<dyn rustls::time_provider::TimeProvider> = Arc::new(SimulatedClock {
-            epoch_secs: EPOCH_SECS.into(),
-        });
+        let clock: Arc<dyn rustls::time_provider::TimeProvider> = match &config.real {
+            None => Arc::new(SimulatedClock {
+                epoch_secs: EPOCH_SECS.into(),
+            }),
+            // A real SBC judges our certificates by its own clock.
+            Some(_) => Arc::new(rustls::time_provider::DefaultTimeProvider),
+        };
         let ctx = SutContext {
             fqdn: config.sbc_fqdn.clone(),
             tls_server: server_config_at(&sbc_id, root.clone(), clock.clone())
@@ -470,7 +575,6 @@ impl Lab {
             )
             .collect(),
         };
-        sut.install(&mut sim, &ctx);
         let (sbcs, routes) = match &config.second_sbc {
             Some(second) => (
                 vec![second.fqdn.clone(), config.sbc_fqdn.clone()],
@@ -484,7 +588,7 @@ impl Lab {
         };
         let tenant = Tenant {
             sbcs,
-            sbc_port: 5061,
+            sbc_port: config.real.as_ref().map_or(5061, |r| r.sbc_tls_port),
             users: config.teams_users.clone(),
             routes,
             forward_pai: Vec::new(),
@@ -517,7 +621,7 @@ impl Lab {
             hub_view: Arc::new(Mutex::new(hub_view)),
             tenant,
             sbc_fqdn: config.sbc_fqdn.clone(),
-            sbc_carrier_port: 5060,
+            sbc_carrier_port: config.real.as_ref().map_or(5060, |r| r.sbc_carrier_port),
             phones: config.phones.clone(),
             media_frames: config.media_frames,
             session_expires: config.session_expires,
@@ -533,58 +637,127 @@ impl Lab {
                 .map(|(name, (handle, _))| (name.clone(), handle.clone()))
                 .collect(),
         };
-        let mut installed = topology::install(
-            &mut sim,
-            &parties,
-            tap.clone(),
-            media_tap.clone(),
-            &impairments,
-        );
-        topology::install_tester(&mut sim, &parties, &mut installed, tap.clone());
-        // Last, so that no other host's address moves.
-        let second_sbc = match &config.second_sbc {
-            Some(second) => {
-                let id = pki.good(&[second.fqdn.as_str()]).map_err(|e| err(&e))?;
-                let root = roots(&[pki.root()]).map_err(|e| err(&e))?;
-                let tls = (
-                    server_config_at(&id, root.clone(), clock.clone()).map_err(|e| err(&e))?,
-                    client_config_at(&id, root, clock.clone()).map_err(|e| err(&e))?,
-                );
-                let view =
-                    topology::install_second_sbc(&mut sim, second, tls, config.seed, tap.clone());
-                installed.hosts_after.push(second.fqdn.clone());
-                Some(view)
-            }
-            None => None,
-        };
-        for (name, channel) in client_hosts {
-            let handle =
-                topology::install_media_host(&mut sim, &name, &media_tap, &impairments, channel);
-            installed.probes_live.push(handle.live.clone());
-            installed.hosts_after.push(name);
-        }
-        let gateway2 = config.trunk.second_gateway.then(|| {
-            // Its own phone ports: both gateways' phones share hosts.
-            let c = carrier_sim::trunk::CarrierConfig {
-                fqdn: GATEWAY2.into(),
-                media_ports: 30000..=30999,
-                ..installed.carrier_config.clone()
-            };
-            installed.hosts_after.push(GATEWAY2.into());
-            topology::install_trunk(&mut sim, c, &tap, &media_tap, &impairments)
-        });
-        // The attacker last of all (no other address moves), and not a
-        // column of the ladder: its traffic is not in the trace.
         let attacker = Arc::new(Mutex::new(crate::attacker::AttackerView::default()));
         let (attack_tx, attack_rx) = topology::once::<crate::attacker::Attack>();
-        {
-            let (view, sbc, ip) = (attacker.clone(), config.sbc_fqdn.clone(), attacker_ip);
-            sim.host(crate::attacker::ATTACKER, move || {
-                let (view, sbc, ip) = (view.clone(), sbc.clone(), ip.clone());
-                let rx = topology::take(&attack_rx);
-                async move { Ok(crate::attacker::run_attacker(sbc, rx, view, ip).await?) }
-            });
-        }
+        let rest = Rest {
+            client_hosts,
+            gateway2: config.trunk.second_gateway,
+        };
+        let (sim, installed, second_sbc, gateway2) = match &config.real {
+            None => {
+                let mut sim = turmoil::Builder::new()
+                    .rng_seed(config.seed)
+                    .epoch(std::time::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS.into()))
+                    .simulation_duration(config.duration)
+                    .tick_duration(config.tick)
+                    .min_message_latency(config.links.latency(config.latency))
+                    .max_message_latency(config.links.max_latency(config.latency))
+                    .udp_capacity(4096)
+                    .build();
+                // The system under test first: host addresses follow
+                // registration order.
+                sut.install(&mut sim, &ctx);
+                let mut installed = topology::install(
+                    &mut sim,
+                    &parties,
+                    tap.clone(),
+                    media_tap.clone(),
+                    &impairments,
+                );
+                topology::install_tester(&mut sim, &parties, &mut installed, tap.clone());
+                // Last, so that no other host's address moves.
+                let second_sbc = match &config.second_sbc {
+                    Some(second) => {
+                        let id = pki.good(&[second.fqdn.as_str()]).map_err(|e| err(&e))?;
+                        let root = roots(&[pki.root()]).map_err(|e| err(&e))?;
+                        let tls = (
+                            server_config_at(&id, root.clone(), clock.clone())
+                                .map_err(|e| err(&e))?,
+                            client_config_at(&id, root, clock.clone()).map_err(|e| err(&e))?,
+                        );
+                        let view = topology::install_second_sbc(
+                            &mut sim,
+                            second,
+                            tls,
+                            config.seed,
+                            tap.clone(),
+                        );
+                        installed.hosts_after.push(second.fqdn.clone());
+                        Some(view)
+                    }
+                    None => None,
+                };
+                let gateway2 = install_rest(
+                    &mut sim,
+                    rest,
+                    &mut installed,
+                    &tap,
+                    &media_tap,
+                    &impairments,
+                );
+                // The attacker last of all (no other address moves), and not a
+                // column of the ladder: its traffic is not in the trace.
+                let (view, sbc, ip) = (attacker.clone(), config.sbc_fqdn.clone(), attacker_ip);
+                sim.host(crate::attacker::ATTACKER, move || {
+                    let (view, sbc, ip) = (view.clone(), sbc.clone(), ip.clone());
+                    let rx = topology::take(&attack_rx);
+                    async move { Ok(crate::attacker::run_attacker(sbc, rx, view, ip).await?) }
+                });
+                (Engine::Sim(Box::new(sim)), installed, second_sbc, gateway2)
+            }
+            Some(lab) => {
+                let unsupported = [
+                    (config.second_sbc.is_some(), "a second SBC in the tenant"),
+                    (config.media_bypass, "media bypass (its Teams clients)"),
+                    (config.trunk.second_gateway, "a second carrier gateway"),
+                    (config.trunk.auth.is_some(), "a registration trunk"),
+                    (config.sbc_certificate != "good", "a certificate variant"),
+                ];
+                if let Some((_, what)) = unsupported.iter().find(|(on, _)| *on) {
+                    return Err(LabError(real::sim_only(what)));
+                }
+                let plan = lab.plan(&config.sbc_fqdn, &config.phones);
+                let mut hosts = real::RealHosts::new(plan);
+                let mut listens: Vec<(String, u16, bool)> = HUB_FQDNS
+                    .iter()
+                    .map(|h| (h.to_string(), 5061, true))
+                    .collect();
+                listens.push((CARRIER.into(), 5060, false));
+                hosts.check_free(&listens).map_err(LabError)?;
+                let sbc_files = SbcFiles {
+                    certificate: sbc_id
+                        .chain
+                        .iter()
+                        .map(|c| drlab_sim::pki::pem("CERTIFICATE", c.as_ref()))
+                        .collect(),
+                    key: drlab_sim::pki::pem("PRIVATE KEY", sbc_id.key.secret_der()),
+                    trust: drlab_sim::pki::pem("CERTIFICATE", pki.root().as_ref()),
+                };
+                let mut installed = topology::install(
+                    &mut hosts,
+                    &parties,
+                    tap.clone(),
+                    media_tap.clone(),
+                    &impairments,
+                );
+                topology::install_tester(&mut hosts, &parties, &mut installed, tap.clone());
+                let gateway2 = install_rest(
+                    &mut hosts,
+                    rest,
+                    &mut installed,
+                    &tap,
+                    &media_tap,
+                    &impairments,
+                );
+                let world = hosts.start(real::wall_clock()).map_err(LabError)?;
+                // The far ends first, as for an SBC already running: its
+                // first OPTIONS finds the hub listening.
+                let hub = SocketAddr::new(world.lookup(HUB_FQDNS[0]).unwrap_or(lab.sbc_ip), 5061);
+                real::wait_for_listener(hub, Duration::from_secs(5)).map_err(LabError)?;
+                sut.start(&ctx, lab, &sbc_files).map_err(LabError)?;
+                (Engine::Real(world), installed, None, gateway2)
+            }
+        };
         let mut hosts = installed.hosts_before.clone();
         hosts.push(config.sbc_fqdn.clone());
         hosts.extend(installed.hosts_after.clone());
@@ -618,7 +791,8 @@ impl Lab {
         self.sut.view()
     }
 
-    /// Simulated time since the world started.
+    /// Time since the world started: simulated, or the wall clock's in a
+    /// real lab.
     pub fn now(&self) -> Duration {
         self.sim.elapsed()
     }
@@ -630,17 +804,46 @@ impl Lab {
         limit: Duration,
         mut done: impl FnMut(&Lab) -> bool,
     ) -> Result<bool, LabError> {
+        if let Engine::Real(_) = self.sim {
+            return self.wait_until(limit, done);
+        }
         let until = self.now() + limit;
         while self.now() < until {
             if done(self) {
                 return Ok(true);
             }
             self.outages_due();
-            self.sim
-                .step()
-                .map_err(|e| LabError(format!("simulation stopped: {e}")))?;
+            if let Engine::Sim(sim) = &mut self.sim {
+                sim.step()
+                    .map_err(|e| LabError(format!("simulation stopped: {e}")))?;
+            }
         }
         Ok(done(self))
+    }
+
+    /// [`Lab::run_until`] in a real lab: the parties run on their own;
+    /// look every 5 ms, for the limit times the lab's time scale.
+    fn wait_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&Lab) -> bool,
+    ) -> Result<bool, LabError> {
+        let scale = self.config.real.as_ref().map_or(1, |r| r.time_scale.max(1));
+        let until = self.now() + limit * scale;
+        loop {
+            if done(self) {
+                return Ok(true);
+            }
+            if let Engine::Real(world) = &self.sim {
+                if let Some(failure) = world.failure() {
+                    return Err(LabError(format!("a party of the lab stopped: {failure}")));
+                }
+            }
+            if self.now() >= until {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Host names for a party as steps name it: `the SBC`, `the hub` (its
@@ -678,13 +881,14 @@ impl Lab {
     /// this seed's [`LinkProfile`] varies it.
     pub fn set_latency(&mut self, a: &str, b: &str, latency: Duration) -> Result<(), LabError> {
         let links = self.config.links;
-        for x in self.party(a)? {
-            for y in self.party(b)? {
+        let (xs, ys) = (self.party(a)?, self.party(b)?);
+        let sim = self.sim.sim("setting a link's latency")?;
+        for x in &xs {
+            for y in &ys {
                 let (x, y) = (x.as_str(), y.as_str());
-                self.sim.set_link_latency(x, y, links.latency(latency));
+                sim.set_link_latency(x, y, links.latency(latency));
                 if links.jitter > Duration::ZERO {
-                    self.sim
-                        .set_link_max_message_latency(x, y, links.max_latency(latency));
+                    sim.set_link_max_message_latency(x, y, links.max_latency(latency));
                 }
             }
         }
@@ -700,6 +904,8 @@ impl Lab {
         both_ways: bool,
         change: impl Fn(&mut sbc::sip::transport::impair::Impairment),
     ) -> Result<(), LabError> {
+        // A real SBC's own datagrams would cross no impairment.
+        self.sim.sim("impairing a link")?;
         for x in self.party(a)? {
             for y in self.party(b)? {
                 let (x, y) = (self.sim.lookup(x.as_str()), self.sim.lookup(y.as_str()));
@@ -744,7 +950,9 @@ impl Lab {
     /// Begin and end the stream outages whose time has come.
     fn outages_due(&mut self) {
         let now = self.now();
-        let sim = &self.sim;
+        let Engine::Sim(sim) = &self.sim else {
+            return;
+        };
         self.stream_outages.retain_mut(|o| {
             if !o.held && now >= o.from {
                 sim.hold(o.a.as_str(), o.b.as_str());

@@ -31,6 +31,16 @@ pub trait SystemUnderTest {
     /// Change a setting while it runs (a deliberately misconfigured SBC).
     /// An SBC the lab does not control says it cannot.
     fn set(&self, setting: SbcCommand) -> Result<(), String>;
+    /// Start (or find) the SBC of a real-socket lab, before its parties
+    /// start; `files` are the certificate and key the lab minted for it.
+    fn start(
+        &self,
+        _ctx: &SutContext,
+        _lab: &crate::world::real::RealLab,
+        _files: &crate::world::SbcFiles,
+    ) -> Result<(), String> {
+        Err("this SBC runs only in the simulated world".into())
+    }
 }
 
 /// What an SBC needs from the world it is put in.
@@ -126,7 +136,12 @@ impl SystemUnderTest for ReferenceSbc {
                 c.seed ^= sbc::sip::rng::fnv1a(format!("boot {boot}").as_bytes());
             }
             let commands = take(&rx);
-            let net = crate::world::topology::host_net(&host, &media_tap, &impairments);
+            let net = crate::world::topology::host_net(
+                sbc::sip::transport::TurmoilNet,
+                &host,
+                &media_tap,
+                &impairments,
+            );
             async move { Ok(run_sbc_with(net, c, v, commands, Some(t)).await?) }
         });
     }
@@ -148,5 +163,191 @@ impl SystemUnderTest for ReferenceSbc {
 
     fn set(&self, setting: SbcCommand) -> Result<(), String> {
         self.commands.send(setting).map_err(|e| e.to_string())
+    }
+}
+
+/// The reference `sbc` binary, started as a process of its own for each
+/// scenario of a real-socket lab (`drlab certify --target process`): a
+/// real SBC on real sockets, judged only by what its peers receive.
+pub struct ProcessSbc {
+    program: std::path::PathBuf,
+    child: Mutex<Option<std::process::Child>>,
+}
+
+impl ProcessSbc {
+    pub fn new(program: std::path::PathBuf) -> ProcessSbc {
+        ProcessSbc {
+            program,
+            child: Mutex::new(None),
+        }
+    }
+
+    /// The configuration the lab gives it: the reference world's settings
+    /// (sut.rs, [`ReferenceSbc`]) in the binary's file format.
+    fn config(ctx: &SutContext, lab: &crate::world::real::RealLab, plan: &str) -> String {
+        let sources: Vec<String> = ctx
+            .carrier_sources
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect();
+        format!(
+            "# Written by drlab certify --target process for one scenario.\n\
+             fqdn = {fqdn:?}\n\
+             media_ip = \"{ip}\"\n\
+             listen_ip = \"{ip}\"\n\
+             media_port_min = 40000\n\
+             media_port_max = 40999\n\
+             seed = {seed}\n\
+             media_timeout_secs = 60\n\
+             [carrier]\n\
+             host = {carrier:?}\n\
+             port = {carrier_port}\n\
+             listen_port = {listen}\n\
+             country_code = \"49\"\n\
+             sources = [{sources}]\n\
+             [hub]\n\
+             listen_port = {tls}\n\
+             [tls]\n\
+             certificate = \"sbc.pem\"\n\
+             key = \"sbc.key\"\n\
+             trust = \"ca.pem\"\n\
+             [hosts]\n{plan}",
+            fqdn = ctx.fqdn,
+            ip = lab.sbc_ip,
+            seed = ctx.seed,
+            carrier = ctx.carrier_host,
+            carrier_port = ctx.carrier_port,
+            listen = lab.sbc_carrier_port,
+            sources = sources.join(", "),
+            tls = lab.sbc_tls_port,
+        )
+    }
+}
+
+impl SystemUnderTest for ProcessSbc {
+    fn install(&self, _: &mut turmoil::Sim<'static>, _: &SutContext) {
+        // A process is no simulated host: the world refuses it (real::sim_only).
+    }
+    fn state(&self) -> Option<SutState> {
+        None
+    }
+    fn view(&self) -> Option<Arc<Mutex<SbcView>>> {
+        None
+    }
+    fn set(&self, _: SbcCommand) -> Result<(), String> {
+        Err(crate::world::real::sim_only(
+            "changing the SBC's settings mid-scenario",
+        ))
+    }
+    fn start(
+        &self,
+        ctx: &SutContext,
+        lab: &crate::world::real::RealLab,
+        files: &crate::world::SbcFiles,
+    ) -> Result<(), String> {
+        let dir = lab.dir.join("sbc");
+        let io = |what: &str, e: std::io::Error| format!("{what} {}: {e}", dir.display());
+        std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", e))?;
+        let plan: String = lab
+            .plan(&ctx.fqdn, &[])
+            .iter()
+            .filter(|(name, _)| **name != ctx.fqdn)
+            .map(|(name, ip)| format!("{name:?} = \"{ip}\"\n"))
+            .collect();
+        for (name, text) in [
+            ("sbc.pem", files.certificate.as_str()),
+            ("sbc.key", files.key.as_str()),
+            ("ca.pem", files.trust.as_str()),
+            ("sbc.toml", Self::config(ctx, lab, &plan).as_str()),
+        ] {
+            std::fs::write(dir.join(name), text)
+                .map_err(|e| io(&format!("cannot write {name} in"), e))?;
+        }
+        let log = std::fs::File::create(dir.join("sbc.log")).map_err(|e| io("cannot log in", e))?;
+        let err = log.try_clone().map_err(|e| io("cannot log in", e))?;
+        let child = std::process::Command::new(&self.program)
+            .arg("--config")
+            .arg(dir.join("sbc.toml"))
+            .arg("--trace")
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.program.display()))?;
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        let listening = crate::world::real::wait_for_listener(
+            std::net::SocketAddr::new(lab.sbc_ip, lab.sbc_tls_port),
+            Duration::from_secs(10),
+        );
+        if let Err(e) = listening {
+            let tail = std::fs::read_to_string(dir.join("sbc.log")).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(format!(
+                "the sbc process did not start: {e}\n{}",
+                tail.join("\n")
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ProcessSbc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An SBC the user runs (`drlab certify --target external`): the lab
+/// only checks that it listens where the lab file says.
+pub struct ExternalSbc;
+
+impl SystemUnderTest for ExternalSbc {
+    fn install(&self, _: &mut turmoil::Sim<'static>, _: &SutContext) {}
+    fn state(&self) -> Option<SutState> {
+        None
+    }
+    fn view(&self) -> Option<Arc<Mutex<SbcView>>> {
+        None
+    }
+    fn set(&self, _: SbcCommand) -> Result<(), String> {
+        Err(crate::world::real::sim_only(
+            "changing the SBC's settings mid-scenario",
+        ))
+    }
+    fn start(
+        &self,
+        ctx: &SutContext,
+        lab: &crate::world::real::RealLab,
+        files: &crate::world::SbcFiles,
+    ) -> Result<(), String> {
+        // The lab's CA, and a certificate for the SBC's FQDN from it, for
+        // the user to install once: written only where absent. Every run
+        // mints its chain from the same keys and names, so what was
+        // installed keeps verifying (docs/external-sbc.md).
+        let dir = &lab.dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let fqdn = ctx.fqdn.to_ascii_lowercase();
+        for (name, text) in [
+            ("ca.pem".to_string(), files.trust.as_str()),
+            (format!("{fqdn}.pem"), files.certificate.as_str()),
+            (format!("{fqdn}.key"), files.key.as_str()),
+        ] {
+            let path = dir.join(&name);
+            if !path.exists() {
+                std::fs::write(&path, text)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            }
+        }
+        let addr = std::net::SocketAddr::new(lab.sbc_ip, lab.sbc_tls_port);
+        crate::world::real::wait_for_listener(addr, Duration::from_secs(5)).map_err(|e| {
+            format!(
+                "{} (the lab file's sbc address for {}): is the SBC running?",
+                e, ctx.fqdn
+            )
+        })
     }
 }

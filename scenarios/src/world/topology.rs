@@ -27,14 +27,52 @@ pub fn phone_host(number: &str) -> String {
 /// The network a host of the world runs on: its datagrams cross the
 /// world's [`Impairments`], and what media it sends is recorded first (as
 /// a capture at the sender would show it, lost or not).
-pub(crate) type HostNet = HookedNet<TurmoilNet, (MediaTap, Impairments)>;
+pub(crate) type HostNet<N> = HookedNet<N, (MediaTap, Impairments)>;
 
-pub(crate) fn host_net(host: &str, media_tap: &Arc<dyn Tap>, impairments: &Impairments) -> HostNet {
+pub(crate) fn host_net<N: Network>(
+    base: N,
+    host: &str,
+    media_tap: &Arc<dyn Tap>,
+    impairments: &Impairments,
+) -> HostNet<N> {
     HookedNet::new(
-        TurmoilNet,
+        base,
         host,
         (MediaTap(media_tap.clone()), impairments.clone()),
     )
+}
+
+/// What a role runs to: the host's error, if it failed.
+pub(crate) type RoleResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Where the parties run: a simulated world (turmoil) or a real-socket
+/// lab ([`super::real::RealHosts`]). The roles are the same code in both;
+/// only the network each gets, and the address its listeners bind, differ.
+pub trait Place {
+    type Net: Network;
+    /// Run `role` on host `name`, with the host's network. A simulated
+    /// host runs it again when the host restarts.
+    fn host<F, Fut>(&mut self, name: &str, role: F)
+    where
+        F: Fn(Self::Net) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = RoleResult> + 'static;
+    /// The address a host's listeners bind: the wildcard in simulation (a
+    /// simulated host has one address), the host's own in a real lab.
+    fn listen_ip(&self, name: &str) -> std::net::IpAddr;
+}
+
+impl Place for turmoil::Sim<'static> {
+    type Net = TurmoilNet;
+    fn host<F, Fut>(&mut self, name: &str, role: F)
+    where
+        F: Fn(TurmoilNet) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = RoleResult> + 'static,
+    {
+        turmoil::Sim::host(self, name, move || role(TurmoilNet));
+    }
+    fn listen_ip(&self, _: &str) -> std::net::IpAddr {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+    }
 }
 
 /// A receiver handed to a host closure on its first start.
@@ -54,8 +92,8 @@ pub(crate) fn take<T>(o: &Once<T>) -> mpsc::UnboundedReceiver<T> {
 }
 
 /// A media host on its own simulated address.
-pub(crate) fn install_media_host(
-    sim: &mut turmoil::Sim<'static>,
+pub(crate) fn install_media_host<P: Place>(
+    sim: &mut P,
     name: &str,
     media_tap: &Arc<dyn Tap>,
     impairments: &Impairments,
@@ -67,12 +105,12 @@ pub(crate) fn install_media_host(
     let rx = Arc::new(Mutex::new(Some(rx)));
     let (live, host) = (handle.live.clone(), name.to_string());
     let (media_tap, impairments) = (media_tap.clone(), impairments.clone());
-    sim.host(name, move || {
+    sim.host(name, move |base: P::Net| {
         let rx = take(&rx);
         let (live, host) = (live.clone(), host.clone());
-        let net = host_net(&host, &media_tap, &impairments);
+        let net = host_net(base.clone(), &host, &media_tap, &impairments);
         async move {
-            let ip = TurmoilNet.resolve(&host, 0).await?.ip();
+            let ip = base.resolve(&host, 0).await?.ip();
             Ok(media_host(net, ip, rx, live).await?)
         }
     });
@@ -119,8 +157,8 @@ pub struct Installed {
 }
 
 /// A carrier trunk on its own host (`config.fqdn`); its view and commands.
-pub fn install_trunk(
-    sim: &mut turmoil::Sim<'static>,
+pub fn install_trunk<P: Place>(
+    sim: &mut P,
     config: CarrierConfig,
     tap: &Arc<dyn Tap>,
     media_tap: &Arc<dyn Tap>,
@@ -134,11 +172,11 @@ pub fn install_trunk(
     let (view, tap) = (carrier_view.clone(), tap.clone());
     let (media_tap, impairments) = (media_tap.clone(), impairments.clone());
     let host = config.fqdn.clone();
-    sim.host(host.as_str(), move || {
+    sim.host(host.as_str(), move |base: P::Net| {
         let (c, v, t) = (config.clone(), view.clone(), tap.clone());
         let rx = take(&carrier_rx);
         // SIP over UDP: the carrier's datagrams cross the impairments too.
-        let net = host_net(&c.fqdn, &media_tap, &impairments);
+        let net = host_net(base, &c.fqdn, &media_tap, &impairments);
         async move { Ok(run_trunk(net, c, v, rx, Some(t)).await?) }
     });
     (carrier_view, carrier_tx)
@@ -149,8 +187,8 @@ pub fn install_trunk(
 /// [`install_tester`], last, so that adding it moved no other address.
 /// `tap` records SIP, `media_tap` the media every host sends;
 /// `impairments` is what the links do to datagrams.
-pub fn install(
-    sim: &mut turmoil::Sim<'static>,
+pub fn install<P: Place>(
+    sim: &mut P,
     p: &Parties,
     tap: Arc<dyn Tap>,
     media_tap: Arc<dyn Tap>,
@@ -175,7 +213,7 @@ pub fn install(
             .collect();
         let config = HubConfig {
             fqdn: fqdn.to_string(),
-            listen_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            listen_ip: sim.listen_ip(fqdn),
             listen_port: 5061,
             advertised_ip: None,
             internal_name: format!("sip-du-{}-eu.pstnhub.microsoft.com", ["a", "b", "c"][i]),
@@ -204,11 +242,11 @@ pub fn install(
         let commands = channels[i].1.clone();
         let (view, tap, media_tap) = (hub_view.clone(), tap.clone(), media_tap.clone());
         let impairments = impairments.clone();
-        sim.host(*fqdn, move || {
+        sim.host(fqdn, move |base: P::Net| {
             let rx = take(&commands);
             let (c, v, t) = (config.clone(), view.clone(), tap.clone());
             // The proxy relays media itself when it bridges two SBC legs.
-            let net = host_net(fqdn, &media_tap, &impairments);
+            let net = host_net(base, fqdn, &media_tap, &impairments);
             async move { Ok(run_proxy(net, c, v, rx, Some(t)).await?) }
         });
         hosts_after.push(fqdn.to_string());
@@ -263,22 +301,22 @@ pub fn install(
 }
 
 /// The scripted client with the SBC's certificate (see [`crate::tester`]).
-pub fn install_tester(
-    sim: &mut turmoil::Sim<'static>,
+pub fn install_tester<P: Place>(
+    sim: &mut P,
     p: &Parties,
     installed: &mut Installed,
     tap: Arc<dyn Tap>,
 ) {
     let (tx, rx) = once::<TesterCommand>();
     let (view, (as_sbc, as_hub)) = (installed.tester.clone(), p.tester_tls.clone());
-    sim.host(TESTER, move || {
+    sim.host(TESTER, move |base: P::Net| {
         let (v, t) = (view.clone(), tap.clone());
         let tls = TesterTls {
             as_sbc: as_sbc.clone(),
             as_hub: as_hub.clone(),
         };
         let rx = take(&rx);
-        async move { Ok(run_tester(TurmoilNet, tls, rx, v, Some(t)).await?) }
+        async move { Ok(run_tester(base, tls, rx, v, Some(t)).await?) }
     });
     installed.tester_commands = tx;
     installed.hosts_after.push(TESTER.into());
