@@ -1182,7 +1182,15 @@ impl InviteSession {
             r.headers.push("Contact", contact.clone());
         }
         for (k, v) in &reply.headers {
-            r.headers.push(k.clone(), v.clone());
+            // Our own Record-Route goes above those copied from the
+            // request, where a proxy inserts its own (RFC 3261 §16.6
+            // item 4), so the caller's route set (the list reversed)
+            // reaches us last.
+            if crate::sip::wire::name_is(k, "Record-Route") {
+                r.headers.insert_above("Record-Route", k.clone(), v.clone());
+            } else {
+                r.headers.push(k.clone(), v.clone());
+            }
         }
         if let Some(sd) = &reply.sdp {
             r.set_body("application/sdp", sd.to_text().into_bytes());

@@ -1363,3 +1363,54 @@ fn a_cancel_after_a_challenge_waits_for_the_new_invites_provisional() {
     );
     p.drive_to_rest();
 }
+
+/// A UAS that record-routes in its responses (the Teams hub does, in
+/// front of the UAS behind it) puts its entry above those it copied from
+/// the request, where a proxy would have inserted it (RFC 3261 §16.6
+/// item 4): the caller's route set, the list reversed (§12.1.2), then
+/// starts at the proxies nearest the caller. Below them, a proxy SBC's
+/// carrier sent its ACK straight to the hub (found with Kamailio).
+#[test]
+fn a_record_route_of_the_uas_goes_above_the_ones_it_copied() {
+    let mut p = Pair::new();
+    let mut msg = invite_msg(p.a.ua.rng());
+    msg.headers
+        .push("Record-Route", "<sip:edge.a.example.com;lr>");
+    let now = p.now;
+    p.a.ua.invite(now, msg, Some(sdp(4000, 1)), to_b()).unwrap();
+    p.drive_until(100, |p| incoming(&p.b).is_some());
+    let b = incoming(&p.b).unwrap();
+    let now = p.now;
+    p.b.ua
+        .provisional(
+            now,
+            b,
+            0,
+            ringing(180).header("Record-Route", "<sip:edge.b.example.com;lr>"),
+        )
+        .unwrap();
+    p.drive_until(100, |p| {
+        has(&p.a, |e| matches!(e, SessionEvent::Progress { .. }))
+    });
+    let routes: Vec<String> =
+        p.a.events
+            .iter()
+            .find_map(|e| match e {
+                UaEvent::Session {
+                    event: SessionEvent::Progress { response, .. },
+                    ..
+                } => Some(
+                    response
+                        .headers
+                        .values("Record-Route")
+                        .map(str::to_string)
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .unwrap();
+    assert_eq!(
+        routes,
+        ["<sip:edge.b.example.com;lr>", "<sip:edge.a.example.com;lr>"]
+    );
+}
