@@ -193,6 +193,8 @@ pub struct Report {
     /// The features folder the run read (the replay command names it).
     pub features: PathBuf,
     pub results: Vec<ScenarioResult>,
+    /// Run on real sockets (no seed replays it).
+    pub real: bool,
     /// Scenarios the filters chose that a real-socket lab cannot run
     /// (feature, scenario): they need the simulated world.
     pub skipped: Vec<(String, String)>,
@@ -622,6 +624,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         features: opts.features.clone(),
         results,
         skipped,
+        real: opts.target.is_real(),
     })
 }
 
@@ -804,11 +807,23 @@ pub fn render(report: &Report) -> String {
                 let _ = writeln!(out, "  {l}");
             }
         }
-        let _ = writeln!(
-            out,
-            "  replay: {}",
-            replay_command(&r.name, report.seed, &report.features)
-        );
+        match report.real {
+            // Real sockets and the wall clock: no seed makes it again.
+            true => {
+                let _ = writeln!(
+                    out,
+                    "  again: the same drlab certify command with --name {}",
+                    shell_quote(&exact_name(&r.name))
+                );
+            }
+            false => {
+                let _ = writeln!(
+                    out,
+                    "  replay: {}",
+                    replay_command(&r.name, report.seed, &report.features)
+                );
+            }
+        }
     }
     if !report.skipped.is_empty() {
         let _ = writeln!(
@@ -950,12 +965,22 @@ mod tests {
                 ScenarioResult::outcome("F", "bad <x>", Some("expected 200")),
             ],
             skipped: vec![("G".into(), "sim <only>".into())],
+            real: false,
         };
         let xml = junit_xml(&report);
         assert!(
             xml.contains("<testcase classname=\"G\" name=\"sim &lt;only&gt;\"><skipped message=")
         );
         assert!(render(&report).contains("not run: 1 scenario(s)"));
+        assert!(render(&report).contains("  replay: "));
+        let real = Report {
+            real: true,
+            ..report.clone()
+        };
+        // No seed replays a real lab's run: the line says how to run it again.
+        assert!(render(&real)
+            .contains("  again: the same drlab certify command with --name '^bad <x>$'"));
+        assert!(!render(&real).contains("replay:"));
         assert!(xml.contains("tests=\"2\" failures=\"1\""));
         assert!(xml.contains("name=\"bad &lt;x&gt;\""));
         assert!(xml.contains("--seed 3"));

@@ -229,6 +229,7 @@ mod tests {
         let report = Report {
             seed: 1,
             skipped: vec![],
+            real: false,
             features: PathBuf::from("/f"),
             results: vec![
                 ScenarioResult {

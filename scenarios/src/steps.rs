@@ -141,11 +141,11 @@ impl DrlabWorld {
     pub fn pcap(&self) -> Option<(Vec<u8>, crate::pcap::MediaCount)> {
         let lab = self.lab.as_ref()?;
         let media = sent_messages(&lab.media.events(), &lab.names());
-        Some(crate::pcap::write(
-            &sent(lab),
-            &media,
-            crate::world::EPOCH_SECS,
-        ))
+        let epoch = match &lab.sim {
+            crate::world::Engine::Real(world) => world.started_unix(),
+            crate::world::Engine::Sim(_) => crate::world::EPOCH_SECS,
+        };
+        Some(crate::pcap::write(&sent(lab), &media, epoch))
     }
 
     /// Every SIP message sent so far, for the HTML report's ladder.
@@ -260,9 +260,15 @@ async fn registered(w: &mut DrlabWorld, fqdn: String, certificate: String) -> St
     let target = TARGET.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let (config, sut): (LabConfig, Box<dyn crate::world::SystemUnderTest>) = match target {
         crate::certify::Target::Sim => (config, Box::new(crate::world::ReferenceSbc::default())),
+        // A real lab's far ends draw fresh identifiers each scenario: a
+        // Call-ID must be unique in the world (RFC 3261 §8.1.1.4), and an
+        // SBC or media relay keeps a call's state for a while after it
+        // ends (rtpengine: 30 s), so seed 1's Call-ID again would land in
+        // the last scenario's call.
         crate::certify::Target::Process { lab, program } => (
             LabConfig {
                 real: Some(lab),
+                seed: sbc::sip::rng::unpredictable_seed(),
                 ..config
             },
             Box::new(crate::world::sut::ProcessSbc::new(program)),
@@ -271,6 +277,7 @@ async fn registered(w: &mut DrlabWorld, fqdn: String, certificate: String) -> St
             LabConfig {
                 real: Some(lab),
                 sbc_fqdn: fqdn,
+                seed: sbc::sip::rng::unpredictable_seed(),
                 ..config
             },
             Box::new(crate::world::sut::ExternalSbc),

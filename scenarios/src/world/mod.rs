@@ -500,14 +500,16 @@ impl Lab {
         };
         let filter = crate::attacker::FilterTap::new(inner);
         let (attacker_ip, attacker_ignored) = (filter.ignore.clone(), filter.ignored.clone());
+        let sbc_seen: real::Seen = Arc::default();
         let tap: Arc<dyn Tap> = match &config.real {
             None => Arc::new(filter),
             // The SBC keeps no trace the lab can read: its peers' tell it.
-            Some(r) => Arc::new(real::MirrorTap {
-                inner: Arc::new(filter),
-                sbc_ip: r.sbc_ip,
-                sbc_name: config.sbc_fqdn.clone(),
-            }),
+            Some(r) => Arc::new(real::MirrorTap::new(
+                Arc::new(filter),
+                r.plan(&config.sbc_fqdn, &config.phones),
+                &config.sbc_fqdn,
+                sbc_seen.clone(),
+            )),
         };
         let media = Recorder::default();
         let media_tap: Arc<dyn Tap> = if config.trace {
@@ -749,7 +751,9 @@ impl Lab {
                     &media_tap,
                     &impairments,
                 );
-                let world = hosts.start(real::wall_clock()).map_err(LabError)?;
+                let world = hosts
+                    .start(real::wall_clock(), sbc_seen)
+                    .map_err(LabError)?;
                 // The far ends first, as for an SBC already running: its
                 // first OPTIONS finds the hub listening.
                 let hub = SocketAddr::new(world.lookup(HUB_FQDNS[0]).unwrap_or(lab.sbc_ip), 5061);
@@ -1017,10 +1021,20 @@ impl Lab {
 
     /// The address → name map of every host, for traces.
     pub fn names(&self) -> Vec<(IpAddr, String)> {
-        self.hosts
+        let mut names: Vec<(IpAddr, String)> = self
+            .hosts
             .iter()
             .map(|h| (self.sim.lookup(h.as_str()), h.clone()))
-            .collect()
+            .collect();
+        if let Engine::Real(world) = &self.sim {
+            // An address of no party of the lab is the SBC's: one that
+            // connects from another address than it listens on (several
+            // on one machine) is still the SBC in the ladder.
+            for ip in world.foreign() {
+                names.push((ip, self.config.sbc_fqdn.clone()));
+            }
+        }
+        names
     }
 }
 

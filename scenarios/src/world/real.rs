@@ -16,6 +16,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The addresses the SBC was seen sending from.
+pub type Seen = Arc<Mutex<std::collections::BTreeSet<IpAddr>>>;
+
 type Role = Box<dyn FnOnce(TokioNet) -> LocalBoxFuture<'static, RoleResult> + Send>;
 
 /// Where a real-socket lab's parties live and where its SBC is.
@@ -116,7 +119,7 @@ impl RealHosts {
     }
 
     /// Start every party on a thread of its own.
-    pub fn start(self, origin: Instant) -> Result<RealWorld, String> {
+    pub fn start(self, origin: Instant, seen: Seen) -> Result<RealWorld, String> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let failures: Arc<Mutex<Vec<String>>> = Arc::default();
         let (plan, roles, f) = (self.plan.clone(), self.roles, failures.clone());
@@ -151,6 +154,8 @@ impl RealHosts {
             .map_err(|e| format!("cannot start the lab's thread: {e}"))?;
         Ok(RealWorld {
             origin,
+            started_unix: unix_now(),
+            seen,
             plan: self.plan,
             stop: Some(stop),
             thread: Some(thread),
@@ -181,6 +186,10 @@ impl Place for RealHosts {
 /// A running real lab.
 pub struct RealWorld {
     origin: Instant,
+    /// The Unix second the lab started at, for pcap timestamps.
+    started_unix: u32,
+    /// Addresses the SBC was seen at (see [`MirrorTap`]).
+    seen: Seen,
     plan: BTreeMap<String, IpAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -188,6 +197,11 @@ pub struct RealWorld {
 }
 
 impl RealWorld {
+    /// The Unix second the lab started at.
+    pub fn started_unix(&self) -> u32 {
+        self.started_unix
+    }
+
     /// Wall-clock time since the lab started.
     pub fn elapsed(&self) -> Duration {
         self.origin.elapsed()
@@ -195,6 +209,19 @@ impl RealWorld {
 
     pub fn lookup(&self, host: &str) -> Option<IpAddr> {
         self.plan.get(&host.to_ascii_lowercase()).copied()
+    }
+
+    /// The addresses the SBC sent from that are not its listening one.
+    pub fn foreign(&self) -> Vec<IpAddr> {
+        let sbc = self
+            .plan
+            .values()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>();
+        self.seen
+            .lock()
+            .map(|s| s.iter().filter(|ip| !sbc.contains(ip)).copied().collect())
+            .unwrap_or_default()
     }
 
     /// The first party that stopped with an error, if one did.
@@ -217,16 +244,44 @@ impl Drop for RealWorld {
 /// Records, for an SBC that keeps no trace of its own, what the lab's
 /// parties received from it as sent by it: the trace then has the SBC's
 /// messages as its peers saw them (a datagram it sent and the network
-/// lost is not in it).
+/// lost is not in it). What comes from an address of no party of the lab
+/// is the SBC's: it may connect from another address than it listens on.
 pub struct MirrorTap {
-    pub inner: Arc<dyn Tap>,
-    pub sbc_ip: IpAddr,
-    pub sbc_name: String,
+    inner: Arc<dyn Tap>,
+    parties: std::collections::BTreeSet<IpAddr>,
+    sbc_name: String,
+    /// The addresses the SBC was seen at, for the ladder's names.
+    foreign: Seen,
+}
+
+impl MirrorTap {
+    pub fn new(
+        inner: Arc<dyn Tap>,
+        plan: BTreeMap<String, IpAddr>,
+        sbc_fqdn: &str,
+        foreign: Seen,
+    ) -> MirrorTap {
+        let sbc = sbc_fqdn.to_ascii_lowercase();
+        MirrorTap {
+            inner,
+            parties: plan
+                .into_iter()
+                .filter(|(name, _)| *name != sbc)
+                .map(|(_, ip)| ip)
+                .collect(),
+            sbc_name: sbc_fqdn.to_string(),
+            foreign,
+        }
+    }
 }
 
 impl Tap for MirrorTap {
     fn record(&self, event: TraceEvent) {
-        if event.direction == Direction::Received && event.remote.ip() == self.sbc_ip {
+        let ip = event.remote.ip();
+        if event.direction == Direction::Received && !self.parties.contains(&ip) {
+            if let Ok(mut f) = self.foreign.lock() {
+                f.insert(ip);
+            }
             self.inner.record(TraceEvent {
                 at: event.at,
                 host: self.sbc_name.clone(),
@@ -264,6 +319,15 @@ pub fn sim_only(what: &str) -> String {
         "{what} needs the simulated world (it controls the network, the clock \
          or the SBC's insides); it cannot run against a real-socket SBC"
     )
+}
+
+/// The wall clock's Unix second (a real lab's pcaps carry real dates).
+#[allow(clippy::disallowed_methods)]
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or_default()
 }
 
 /// Make clippy's clock rule explicit for this module: a real lab runs on
@@ -426,6 +490,69 @@ mod tests {
             lab_file("[lab]\ntime_scale = 0\n[sbc]\nfqdn = \"s.c\"\naddress = \"127.0.6.10\"\n")
                 .unwrap_err();
         assert!(e.contains("lab.time_scale: must be 1 or more"), "{e}");
+    }
+
+    #[test]
+    fn what_the_parties_received_from_no_party_is_the_sbc_sending() {
+        use sbc::sip::transport::{Recorder, TransportKind};
+        let recorder = Recorder::default();
+        let lab = RealLab::loopback(std::env::temp_dir());
+        let seen: Seen = Arc::default();
+        let tap = MirrorTap::new(
+            Arc::new(recorder.clone()),
+            lab.plan("sbc.example.com", &[]),
+            "sbc.example.com",
+            seen.clone(),
+        );
+        let event = |from: &str, direction| TraceEvent {
+            at: Duration::from_millis(7),
+            host: "sip.pstnhub.microsoft.com".into(),
+            direction,
+            local: "127.0.4.1:5061".parse().unwrap(),
+            remote: from.parse().unwrap(),
+            transport: TransportKind::Tls,
+            raw: b"OPTIONS sip:x SIP/2.0\r\n\r\n".to_vec(),
+        };
+        // From the SBC's own address, from another of its machine's, from
+        // the tester (a party), and the hub's own send: one mirror each
+        // for the first two only.
+        tap.record(event("127.0.4.10:40000", Direction::Received));
+        tap.record(event("127.0.0.1:40001", Direction::Received));
+        tap.record(event("127.0.4.6:40002", Direction::Received));
+        tap.record(event("127.0.0.1:40001", Direction::Sent));
+        let sent: Vec<(String, String, String)> = recorder
+            .events()
+            .iter()
+            .filter(|e| e.direction == Direction::Sent)
+            .map(|e| (e.host.clone(), e.local.to_string(), e.remote.to_string()))
+            .collect();
+        let expect = |local: &str| {
+            (
+                "sbc.example.com".to_string(),
+                local.to_string(),
+                "127.0.4.1:5061".to_string(),
+            )
+        };
+        assert_eq!(
+            sent,
+            vec![
+                expect("127.0.4.10:40000"),
+                expect("127.0.0.1:40001"),
+                (
+                    "sip.pstnhub.microsoft.com".into(),
+                    "127.0.4.1:5061".into(),
+                    "127.0.0.1:40001".into()
+                ),
+            ]
+        );
+        assert_eq!(recorder.events().len(), 6);
+        let seen: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect();
+        assert_eq!(seen, ["127.0.0.1", "127.0.4.10"]);
     }
 
     #[test]
