@@ -11,6 +11,7 @@ Feature: PSTN phones behind the carrier trunk
     Given the SBC is registered in the tenant as sbc.example.com
     And the hub marks the SBC active
 
+  @external
   Scenario: A busy PSTN phone: 486 with cause 17 reaches the Teams user
     Given PSTN phone +4930123456 is busy
     When Teams user Alice dials +4930123456
@@ -18,6 +19,7 @@ Feature: PSTN phones behind the carrier trunk
     And the Teams user's call fails with "486 Busy Here from SBC (560486); Reason: Q.850;cause=17"
     And the trace matches its snapshot
 
+  @external
   Scenario: A PSTN phone that rings unanswered: 480 with cause 19 after its ring timeout
     Given PSTN phone +4930123456 rings for 20 s without answering
     When Teams user Alice dials +4930123456
@@ -26,18 +28,21 @@ Feature: PSTN phones behind the carrier trunk
     And the Teams user's call fails with "480 Temporarily Unavailable from SBC (560480)"
     And nobody sent a CANCEL
 
+  @external
   Scenario: PSTN congestion: 503 with cause 34
     Given PSTN phone +4930123456 is congested
     When Teams user Alice dials +4930123456
     Then the SBC answers the hub's INVITE with 503 and Reason "Q.850;cause=34;text="No circuit/channel available""
     And the Teams user's call fails with "503 Service Unavailable from the SBC (560503)"
 
+  @external
   Scenario: A PSTN user who declines: 603 with cause 21
     Given PSTN phone +4930123456 declines calls
     When Teams user Alice dials +4930123456
     Then the SBC answers the hub's INVITE with 603 and Reason "Q.850;cause=21;text="Call rejected""
     And the Teams user's call fails with "603 Decline from SBC (560603)"
 
+  @external
   Scenario: An unallocated number plays its announcement as early media, then 404 with cause 1
     Given PSTN phone +4930123456 is an unallocated number
     And PSTN phone +4930123456 sends early media first
@@ -47,6 +52,7 @@ Feature: PSTN phones behind the carrier trunk
     And the Teams user's call fails with "404 Not Found from SBC (560404)"
     And the trace matches its snapshot
 
+  @external
   Scenario: A PSTN phone with early media before it answers
     Given PSTN phone +4930123456 sends early media first
     When Teams user Alice dials +4930123456
@@ -56,6 +62,7 @@ Feature: PSTN phones behind the carrier trunk
     When the Teams user hangs up
     Then both legs end with BYE and 200
 
+  @external
   Scenario: A called PSTN phone hangs up 5 s after it answers
     Given PSTN phone +4930123456 hangs up 5 s after the answer
     When Teams user Alice dials +4930123456
@@ -63,6 +70,7 @@ Feature: PSTN phones behind the carrier trunk
     And the phone hangs up about 5 s after answering
     And both legs end with BYE and 200
 
+  @external
   Scenario: A PSTN caller hangs up 5 s after the Teams user answers
     Given PSTN phone +4930123456 hangs up 5 s after the answer
     When PSTN caller +4930123456 calls +4989000001
@@ -70,6 +78,7 @@ Feature: PSTN phones behind the carrier trunk
     And the phone hangs up about 5 s after answering
     And both legs end with BYE and 200
 
+  @external
   Scenario: Voice quality at both ends of a clean call: the E-model's G.711 score, less its delay
     When Teams user Alice dials +4930123456
     Then the phone answers
@@ -97,6 +106,7 @@ Feature: PSTN phones behind the carrier trunk
     And the carrier's call records give ASR 33 % and NER 67 %
     And the SBC's call records give ASR 33 % and NER 67 %
 
+  @external
   Scenario: A PSTN caller who hangs up while the Teams user rings cancels both legs
     Given Teams users answer 30 s after ringing
     When PSTN caller +4930123456 calls +4989000001

@@ -11,6 +11,7 @@ Feature: DTMF digits end to end (RFC 4733 telephone-events)
     Given the SBC is registered in the tenant as sbc.example.com
     And the hub marks the SBC active
 
+  @external
   Scenario: Digits both ways in an inbound call
     When PSTN caller +4930123456 calls +4989000001
     Then the Teams user answers
@@ -35,6 +36,7 @@ Feature: DTMF digits end to end (RFC 4733 telephone-events)
     When the PSTN caller hangs up
     Then both legs end with BYE and 200
 
+  @external
   Scenario: Digits during early media, before the PSTN phone answers
     Given PSTN phones answer 10 s after ringing
     And PSTN phone +4930123456 sends early media first

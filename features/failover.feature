@@ -88,6 +88,7 @@ Feature: Failover, both ways
     When the Teams user hangs up
     Then both legs end with BYE and 200
 
+  @external
   Scenario: The SBC moves on after 503 with Retry-After and leaves that proxy alone meanwhile
     Given the SBC is registered in the tenant as sbc.example.com
     And the hub marks the SBC active
@@ -120,6 +121,7 @@ Feature: Failover, both ways
     When the PSTN caller hangs up
     Then both legs end with BYE and 200
 
+  @external
   Scenario: A call the Teams user declines with 603 is not retried
     Given the SBC is registered in the tenant as sbc.example.com
     And the hub marks the SBC active

@@ -11,6 +11,7 @@ Feature: Hold, resume and refresh across the SBC
     Given the SBC is registered in the tenant as sbc.example.com
     And the hub marks the SBC active
 
+  @external
   Scenario Outline: A PSTN caller holds with <hold> and resumes; Teams sees a=inactive
     When PSTN caller +4930123456 calls +4989000001
     Then the Teams user answers
@@ -30,6 +31,7 @@ Feature: Hold, resume and refresh across the SBC
       | a=recvonly |
       | c=0.0.0.0  |
 
+  @external
   Scenario: A Teams user holds and resumes; the carrier sees a=inactive
     When PSTN caller +4930123456 calls +4989000001
     Then the Teams user answers
@@ -59,6 +61,7 @@ Feature: Hold, resume and refresh across the SBC
     When the PSTN caller hangs up
     Then both legs end with BYE and 200
 
+  @external
   Scenario: A refresh that changes nothing is answered with the description unchanged
     When Teams user Alice dials +4930123456
     Then the phone rings
@@ -78,6 +81,7 @@ Feature: Hold, resume and refresh across the SBC
     When the PSTN caller hangs up
     Then both legs end with BYE and 200
 
+  @external
   Scenario: Both sides hold at once: the crossing re-INVITEs meet 491 and are sent again
     When PSTN caller +4930123456 calls +4989000001
     Then the Teams user answers

@@ -4,6 +4,7 @@ Feature: Calls that ring for longer than the transaction timer
   may ring for minutes. Neither the SBC nor the far ends may time the
   INVITE out, fail over to another hub proxy, or CANCEL anything.
 
+  @external
   Scenario: A Teams user who answers after 45 seconds is reached without failover
     Given the SBC is registered in the tenant as sbc.example.com
     And Teams users answer 45 s after ringing
@@ -17,6 +18,7 @@ Feature: Calls that ring for longer than the transaction timer
     Then both legs end with BYE and 200
     And the trace matches its snapshot
 
+  @external
   Scenario: A PSTN phone that answers after 45 seconds is reached
     Given the SBC is registered in the tenant as sbc.example.com
     And PSTN phones answer 45 s after ringing

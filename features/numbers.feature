@@ -6,6 +6,7 @@ Feature: Numbers as carriers write them
   country code, or with the rules of its configuration where a carrier
   writes numbers its own way.
 
+  @external
   Scenario Outline: A caller number written <format> reaches Teams as E.164
     Given the SBC is registered in the tenant as sbc.example.com
     And Teams user Bob is busy
@@ -40,6 +41,7 @@ Feature: Numbers as carriers write them
     When the Teams user hangs up
     Then both legs end with BYE and 200
 
+  @external
   Scenario: A caller who withholds the number (Privacy: id) reaches Teams as anonymous
     Given the SBC is registered in the tenant as sbc.example.com
     And Teams user Bob is busy

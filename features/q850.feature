@@ -10,12 +10,14 @@ Feature: How the hub says why: Reason, Q.850 and Microsoft's codes
     Given the SBC is registered in the tenant as sbc.example.com
     And the hub marks the SBC active
 
+  @external
   Scenario: A call to a number no Teams user has: 404, cause 1, 511404
     When PSTN caller +4930123456 calls +4989099999
     Then the hub refuses the INVITE with 404
     And the hub's last refusal carries Q.850 cause 1 and Microsoft code 511404
     And the PSTN caller hears 404
 
+  @external
   Scenario: A busy Teams user: 486 with ND1017's cause 34
     Given Teams user Bob is busy
     When PSTN caller +4930123456 calls +4989000002
@@ -23,23 +25,27 @@ Feature: How the hub says why: Reason, Q.850 and Microsoft's codes
     And the hub's last refusal carries Q.850 cause 34
     And the PSTN caller hears 486
 
+  @external
   Scenario: A caller on the Teams user's blocked list: 403 and 510534
     When PSTN caller +4930654321 calls +4989000001
     Then the hub refuses the INVITE with 403
     And the hub's last refusal carries Q.850 cause 21 and Microsoft code 510534
     And the PSTN caller hears 403
 
+  @external
   Scenario: A disabled user who still has the number: 403 with cause 63, not 404
     When PSTN caller +4930123456 calls +4989000003
     Then the hub refuses the INVITE with 403
     And the hub's last refusal carries Q.850 cause 63
     And the PSTN caller hears 403
 
+  @external
   Scenario: An INVITE offering plain RTP: 488 and 531000
     When a client with the SBC's certificate sends an INVITE for +4989000001 offering RTP/AVP
     Then the hub answers it with 488
     And the hub's last refusal carries Q.850 cause 127 and Microsoft code 531000
 
+  @external
   Scenario: A Teams user who hangs up clears the call normally: cause 16
     When Teams user Alice dials +4930123456
     Then the phone rings

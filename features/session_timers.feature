@@ -7,6 +7,7 @@ Feature: Session timers (RFC 4028)
   interval minus min(32 s, a third of it), "after several minutes without
   error" as the field reports describe.
 
+  @external
   Scenario: The SBC refreshes a 90 s session and the call lives on
     Given the hub asks for a session timer of 90 seconds
     And the SBC is registered in the tenant as sbc.example.com
