@@ -9,7 +9,7 @@ use crate::sip::rng::SeededRng;
 use crate::sip::sdp::SessionDescription;
 use crate::sip::transaction::{response_to, TransactionKey};
 use crate::sip::transport::Source;
-use crate::sip::wire::{Message, Method};
+use crate::sip::wire::{Header, Message, Method};
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -1181,15 +1181,18 @@ impl InviteSession {
         {
             r.headers.push("Contact", contact.clone());
         }
+        // Our own Record-Routes go above those copied from the request,
+        // in their order, where a proxy inserts its own (RFC 3261 §16.6
+        // item 4), so the caller's route set (the list reversed) reaches
+        // us last.
+        let mut above = r.headers.0.iter().position(|h| h.is("Record-Route"));
         for (k, v) in &reply.headers {
-            // Our own Record-Route goes above those copied from the
-            // request, where a proxy inserts its own (RFC 3261 §16.6
-            // item 4), so the caller's route set (the list reversed)
-            // reaches us last.
-            if crate::sip::wire::name_is(k, "Record-Route") {
-                r.headers.insert_above("Record-Route", k.clone(), v.clone());
-            } else {
-                r.headers.push(k.clone(), v.clone());
+            match above.as_mut() {
+                Some(i) if crate::sip::wire::name_is(k, "Record-Route") => {
+                    r.headers.0.insert(*i, Header::new(k.clone(), v.clone()));
+                    *i += 1;
+                }
+                _ => r.headers.push(k.clone(), v.clone()),
             }
         }
         if let Some(sd) = &reply.sdp {

@@ -1386,7 +1386,9 @@ fn a_record_route_of_the_uas_goes_above_the_ones_it_copied() {
             now,
             b,
             0,
-            ringing(180).header("Record-Route", "<sip:edge.b.example.com;lr>"),
+            ringing(180)
+                .header("Record-Route", "<sip:edge.b.example.com;lr>")
+                .header("Record-Route", "<sip:core.b.example.com;lr>"),
         )
         .unwrap();
     p.drive_until(100, |p| {
@@ -1411,6 +1413,10 @@ fn a_record_route_of_the_uas_goes_above_the_ones_it_copied() {
             .unwrap();
     assert_eq!(
         routes,
-        ["<sip:edge.b.example.com;lr>", "<sip:edge.a.example.com;lr>"]
+        [
+            "<sip:edge.b.example.com;lr>",
+            "<sip:core.b.example.com;lr>",
+            "<sip:edge.a.example.com;lr>"
+        ]
     );
 }

@@ -113,14 +113,6 @@ impl Headers {
         self.0.insert(0, Header::new(name, value));
     }
 
-    /// Insert above the first header `full`, or append when there is none.
-    pub fn insert_above(&mut self, full: &str, name: impl Into<String>, value: impl Into<String>) {
-        match self.0.iter().position(|h| h.is(full)) {
-            Some(i) => self.0.insert(i, Header::new(name, value)),
-            None => self.push(name, value),
-        }
-    }
-
     /// Replace the value of the first header `full`, or append one.
     pub fn set(&mut self, full: &str, value: impl Into<String>) {
         match self.0.iter_mut().find(|h| h.is(full)) {
