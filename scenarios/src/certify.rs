@@ -214,6 +214,22 @@ impl Report {
         self.results.iter().map(|r| r.simulated).sum()
     }
 
+    /// How to run one of its scenarios again: a seed replays a simulated
+    /// run exactly; real sockets and the wall clock make no seed replay,
+    /// so a real lab's is run again by name.
+    pub fn again(&self, name: &str) -> String {
+        match self.real {
+            true => format!(
+                "again: the same drlab certify command with --name {}",
+                shell_quote(&exact_name(name))
+            ),
+            false => format!(
+                "replay: {}",
+                replay_command(name, self.seed, &self.features)
+            ),
+        }
+    }
+
     /// The plain closing line CI and people read.
     pub fn summary(&self) -> String {
         format!("{} passed, {} failed", self.passed(), self.failed())
@@ -595,6 +611,13 @@ pub async fn run(opts: Options) -> Result<Report, String> {
                     simulated,
                 });
             }
+            // Free the world now, not when cucumber drops its last handle
+            // to it (a failed step's event holds one): a real lab's ports,
+            // thread and SBC process must be gone before the next
+            // scenario binds them.
+            if let Some(w) = world {
+                w.lab = None;
+            }
             async {}.boxed_local()
         })
         .filter_run(opts.features.clone(), move |feature, rule, scenario| {
@@ -783,8 +806,8 @@ pub fn junit_xml(report: &Report) -> String {
                     );
                     let _ = writeln!(
                         out,
-                        "      <system-out>replay: {}</system-out>",
-                        xml_escape(&replay_command(&c.name, report.seed, &report.features))
+                        "      <system-out>{}</system-out>",
+                        xml_escape(&report.again(&c.name))
                     );
                     out.push_str("    </testcase>\n");
                 }
@@ -807,23 +830,7 @@ pub fn render(report: &Report) -> String {
                 let _ = writeln!(out, "  {l}");
             }
         }
-        match report.real {
-            // Real sockets and the wall clock: no seed makes it again.
-            true => {
-                let _ = writeln!(
-                    out,
-                    "  again: the same drlab certify command with --name {}",
-                    shell_quote(&exact_name(&r.name))
-                );
-            }
-            false => {
-                let _ = writeln!(
-                    out,
-                    "  replay: {}",
-                    replay_command(&r.name, report.seed, &report.features)
-                );
-            }
-        }
+        let _ = writeln!(out, "  {}", report.again(&r.name));
     }
     if !report.skipped.is_empty() {
         let _ = writeln!(
@@ -981,6 +988,11 @@ mod tests {
         assert!(render(&real)
             .contains("  again: the same drlab certify command with --name '^bad <x>$'"));
         assert!(!render(&real).contains("replay:"));
+        assert!(junit_xml(&real).contains("<system-out>again: the same drlab certify command"));
+        // The whole run's counts: the skipped one included.
+        assert!(xml.contains(
+            "<testsuites name=\"drlab certify\" tests=\"3\" failures=\"1\" skipped=\"1\">"
+        ));
         assert!(xml.contains("tests=\"2\" failures=\"1\""));
         assert!(xml.contains("name=\"bad &lt;x&gt;\""));
         assert!(xml.contains("--seed 3"));

@@ -78,6 +78,7 @@ fn hub_invites_to(lab: &Lab, host: &str) -> Vec<crate::trace::Sent> {
 #[then(expr = "the hub sends the INVITE to {word}")]
 async fn hub_invites(w: &mut DrlabWorld, host: String) -> StepResult {
     let lab = w.lab()?;
+    let host = lab.host_named(&host);
     lab.run_until(Duration::from_secs(30), |l| {
         !hub_invites_to(l, &host).is_empty()
     })
@@ -119,6 +120,7 @@ async fn teams_call_fails(w: &mut DrlabWorld, text: String) -> StepResult {
 #[then(expr = "the hub sends no INVITE to {word}")]
 async fn hub_no_invite(w: &mut DrlabWorld, host: String) -> StepResult {
     let lab = w.lab()?;
+    let host = lab.host_named(&host);
     // Long enough for any failover: FailoverTimeSeconds and then some.
     lab.run_for(Duration::from_secs(12))
         .map_err(|e| e.to_string())?;
@@ -242,6 +244,7 @@ async fn violation(w: &mut DrlabWorld, what: String) -> StepResult {
 #[then(regex = r"^the hub's INVITE to (\S+) is longer than (\d+) bytes$")]
 async fn hub_invite_size(w: &mut DrlabWorld, host: String, bytes: usize) -> StepResult {
     let lab = w.lab()?;
+    let host = lab.host_named(&host);
     let Some(invite) = hub_invites_to(lab, &host).into_iter().next() else {
         return fail(lab, format!("an INVITE from the hub to {host}"));
     };

@@ -4,7 +4,7 @@
 //! what a failure expected, and an SVG ladder of the SIP messages whose
 //! arrows open the full message below it.
 
-use crate::certify::{replay_command, Report, ScenarioResult};
+use crate::certify::{Report, ScenarioResult};
 use std::fmt::Write as _;
 
 /// One SIP message of a scenario, for the ladder.
@@ -118,9 +118,9 @@ fn scenario_html(out: &mut String, n: usize, r: &ScenarioResult, report: &Report
     if let Some(f) = &r.failure {
         let _ = write!(
             out,
-            "<h4>What went wrong</h4><pre class=\"failure\">{}</pre><p>Replay: <code>{}</code></p>",
+            "<h4>What went wrong</h4><pre class=\"failure\">{}</pre><p><code>{}</code></p>",
             esc(f),
-            esc(&replay_command(&r.name, report.seed, &report.features))
+            esc(&report.again(&r.name))
         );
     }
     if !r.messages.is_empty() {
@@ -171,9 +171,12 @@ pre{background:#f4f4f4;padding:.6em;overflow-x:auto;font-size:.85em}\
     );
     let _ = write!(
         out,
-        "<h1>drlab certify</h1><p class=\"summary\">{} &middot; seed {} &middot; features <code>{}</code></p>",
+        "<h1>drlab certify</h1><p class=\"summary\">{} &middot; {} &middot; features <code>{}</code></p>",
         esc(&report.summary()),
-        report.seed,
+        match report.real {
+            true => "real sockets, wall clock".to_string(),
+            false => format!("seed {}", report.seed),
+        },
         esc(&report.features.display().to_string())
     );
     if !report.skipped.is_empty() {

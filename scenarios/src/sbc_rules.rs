@@ -30,11 +30,12 @@ pub(crate) fn send(
     identity: Identity,
 ) -> StepResult {
     let lab = w.lab()?;
-    let (host, port) = (lab.config.sbc_fqdn.clone(), 5060u16);
+    let host = lab.config.sbc_fqdn.clone();
+    let (udp, tls) = lab.sbc_ports();
     let port = if transport == TransportKind::Tls {
-        5061
+        tls
     } else {
-        port
+        udp
     };
     lab.tester_commands
         .send(TesterCommand {
@@ -58,7 +59,8 @@ async fn carrier_invite(w: &mut DrlabWorld, number: String, variant: String) -> 
     let ip = w.lab()?.sim.lookup(TESTER).to_string();
     let call_id = format!("carrier-{n}@{TESTER}");
     let sbc = w.lab()?.config.sbc_fqdn.clone();
-    let ruri = format!("sip:{number}@{sbc}:5060");
+    let port = w.lab()?.sbc_ports().0;
+    let ruri = format!("sip:{number}@{sbc}:{port}");
     let mut m = Message::request(Method::Invite, ruri.clone());
     m.headers.push(
         "Via",
@@ -103,7 +105,8 @@ async fn hub_invite(w: &mut DrlabWorld, number: String) -> StepResult {
     let n = w.tester_sent;
     let call_id = format!("hub-{n}@{TESTER}");
     let sbc = w.lab()?.config.sbc_fqdn.clone();
-    let ruri = format!("sip:{number}@{sbc}:5061;user=phone;transport=tls");
+    let port = w.lab()?.sbc_ports().1;
+    let ruri = format!("sip:{number}@{sbc}:{port};user=phone;transport=tls");
     let mut m = Message::request(Method::Invite, ruri.clone());
     m.headers.push(
         "Via",

@@ -257,6 +257,8 @@ async fn registered(w: &mut DrlabWorld, fqdn: String, certificate: String) -> St
         attacker_trusted: w.attacker_trusted,
         ..LabConfig::default()
     };
+    // The last world first (a real lab's ports are the next one's).
+    w.lab = None;
     let target = TARGET.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let (config, sut): (LabConfig, Box<dyn crate::world::SystemUnderTest>) = match target {
         crate::certify::Target::Sim => (config, Box::new(crate::world::ReferenceSbc::default())),
@@ -276,6 +278,7 @@ async fn registered(w: &mut DrlabWorld, fqdn: String, certificate: String) -> St
         crate::certify::Target::External { lab, fqdn } => (
             LabConfig {
                 real: Some(lab),
+                sbc_alias: Some(config.sbc_fqdn.clone()).filter(|given| *given != fqdn),
                 sbc_fqdn: fqdn,
                 seed: sbc::sip::rng::unpredictable_seed(),
                 ..config
@@ -498,6 +501,7 @@ async fn hub_answers_same_connection(w: &mut DrlabWorld) -> StepResult {
 #[then(expr = "the hub sends its own OPTIONS to {word}")]
 async fn hub_sends_options(w: &mut DrlabWorld, fqdn: String) -> StepResult {
     let lab = w.lab()?;
+    let fqdn = lab.host_named(&fqdn);
     let find = |lab: &Lab| {
         sent(lab).into_iter().find(|s| {
             s.to == fqdn
@@ -515,11 +519,12 @@ async fn hub_sends_options(w: &mut DrlabWorld, fqdn: String) -> StepResult {
     if rsip_user_host(&r.uri).1 != fqdn {
         return fail(lab, format!("Request-URI host {fqdn}, got {}", r.uri));
     }
-    if ping.remote.port() != 5061 || ping.local.port() == 5061 {
+    let tls = lab.sbc_ports().1;
+    if ping.remote.port() != tls || ping.local.port() == 5061 {
         return fail(
             lab,
             format!(
-                "a new hub connection to {fqdn}:5061, got {} -> {}",
+                "a new hub connection to {fqdn}:{tls}, got {} -> {}",
                 ping.local, ping.remote
             ),
         );

@@ -297,12 +297,16 @@ fn certify(opts: Options, out: &std::path::Path) -> ExitCode {
     }
     print!("\n{}", render(&report));
     let simulated = report.simulated();
-    println!(
-        "{:.0} s simulated in {:.1} s: {:.0} times real time",
-        simulated.as_secs_f64(),
-        wall.as_secs_f64(),
-        simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9)
-    );
+    if report.real {
+        println!("real sockets: {:.0} s", wall.as_secs_f64());
+    } else {
+        println!(
+            "{:.0} s simulated in {:.1} s: {:.0} times real time",
+            simulated.as_secs_f64(),
+            wall.as_secs_f64(),
+            simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9)
+        );
+    }
     match write_outputs(&report, &run_dir) {
         Ok(files) => println!(
             "report.html, junit.xml and {} trace files (ladders, pcaps) in {}",

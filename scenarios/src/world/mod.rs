@@ -77,6 +77,9 @@ pub struct LabConfig {
     /// Run on real sockets and the wall clock around an SBC the lab does
     /// not simulate (see [`real`]); `None`: the simulated world.
     pub real: Option<real::RealLab>,
+    /// The FQDN the scenario registered when a lab file names the SBC
+    /// otherwise: steps that name the SBC by it mean `sbc_fqdn`.
+    pub sbc_alias: Option<String>,
 }
 
 /// The carrier trunk's mode: static-IP peering (the default), or a
@@ -235,6 +238,7 @@ impl Default for LabConfig {
             attacker_trusted: false,
             trace: true,
             real: None,
+            sbc_alias: None,
         }
     }
 }
@@ -757,7 +761,7 @@ impl Lab {
                 // The far ends first, as for an SBC already running: its
                 // first OPTIONS finds the hub listening.
                 let hub = SocketAddr::new(world.lookup(HUB_FQDNS[0]).unwrap_or(lab.sbc_ip), 5061);
-                real::wait_for_listener(hub, Duration::from_secs(5)).map_err(LabError)?;
+                real::wait_for_local_listener(hub, Duration::from_secs(5)).map_err(LabError)?;
                 sut.start(&ctx, lab, &sbc_files).map_err(LabError)?;
                 (Engine::Real(world), installed, None, gateway2)
             }
@@ -788,6 +792,24 @@ impl Lab {
             attack_commands: attack_tx,
             attacker_ignored,
         })
+    }
+
+    /// A host as a step names it: the scenario's SBC FQDN is the lab
+    /// file's SBC (`--target external`); any other name is itself.
+    pub fn host_named(&self, name: &str) -> String {
+        match &self.config.sbc_alias {
+            Some(alias) if alias.eq_ignore_ascii_case(name) => self.config.sbc_fqdn.clone(),
+            _ => name.to_string(),
+        }
+    }
+
+    /// The SBC's SIP ports: toward the carrier (UDP) and toward Teams
+    /// (TLS); a real lab's file may set others than 5060 and 5061.
+    pub fn sbc_ports(&self) -> (u16, u16) {
+        self.config
+            .real
+            .as_ref()
+            .map_or((5060, 5061), |r| (r.sbc_carrier_port, r.sbc_tls_port))
     }
 
     /// The reference SBC's view, when the SBC under test is ours.

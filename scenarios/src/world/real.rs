@@ -296,6 +296,55 @@ impl Tap for MirrorTap {
     }
 }
 
+/// Wait until something on this machine listens on `addr` (TCP), at most
+/// `limit`, read from the kernel's socket table (/proc/net/tcp) so the
+/// listener sees nothing: a connect would be an aborted handshake in the
+/// hub's log, and a bind could take the port from under a starting
+/// listener. Elsewhere than Linux: a connect.
+pub fn wait_for_local_listener(addr: SocketAddr, limit: Duration) -> Result<(), String> {
+    let origin = wall_clock();
+    loop {
+        let listening = match std::fs::read_to_string("/proc/net/tcp") {
+            Ok(table) => listens(&table, addr),
+            Err(_) => {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            }
+        };
+        if listening {
+            return Ok(());
+        }
+        if origin.elapsed() >= limit {
+            return Err(format!(
+                "nothing listens on {addr} after {} ms",
+                limit.as_millis()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether /proc/net/tcp text has a socket in LISTEN (state 0A) on
+/// `addr`, or on the wildcard at its port. Addresses there are the IPv4
+/// bytes in host order as hex, then the port: `0100007F:13C5`.
+fn listens(table: &str, addr: SocketAddr) -> bool {
+    let IpAddr::V4(ip) = addr.ip() else {
+        return false;
+    };
+    let hex = |ip: Ipv4Addr| {
+        format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(ip.octets()),
+            addr.port()
+        )
+    };
+    let (exact, any) = (hex(ip), hex(Ipv4Addr::UNSPECIFIED));
+    table.lines().skip(1).any(|line| {
+        let mut cols = line.split_whitespace().skip(1);
+        let (local, state) = (cols.next(), cols.nth(1));
+        state == Some("0A") && local.is_some_and(|l| l == exact || l == any)
+    })
+}
+
 /// Wait until something listens on `addr` (TCP), at most `limit`.
 pub fn wait_for_listener(addr: SocketAddr, limit: Duration) -> Result<(), String> {
     let origin = wall_clock();
@@ -397,6 +446,12 @@ pub fn load_lab(path: &std::path::Path) -> Result<(RealLab, String), String> {
     let base = path.parent().unwrap_or(std::path::Path::new("."));
     let net = file.lab.network.unwrap_or(Ipv4Addr::new(127, 0, 4, 0));
     let bad = |key: &str, reason: String| format!("{}: {key}: {reason}", path.display());
+    if !file.sbc.address.is_ipv4() {
+        return Err(bad(
+            "sbc.address",
+            format!("{}: the lab's parties speak IPv4 only", file.sbc.address),
+        ));
+    }
     if net.octets()[3] != 0 {
         return Err(bad(
             "lab.network",
@@ -553,6 +608,30 @@ mod tests {
             .map(|ip| ip.to_string())
             .collect();
         assert_eq!(seen, ["127.0.0.1", "127.0.4.10"]);
+    }
+
+    #[test]
+    fn a_listener_is_read_from_the_kernels_table() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue\n\
+           0: 0A04007F:13C5 00000000:0000 0A 00000000:00000000 00:00000000 00000000\n\
+           1: 0A04007F:9C40 0104007F:13C5 01 00000000:00000000 00:00000000 00000000\n\
+           2: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000\n";
+        assert!(listens(table, "127.0.4.10:5061".parse().unwrap()));
+        // Connected, not listening.
+        assert!(!listens(table, "127.0.4.10:40000".parse().unwrap()));
+        // The wildcard listener on 8080 answers for every address.
+        assert!(listens(table, "127.0.4.3:8080".parse().unwrap()));
+        assert!(!listens(table, "127.0.4.11:5061".parse().unwrap()));
+        // And the real table sees a real listener.
+        let l = std::net::TcpListener::bind("127.0.7.9:0").unwrap();
+        assert!(wait_for_local_listener(l.local_addr().unwrap(), Duration::from_secs(1)).is_ok());
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        assert!(wait_for_local_listener(
+            SocketAddr::new("127.0.7.9".parse().unwrap(), port),
+            Duration::from_millis(50)
+        )
+        .is_err());
     }
 
     #[test]

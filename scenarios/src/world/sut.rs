@@ -263,6 +263,15 @@ impl SystemUnderTest for ProcessSbc {
             std::fs::write(dir.join(name), text)
                 .map_err(|e| io(&format!("cannot write {name} in"), e))?;
         }
+        // A stale sbc (a killed run's) would answer for the new one.
+        let tls = std::net::SocketAddr::new(lab.sbc_ip, lab.sbc_tls_port);
+        let udp = std::net::SocketAddr::new(lab.sbc_ip, lab.sbc_carrier_port);
+        std::net::TcpListener::bind(tls)
+            .map(drop)
+            .and_then(|_| std::net::UdpSocket::bind(udp).map(drop))
+            .map_err(|e| {
+                format!("the SBC's ports are not free ({tls} TCP, {udp} UDP: {e}); is an sbc from an earlier run still running?")
+            })?;
         let log = std::fs::File::create(dir.join("sbc.log")).map_err(|e| io("cannot log in", e))?;
         let err = log.try_clone().map_err(|e| io("cannot log in", e))?;
         let child = std::process::Command::new(&self.program)
@@ -273,21 +282,35 @@ impl SystemUnderTest for ProcessSbc {
             .stderr(err)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.program.display()))?;
-        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
-        let listening = crate::world::real::wait_for_listener(
-            std::net::SocketAddr::new(lab.sbc_ip, lab.sbc_tls_port),
-            Duration::from_secs(10),
-        );
-        if let Err(e) = listening {
-            let tail = std::fs::read_to_string(dir.join("sbc.log")).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            return Err(format!(
-                "the sbc process did not start: {e}\n{}",
-                tail.join("\n")
-            ));
+        let mut slot = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let child = slot.insert(child);
+        let tail = || {
+            let log = std::fs::read_to_string(dir.join("sbc.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(5)..].join("\n")
+        };
+        // Until it listens, or it exits (a bad configuration, a port
+        // taken meanwhile), at most 10 s.
+        let started = crate::world::real::wall_clock();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "the sbc process exited ({status}) before it listened:\n{}",
+                    tail()
+                ));
+            }
+            // Bound, not connected to: the SBC logs no aborted handshake.
+            match crate::world::real::wait_for_local_listener(tls, Duration::from_millis(20)) {
+                Ok(()) => return Ok(()),
+                Err(e) if started.elapsed() >= Duration::from_secs(10) => {
+                    return Err(format!(
+                        "the sbc process did not listen within 10 s: {e}\n{}",
+                        tail()
+                    ))
+                }
+                Err(_) => {}
+            }
         }
-        Ok(())
     }
 }
 
