@@ -22,15 +22,27 @@ pub struct SutState {
 
 /// An SBC a world can install on its host.
 pub trait SystemUnderTest {
-    /// Register the SBC's host(s) as `fqdn` in `sim`.
-    fn install(&self, sim: &mut turmoil::Sim<'static>, ctx: &SutContext);
+    // The defaults are an SBC the lab does not control (a process, a box
+    // of the user's): no simulated host, nothing it can be asked.
+
+    /// Register the SBC's host(s) as `fqdn` in `sim`. (A world with a
+    /// real-socket SBC has no simulation: see [`crate::world::real`].)
+    fn install(&self, _sim: &mut turmoil::Sim<'static>, _ctx: &SutContext) {}
     /// What it holds now, if it can say.
-    fn state(&self) -> Option<SutState>;
+    fn state(&self) -> Option<SutState> {
+        None
+    }
     /// The reference SBC's view, for failure reports.
-    fn view(&self) -> Option<Arc<Mutex<SbcView>>>;
+    fn view(&self) -> Option<Arc<Mutex<SbcView>>> {
+        None
+    }
     /// Change a setting while it runs (a deliberately misconfigured SBC).
     /// An SBC the lab does not control says it cannot.
-    fn set(&self, setting: SbcCommand) -> Result<(), String>;
+    fn set(&self, _setting: SbcCommand) -> Result<(), String> {
+        Err(crate::world::real::sim_only(
+            "changing the SBC's settings mid-scenario",
+        ))
+    }
     /// Start (or find) the SBC of a real-socket lab, before its parties
     /// start; `files` are the certificate and key the lab minted for it.
     fn start(
@@ -225,20 +237,6 @@ impl ProcessSbc {
 }
 
 impl SystemUnderTest for ProcessSbc {
-    fn install(&self, _: &mut turmoil::Sim<'static>, _: &SutContext) {
-        // A process is no simulated host: the world refuses it (real::sim_only).
-    }
-    fn state(&self) -> Option<SutState> {
-        None
-    }
-    fn view(&self) -> Option<Arc<Mutex<SbcView>>> {
-        None
-    }
-    fn set(&self, _: SbcCommand) -> Result<(), String> {
-        Err(crate::world::real::sim_only(
-            "changing the SBC's settings mid-scenario",
-        ))
-    }
     fn start(
         &self,
         ctx: &SutContext,
@@ -328,18 +326,6 @@ impl Drop for ProcessSbc {
 pub struct ExternalSbc;
 
 impl SystemUnderTest for ExternalSbc {
-    fn install(&self, _: &mut turmoil::Sim<'static>, _: &SutContext) {}
-    fn state(&self) -> Option<SutState> {
-        None
-    }
-    fn view(&self) -> Option<Arc<Mutex<SbcView>>> {
-        None
-    }
-    fn set(&self, _: SbcCommand) -> Result<(), String> {
-        Err(crate::world::real::sim_only(
-            "changing the SBC's settings mid-scenario",
-        ))
-    }
     fn start(
         &self,
         ctx: &SutContext,
