@@ -718,6 +718,16 @@ impl Lab {
                     (config.trunk.second_gateway, "a second carrier gateway"),
                     (config.trunk.auth.is_some(), "a registration trunk"),
                     (config.sbc_certificate != "good", "a certificate variant"),
+                    // The process target's sbc.toml carries neither.
+                    (
+                        config.limits != sbc::b2bua::Limits::default(),
+                        "admission limits of the scenario's own",
+                    ),
+                    (
+                        !config.trunk.number_rules.to_e164.is_empty()
+                            || !config.trunk.number_rules.from_e164.is_empty(),
+                        "number rules of the scenario's own",
+                    ),
                 ];
                 if let Some((_, what)) = unsupported.iter().find(|(on, _)| *on) {
                     return Err(LabError(real::sim_only(what)));

@@ -469,10 +469,7 @@ pub fn load_lab(path: &std::path::Path) -> Result<(RealLab, String), String> {
     if lab.time_scale == 0 {
         return Err(bad("lab.time_scale", "must be 1 or more".into()));
     }
-    let taken = lab.plan(
-        &file.sbc.fqdn,
-        &["+4930123456".into(), "+4930654321".into()],
-    );
+    let taken = lab.plan(&file.sbc.fqdn, &super::LabConfig::default().phones);
     if let Some((name, _)) = taken
         .iter()
         .find(|(n, ip)| **ip == lab.sbc_ip && **n != file.sbc.fqdn.to_ascii_lowercase())
