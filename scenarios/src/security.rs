@@ -81,14 +81,13 @@ async fn flood(
         "+4989000001"
     };
     let lab = w.lab()?;
-    lab.attack_commands
-        .send(Attack::Flood {
-            method,
-            number: number.into(),
-            rate,
-            duration: Duration::from_secs(secs),
-        })
-        .map_err(|e| e.to_string())?;
+    lab.attack(Attack::Flood {
+        method,
+        number: number.into(),
+        rate,
+        duration: Duration::from_secs(secs),
+    })
+    .map_err(|e| e.to_string())?;
     lab.run_for(Duration::from_millis(100))
         .map_err(|e| e.to_string())
 }
@@ -124,13 +123,12 @@ fn sbc_media_ports(w: &mut DrlabWorld) -> Result<Vec<u16>, String> {
 async fn spray(w: &mut DrlabWorld, rate: u32, secs: u64) -> StepResult {
     let ports = sbc_media_ports(w)?;
     let lab = w.lab()?;
-    lab.attack_commands
-        .send(Attack::Spray {
-            ports,
-            rate,
-            duration: Duration::from_secs(secs),
-        })
-        .map_err(|e| e.to_string())?;
+    lab.attack(Attack::Spray {
+        ports,
+        rate,
+        duration: Duration::from_secs(secs),
+    })
+    .map_err(|e| e.to_string())?;
     lab.run_for(Duration::from_millis(100))
         .map_err(|e| e.to_string())
 }
