@@ -259,6 +259,9 @@ pub struct LimitsSection {
     pub max_calls: usize,
     pub max_calls_in_setup: usize,
     pub retry_after_secs: u32,
+    /// Overload control: a new INVITE that waited longer than this in the
+    /// SBC's queue gets 503; 0: never.
+    pub max_queue_delay_ms: u64,
     /// `false`: no per-source rates at all.
     pub rate_limits: bool,
     pub invite_rate: f64,
@@ -283,6 +286,7 @@ impl Default for LimitsSection {
             max_calls: l.max_calls,
             max_calls_in_setup: l.max_calls_in_setup,
             retry_after_secs: l.retry_after_secs,
+            max_queue_delay_ms: l.max_queue_delay.map_or(0, |d| d.as_millis() as u64),
             rate_limits: true,
             invite_rate: r.invite.per_second,
             register_rate: r.register.per_second,
@@ -308,6 +312,8 @@ impl LimitsSection {
             max_calls: self.max_calls,
             max_calls_in_setup: self.max_calls_in_setup,
             retry_after_secs: self.retry_after_secs,
+            max_queue_delay: (self.max_queue_delay_ms != 0)
+                .then(|| Duration::from_millis(self.max_queue_delay_ms)),
             rates: self.rate_limits.then(|| RateLimits {
                 invite: rate(self.invite_rate),
                 register: rate(self.register_rate),
@@ -350,6 +356,18 @@ impl LimitsSection {
                 path,
                 "limits.retry_after_secs",
                 format!("{} is outside 1-3600", self.retry_after_secs),
+            ));
+        }
+        // Past 32 s (64*T1) the INVITE's sender has given up: a limit
+        // that high sheds nothing anyone waits for.
+        if self.max_queue_delay_ms > 32_000 {
+            errors.push(err(
+                path,
+                "limits.max_queue_delay_ms",
+                format!(
+                    "{} is more than 32000 (64*T1, when the caller has given up); 0 turns overload control off",
+                    self.max_queue_delay_ms
+                ),
             ));
         }
         if !(1..=300).contains(&self.tls_handshake_timeout_secs) {
@@ -975,6 +993,7 @@ mod tests {
         let l = LimitsSection {
             max_calls: 0,
             retry_after_secs: 0,
+            max_queue_delay_ms: 40_000,
             invite_rate: -1.0,
             unknown_total_rate: f64::NAN,
             ..LimitsSection::default()
@@ -988,6 +1007,7 @@ mod tests {
                 "limits.max_calls",
                 "limits.max_calls_in_setup",
                 "limits.retry_after_secs",
+                "limits.max_queue_delay_ms",
                 "limits.invite_rate",
                 "limits.unknown_total_rate"
             ]

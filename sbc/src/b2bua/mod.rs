@@ -145,6 +145,10 @@ pub struct Limits {
     pub max_calls_in_setup: usize,
     /// Retry-After of those 503s, in seconds.
     pub retry_after_secs: u32,
+    /// While every message for T1 waited longer than this between its
+    /// arrival and its turn, a new INVITE is answered 503 (see
+    /// [`crate::sip::endpoint::Overload`]); `None`: never.
+    pub max_queue_delay: Option<Duration>,
     /// Per-source request rates, before any transaction is made; `None`:
     /// unlimited.
     pub rates: Option<crate::sip::endpoint::RateLimits>,
@@ -159,6 +163,9 @@ impl Default for Limits {
             max_calls: 2000,
             max_calls_in_setup: 200,
             retry_after_secs: 5,
+            // Well under T1 (500 ms): an INVITE answered later than that
+            // has been sent again, and both copies join the backlog.
+            max_queue_delay: Some(Duration::from_millis(200)),
             rates: Some(crate::sip::endpoint::RateLimits::default()),
             // The hub opens a few connections per proxy and sends OPTIONS
             // on them every minute: 15 idle minutes is a dead peer.
@@ -198,6 +205,8 @@ pub struct SbcView {
     pub registrations: u64,
     /// Carrier gateways whose last OPTIONS failed.
     pub gateways_down: Vec<String>,
+    /// New INVITEs answered 503 by overload control.
+    pub shed: u64,
     /// What the admission gate refused (see [`Limits::rates`]).
     pub admission: Option<crate::sip::endpoint::AdmissionStats>,
     /// One record per call that is over (at most [`MAX_RECORDS`]; the
@@ -387,6 +396,10 @@ pub(crate) struct Sbc {
     hubs_up: std::collections::BTreeSet<String>,
     /// When the SBC started: call records count from here.
     pub(crate) started_at: Option<Instant>,
+    /// Overload: the endpoint's count of INVITEs shed at the last turn,
+    /// and when the episode under way began (see [`Sbc::observe`]).
+    shed_seen: u64,
+    shedding_since: Option<u64>,
 }
 
 impl Sbc {
@@ -421,6 +434,8 @@ impl Sbc {
             gateway_keys: BTreeMap::new(),
             hubs_up: Default::default(),
             started_at: None,
+            shed_seen: 0,
+            shedding_since: None,
         }
     }
 
@@ -652,6 +667,14 @@ impl Role for Sbc {
         }
         // The admission gate trusts the configured peers: the carrier's
         // addresses and the hub proxies' (resolved now, at start).
+        ua.set_overload(self.config.limits.max_queue_delay.map(|d| {
+            crate::sip::endpoint::Overload {
+                max_queue_delay: d,
+                // T1: a sender that heard nothing in that time sends again.
+                interval: self.config.timers.t1,
+                retry_after_secs: self.config.limits.retry_after_secs,
+            }
+        }));
         if let Some(rates) = self.config.limits.rates.clone() {
             let mut gate = crate::sip::endpoint::Admission::new(rates);
             self.carrier_ips.iter().for_each(|ip| gate.trust(*ip));
@@ -815,7 +838,30 @@ impl Role for Sbc {
     fn observe(&mut self, ua: &UserAgent) {
         let (calls, ports) = (self.calls.len(), self.ports.in_use());
         let open = self.relays_open.load(Ordering::SeqCst);
+        // An overload episode is two problem lines, not one per INVITE
+        // shed: when shedding starts, and when the queue is short again.
+        let (shed, delay) = (ua.endpoint().stats().shed, ua.endpoint().queue_delay());
+        let limit = self.config.limits.max_queue_delay.unwrap_or(Duration::MAX);
+        let seen = std::mem::replace(&mut self.shed_seen, shed);
+        match self.shedding_since {
+            None if shed > seen => {
+                self.shedding_since = Some(seen);
+                let why = format!(
+                    "new INVITEs answered 503: requests wait {} ms for their turn (limits.max_queue_delay_ms = {})",
+                    delay.as_millis(),
+                    limit.as_millis()
+                );
+                self.problem("overload", why);
+            }
+            Some(since) if delay <= limit => {
+                self.shedding_since = None;
+                let why = format!("over: {} new INVITEs were answered 503", shed - since);
+                self.problem("overload", why);
+            }
+            _ => {}
+        }
         let mut v = self.view();
+        v.shed = shed;
         v.ua = ua.counts();
         v.admission = ua.endpoint().admission().map(|a| a.stats());
         v.live_calls = calls;

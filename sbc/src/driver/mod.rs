@@ -213,8 +213,10 @@ where
                 }
             }
             ev = events.recv() => match ev {
-                Some(TransportEvent::Message { message, raw, source }) => {
-                    ua.handle_message(now(), message, raw, source)
+                Some(TransportEvent::Message { message, raw, source, received }) => {
+                    let now = now();
+                    ua.note_queue_delay(now, now.saturating_duration_since(received));
+                    ua.handle_message(now, message, raw, source)
                 }
                 Some(TransportEvent::Malformed { error, raw, source }) => {
                     ua.handle_malformed(now(), error, &raw, source)

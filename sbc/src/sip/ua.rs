@@ -28,7 +28,7 @@ use crate::sip::transport::{Source, Target};
 use crate::sip::wire::{Message, Method, WireError};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct UaConfig {
@@ -152,6 +152,17 @@ impl UserAgent {
     /// Limit new requests per source (see [`crate::sip::endpoint::Admission`]).
     pub fn set_admission(&mut self, admission: Option<crate::sip::endpoint::Admission>) {
         self.endpoint.set_admission(admission);
+    }
+
+    /// Shed new INVITEs that waited too long (see
+    /// [`crate::sip::endpoint::Overload`]).
+    pub fn set_overload(&mut self, overload: Option<crate::sip::endpoint::Overload>) {
+        self.endpoint.set_overload(overload);
+    }
+
+    /// How long the next message waited in the driver's queue.
+    pub fn note_queue_delay(&mut self, now: Instant, delay: Duration) {
+        self.endpoint.note_queue_delay(now, delay);
     }
 
     pub fn session_config(&self) -> &SessionConfig {

@@ -20,7 +20,7 @@ use crate::sip::transport::{Source, Target, TransportKind};
 use crate::sip::wire::{Message, Method, WireError};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
@@ -129,6 +129,28 @@ pub struct EndpointStats {
     pub stray_responses: u64,
     /// Merged requests answered 482 (RFC 3261 §8.2.2.2).
     pub merged: u64,
+    /// New INVITEs answered 503 because they waited in the queue longer
+    /// than the overload limit (see [`Overload`]).
+    pub shed: u64,
+}
+
+/// Overload control: while the host has a standing queue, a new INVITE is
+/// answered 503 with Retry-After (RFC 3261 §21.5.4) before any
+/// transaction is made. A host that has fallen behind sheds new calls, and
+/// keeps serving the calls it holds and their in-dialog requests, rather
+/// than letting the retransmissions of requests it answers late pile on
+/// top of its backlog. RFC 7339's feedback would tell the sender how much
+/// to cut; a carrier or the hub that knows only RFC 3261 understands 503.
+///
+/// A standing queue is CoDel's (RFC 8289 §4.2): not one message that
+/// waited long, which a burst or the OS taking the CPU away for a moment
+/// also makes, but every message for `interval` waiting longer than
+/// `max_queue_delay`. It ends with the first message that waited less.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overload {
+    pub max_queue_delay: Duration,
+    pub interval: Duration,
+    pub retry_after_secs: u32,
 }
 
 pub struct EndpointCore {
@@ -141,6 +163,11 @@ pub struct EndpointCore {
     stats: EndpointStats,
     /// Per-source limits on new requests; none: every request admitted.
     admission: Option<Admission>,
+    overload: Option<Overload>,
+    /// How long the message being handled waited before its turn, and
+    /// since when every message has waited longer than the overload limit.
+    queue_delay: Duration,
+    delayed_since: Option<Instant>,
     /// Every transaction's next timer, in deadline order, so that the
     /// earliest is read and the due ones taken without visiting every
     /// transaction: a busy SBC holds tens of thousands (each lingers up
@@ -179,6 +206,9 @@ impl EndpointCore {
             events: VecDeque::new(),
             stats: EndpointStats::default(),
             admission: None,
+            overload: None,
+            queue_delay: Duration::ZERO,
+            delayed_since: None,
             timers: BTreeSet::new(),
             scheduled: BTreeMap::new(),
             by_request: BTreeMap::new(),
@@ -255,6 +285,34 @@ impl EndpointCore {
 
     pub fn admission(&self) -> Option<&Admission> {
         self.admission.as_ref()
+    }
+
+    pub fn set_overload(&mut self, overload: Option<Overload>) {
+        self.overload = overload;
+    }
+
+    /// How long the next message handled waited between its arrival (read
+    /// from its socket) and its turn, `now`: the driver's backlog.
+    pub fn note_queue_delay(&mut self, now: Instant, delay: Duration) {
+        self.queue_delay = delay;
+        let over = self.overload.is_some_and(|o| delay > o.max_queue_delay);
+        match (over, self.delayed_since) {
+            (true, None) => self.delayed_since = Some(now),
+            (false, _) => self.delayed_since = None,
+            (true, Some(_)) => {}
+        }
+    }
+
+    pub fn queue_delay(&self) -> Duration {
+        self.queue_delay
+    }
+
+    /// Whether new INVITEs are shed now (see [`Overload`]).
+    pub fn overloaded(&self, now: Instant) -> bool {
+        match (self.overload, self.delayed_since) {
+            (Some(o), Some(since)) => now.saturating_duration_since(since) >= o.interval,
+            _ => false,
+        }
     }
 
     pub fn config(&self) -> &EndpointConfig {
@@ -671,8 +729,9 @@ impl EndpointCore {
         }
     }
 
-    /// Ask the admission gate about a new request; answer it 503 (a
-    /// trusted source over its rate) or drop it (an unknown one). No
+    /// Ask the overload limit and the admission gate about a new request;
+    /// answer it 503 (an INVITE that waited too long, or a trusted source
+    /// over its rate) or drop it (an unknown source over its rate). No
     /// transaction is made for either: a retransmission meets the gate
     /// again. `true`: go on.
     fn admit(
@@ -682,10 +741,19 @@ impl EndpointCore {
         request: &Message,
         source: &Source,
     ) -> bool {
+        let in_dialog = request.to_header().ok().is_some_and(|t| t.tag().is_some());
+        if let Some(o) = self.overload {
+            // Only new calls are shed: what ends or changes a call held
+            // (BYE, re-INVITE, CANCEL, ACK) frees what the backlog needs.
+            if request.method() == Some(&Method::Invite) && !in_dialog && self.overloaded(now) {
+                self.stats.shed += 1;
+                self.busy(key, request, source, o.retry_after_secs);
+                return false;
+            }
+        }
         let Some(gate) = self.admission.as_mut() else {
             return true;
         };
-        let in_dialog = request.to_header().ok().is_some_and(|t| t.tag().is_some());
         // Only a client certificate the listener accepted gives a TLS
         // source its peer names (see `TlsListen::allowed_client_names`).
         let authenticated = source.transport == TransportKind::Tls && !source.peer_names.is_empty();
@@ -699,20 +767,24 @@ impl EndpointCore {
             Decision::Admit => true,
             Decision::Drop => false,
             Decision::Busy { retry_after_secs } => {
-                // As for a merged request: a To tag from the branch.
-                let tag = format!("{:016x}", crate::sip::rng::fnv1a(key.branch.as_bytes()));
-                let mut resp = response_to(request, 503, "Service Unavailable", Some(&tag));
-                resp.headers
-                    .push("Retry-After", retry_after_secs.to_string());
-                self.style(&mut resp);
-                self.transmits.push_back(Transmit {
-                    message: resp,
-                    destination: Destination::Reply(source.clone()),
-                    key: None,
-                });
+                self.busy(key, request, source, retry_after_secs);
                 false
             }
         }
+    }
+
+    /// 503 with Retry-After, sent with no transaction.
+    fn busy(&mut self, key: &TransactionKey, request: &Message, source: &Source, secs: u32) {
+        // As for a merged request: a To tag from the branch.
+        let tag = format!("{:016x}", crate::sip::rng::fnv1a(key.branch.as_bytes()));
+        let mut resp = response_to(request, 503, "Service Unavailable", Some(&tag));
+        resp.headers.push("Retry-After", secs.to_string());
+        self.style(&mut resp);
+        self.transmits.push_back(Transmit {
+            message: resp,
+            destination: Destination::Reply(source.clone()),
+            key: None,
+        });
     }
 
     /// RFC 3261 §8.2.2.2: a request outside a dialog (no To tag) whose From
@@ -916,6 +988,83 @@ mod tests {
         let t = std::iter::from_fn(|| core.poll_transmit()).collect();
         let e = std::iter::from_fn(|| core.poll_event()).collect();
         (t, e)
+    }
+
+    /// Overload control: while every message for the interval waited
+    /// longer than the limit (a standing queue), a new INVITE gets a
+    /// stateless 503 with Retry-After and leaves nothing; what belongs to a
+    /// call held (the INVITE's own retransmission, a request inside a
+    /// dialog) and OPTIONS pass. One long wait alone sheds nothing, nor
+    /// does any wait with no limit set, and the first short wait ends it.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a fake clock's origin
+    fn a_standing_queue_sheds_new_invites_only() {
+        let mut core = EndpointCore::new(
+            EndpointConfig::new("sbc.example.com"),
+            LocalPorts::default(),
+        );
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let other = |branch: &str, call_id: &str| {
+            let mut m = invite(branch);
+            m.headers.set("Call-ID", call_id);
+            m
+        };
+        let offer = |core: &mut EndpointCore, at: u64, waited: u64, branch: &str| {
+            core.note_queue_delay(ms(at), Duration::from_millis(waited));
+            core.handle_message(ms(at), other(branch, branch), Vec::new(), source());
+            let (sent, events) = drain(core);
+            let statuses: Vec<_> = sent.iter().map(|t| t.message.status()).collect();
+            (statuses, events.len(), sent)
+        };
+        // No limit: any wait is served.
+        assert_eq!(offer(&mut core, 0, 10_000, "a").1, 1);
+        core.set_overload(Some(Overload {
+            max_queue_delay: Duration::from_millis(200),
+            interval: Duration::from_millis(500),
+            retry_after_secs: 7,
+        }));
+        // Long waits, but not yet for the interval: served.
+        assert_eq!(offer(&mut core, 1000, 201, "b").1, 1);
+        assert_eq!(offer(&mut core, 1499, 900, "c").1, 1);
+        assert!(!core.overloaded(ms(1499)));
+        // Every message for 500 ms: 503, no transaction, no event.
+        let transactions = core.transactions();
+        let (statuses, events, sent) = offer(&mut core, 1500, 250, "d");
+        assert_eq!((statuses, events), (vec![Some(503)], 0));
+        assert_eq!(sent[0].message.headers.get("Retry-After"), Some("7"));
+        assert!(
+            sent[0].message.to_header().unwrap().tag().is_some(),
+            "§8.2.6.2"
+        );
+        assert_eq!(core.transactions(), transactions, "no transaction for it");
+        // A retransmission of an INVITE already held: its transaction's.
+        let (statuses, _, _) = offer(&mut core, 1501, 250, "c");
+        assert_eq!(statuses, [Some(100)]);
+        // Inside a dialog (a To tag), and OPTIONS: served.
+        let text = String::from_utf8(other("e", "c").to_bytes())
+            .unwrap()
+            .replacen("INVITE", "BYE", 1)
+            .replace("1 INVITE", "2 BYE")
+            .replace("@192.0.2.1>\r\n", "@192.0.2.1>;tag=to1\r\n");
+        let bye = Message::parse(text.as_bytes()).unwrap();
+        assert!(bye.to_header().unwrap().tag().is_some());
+        core.note_queue_delay(ms(1502), Duration::from_millis(250));
+        core.handle_message(ms(1502), bye, Vec::new(), source());
+        let text = String::from_utf8(other("f", "f").to_bytes())
+            .unwrap()
+            .replacen("INVITE", "OPTIONS", 1)
+            .replace("1 INVITE", "1 OPTIONS");
+        let options = Message::parse(text.as_bytes()).unwrap();
+        core.handle_message(ms(1502), options, Vec::new(), source());
+        let (sent, events) = drain(&mut core);
+        assert!(sent.is_empty(), "{sent:?}");
+        assert_eq!(events.len(), 2, "{events:?}");
+        // One short wait ends it; a long one after starts the count again.
+        assert_eq!(offer(&mut core, 1600, 200, "g").1, 1);
+        assert_eq!(offer(&mut core, 1700, 300, "h").1, 1);
+        assert!(core.overloaded(ms(2200)) && !core.overloaded(ms(2199)));
+        assert_eq!(core.stats().shed, 1);
     }
 
     /// The admission gate answers before any transaction exists: a trusted

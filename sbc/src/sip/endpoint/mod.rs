@@ -8,5 +8,6 @@ mod core;
 pub use self::admission::{Admission, AdmissionStats, Decision, Rate, RateLimits};
 
 pub use self::core::{
-    Destination, EndpointConfig, EndpointCore, EndpointEvent, EndpointStats, LocalPorts, Transmit,
+    Destination, EndpointConfig, EndpointCore, EndpointEvent, EndpointStats, LocalPorts, Overload,
+    Transmit,
 };

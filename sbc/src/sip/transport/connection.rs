@@ -64,6 +64,7 @@ pub(crate) async fn udp_receive_loop<N: Network>(inner: Arc<Inner<N>>, sock: Arc
         let Ok((n, remote)) = sock.recv_from(&mut buf).await else {
             continue;
         };
+        let received = tokio::time::Instant::now().into_std();
         let raw = buf[..n].to_vec();
         // RFC 5626 §4.4.1 keep-alives and stray CRLFs are not messages.
         if raw.iter().all(|b| b.is_ascii_whitespace()) {
@@ -88,6 +89,7 @@ pub(crate) async fn udp_receive_loop<N: Network>(inner: Arc<Inner<N>>, sock: Arc
                 message,
                 raw,
                 source,
+                received,
             },
             Err(error) => TransportEvent::Malformed { error, raw, source },
         };
@@ -428,8 +430,9 @@ async fn run_stream<N: Network, S>(
                             }
                         }
                         Ok(Some(Frame::Message(message, raw))) => {
+                            let received = tokio::time::Instant::now().into_std();
                             inner.trace(Direction::Received, source.local, source.remote, source.transport, raw.clone());
-                            if inner.events.send(TransportEvent::Message { message, raw, source: source.clone() }).is_err() {
+                            if inner.events.send(TransportEvent::Message { message, raw, source: source.clone(), received }).is_err() {
                                 return;
                             }
                         }

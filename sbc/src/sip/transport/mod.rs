@@ -146,6 +146,9 @@ pub enum TransportEvent {
         message: Message,
         raw: Vec<u8>,
         source: Source,
+        /// When it was read from its socket (the runtime's clock): how
+        /// long it then waits for its turn is the host's backlog.
+        received: std::time::Instant,
     },
     /// Bytes that are not SIP. On a stream the connection is closed after this.
     Malformed {
