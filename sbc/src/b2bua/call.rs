@@ -3,7 +3,10 @@
 //! each, and the media relay between them. Policy only: each leg's SIP is
 //! its session's.
 
+mod calls;
 mod transfer;
+
+pub(crate) use calls::Calls;
 
 pub(super) use transfer::ReferTarget;
 
@@ -568,7 +571,7 @@ impl Sbc {
             let why = format!("{} calls held (max_calls)", self.calls.len());
             return Err(Rejection::busy(limits.retry_after_secs, why));
         }
-        let in_setup = self.calls.values().filter(|c| c.in_setup()).count();
+        let in_setup = self.calls.in_setup();
         if in_setup >= limits.max_calls_in_setup {
             let why = format!("{in_setup} calls in setup (max_calls_in_setup)");
             return Err(Rejection::busy(limits.retry_after_secs, why));
@@ -1565,9 +1568,12 @@ impl Sbc {
         let Some(timeout) = self.config.media_timeout else {
             return;
         };
-        let due: Vec<u64> = (self.calls.values())
-            .filter(|c| c.media_watch.is_some_and(|w| w.next_look() <= now))
-            .map(|c| c.id)
+        let due: Vec<u64> = (self.calls.due(now).into_iter())
+            .filter(|id| {
+                let c = self.calls.get(id);
+                c.and_then(|c| c.media_watch)
+                    .is_some_and(|w| w.next_look() <= now)
+            })
             .collect();
         for id in due {
             let Some(c) = self.calls.get_mut(&id) else {
@@ -1605,9 +1611,9 @@ impl Sbc {
     pub(crate) fn calls_due(&mut self, now: Instant, ua: &mut UserAgent) {
         self.media_due(now, ua);
         self.retired_due(now, ua);
-        let holds: Vec<(u64, bool)> = self
-            .calls
-            .values()
+        let due = self.calls.due(now);
+        let holds: Vec<(u64, bool)> = (due.iter())
+            .filter_map(|id| self.calls.get(id))
             .filter_map(|c| {
                 c.hold_due
                     .filter(|h| h.retry_at <= now)
@@ -1617,9 +1623,9 @@ impl Sbc {
         for (id, to_a) in holds {
             self.hold_when_free(now, ua, id, to_a);
         }
-        let refers: Vec<u64> = self
-            .calls
-            .values()
+        let due = self.calls.due(now);
+        let refers: Vec<u64> = (due.iter())
+            .filter_map(|id| self.calls.get(id))
             .filter(|c| {
                 c.waiting_refer
                     .as_ref()
@@ -1630,9 +1636,8 @@ impl Sbc {
         for id in refers {
             self.send_waiting_refer(now, ua, id, None);
         }
-        let due: Vec<u64> = self
-            .calls
-            .values()
+        let due: Vec<u64> = (self.calls.due(now).iter())
+            .filter_map(|id| self.calls.get(id))
             .filter(|c| c.ring_deadline.is_some_and(|t| t <= now))
             .map(|c| c.id)
             .collect();

@@ -367,7 +367,7 @@ pub(crate) struct Sbc {
     view: Arc<Mutex<SbcView>>,
     ip: IpAddr,
     ports: PortAllocator,
-    calls: BTreeMap<u64, call::Call>,
+    calls: call::Calls,
     by_session: BTreeMap<crate::sip::session::SessionId, u64>,
     next_call: u64,
     media_out: VecDeque<RelayCommand>,
@@ -416,7 +416,7 @@ impl Sbc {
             config,
             view,
             ports,
-            calls: BTreeMap::new(),
+            calls: call::Calls::default(),
             by_session: BTreeMap::new(),
             next_call: 0,
             media_out: VecDeque::new(),
@@ -826,9 +826,13 @@ impl Role for Sbc {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let calls = self.calls.values().filter_map(|c| c.wake());
+        let calls = self.calls.next_wake();
         let register = self.registration.as_ref().and_then(|r| r.poll_timeout());
-        calls.chain(self.next_options).chain(register).min()
+        calls
+            .into_iter()
+            .chain(self.next_options)
+            .chain(register)
+            .min()
     }
 
     fn poll_media(&mut self) -> Option<RelayCommand> {

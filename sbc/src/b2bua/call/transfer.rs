@@ -872,7 +872,10 @@ impl Sbc {
 
     /// Teams legs we moved off that are still up after [`RETIRE_AFTER`].
     pub(super) fn retired_due(&mut self, now: Instant, ua: &mut UserAgent) {
-        for c in self.calls.values_mut() {
+        for id in self.calls.due(now) {
+            let Some(c) = self.calls.get_mut(&id) else {
+                continue;
+            };
             if c.retire_by.is_none_or(|t| t > now) {
                 continue;
             }
