@@ -3,10 +3,20 @@
 //! each, and the media relay between them. Policy only: each leg's SIP is
 //! its session's.
 
-mod calls;
 mod transfer;
 
-pub(crate) use calls::Calls;
+/// The calls held, by id, with their timers and setup state indexed.
+pub(crate) type Calls = crate::driver::timed::TimedMap<u64, Call>;
+
+impl crate::driver::timed::Timed for Call {
+    fn wake(&self) -> Option<Instant> {
+        Call::wake(self)
+    }
+    /// In setup: admission counts these for each new INVITE.
+    fn flagged(&self) -> bool {
+        self.in_setup()
+    }
+}
 
 pub(super) use transfer::ReferTarget;
 
@@ -571,7 +581,7 @@ impl Sbc {
             let why = format!("{} calls held (max_calls)", self.calls.len());
             return Err(Rejection::busy(limits.retry_after_secs, why));
         }
-        let in_setup = self.calls.in_setup();
+        let in_setup = self.calls.flagged();
         if in_setup >= limits.max_calls_in_setup {
             let why = format!("{in_setup} calls in setup (max_calls_in_setup)");
             return Err(Rejection::busy(limits.retry_after_secs, why));

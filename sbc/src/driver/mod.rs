@@ -13,6 +13,7 @@
 //! seed always takes the same branch.
 
 mod send;
+pub mod timed;
 
 use crate::sip::endpoint::LocalPorts;
 use crate::sip::rng::SeededRng;

@@ -82,8 +82,8 @@ pub(crate) struct HubCall {
 /// drop, not its Reason: a guess (docs/hub-refusals.md).
 const MEDIA_TIMEOUT_STATUS: u16 = 408;
 
-impl HubCall {
-    pub(crate) fn wake(&self) -> Option<Instant> {
+impl sbc::driver::timed::Timed for HubCall {
+    fn wake(&self) -> Option<Instant> {
         [
             self.callee.as_ref().and_then(|c| c.poll_timeout()),
             self.ack_deadline,
@@ -929,13 +929,7 @@ impl Proxy {
     pub(crate) fn calls_due(&mut self, now: Instant, ua: &mut UserAgent) {
         self.failover_due(now, ua);
         self.transfers_due(now, ua);
-        let ids: Vec<SessionId> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.wake().is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+        for id in self.calls.due(now) {
             loop {
                 let step = self
                     .calls
@@ -1152,11 +1146,10 @@ impl Proxy {
 
     /// A Teams user hangs up their call on this proxy; `false`: none here.
     pub(crate) fn hang_up(&mut self, now: Instant, ua: &mut UserAgent, user: &str) -> bool {
-        let found = self
-            .calls
-            .iter_mut()
-            .find(|(_, c)| c.user == user && c.why.is_none() && !c.superseded);
-        if let Some((&id, c)) = found {
+        let found = (self.calls.iter())
+            .find(|(_, c)| c.user == user && c.why.is_none() && !c.superseded)
+            .map(|(id, _)| *id);
+        if let Some((id, c)) = found.and_then(|id| Some((id, self.calls.get_mut(&id)?))) {
             c.why = Some(format!("hung up by Teams user {user}"));
             if let Some(callee) = c.callee.as_mut() {
                 callee.stop();

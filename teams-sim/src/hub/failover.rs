@@ -161,11 +161,11 @@ impl Proxy {
     /// (the stack waits for a provisional if none came) and try the next
     /// SBC (behaviour §4: recorded as 408 / 500001).
     pub(crate) fn failover_due(&mut self, now: Instant, ua: &mut UserAgent) {
-        let due: Vec<SessionId> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.failover_at.is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
+        let due: Vec<SessionId> = (self.calls.due(now).into_iter())
+            .filter(|id| {
+                let c = self.calls.get(id);
+                c.is_some_and(|c| c.failover_at.is_some_and(|t| t <= now))
+            })
             .collect();
         for id in due {
             let Some(c) = self.calls.get_mut(&id) else {

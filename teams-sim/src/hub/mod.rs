@@ -579,7 +579,8 @@ pub(crate) struct Proxy {
     media_ip: Option<IpAddr>,
     /// The Teams clients' addresses, in the order of `config.clients`.
     client_ips: Vec<IpAddr>,
-    calls: BTreeMap<SessionId, calls::HubCall>,
+    /// The calls, by their first session, with their timers indexed.
+    calls: sbc::driver::timed::TimedMap<SessionId, calls::HubCall>,
     next_media: u64,
     media_out: VecDeque<ProbeCommand>,
     relay_out: VecDeque<RelayCommand>,
@@ -602,7 +603,7 @@ impl Proxy {
             view,
             media_ip: None,
             client_ips: Vec::new(),
-            calls: BTreeMap::new(),
+            calls: Default::default(),
             next_media: 0,
             media_out: VecDeque::new(),
             relay_out: VecDeque::new(),
@@ -777,10 +778,10 @@ impl Role for Proxy {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let calls = self.calls.values().filter_map(|c| c.wake());
+        let calls = self.calls.next_wake();
         let pings = self.pings.values().map(|p| p.next);
         let silence = self.heard.values().map(|t| *t + self.config.demote_after);
-        calls.chain(pings).chain(silence).min()
+        calls.into_iter().chain(pings).chain(silence).min()
     }
 
     fn poll_media(&mut self) -> Option<HubMediaCommand> {

@@ -440,10 +440,9 @@ impl Proxy {
 
     /// Transfers whose SBC part did not come in time (case 9.47).
     pub(crate) fn transfers_due(&mut self, now: Instant, ua: &mut UserAgent) {
-        let due: Vec<(SessionId, String)> = self
-            .calls
-            .iter()
-            .filter_map(|(id, c)| {
+        let due: Vec<(SessionId, String)> = (self.calls.due(now).into_iter())
+            .filter_map(|id| {
+                let c = self.calls.get(&id)?;
                 let t = c.transfer.as_ref()?;
                 if t.deadline.is_none_or(|d| d > now) {
                     return None;
@@ -458,7 +457,7 @@ impl Proxy {
                     "no final NOTIFY"
                 };
                 Some((
-                    *id,
+                    id,
                     format!("{why} within {} s (case 9.47)", TRANSFER_TIMEOUT.as_secs()),
                 ))
             })
@@ -576,8 +575,8 @@ impl Proxy {
         let call_id = value.split(';').next().unwrap_or_default().trim();
         let known = self
             .calls
-            .keys()
-            .any(|id| ua.session(*id).is_some_and(|s| s.call_id() == call_id));
+            .iter()
+            .any(|(id, _)| ua.session(*id).is_some_and(|s| s.call_id() == call_id));
         (!known).then(|| Refusal::ReplacesUnknownDialog {
             call_id: call_id.to_string(),
         })
