@@ -259,8 +259,8 @@ pub struct LimitsSection {
     pub max_calls: usize,
     pub max_calls_in_setup: usize,
     pub retry_after_secs: u32,
-    /// Overload control: a new INVITE that waited longer than this in the
-    /// SBC's queue gets 503; 0: never.
+    /// Overload control: while every message for T1 waited longer than
+    /// this in the SBC's queue, a new INVITE gets 503; 0: never.
     pub max_queue_delay_ms: u64,
     /// `false`: no per-source rates at all.
     pub rate_limits: bool,

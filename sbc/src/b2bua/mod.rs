@@ -396,10 +396,9 @@ pub(crate) struct Sbc {
     hubs_up: std::collections::BTreeSet<String>,
     /// When the SBC started: call records count from here.
     pub(crate) started_at: Option<Instant>,
-    /// Overload: the endpoint's count of INVITEs shed at the last turn,
-    /// and when the episode under way began (see [`Sbc::observe`]).
-    shed_seen: u64,
-    shedding_since: Option<u64>,
+    /// When the endpoint has an overload episode to tell of, as of the
+    /// last turn (see [`Sbc::observe`]).
+    overload_due: Option<Instant>,
 }
 
 impl Sbc {
@@ -434,8 +433,7 @@ impl Sbc {
             gateway_keys: BTreeMap::new(),
             hubs_up: Default::default(),
             started_at: None,
-            shed_seen: 0,
-            shedding_since: None,
+            overload_due: None,
         }
     }
 
@@ -561,6 +559,26 @@ impl Sbc {
 
     fn problem(&self, kind: &'static str, p: String) {
         self.view().problems.push(kind, p);
+    }
+
+    /// An overload episode is two problem lines, not one per INVITE shed:
+    /// when shedding starts, and once none was shed for a quiet spell.
+    fn tell_overload(&mut self, now: Instant, ua: &mut UserAgent) {
+        use crate::sip::endpoint::{OverloadNote, OVERLOAD_QUIET};
+        let limit = self.config.limits.max_queue_delay.unwrap_or_default();
+        let why = match ua.overload_note(now) {
+            Some(OverloadNote::Started { waited }) => format!(
+                "new INVITEs answered 503: every request for T1 waited over {} ms for its turn, the last {} ms (limits.max_queue_delay_ms)",
+                limit.as_millis(),
+                waited.as_millis()
+            ),
+            Some(OverloadNote::Ended { shed }) => format!(
+                "over: {shed} new INVITEs were answered 503, none in the last {} s",
+                OVERLOAD_QUIET.as_secs()
+            ),
+            None => return,
+        };
+        self.problem("overload", why);
     }
 
     /// The Allow the SBC writes everywhere: the hub picks its transfer
@@ -823,6 +841,10 @@ impl Role for Sbc {
             self.registration_due(now, ua);
         }
         self.calls_due(now, ua);
+        if self.overload_due.is_some_and(|t| t <= now) {
+            self.overload_due = None;
+            self.tell_overload(now, ua);
+        }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -832,6 +854,7 @@ impl Role for Sbc {
             .into_iter()
             .chain(self.next_options)
             .chain(register)
+            .chain(self.overload_due)
             .min()
     }
 
@@ -842,28 +865,9 @@ impl Role for Sbc {
     fn observe(&mut self, ua: &UserAgent) {
         let (calls, ports) = (self.calls.len(), self.ports.in_use());
         let open = self.relays_open.load(Ordering::SeqCst);
-        // An overload episode is two problem lines, not one per INVITE
-        // shed: when shedding starts, and when the queue is short again.
-        let (shed, delay) = (ua.endpoint().stats().shed, ua.endpoint().queue_delay());
-        let limit = self.config.limits.max_queue_delay.unwrap_or(Duration::MAX);
-        let seen = std::mem::replace(&mut self.shed_seen, shed);
-        match self.shedding_since {
-            None if shed > seen => {
-                self.shedding_since = Some(seen);
-                let why = format!(
-                    "new INVITEs answered 503: requests wait {} ms for their turn (limits.max_queue_delay_ms = {})",
-                    delay.as_millis(),
-                    limit.as_millis()
-                );
-                self.problem("overload", why);
-            }
-            Some(since) if delay <= limit => {
-                self.shedding_since = None;
-                let why = format!("over: {} new INVITEs were answered 503", shed - since);
-                self.problem("overload", why);
-            }
-            _ => {}
-        }
+        // poll_timeout has no UA: the endpoint's overload news is a timer.
+        self.overload_due = ua.endpoint().overload_due();
+        let shed = ua.endpoint().stats().shed;
         let mut v = self.view();
         v.shed = shed;
         v.ua = ua.counts();

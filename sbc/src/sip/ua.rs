@@ -160,6 +160,12 @@ impl UserAgent {
         self.endpoint.set_overload(overload);
     }
 
+    /// The start or end of an overload episode, once each (see
+    /// [`crate::sip::endpoint::EndpointCore::overload_note`]).
+    pub fn overload_note(&mut self, now: Instant) -> Option<crate::sip::endpoint::OverloadNote> {
+        self.endpoint.overload_note(now)
+    }
+
     /// How long the next message waited in the driver's queue.
     pub fn note_queue_delay(&mut self, now: Instant, delay: Duration) {
         self.endpoint.note_queue_delay(now, delay);

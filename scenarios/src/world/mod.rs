@@ -837,7 +837,9 @@ impl Lab {
     /// worlds: one host fewer in ten made a simulated call ~15 % faster
     /// (docs/benchmarks.md). It joins last: no other host's address moves.
     pub fn attack(&mut self, attack: crate::attacker::Attack) -> Result<(), LabError> {
-        if let (Engine::Sim(sim), Some(host)) = (&mut self.sim, self.attacker_host.take()) {
+        // A real lab has no attacker: say so, as for any simulation-only step.
+        let sim = self.sim.sim("an attacking host")?;
+        if let Some(host) = self.attacker_host.take() {
             let AttackerHost {
                 view,
                 sbc,

@@ -153,6 +153,29 @@ pub struct Overload {
     pub retry_after_secs: u32,
 }
 
+/// An overload episode ends when nothing was shed for this long: waits
+/// that hover around the limit would otherwise start and end one every
+/// T1, and their log lines would push every other problem out.
+pub const OVERLOAD_QUIET: Duration = Duration::from_secs(10);
+
+/// What an operator is told of overload (see [`EndpointCore::overload_note`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverloadNote {
+    /// Shedding began; the wait of the message that tipped it.
+    Started { waited: Duration },
+    /// Nothing shed for [`OVERLOAD_QUIET`]: how many were in the episode.
+    Ended { shed: u64 },
+}
+
+/// An episode under way: the shed count when it began, whether its start
+/// was told, and when the last INVITE was shed.
+#[derive(Debug, Clone, Copy)]
+struct Episode {
+    shed_before: u64,
+    told: bool,
+    last_shed: Instant,
+}
+
 pub struct EndpointCore {
     config: EndpointConfig,
     ports: LocalPorts,
@@ -168,6 +191,7 @@ pub struct EndpointCore {
     /// since when every message has waited longer than the overload limit.
     queue_delay: Duration,
     delayed_since: Option<Instant>,
+    episode: Option<Episode>,
     /// Every transaction's next timer, in deadline order, so that the
     /// earliest is read and the due ones taken without visiting every
     /// transaction: a busy SBC holds tens of thousands (each lingers up
@@ -209,6 +233,7 @@ impl EndpointCore {
             overload: None,
             queue_delay: Duration::ZERO,
             delayed_since: None,
+            episode: None,
             timers: BTreeSet::new(),
             scheduled: BTreeMap::new(),
             by_request: BTreeMap::new(),
@@ -305,6 +330,32 @@ impl EndpointCore {
 
     pub fn queue_delay(&self) -> Duration {
         self.queue_delay
+    }
+
+    /// When [`Self::overload_note`] has something to tell: at once when an
+    /// episode began, else when it will be over if nothing more is shed.
+    pub fn overload_due(&self) -> Option<Instant> {
+        self.episode.map(|e| match e.told {
+            false => e.last_shed,
+            true => e.last_shed + OVERLOAD_QUIET,
+        })
+    }
+
+    /// The start or the end of an overload episode, once each.
+    pub fn overload_note(&mut self, now: Instant) -> Option<OverloadNote> {
+        let e = self.episode.as_mut()?;
+        if !e.told {
+            e.told = true;
+            return Some(OverloadNote::Started {
+                waited: self.queue_delay,
+            });
+        }
+        if now < e.last_shed + OVERLOAD_QUIET {
+            return None;
+        }
+        let shed = self.stats.shed - e.shed_before;
+        self.episode = None;
+        Some(OverloadNote::Ended { shed })
     }
 
     /// Whether new INVITEs are shed now (see [`Overload`]).
@@ -746,6 +797,13 @@ impl EndpointCore {
             // Only new calls are shed: what ends or changes a call held
             // (BYE, re-INVITE, CANCEL, ACK) frees what the backlog needs.
             if request.method() == Some(&Method::Invite) && !in_dialog && self.overloaded(now) {
+                let shed_before = self.stats.shed;
+                let e = self.episode.get_or_insert(Episode {
+                    shed_before,
+                    told: false,
+                    last_shed: now,
+                });
+                e.last_shed = now;
                 self.stats.shed += 1;
                 self.busy(key, request, source, o.retry_after_secs);
                 return false;
@@ -1065,6 +1123,62 @@ mod tests {
         assert_eq!(offer(&mut core, 1700, 300, "h").1, 1);
         assert!(core.overloaded(ms(2200)) && !core.overloaded(ms(2199)));
         assert_eq!(core.stats().shed, 1);
+    }
+
+    /// An operator hears of an overload episode twice: when the first
+    /// INVITE is shed, and once nothing was shed for OVERLOAD_QUIET, with
+    /// the count. Waits that fall under the limit and rise again within
+    /// that time do not end it.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a fake clock's origin
+    fn an_overload_episode_is_told_at_its_start_and_after_a_quiet_spell() {
+        let mut core = EndpointCore::new(
+            EndpointConfig::new("sbc.example.com"),
+            LocalPorts::default(),
+        );
+        core.set_overload(Some(Overload {
+            max_queue_delay: Duration::from_millis(200),
+            interval: Duration::from_millis(500),
+            retry_after_secs: 5,
+        }));
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let offer = |core: &mut EndpointCore, at: u64, waited: u64, branch: &str| {
+            let mut m = invite(branch);
+            m.headers.set("Call-ID", branch);
+            core.note_queue_delay(ms(at), Duration::from_millis(waited));
+            core.handle_message(ms(at), m, Vec::new(), source());
+            drain(core);
+        };
+        assert_eq!(
+            (core.overload_due(), core.overload_note(ms(0))),
+            (None, None)
+        );
+        offer(&mut core, 0, 300, "a");
+        offer(&mut core, 500, 300, "b"); // shed
+        assert_eq!(core.overload_due(), Some(ms(500)));
+        assert_eq!(
+            core.overload_note(ms(500)),
+            Some(OverloadNote::Started {
+                waited: Duration::from_millis(300)
+            })
+        );
+        assert_eq!(core.overload_note(ms(501)), None);
+        // A short wait, then a standing queue again: the same episode.
+        offer(&mut core, 600, 100, "c");
+        offer(&mut core, 700, 300, "d");
+        offer(&mut core, 1200, 300, "e"); // shed
+        assert_eq!(core.stats().shed, 2);
+        assert_eq!(core.overload_due(), Some(ms(1200) + OVERLOAD_QUIET));
+        assert_eq!(core.overload_note(ms(1199) + OVERLOAD_QUIET), None);
+        assert_eq!(
+            core.overload_note(ms(1200) + OVERLOAD_QUIET),
+            Some(OverloadNote::Ended { shed: 2 })
+        );
+        assert_eq!(
+            (core.overload_due(), core.overload_note(ms(20_000))),
+            (None, None)
+        );
     }
 
     /// The admission gate answers before any transaction exists: a trusted

@@ -9,5 +9,5 @@ pub use self::admission::{Admission, AdmissionStats, Decision, Rate, RateLimits}
 
 pub use self::core::{
     Destination, EndpointConfig, EndpointCore, EndpointEvent, EndpointStats, LocalPorts, Overload,
-    Transmit,
+    OverloadNote, Transmit, OVERLOAD_QUIET,
 };
