@@ -374,10 +374,10 @@ impl InviteSession {
         self.provisional_seen
     }
     /// Our tags: what the peer writes in To (UAS) or what we wrote in From (UAC).
-    pub fn local_tags(&self) -> Vec<String> {
+    pub fn local_tags(&self) -> &[String] {
         match self.side {
-            Side::Uac => vec![self.local_tag.clone()],
-            Side::Uas => self.forks.clone(),
+            Side::Uac => std::slice::from_ref(&self.local_tag),
+            Side::Uas => &self.forks,
         }
     }
     /// Every transaction this session has started or answered.

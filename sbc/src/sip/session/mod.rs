@@ -245,10 +245,15 @@ impl SessionConfig {
                 .and_then(|u| u.host())
                 .map(|h| h.to_ascii_lowercase())
         };
+        // Most roles have no routes of their own: no URI to parse then
+        // (this runs for every Record-Route of every dialog made).
+        if self.own_routes.is_empty() {
+            return false;
+        }
         let Some(h) = host(uri) else { return false };
         self.own_routes
             .iter()
-            .any(|o| host(o).is_some_and(|x| x == h) || o.eq_ignore_ascii_case(&h))
+            .any(|o| o.eq_ignore_ascii_case(&h) || host(o).is_some_and(|x| x == h))
     }
 }
 

@@ -36,6 +36,9 @@ pub struct SessionSet {
 struct Filed {
     keys: Vec<TransactionKey>,
     dialogs: Vec<(String, String)>,
+    /// How many of the session's keys and local tags were looked at.
+    keys_seen: usize,
+    tags_seen: usize,
 }
 
 impl SessionSet {
@@ -61,19 +64,24 @@ impl SessionSet {
             return;
         };
         let filed = self.filed.entry(id).or_default();
-        for k in s.keys() {
+        // A session's keys and tags only grow: look at the new ones alone
+        // (this runs after every change to a session, and a lookup by a
+        // string key is most of what it costs).
+        for k in s.keys().get(filed.keys_seen..).unwrap_or_default() {
             if !self.by_tx.contains_key(k) {
                 self.by_tx.insert(k.clone(), id);
                 filed.keys.push(k.clone());
             }
         }
-        for tag in s.local_tags() {
-            let dialog = (s.call_id().to_string(), tag);
+        filed.keys_seen = s.keys().len();
+        for tag in s.local_tags().get(filed.tags_seen..).unwrap_or_default() {
+            let dialog = (s.call_id().to_string(), tag.clone());
             if !self.by_dialog.contains_key(&dialog) {
                 self.by_dialog.insert(dialog.clone(), id);
                 filed.dialogs.push(dialog);
             }
         }
+        filed.tags_seen = s.local_tags().len();
         if let Some(from) = s.reapable_from() {
             if let Some(old) = self.reapable_from.insert(id, from) {
                 self.ended.remove(&(old, id));
