@@ -14,6 +14,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
+// mimalloc rather than glibc's malloc: a call allocates and frees a few
+// thousand small objects (parsed headers, transactions, sessions), and
+// glibc's malloc and free were ~15 % of the sbc's CPU under load
+// (docs/benchmarks.md, issue 15).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sbc",
