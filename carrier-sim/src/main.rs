@@ -20,6 +20,11 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
+// mimalloc rather than glibc's malloc, as in the sbc: glibc's malloc and
+// free were a fifth of teams-sim's CPU samples under load (issue 15).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "carrier-sim",
