@@ -117,27 +117,9 @@ fn main() -> ExitCode {
     );
     // The SBC records what goes wrong (refused TLS, rejected calls, failed
     // sends) in its view; an operator sees each line once, as it happens.
-    let log_view = view.clone();
-    runtime.spawn(async move {
-        let mut next = 0;
-        loop {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            // Only what is new since the last look is copied out of the
-            // (bounded) log; lines that fell out of it meanwhile are counted.
-            let (lines, seq) = log_view
-                .lock()
-                .map(|v| v.problems.since(next))
-                .unwrap_or_default();
-            let missed = (seq - next).saturating_sub(lines.len() as u64);
-            if missed > 0 {
-                eprintln!("sbc: ({missed} more problems not shown)");
-            }
-            for p in lines {
-                eprintln!("sbc: {p}");
-            }
-            next = seq;
-        }
-    });
+    runtime.spawn(sbc::problems::echo(view.clone(), "sbc", |v: &SbcView| {
+        &v.problems
+    }));
     // Call records: drained from the view once a second and appended;
     // without a file, dropped as often (the view would otherwise keep up
     // to MAX_RECORDS of them: ~370 bytes a call, measured under load).

@@ -4,9 +4,30 @@
 //! copies only new lines, never the whole log.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 /// How many lines are kept.
 pub const PROBLEM_RING: usize = 256;
+
+/// Print each problem line once, as it comes, to stderr as `who: line`,
+/// for the programs on real sockets (`sbc`, `teams-sim`): the log is read
+/// twice a second, and only what is new since the last look is copied out
+/// of it. Lines that fell out of the ring meanwhile are counted.
+pub async fn echo<V>(view: Arc<Mutex<V>>, who: &'static str, log: fn(&V) -> &ProblemLog) {
+    let mut next = 0;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let (lines, seq) = view.lock().map(|v| log(&v).since(next)).unwrap_or_default();
+        let missed = (seq - next).saturating_sub(lines.len() as u64);
+        if missed > 0 {
+            eprintln!("{who}: ({missed} more problems not shown)");
+        }
+        for p in lines {
+            eprintln!("{who}: {p}");
+        }
+        next = seq;
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProblemLog {

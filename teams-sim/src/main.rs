@@ -231,6 +231,11 @@ fn main() -> ExitCode {
             }
         };
         let view = Arc::new(Mutex::new(view));
+        // What goes wrong (a refused TLS handshake, no free media port, a
+        // broken SBC obligation) shows as it happens, as the sbc's does.
+        tokio::spawn(sbc::problems::echo(view.clone(), "teams-sim", |v: &HubView| {
+            &v.problems
+        }));
         let (handle, mp_rx) = media_host_channel();
         tokio::spawn(media_host(
             net.clone(),
