@@ -25,7 +25,9 @@ pub trait Timed {
 }
 
 pub struct TimedMap<K, V> {
-    map: BTreeMap<K, V>,
+    /// Boxed: a call is a large struct, and a B-tree node holds eleven
+    /// values inline, moving them on every insert and remove.
+    map: BTreeMap<K, Box<V>>,
     index: RefCell<Index<K>>,
 }
 
@@ -68,33 +70,33 @@ impl<K: Ord + Copy> Index<K> {
     }
 
     /// Take the touched items' timers again.
-    fn refresh<V: Timed>(&mut self, map: &BTreeMap<K, V>) {
+    fn refresh<V: Timed>(&mut self, map: &BTreeMap<K, Box<V>>) {
         for id in std::mem::take(&mut self.touched) {
-            self.set(id, map.get(&id));
+            self.set(id, map.get(&id).map(|v| &**v));
         }
     }
 }
 
 impl<K: Ord + Copy + std::fmt::Debug, V: Timed> TimedMap<K, V> {
     pub fn get(&self, id: &K) -> Option<&V> {
-        self.map.get(id)
+        self.map.get(id).map(|v| &**v)
     }
 
     pub fn get_mut(&mut self, id: &K) -> Option<&mut V> {
         let item = self.map.get_mut(id)?;
         self.index.get_mut().touched.push(*id);
-        Some(item)
+        Some(&mut **item)
     }
 
     pub fn insert(&mut self, id: K, item: V) -> Option<V> {
         self.index.get_mut().touched.push(id);
-        self.map.insert(id, item)
+        self.map.insert(id, Box::new(item)).map(|v| *v)
     }
 
     pub fn remove(&mut self, id: &K) -> Option<V> {
         let item = self.map.remove(id)?;
         self.index.get_mut().set::<V>(*id, None);
-        Some(item)
+        Some(*item)
     }
 
     pub fn len(&self) -> usize {
@@ -106,11 +108,11 @@ impl<K: Ord + Copy + std::fmt::Debug, V: Timed> TimedMap<K, V> {
     }
 
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.map.values()
+        self.map.values().map(|v| &**v)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.map.iter()
+        self.map.iter().map(|(k, v)| (k, &**v))
     }
 
     /// How many items are flagged (see [`Timed::flagged`]).
@@ -134,7 +136,7 @@ impl<K: Ord + Copy + std::fmt::Debug, V: Timed> TimedMap<K, V> {
         // Debug builds (every test) check the index against a full scan.
         debug_assert_eq!(
             next,
-            self.map.values().filter_map(V::wake).min(),
+            self.map.values().filter_map(|v| v.wake()).min(),
             "the timer index missed a change"
         );
         next

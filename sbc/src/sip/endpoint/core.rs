@@ -179,8 +179,8 @@ struct Episode {
 pub struct EndpointCore {
     config: EndpointConfig,
     ports: LocalPorts,
-    clients: BTreeMap<TransactionKey, (ClientTransaction, Target, Slot)>,
-    servers: BTreeMap<TransactionKey, (ServerTransaction, Source, Slot)>,
+    clients: Held<ClientTransaction, Target>,
+    servers: Held<ServerTransaction, Source>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<EndpointEvent>,
     stats: EndpointStats,
@@ -222,6 +222,42 @@ struct Slot {
     at: Option<Instant>,
 }
 
+/// Transactions by key, each with its peer and its [`Slot`]. Boxed: a
+/// transaction is ~400 bytes, and a B-tree node holds eleven values inline,
+/// moving them on every insert and remove (branches are random, so inserts
+/// land anywhere).
+struct Held<T, W>(BTreeMap<TransactionKey, Box<(T, W, Slot)>>);
+
+impl<T, W> Held<T, W> {
+    fn new() -> Self {
+        Held(BTreeMap::new())
+    }
+    fn get(&self, key: &TransactionKey) -> Option<&(T, W, Slot)> {
+        self.0.get(key).map(|b| &**b)
+    }
+    fn get_mut(&mut self, key: &TransactionKey) -> Option<&mut (T, W, Slot)> {
+        self.0.get_mut(key).map(|b| &mut **b)
+    }
+    fn insert(&mut self, key: TransactionKey, held: (T, W, Slot)) {
+        self.0.insert(key, Box::new(held));
+    }
+    fn remove(&mut self, key: &TransactionKey) -> Option<(T, W, Slot)> {
+        self.0.remove(key).map(|b| *b)
+    }
+    fn contains_key(&self, key: &TransactionKey) -> bool {
+        self.0.contains_key(key)
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn values(&self) -> impl Iterator<Item = &(T, W, Slot)> {
+        self.0.values().map(|b| &**b)
+    }
+    fn iter(&self) -> impl Iterator<Item = (&TransactionKey, &(T, W, Slot))> {
+        self.0.iter().map(|(k, b)| (k, &**b))
+    }
+}
+
 /// Which map a transaction lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Side {
@@ -234,8 +270,8 @@ impl EndpointCore {
         EndpointCore {
             config,
             ports,
-            clients: BTreeMap::new(),
-            servers: BTreeMap::new(),
+            clients: Held::new(),
+            servers: Held::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: EndpointStats::default(),

@@ -10,7 +10,9 @@ use std::time::Instant;
 
 #[derive(Debug, Default)]
 pub struct SessionSet {
-    sessions: BTreeMap<SessionId, InviteSession>,
+    /// Boxed: a session is ~2.8 KB, and a B-tree node holds eleven values
+    /// inline, moving them on every insert and remove (issue 15).
+    sessions: BTreeMap<SessionId, Box<InviteSession>>,
     by_tx: BTreeMap<TransactionKey, SessionId>,
     /// (Call-ID, one of our tags) → session.
     by_dialog: BTreeMap<(String, String), SessionId>,
@@ -53,7 +55,7 @@ impl SessionSet {
 
     pub fn insert(&mut self, s: InviteSession) {
         let id = s.id();
-        self.sessions.insert(id, s);
+        self.sessions.insert(id, Box::new(s));
         self.index(id);
     }
 
@@ -118,11 +120,11 @@ impl SessionSet {
     }
 
     pub fn get(&self, id: SessionId) -> Option<&InviteSession> {
-        self.sessions.get(&id)
+        self.sessions.get(&id).map(|s| &**s)
     }
 
     pub fn get_mut(&mut self, id: SessionId) -> Option<&mut InviteSession> {
-        self.sessions.get_mut(&id)
+        self.sessions.get_mut(&id).map(|s| &mut **s)
     }
 
     pub fn by_transaction(&self, key: &TransactionKey) -> Option<SessionId> {
