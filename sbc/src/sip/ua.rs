@@ -28,6 +28,7 @@ use crate::sip::transport::{Source, Target};
 use crate::sip::wire::{Message, Method, WireError};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -116,7 +117,8 @@ pub struct UserAgent {
     sessions: SessionSet,
     routing: RoutingTable,
     rng: SeededRng,
-    config: SessionConfig,
+    /// Shared with every session made from it (copied on write).
+    config: Arc<SessionConfig>,
     events: VecDeque<UaEvent>,
     /// Counted, not passed up: ACKs and stray requests for no dialog.
     unmatched: u64,
@@ -131,7 +133,7 @@ impl UserAgent {
             sessions: SessionSet::new(),
             routing,
             rng,
-            config: session,
+            config: Arc::new(session),
             events: VecDeque::new(),
             unmatched: 0,
         }
@@ -177,7 +179,7 @@ impl UserAgent {
 
     /// For sessions made from now on.
     pub fn session_config_mut(&mut self) -> &mut SessionConfig {
-        &mut self.config
+        Arc::make_mut(&mut self.config)
     }
 
     pub fn session(&self, id: SessionId) -> Option<&InviteSession> {

@@ -12,6 +12,7 @@ use crate::sip::transport::Source;
 use crate::sip::wire::{Header, Message, Method};
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +130,9 @@ pub struct InviteSession {
     id: SessionId,
     side: Side,
     state: SessionState,
-    config: SessionConfig,
+    /// The UA's configuration when the session began, shared: a copy per
+    /// session was ~300 bytes and several allocations per call leg.
+    config: Arc<SessionConfig>,
     reliable: bool,
     call_id: String,
     /// UAC: our From tag. UAS: the tag of the fork that answered (fork 0 until then).
@@ -200,7 +203,7 @@ impl InviteSession {
     /// configuration if absent; `sdp` is the offer.
     pub fn uac(
         id: SessionId,
-        config: &SessionConfig,
+        config: &Arc<SessionConfig>,
         rng: &mut SeededRng,
         mut invite: Message,
         sdp: Option<SessionDescription>,
@@ -254,7 +257,7 @@ impl InviteSession {
     /// A UAS session for a new INVITE that arrived on server transaction `key`.
     pub fn uas(
         id: SessionId,
-        config: &SessionConfig,
+        config: &Arc<SessionConfig>,
         rng: &mut SeededRng,
         key: TransactionKey,
         request: Message,
@@ -283,7 +286,7 @@ impl InviteSession {
     fn new(
         id: SessionId,
         side: Side,
-        config: &SessionConfig,
+        config: &Arc<SessionConfig>,
         call_id: String,
         local_tag: String,
         invite: Message,
@@ -292,7 +295,7 @@ impl InviteSession {
             id,
             side,
             state: SessionState::Initial,
-            config: config.clone(),
+            config: Arc::clone(config),
             reliable: true,
             call_id,
             local_tag,
