@@ -401,11 +401,11 @@ impl InviteSession {
     }
 
     pub fn poll_action(&mut self) -> Option<SessionAction> {
-        self.actions.pop_front()
+        crate::sip::pop_or_free(&mut self.actions)
     }
 
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
-        self.events.pop_front()
+        crate::sip::pop_or_free(&mut self.events)
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -464,7 +464,8 @@ impl InviteSession {
             .map_err(|e| SessionError::BadMessage(e.to_string()))?;
         self.local_tag = tag;
         self.dialog = Some(dialog);
-        self.early.clear();
+        // The early dialogs are over: their buffer goes too (see pop_or_free).
+        self.early = Vec::new();
         self.state = SessionState::Accepted;
         self.final_response = Some(response.clone());
         self.respond(self.invite_key.clone(), response);
@@ -1477,7 +1478,8 @@ impl InviteSession {
         self.provisional_seen = true;
         self.final_response = Some(response.clone());
         self.dialog = Some(dialog);
-        self.early.clear();
+        // The early dialogs are over: their buffer goes too (see pop_or_free).
+        self.early = Vec::new();
         self.state = SessionState::Confirmed;
         self.cancel_deadline = None;
         self.timer = self.negotiated_as_uac(now, &response);

@@ -222,11 +222,11 @@ impl ClientTransaction {
 
     /// The next message to send on this transaction's transport.
     pub fn poll_transmit(&mut self) -> Option<Message> {
-        self.transmits.pop_front()
+        crate::sip::pop_or_free(&mut self.transmits)
     }
 
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
+        crate::sip::pop_or_free(&mut self.events)
     }
 
     /// When `handle_timeout` is next due; `None` once terminated.

@@ -223,11 +223,11 @@ impl ServerTransaction {
     }
 
     pub fn poll_transmit(&mut self) -> Option<Message> {
-        self.transmits.pop_front()
+        crate::sip::pop_or_free(&mut self.transmits)
     }
 
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+        crate::sip::pop_or_free(&mut self.events)
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
