@@ -17,7 +17,9 @@ pub async fn echo<V>(view: Arc<Mutex<V>>, who: &'static str, log: fn(&V) -> &Pro
     let mut next = 0;
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let (lines, seq) = view.lock().map(|v| log(&v).since(next)).unwrap_or_default();
+        // A poisoned lock still holds the log (a default here would put
+        // the sequence back to 0, below `next`).
+        let (lines, seq) = log(&view.lock().unwrap_or_else(|e| e.into_inner())).since(next);
         let missed = (seq - next).saturating_sub(lines.len() as u64);
         if missed > 0 {
             eprintln!("{who}: ({missed} more problems not shown)");

@@ -543,13 +543,16 @@ impl Sbc {
         let Some(realm) = config.realm.clone().or_else(|| r.realm()) else {
             return;
         };
-        let logins = &mut ua.session_config_mut().logins;
-        if !logins.iter().any(|l| l.realm == realm) {
-            logins.push(crate::sip::session::DigestLogin {
-                realm,
-                username: config.username.clone(),
-                password: config.password.clone(),
-            });
+        // Looked at before it is changed: the configuration is shared with
+        // the sessions under way, and a change copies it.
+        if !(ua.session_config().logins.iter()).any(|l| l.realm == realm) {
+            ua.session_config_mut()
+                .logins
+                .push(crate::sip::session::DigestLogin {
+                    realm,
+                    username: config.username.clone(),
+                    password: config.password.clone(),
+                });
         }
     }
 

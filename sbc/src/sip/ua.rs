@@ -281,8 +281,22 @@ impl UserAgent {
         sdp: Option<SessionDescription>,
         hop: Hop,
     ) -> Result<SessionId, UaError> {
+        let config = Arc::clone(&self.config);
+        self.invite_with(now, invite, sdp, hop, &config)
+    }
+
+    /// [`Self::invite`] with a configuration of its own for this session
+    /// (the hub's bypass calls go without session timers).
+    pub fn invite_with(
+        &mut self,
+        now: Instant,
+        invite: Message,
+        sdp: Option<SessionDescription>,
+        hop: Hop,
+        config: &Arc<SessionConfig>,
+    ) -> Result<SessionId, UaError> {
         let id = self.sessions.next_id();
-        let s = InviteSession::uac(id, &self.config, &mut self.rng, invite, sdp, hop)?;
+        let s = InviteSession::uac(id, config, &mut self.rng, invite, sdp, hop)?;
         self.sessions.insert(s);
         self.pump(now, id);
         Ok(id)

@@ -1299,14 +1299,19 @@ impl Proxy {
         let hop = Hop::Uri(format!("sip:{fqdn}:{port};transport=tls"));
         // Behaviour §6 (case 9.51): the hub "does not offer [the session
         // timer] on bypass calls": this INVITE, and its session, go without.
-        let timer = match bypass {
-            true => ua.session_config_mut().timer.take(),
-            false => None,
+        let sent = if bypass {
+            let mut config = ua.session_config().clone();
+            config.timer = None;
+            ua.invite_with(
+                now,
+                invite,
+                Some(offer.clone()),
+                hop,
+                &std::sync::Arc::new(config),
+            )
+        } else {
+            ua.invite(now, invite, Some(offer.clone()), hop)
         };
-        let sent = ua.invite(now, invite, Some(offer.clone()), hop);
-        if timer.is_some() {
-            ua.session_config_mut().timer = timer;
-        }
         let id = match sent {
             Ok(id) => id,
             Err(e) => {
