@@ -1123,6 +1123,14 @@ mod tests {
         Message::parse(text.as_bytes()).unwrap()
     }
 
+    /// An endpoint as the SBC's, with no ports of its own.
+    fn sbc_core() -> EndpointCore {
+        EndpointCore::new(
+            EndpointConfig::new("sbc.example.com"),
+            LocalPorts::default(),
+        )
+    }
+
     fn drain(core: &mut EndpointCore) -> (Vec<Transmit>, Vec<EndpointEvent>) {
         let t = std::iter::from_fn(|| core.poll_transmit()).collect();
         let e = std::iter::from_fn(|| core.poll_event()).collect();
@@ -1138,10 +1146,7 @@ mod tests {
     #[test]
     #[allow(clippy::disallowed_methods)] // a fake clock's origin
     fn a_standing_queue_sheds_new_invites_only() {
-        let mut core = EndpointCore::new(
-            EndpointConfig::new("sbc.example.com"),
-            LocalPorts::default(),
-        );
+        let mut core = sbc_core();
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let other = |branch: &str, call_id: &str| {
@@ -1213,10 +1218,7 @@ mod tests {
     #[test]
     #[allow(clippy::disallowed_methods)] // a fake clock's origin
     fn an_overload_episode_is_told_at_its_start_and_after_a_quiet_spell() {
-        let mut core = EndpointCore::new(
-            EndpointConfig::new("sbc.example.com"),
-            LocalPorts::default(),
-        );
+        let mut core = sbc_core();
         core.set_overload(Some(Overload {
             max_queue_delay: Duration::from_millis(200),
             interval: Duration::from_millis(500),
@@ -1271,10 +1273,7 @@ mod tests {
     #[allow(clippy::disallowed_methods)] // a fake clock's origin
     fn the_gate_answers_503_to_a_trusted_source_and_drops_an_unknown_one() {
         use crate::sip::endpoint::{Admission, Rate, RateLimits};
-        let mut core = EndpointCore::new(
-            EndpointConfig::new("sbc.example.com"),
-            LocalPorts::default(),
-        );
+        let mut core = sbc_core();
         let mut gate = Admission::new(RateLimits {
             invite: Rate::new(1.0, 1),
             unknown_source: Rate::new(1.0, 1),
@@ -1347,10 +1346,7 @@ mod tests {
     #[test]
     #[allow(clippy::disallowed_methods)] // a fake clock's origin
     fn a_merged_request_is_answered_482_loop_detected() {
-        let mut core = EndpointCore::new(
-            EndpointConfig::new("sbc.example.com"),
-            LocalPorts::default(),
-        );
+        let mut core = sbc_core();
         let now = Instant::now();
         core.handle_message(now, invite("aaa"), Vec::new(), source());
         let (_, events) = drain(&mut core);
