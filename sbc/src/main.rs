@@ -7,7 +7,7 @@
 //! simulator code.)
 
 use clap::Parser;
-use sbc::b2bua::{run_sbc, SbcView};
+use sbc::b2bua::{run_sbc_sharded, SbcView};
 use sbc::sip::transport::tap::StderrTap;
 use sbc::sip::transport::{Tap, TokioNet};
 use std::path::PathBuf;
@@ -42,6 +42,12 @@ struct Cli {
     /// which measured best on two cores (docs/benchmarks.md).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// SIP cores: calls are spread over them by Call-ID, each core on a
+    /// thread of its own (with at least this many worker threads), each
+    /// with an equal part of the media ports and limits. 1 (the default):
+    /// one core, on the main thread.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
 }
 
 fn main() -> ExitCode {
@@ -82,7 +88,15 @@ fn main() -> ExitCode {
     // Outside simulation identifiers need only be unpredictable: seed from
     // the OS-keyed hasher unless the file pins a seed for reproducible runs.
     config.seed = seed.unwrap_or_else(sbc::sip::rng::unpredictable_seed);
-    let runtime = match cli.threads {
+    if let Err(e) = config.check_shards(cli.shards) {
+        eprintln!("sbc: --shards {}: {e}", cli.shards);
+        return ExitCode::from(2);
+    }
+    let workers = match cli.shards {
+        0 | 1 => cli.threads,
+        n => cli.threads.max(n),
+    };
+    let runtime = match workers {
         0 => tokio::runtime::Builder::new_current_thread(),
         n => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -112,8 +126,14 @@ fn main() -> ExitCode {
         None
     };
     eprintln!(
-        "sbc: {} listening: carrier UDP {}, Teams TLS {}",
-        config.fqdn, config.carrier_listen_port, config.tls_listen_port
+        "sbc: {} listening: carrier UDP {}, Teams TLS {}{}",
+        config.fqdn,
+        config.carrier_listen_port,
+        config.tls_listen_port,
+        match cli.shards {
+            0 | 1 => String::new(),
+            n => format!(", {n} SIP cores"),
+        }
     );
     // The SBC records what goes wrong (refused TLS, rejected calls, failed
     // sends) in its view; an operator sees each line once, as it happens.
@@ -144,7 +164,11 @@ fn main() -> ExitCode {
             });
         }
     }
-    match runtime.block_on(run_sbc(net, config, view, tap)) {
+    // Nobody changes the settings of a running binary: the channel stays
+    // open, never used.
+    let (_keep, commands) = tokio::sync::mpsc::unbounded_channel();
+    let run = run_sbc_sharded(net, config, view, commands, tap, cli.shards.max(1));
+    match runtime.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sbc: {e}");

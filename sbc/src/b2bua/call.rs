@@ -310,6 +310,10 @@ fn relayable(offer: &SessionDescription) -> Vec<Codec> {
         .collect()
 }
 
+/// The prefix of the user part of a Refer-To of ours standing for the
+/// hub's (`TransferMode::Carrier`): the carrier calls it back.
+pub(crate) const REFER_TOKEN: &str = "xfer-";
+
 fn uri_user(text: &str) -> String {
     Uri::parse(text)
         .ok()
@@ -576,12 +580,15 @@ impl Sbc {
             return Err(Rejection::new(403, "Forbidden", why));
         }
         // Admission: the calls held keep their resources; a new one waits.
+        // With several SIP cores, the limits are the SBC's: all cores' calls.
         let limits = &self.config.limits;
-        if self.calls.len() >= limits.max_calls {
-            let why = format!("{} calls held (max_calls)", self.calls.len());
+        let (others, others_in_setup) = self.other_cores();
+        let held = self.calls.len() + others;
+        if held >= limits.max_calls {
+            let why = format!("{held} calls held (max_calls)");
             return Err(Rejection::busy(limits.retry_after_secs, why));
         }
-        let in_setup = self.calls.flagged();
+        let in_setup = self.calls.flagged() + others_in_setup;
         if in_setup >= limits.max_calls_in_setup {
             let why = format!("{in_setup} calls in setup (max_calls_in_setup)");
             return Err(Rejection::busy(limits.retry_after_secs, why));
@@ -1371,7 +1378,7 @@ impl Sbc {
                 if let Some(hub) = hub {
                     if !self.faults.contains(&SbcFault::IgnoreRetryAfter) {
                         let until = now + std::time::Duration::from_secs(u64::from(*secs));
-                        self.avoid_until.insert(hub, until);
+                        self.health().avoid_until.insert(hub, until);
                     }
                 }
             }
@@ -1413,11 +1420,12 @@ impl Sbc {
     /// The hub proxies a new inbound call tries, in order, without those
     /// that asked us (503 + Retry-After) to stay away a while longer.
     fn hubs_to_try(&mut self, now: Instant) -> Vec<String> {
-        self.avoid_until.retain(|_, until| *until > now);
+        let mut health = self.health();
+        health.avoid_until.retain(|_, until| *until > now);
         self.config
             .hub_fqdns
             .iter()
-            .filter(|h| !self.avoid_until.contains_key(*h))
+            .filter(|h| !health.avoid_until.contains_key(*h))
             .cloned()
             .collect()
     }
@@ -1427,9 +1435,10 @@ impl Sbc {
     /// down may be back; trying it last costs nothing when it is not).
     pub(super) fn gateways_to_try(&self) -> Vec<String> {
         let all = self.gateways();
+        let health = self.health();
         let (up, down): (Vec<String>, Vec<String>) = all
             .into_iter()
-            .partition(|g| !self.gateway_down.contains(g));
+            .partition(|g| !health.gateway_down.contains(g));
         up.into_iter().chain(down).collect()
     }
 

@@ -19,7 +19,7 @@ use crate::driver::{HostSetup, Role};
 use crate::media::{PortAllocator, RelayCommand, RelayDriver, RelayEvent, RelayStats};
 use crate::problems::ProblemLog;
 use crate::sip::endpoint::EndpointConfig;
-use crate::sip::rng::SeededRng;
+use crate::sip::rng::{SeededRng, Shard};
 use crate::sip::session::{RefreshMethod, SessionConfig, SessionTimerConfig};
 use crate::sip::transaction::{TimerConfig, TransactionKey};
 use crate::sip::transport::{Network, Tap, TlsListen, TransportConfig, TransportKind};
@@ -179,6 +179,81 @@ impl Default for Limits {
     }
 }
 
+impl SbcConfig {
+    /// Why this configuration cannot run on `shards` SIP cores, if it
+    /// cannot ([`run_sbc_sharded`]).
+    pub fn check_shards(&self, shards: usize) -> Result<(), String> {
+        if shards <= 1 {
+            return Ok(());
+        }
+        if shards > MAX_SHARDS {
+            return Err(format!("{shards} SIP cores: at most {MAX_SHARDS}"));
+        }
+        check_shard_ports(&self.media_ports, shards)
+    }
+
+    /// The configuration of core `shard`: an equal part of the media ports
+    /// (whole RTP/RTCP pairs; the last core also takes what is left) and of
+    /// every per-source rate (rounded up): calls spread evenly over the
+    /// cores by Call-ID, one source's too, so the cores together admit
+    /// what one would. `max_calls` and `max_calls_in_setup` stay whole:
+    /// the cores count them together ([`CoreLoad`]).
+    pub fn for_shard(&self, shard: Shard) -> SbcConfig {
+        let mut c = self.clone();
+        if shard.count <= 1 {
+            return c;
+        }
+        c.media_ports = shard_ports(&self.media_ports, shard);
+        if let Some(r) = c.limits.rates.as_mut() {
+            shard_rates(r, shard.count);
+        }
+        c
+    }
+}
+
+/// Whether `ports` hold an RTP/RTCP pair for each of `shards` cores.
+fn check_shard_ports(ports: &RangeInclusive<u16>, shards: usize) -> Result<(), String> {
+    let (first, last) = (*ports.start(), *ports.end());
+    let pairs = (usize::from(last) + 1).saturating_sub(usize::from(first)) / 2;
+    if pairs < shards {
+        return Err(format!(
+            "{shards} SIP cores share media_ports {first}-{last}: fewer than one RTP/RTCP pair each"
+        ));
+    }
+    Ok(())
+}
+
+/// Core `shard`'s part of `ports`: an even number of them (whole pairs),
+/// the last core also taking what is left.
+fn shard_ports(ports: &RangeInclusive<u16>, shard: Shard) -> RangeInclusive<u16> {
+    let (first, last) = (usize::from(*ports.start()), usize::from(*ports.end()));
+    let per = ((last + 1).saturating_sub(first) / shard.count.max(1)) & !1;
+    let start = first + shard.index * per;
+    let end = match shard.index + 1 == shard.count {
+        true => last,
+        false => (start + per).saturating_sub(1),
+    };
+    start.min(65535) as u16..=end.min(65535) as u16
+}
+
+/// One core's part of every rate: a `count`th, bursts rounded up.
+fn shard_rates(r: &mut crate::sip::endpoint::RateLimits, count: usize) {
+    for rate in [
+        &mut r.invite,
+        &mut r.register,
+        &mut r.options,
+        &mut r.other,
+        &mut r.unknown_source,
+        &mut r.unknown_total,
+    ] {
+        rate.per_second /= count as f64;
+        rate.burst = rate.burst.div_ceil(count as u32);
+    }
+}
+
+/// SIP cores one SBC runs at most.
+pub const MAX_SHARDS: usize = 64;
+
 /// What the SBC holds and has done, for steps, consoles and tests.
 #[derive(Debug, Clone, Default)]
 pub struct SbcView {
@@ -213,6 +288,48 @@ pub struct SbcView {
     /// `records` file writer drains them), and how many were dropped.
     pub records: VecDeque<crate::records::CallRecord>,
     pub records_dropped: u64,
+    /// Each SIP core's share of the counts above that are levels, not
+    /// totals (`live_calls`, `ua`, `media_ports`, `relays_open`, `shed`,
+    /// `admission`): each core sets its own, the fields above are their sum.
+    pub shards: Vec<ShardCounts>,
+}
+
+/// One SIP core's levels (see [`SbcView::shards`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardCounts {
+    pub live_calls: usize,
+    pub ua: UaCounts,
+    pub media_ports: usize,
+    pub relays_open: usize,
+    pub shed: u64,
+    pub admission: Option<crate::sip::endpoint::AdmissionStats>,
+}
+
+impl SbcView {
+    /// Set core `index`'s levels and the totals from all of them.
+    fn set_shard(&mut self, index: usize, count: usize, levels: ShardCounts) {
+        if self.shards.len() != count {
+            self.shards.resize(count, ShardCounts::default());
+        }
+        self.shards[index] = levels;
+        let s = &self.shards;
+        self.live_calls = s.iter().map(|c| c.live_calls).sum();
+        self.media_ports = s.iter().map(|c| c.media_ports).sum();
+        self.relays_open = s.iter().map(|c| c.relays_open).sum();
+        self.shed = s.iter().map(|c| c.shed).sum();
+        self.ua = UaCounts {
+            sessions: s.iter().map(|c| c.ua.sessions).sum(),
+            transactions: s.iter().map(|c| c.ua.transactions).sum(),
+            sessions_reaped: s.iter().map(|c| c.ua.sessions_reaped).sum(),
+        };
+        self.admission = s.iter().filter_map(|c| c.admission).reduce(|a, b| {
+            crate::sip::endpoint::AdmissionStats {
+                busy: a.busy + b.busy,
+                dropped: a.dropped + b.dropped,
+                unknown_admitted: a.unknown_admitted + b.unknown_admitted,
+            }
+        });
+    }
 }
 
 /// Call records kept in the view before the oldest are dropped (counted).
@@ -314,6 +431,98 @@ pub async fn run_sbc_with<N: Network>(
     commands: mpsc::UnboundedReceiver<SbcCommand>,
     tap: Option<Arc<dyn Tap>>,
 ) -> std::io::Result<()> {
+    let (transport, ua) = sbc_setup(&config);
+    let setup = HostSetup {
+        transport,
+        ua,
+        names: names(&config),
+        rng: SeededRng::for_host(config.seed, &config.fqdn),
+    };
+    let (ports, media) = (media_ports(&config, Shard::ONE)?, RelayDriver::new());
+    let (health, loads) = (Arc::default(), Arc::from([CoreLoad::default()]));
+    let sbc = Sbc::new(config, view, ports, media.live(), Shard::ONE, health, loads);
+    crate::driver::run(net, setup, sbc, commands, media, tap).await
+}
+
+/// [`run_sbc_with`] on `shards` SIP cores sharing the sockets
+/// ([`crate::driver::run_sharded`]): calls are spread over the cores by
+/// Call-ID, and on a multi-thread runtime the cores run in parallel. Each
+/// core takes an equal part of the media ports and of the limits
+/// ([`SbcConfig::for_shard`]) and sends its own OPTIONS (so the hub and
+/// the gateways get `shards` of them per interval); settings from
+/// `commands` go to every core. One core is [`run_sbc_with`] exactly.
+pub async fn run_sbc_sharded<N: Network>(
+    net: N,
+    config: SbcConfig,
+    view: Arc<Mutex<SbcView>>,
+    mut commands: mpsc::UnboundedReceiver<SbcCommand>,
+    tap: Option<Arc<dyn Tap>>,
+    shards: usize,
+) -> std::io::Result<()> {
+    if shards <= 1 {
+        return run_sbc_with(net, config, view, commands, tap).await;
+    }
+    config.check_shards(shards).map_err(std::io::Error::other)?;
+    let (transport, ua) = sbc_setup(&config);
+    let mut setups = Vec::with_capacity(shards);
+    let health: Arc<Mutex<Health>> = Arc::default();
+    let loads: Arc<[CoreLoad]> = (0..shards).map(|_| CoreLoad::default()).collect();
+    let mut inboxes = Vec::with_capacity(shards);
+    for index in 0..shards {
+        let shard = Shard {
+            index,
+            count: shards,
+        };
+        let c = config.for_shard(shard);
+        let (ports, media) = (media_ports(&c, shard)?, RelayDriver::new());
+        let (inbox, rx) = mpsc::unbounded_channel();
+        inboxes.push(inbox);
+        setups.push(crate::driver::ShardSetup {
+            ua: ua.clone(),
+            rng: SeededRng::for_host(config.seed, &shard_name(&config.fqdn, shard))
+                .for_shard(shard),
+            role: Sbc::new(
+                c,
+                view.clone(),
+                ports,
+                media.live(),
+                shard,
+                health.clone(),
+                loads.clone(),
+            ),
+            commands: rx,
+            media,
+        });
+    }
+    // Settings already given apply before any core starts; later ones
+    // reach every core in the order given.
+    let broadcast = move |c: SbcCommand, inboxes: &[mpsc::UnboundedSender<SbcCommand>]| {
+        for inbox in inboxes {
+            let _ = inbox.send(c.clone());
+        }
+    };
+    while let Ok(c) = commands.try_recv() {
+        broadcast(c, &inboxes);
+    }
+    tokio::spawn(async move {
+        while let Some(c) = commands.recv().await {
+            broadcast(c, &inboxes);
+        }
+    });
+    crate::driver::run_sharded(net, transport, &names(&config), setups, route, tap).await
+}
+
+/// Core 0 is the host's own name (what one core draws from); the others
+/// are named after it.
+fn shard_name(fqdn: &str, shard: Shard) -> String {
+    match shard.index {
+        0 => fqdn.to_string(),
+        n => format!("{fqdn} core {n}"),
+    }
+}
+
+/// The SBC's transports and UA configuration, shared by all its cores.
+fn sbc_setup(config: &SbcConfig) -> (TransportConfig, UaConfig) {
     let any = config.listen_ip;
     let mut tc = TransportConfig::new(config.fqdn.clone());
     tc.udp = Some(SocketAddr::new(any, config.carrier_listen_port));
@@ -342,23 +551,87 @@ pub async fn run_sbc_with<N: Network>(
     // RFC 3891: the hub's INVITE with Replaces (a call queue, case 9.48)
     // comes with Require: replaces.
     session.supported = vec!["replaces".into()];
-    let setup = HostSetup {
-        transport: tc,
-        ua: UaConfig { endpoint, session },
-        names: names(&config),
-        rng: SeededRng::for_host(config.seed, &config.fqdn),
-    };
-    // Media ports at random from the seeded stream (issue 14: an off-path
-    // host must not guess a call's ports from the last call's).
-    let ports = PortAllocator::new(config.media_ports.clone())
+    (tc, UaConfig { endpoint, session })
+}
+
+/// Media ports at random from the seeded stream (issue 14: an off-path
+/// host must not guess a call's ports from the last call's).
+fn media_ports(config: &SbcConfig, shard: Shard) -> std::io::Result<PortAllocator> {
+    Ok(PortAllocator::new(config.media_ports.clone())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
         .random(SeededRng::for_host(
             config.seed,
-            &format!("{} media ports", config.fqdn),
-        ));
-    let media = RelayDriver::new();
-    let sbc = Sbc::new(config, view, ports, media.live());
-    crate::driver::run(net, setup, sbc, commands, media, tap).await
+            &format!("{} media ports", shard_name(&config.fqdn, shard)),
+        )))
+}
+
+/// Which core a transport event belongs to ([`run_sbc_sharded`]): a
+/// message by its Call-ID, except an INVITE that names another dialog (its
+/// `Replaces`, RFC 3891) or calls back a Refer-To token of ours
+/// (`TransferMode::Carrier`), which goes where that dialog or token lives.
+/// The rest of such an INVITE's dialog follows it there ([`Route::Pin`]:
+/// its own Call-ID is the peer's, hashed elsewhere). What has no Call-ID,
+/// and refused handshakes, go to core 0 (they are reported once); a
+/// closed connection to every core.
+fn route(event: &crate::sip::transport::TransportEvent, count: usize) -> crate::driver::Route {
+    use crate::driver::Route;
+    use crate::sip::rng::shard_of;
+    use crate::sip::transport::TransportEvent;
+    let message = match event {
+        TransportEvent::Message { message, .. } => message,
+        TransportEvent::ConnectionClosed { .. } => return Route::All,
+        TransportEvent::Malformed { .. } | TransportEvent::TlsRefused { .. } => {
+            return Route::Shard(0)
+        }
+    };
+    let own = message.call_id().map(|c| shard_of(c, count)).unwrap_or(0);
+    let elsewhere = |core: usize| match core == own {
+        true => Route::Shard(core),
+        false => Route::Pin(core),
+    };
+    let initial = message.to_header().is_ok_and(|to| to.tag().is_none());
+    if message.method() == Some(&Method::Invite) && initial {
+        if let Some(replaces) = message.headers.get("Replaces") {
+            let call_id = replaces.split(';').next().unwrap_or_default().trim();
+            return elsewhere(shard_of(call_id, count));
+        }
+        let user = message
+            .request_uri()
+            .and_then(|u| crate::sip::wire::Uri::parse(u).ok())
+            .and_then(|u| u.user().map(str::to_string));
+        if let Some(token) = user.filter(|u| u.starts_with(call::REFER_TOKEN)) {
+            return elsewhere(shard_of(&token, count));
+        }
+    }
+    Route::Shard(own)
+}
+
+/// The calls one SIP core holds, as of its last turn: the others add them
+/// to their own when they admit a call against `max_calls`. (Two cores
+/// admitting in the same instant may pass the limit by one call each, for
+/// the moment until their next turn; one core counts exactly.)
+#[derive(Debug, Default)]
+pub(crate) struct CoreLoad {
+    calls: AtomicUsize,
+    in_setup: AtomicUsize,
+}
+
+/// What the SBC knows of its peers' health, shared by its SIP cores: what
+/// the OPTIONS found (core 0 sends them) and the proxies that asked to be
+/// left alone (any core hears it).
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    /// Carrier gateways whose last OPTIONS failed (no answer, a transport
+    /// error or a 5xx).
+    pub(crate) gateway_down: std::collections::BTreeSet<String>,
+    /// Hub proxies whose last answer to our OPTIONS was a 2xx.
+    hubs_up: std::collections::BTreeSet<String>,
+    /// Hub proxies not to send INVITEs to until then: they answered 503
+    /// with Retry-After (case 9.41), to whichever core.
+    avoid_until: BTreeMap<String, Instant>,
+    /// The realm the carrier's registrar challenged with (core 0
+    /// registers; every core answers INVITE challenges with it).
+    realm: Option<String>,
 }
 
 /// The SBC's policy state: calls, media ports, OPTIONS to the hub.
@@ -377,9 +650,6 @@ pub(crate) struct Sbc {
     options_keys: BTreeMap<TransactionKey, String>,
     options_seq: u32,
     faults: std::collections::BTreeSet<SbcFault>,
-    /// Hub proxies not to send INVITEs to until then: they answered 503
-    /// with Retry-After (case 9.41).
-    avoid_until: BTreeMap<String, Instant>,
     /// URIs the carrier was REFERred to, standing for the hub's Refer-To
     /// (`TransferMode::Carrier`), by their user part.
     refer_targets: BTreeMap<String, call::ReferTarget>,
@@ -388,17 +658,19 @@ pub(crate) struct Sbc {
     /// The carrier-side ACL: `carrier_host` and `carrier_gateways`,
     /// resolved once at start (never mid-decision).
     pub(crate) carrier_ips: Vec<IpAddr>,
-    /// Carrier gateways whose last OPTIONS failed (no answer, a transport
-    /// error or a 5xx), and the OPTIONS out to each.
-    pub(crate) gateway_down: std::collections::BTreeSet<String>,
+    /// What the OPTIONS found (core 0 sends them; every core reads it),
+    /// and the OPTIONS out to each gateway.
+    health: Arc<Mutex<Health>>,
+    /// Every core's calls, this one's at `shard.index`.
+    loads: Arc<[CoreLoad]>,
     gateway_keys: BTreeMap<TransactionKey, String>,
-    /// Hub proxies whose last answer to our OPTIONS was a 2xx.
-    hubs_up: std::collections::BTreeSet<String>,
     /// When the SBC started: call records count from here.
     pub(crate) started_at: Option<Instant>,
     /// When the endpoint has an overload episode to tell of, as of the
     /// last turn (see [`Sbc::observe`]).
     overload_due: Option<Instant>,
+    /// Which of the host's SIP cores this is ([`run_sbc_sharded`]).
+    shard: Shard,
 }
 
 impl Sbc {
@@ -407,8 +679,13 @@ impl Sbc {
         view: Arc<Mutex<SbcView>>,
         ports: PortAllocator,
         relays_open: Arc<AtomicUsize>,
+        shard: Shard,
+        health: Arc<Mutex<Health>>,
+        loads: Arc<[CoreLoad]>,
     ) -> Self {
         Sbc {
+            loads,
+            shard,
             ip: config
                 .advertised_ip
                 .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
@@ -423,15 +700,13 @@ impl Sbc {
             next_options: None,
             options_enabled: true,
             faults: Default::default(),
-            avoid_until: BTreeMap::new(),
             refer_targets: BTreeMap::new(),
             options_keys: BTreeMap::new(),
             options_seq: 0,
             registration: None,
             carrier_ips: Vec::new(),
-            gateway_down: Default::default(),
+            health,
             gateway_keys: BTreeMap::new(),
-            hubs_up: Default::default(),
             started_at: None,
             overload_due: None,
         }
@@ -483,10 +758,14 @@ impl Sbc {
 
     /// Note a gateway's health; a change is logged.
     fn gateway_health(&mut self, gateway: &str, up: bool, why: String) {
-        let changed = if up {
-            self.gateway_down.remove(gateway)
-        } else {
-            self.gateway_down.insert(gateway.to_string())
+        let (changed, down) = {
+            let mut h = self.health();
+            let changed = if up {
+                h.gateway_down.remove(gateway)
+            } else {
+                h.gateway_down.insert(gateway.to_string())
+            };
+            (changed, h.gateway_down.iter().cloned().collect())
         };
         if changed {
             let state = if up { "up again" } else { "down" };
@@ -495,7 +774,7 @@ impl Sbc {
                 format!("carrier gateway {gateway} {state}: {why}"),
             );
         }
-        self.view().gateways_down = self.gateway_down.iter().cloned().collect();
+        self.view().gateways_down = down;
     }
 
     /// The carrier's gateway as a hop (where REGISTERs go).
@@ -536,13 +815,22 @@ impl Sbc {
 
     /// The credentials answer INVITE challenges for the realm the carrier
     /// named (or the one configured).
+    /// (Core 0 registers and learns the realm; the other cores take it
+    /// from [`Health`] on their next event.)
     fn sync_logins(&mut self, ua: &mut UserAgent) {
-        let (Some(config), Some(r)) = (&self.config.registration, &self.registration) else {
+        let Some(config) = &self.config.registration else {
             return;
         };
-        let Some(realm) = config.realm.clone().or_else(|| r.realm()) else {
+        let learned = match &self.registration {
+            Some(r) => r.realm(),
+            None => self.health().realm.clone(),
+        };
+        let Some(realm) = config.realm.clone().or(learned) else {
             return;
         };
+        if self.registration.is_some() && self.shard.count > 1 {
+            self.health().realm = Some(realm.clone());
+        }
         // Looked at before it is changed: the configuration is shared with
         // the sessions under way, and a change copies it.
         if !(ua.session_config().logins.iter()).any(|l| l.realm == realm) {
@@ -554,6 +842,23 @@ impl Sbc {
                     password: config.password.clone(),
                 });
         }
+    }
+
+    /// The calls the other cores held at their last turn, and those of
+    /// them in setup (0 and 0 on one core).
+    pub(crate) fn other_cores(&self) -> (usize, usize) {
+        (self.loads.iter().enumerate())
+            .filter(|(i, _)| *i != self.shard.index)
+            .fold((0, 0), |(calls, setup), (_, l)| {
+                (
+                    calls + l.calls.load(Ordering::Relaxed),
+                    setup + l.in_setup.load(Ordering::Relaxed),
+                )
+            })
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn view(&self) -> std::sync::MutexGuard<'_, SbcView> {
@@ -596,7 +901,9 @@ impl Sbc {
     /// OPTIONS to every hub proxy (behaviour §2: the SBC starts the exchange;
     /// Contact carries the FQDN, never an IP), and to the carrier's gateways.
     fn send_options(&mut self, now: Instant, ua: &mut UserAgent) {
-        if !self.options_enabled {
+        // One core pings for all of them (their health is shared): the
+        // hub and the gateways see one OPTIONS per interval, however many.
+        if !self.options_enabled || self.shard.index != 0 {
             self.next_options = None;
             return;
         }
@@ -634,7 +941,7 @@ impl Sbc {
             // rather than into calls that cannot reach Teams.
             // (Only while we send OPTIONS: with them off we know nothing.)
             Some(Method::Options)
-                if carrier_side && self.options_enabled && self.hubs_up.is_empty() =>
+                if carrier_side && self.options_enabled && self.health().hubs_up.is_empty() =>
             {
                 let headers = vec![(
                     "Retry-After".to_string(),
@@ -709,10 +1016,16 @@ impl Role for Sbc {
         if self.options_enabled {
             self.send_options(now, ua);
         }
-        self.start_registration(now, ua);
+        // One registration per trunk (RFC 3261 §10): core 0's.
+        if self.shard.index == 0 {
+            self.start_registration(now, ua);
+        }
     }
 
     fn on_event(&mut self, now: Instant, event: UaEvent, ua: &mut UserAgent) {
+        if self.shard.index != 0 && self.config.registration.is_some() {
+            self.sync_logins(ua);
+        }
         match event {
             UaEvent::Session { id, event } => self.on_session(now, ua, id, event),
             UaEvent::Request {
@@ -745,9 +1058,9 @@ impl Role for Sbc {
                     }
                     if let Some(hub) = self.options_keys.remove(&key) {
                         if (200..300).contains(&code) {
-                            self.hubs_up.insert(hub.clone());
+                            self.health().hubs_up.insert(hub.clone());
                         } else {
-                            self.hubs_up.remove(&hub);
+                            self.health().hubs_up.remove(&hub);
                         }
                         self.view().hub_options.insert(hub, code);
                     }
@@ -766,7 +1079,7 @@ impl Role for Sbc {
                     return self.gateway_health(&gateway, false, why);
                 }
                 if let Some(hub) = self.options_keys.remove(&key) {
-                    self.hubs_up.remove(&hub);
+                    self.health().hubs_up.remove(&hub);
                     self.view().hub_options.insert(hub.clone(), 0);
                     let why = reason.unwrap_or_else(|| "no answer".into());
                     self.problem("options", format!("OPTIONS to {hub}: {why}"));
@@ -867,21 +1180,164 @@ impl Role for Sbc {
 
     fn observe(&mut self, ua: &UserAgent) {
         let (calls, ports) = (self.calls.len(), self.ports.in_use());
+        if let Some(load) = self.loads.get(self.shard.index) {
+            load.calls.store(calls, Ordering::Relaxed);
+            load.in_setup.store(self.calls.flagged(), Ordering::Relaxed);
+        }
         let open = self.relays_open.load(Ordering::SeqCst);
         // poll_timeout has no UA: the endpoint's overload news is a timer.
         self.overload_due = ua.endpoint().overload_due();
         let shed = ua.endpoint().stats().shed;
+        let levels = ShardCounts {
+            live_calls: calls,
+            ua: ua.counts(),
+            media_ports: ports,
+            relays_open: open,
+            shed,
+            admission: ua.endpoint().admission().map(|a| a.stats()),
+        };
+        let shard = self.shard;
         let mut v = self.view();
-        v.shed = shed;
-        v.ua = ua.counts();
-        v.admission = ua.endpoint().admission().map(|a| a.stats());
-        v.live_calls = calls;
-        v.media_ports = ports;
-        v.relays_open = open;
+        v.set_shard(shard.index, shard.count, levels);
         if let Some(r) = &self.registration {
             v.registration = Some(r.state.clone());
             v.registers_sent = r.sent;
             v.registrations = r.registered;
         }
+    }
+}
+
+#[cfg(test)]
+mod shard_tests {
+    use super::*;
+    use crate::driver::Route;
+    use crate::sip::rng::shard_of;
+    use crate::sip::transport::{Source, TransportEvent};
+    use crate::sip::wire::Message;
+
+    #[allow(clippy::disallowed_methods)] // a receive time nobody reads
+    fn event(text: &str) -> TransportEvent {
+        let raw = text.replace('\n', "\r\n").into_bytes();
+        let addr: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+        TransportEvent::Message {
+            message: Message::parse(&raw).unwrap(),
+            raw,
+            source: Source {
+                transport: TransportKind::Udp,
+                local: addr,
+                remote: addr,
+                connection: None,
+                peer_names: Arc::default(),
+            },
+            received: Instant::now(),
+        }
+    }
+
+    fn invite(call_id: &str, uri_user: &str, to_tag: &str, extra: &str) -> TransportEvent {
+        event(&format!(
+            "INVITE sip:{uri_user}@sbc.example.com SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\nFrom: <sip:a@x>;tag=1\nTo: <sip:b@y>{to_tag}\nCall-ID: {call_id}\nCSeq: 1 INVITE\nMax-Forwards: 70\n{extra}Content-Length: 0\n\n"
+        ))
+    }
+
+    /// Call-IDs that hash to each of three cores.
+    fn ids() -> [String; 3] {
+        let mut found: [Option<String>; 3] = Default::default();
+        for n in 0.. {
+            let id = format!("{n}@peer");
+            let slot = &mut found[shard_of(&id, 3)];
+            if slot.is_none() {
+                *slot = Some(id);
+            }
+            if found.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        found.map(Option::unwrap)
+    }
+
+    #[test]
+    fn messages_go_where_their_call_id_hashes() {
+        for (core, id) in ids().iter().enumerate() {
+            assert_eq!(route(&invite(id, "+4989", "", ""), 3), Route::Shard(core));
+            let bye = event(&format!(
+                "BYE sip:x@sbc.example.com SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK2\nFrom: <sip:a@x>;tag=1\nTo: <sip:b@y>;tag=2\nCall-ID: {id}\nCSeq: 2 BYE\nContent-Length: 0\n\n"
+            ));
+            assert_eq!(route(&bye, 3), Route::Shard(core));
+        }
+    }
+
+    #[test]
+    fn an_invite_that_replaces_goes_to_the_replaced_dialog_and_pins_its_own() {
+        let [a, b, _] = ids();
+        let replaces = format!("Replaces: {b};to-tag=7;from-tag=8\n");
+        assert_eq!(route(&invite(&a, "+4989", "", &replaces), 3), Route::Pin(1));
+        // Where the two hash alike, no pin is needed.
+        let same = format!("Replaces: {a};to-tag=7;from-tag=8\n");
+        assert_eq!(route(&invite(&a, "+4989", "", &same), 3), Route::Shard(0));
+        // A re-INVITE (To has a tag) is in its own dialog already.
+        let reinvite = invite(&a, "+4989", ";tag=5", &replaces);
+        assert_eq!(route(&reinvite, 3), Route::Shard(0));
+    }
+
+    #[test]
+    fn a_carrier_calling_back_a_refer_token_goes_to_the_core_that_made_it() {
+        let [a, ..] = ids();
+        for core in 0..3 {
+            let shard = Shard {
+                index: core,
+                count: 3,
+            };
+            let token = SeededRng::new(3)
+                .for_shard(shard)
+                .owned_token(call::REFER_TOKEN, 16);
+            let want = if core == 0 {
+                Route::Shard(0)
+            } else {
+                Route::Pin(core)
+            };
+            assert_eq!(route(&invite(&a, &token, "", ""), 3), want, "{token}");
+        }
+    }
+
+    #[test]
+    fn closed_connections_go_to_every_core_refusals_to_the_first() {
+        let remote: SocketAddr = "192.0.2.9:5061".parse().unwrap();
+        let closed = TransportEvent::ConnectionClosed {
+            connection: crate::sip::transport::ConnectionId(1),
+            transport: TransportKind::Tls,
+            remote,
+        };
+        assert_eq!(route(&closed, 3), Route::All);
+        let refused = TransportEvent::TlsRefused {
+            remote,
+            inbound: true,
+            reason: "bad certificate".into(),
+        };
+        assert_eq!(route(&refused, 3), Route::Shard(0));
+    }
+
+    #[test]
+    fn each_core_takes_its_part_of_the_ports_and_rates_and_none_overlap() {
+        let ports = 40000..=40999;
+        let ranges: Vec<(u16, u16)> = (0..3)
+            .map(|index| shard_ports(&ports, Shard { index, count: 3 }))
+            .map(|r| (*r.start(), *r.end()))
+            .collect();
+        assert_eq!(ranges, [(40000, 40331), (40332, 40663), (40664, 40999)]);
+        let whole = crate::sip::endpoint::RateLimits::default();
+        let mut part = whole.clone();
+        shard_rates(&mut part, 3);
+        assert!((part.invite.per_second * 3.0 - whole.invite.per_second).abs() < 1e-9);
+        assert_eq!(
+            part.unknown_total.burst,
+            whole.unknown_total.burst.div_ceil(3)
+        );
+    }
+
+    #[test]
+    fn too_many_cores_for_the_ports_is_refused_with_the_reason() {
+        assert_eq!(check_shard_ports(&(40000..=40007), 4), Ok(()));
+        let e = check_shard_ports(&(40000..=40007), 5).unwrap_err();
+        assert!(e.contains("media_ports 40000-40007"), "{e}");
     }
 }

@@ -22,7 +22,7 @@ use crate::sip::transport::{Network, SipTransport, Tap, TransportConfig, Transpo
 use crate::sip::ua::{UaConfig, UaEvent, UserAgent};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Policy on top of a [`UserAgent`]: the SBC, the hub, the carrier. Every
@@ -113,9 +113,9 @@ pub async fn resolve_all<N: Network>(net: &N, names: &[String]) -> std::io::Resu
 pub async fn run<N, R, M>(
     net: N,
     setup: HostSetup,
-    mut role: R,
-    mut commands: mpsc::UnboundedReceiver<R::Command>,
-    mut media: M,
+    role: R,
+    commands: mpsc::UnboundedReceiver<R::Command>,
+    media: M,
     tap: Option<Arc<dyn Tap>>,
 ) -> std::io::Result<()>
 where
@@ -124,19 +124,262 @@ where
     M: MediaDriver<N, Command = R::MediaCommand, Event = R::MediaEvent>,
 {
     let routing = resolve_all(&net, &setup.names).await?;
-    let (transport, mut events) = SipTransport::start(net.clone(), setup.transport, tap).await?;
-    let ports = LocalPorts {
-        udp: transport
-            .local_addr(crate::sip::transport::TransportKind::Udp)
-            .map(|a| a.port()),
-        tcp: transport
-            .local_addr(crate::sip::transport::TransportKind::Tcp)
-            .map(|a| a.port()),
-        tls: transport
-            .local_addr(crate::sip::transport::TransportKind::Tls)
-            .map(|a| a.port()),
+    let (transport, events) = SipTransport::start(net.clone(), setup.transport, tap).await?;
+    let ua = UserAgent::new(setup.ua, local_ports(&transport), routing, setup.rng);
+    serve(net, transport, events, ua, role, commands, media, None).await
+}
+
+/// One SIP core of a sharded host: its UA's configuration and stream, its
+/// role, its commands and its media.
+pub struct ShardSetup<R: Role, M> {
+    pub ua: UaConfig,
+    pub rng: SeededRng,
+    pub role: R,
+    pub commands: mpsc::UnboundedReceiver<R::Command>,
+    pub media: M,
+}
+
+/// Where the dispatcher of a sharded host sends a transport event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// To the core with this index.
+    Shard(usize),
+    /// To this core, and the rest of its Call-ID's dialog too: a new
+    /// request routed by something else than its Call-ID (an INVITE with
+    /// Replaces goes where the dialog it replaces is).
+    Pin(usize),
+    /// To every core (a closed connection: each fails its own transactions).
+    All,
+}
+
+/// Call-IDs whose messages go to a core other than their hash's
+/// ([`Route::Pin`]). Few: set by the dispatcher, cleared by the core once
+/// it holds no session of the Call-ID and the pin has outlived a
+/// transaction (64·T1), so retransmissions and the ACK of a refused
+/// INVITE still find it.
+#[derive(Debug, Default)]
+struct Pins {
+    map: std::sync::Mutex<std::collections::BTreeMap<String, (usize, Instant)>>,
+    /// How many, read without the lock on every message.
+    len: std::sync::atomic::AtomicUsize,
+}
+
+/// How long a pin stands at least: 64·T1, a transaction's lifetime.
+const PIN_GRACE: Duration = Duration::from_secs(32);
+
+impl Pins {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, (usize, Instant)>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, call_id: &str) -> Option<usize> {
+        if self.len.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.lock().get(call_id).map(|(core, _)| *core)
+    }
+
+    fn pin(&self, call_id: &str, core: usize, now: Instant) {
+        let mut map = self.lock();
+        map.insert(call_id.to_string(), (core, now));
+        self.len
+            .store(map.len(), std::sync::atomic::Ordering::Release);
+    }
+
+    /// Drop core `core`'s pins that `held` no longer holds a session of.
+    fn sweep(&self, core: usize, now: Instant, held: impl Fn(&str) -> bool) {
+        if self.len.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut map = self.lock();
+        map.retain(|call_id, (c, since)| {
+            *c != core || now.saturating_duration_since(*since) < PIN_GRACE || held(call_id)
+        });
+        self.len
+            .store(map.len(), std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// A sharded core's part in the pins: which core it is, and how often it
+/// looks at its pins.
+struct CorePins {
+    pins: Arc<Pins>,
+    index: usize,
+    next_sweep: Instant,
+}
+
+/// How often a core looks for pins to drop.
+const PIN_SWEEP: Duration = Duration::from_secs(5);
+
+/// Run one host as several SIP cores ("shards") on one set of sockets: the
+/// transport is shared, each core is a task of its own with its own UA
+/// and role, and this task hands each transport event to the core
+/// `route` names (messages by Call-ID, so a dialog and its transactions
+/// live on one core). On a multi-thread runtime the cores run on
+/// different threads; on turmoil's, in turn, in the same order each time.
+/// Each core draws Call-IDs it owns ([`SeededRng::for_shard`]), so the
+/// answers to its requests come back to it.
+pub async fn run_sharded<N, R, M>(
+    net: N,
+    transport: TransportConfig,
+    names: &[String],
+    shards: Vec<ShardSetup<R, M>>,
+    route: fn(&TransportEvent, usize) -> Route,
+    tap: Option<Arc<dyn Tap>>,
+) -> std::io::Result<()>
+where
+    N: Network,
+    R: Role + Send + 'static,
+    R::Command: Send,
+    R::MediaCommand: Send,
+    M: MediaDriver<N, Command = R::MediaCommand, Event = R::MediaEvent> + Send + 'static,
+{
+    let routing = resolve_all(&net, names).await?;
+    let (transport, mut events) = SipTransport::start(net.clone(), transport, tap).await?;
+    let ports = local_ports(&transport);
+    let count = shards.len();
+    let mut inboxes = Vec::with_capacity(count);
+    let mut cores = Vec::with_capacity(count);
+    let pins = Arc::new(Pins::default());
+    for (index, shard) in shards.into_iter().enumerate() {
+        let (inbox, rx) = mpsc::unbounded_channel();
+        inboxes.push(inbox);
+        let ua = UserAgent::new(shard.ua, ports, routing.clone(), shard.rng);
+        cores.push(tokio::spawn(serve(
+            net.clone(),
+            transport.clone(),
+            rx,
+            ua,
+            shard.role,
+            shard.commands,
+            shard.media,
+            Some(CorePins {
+                pins: pins.clone(),
+                index,
+                next_sweep: now() + PIN_SWEEP,
+            }),
+        )));
+    }
+    // A core that ends (an error) ends the host, with its error.
+    let ended = |index: usize, cores: Vec<tokio::task::JoinHandle<std::io::Result<()>>>| async move {
+        match cores.into_iter().nth(index) {
+            Some(core) => core.await.unwrap_or_else(|e| {
+                Err(std::io::Error::other(format!(
+                    "SIP core {index} failed: {e}"
+                )))
+            }),
+            None => Ok(()),
+        }
     };
-    let mut ua = UserAgent::new(setup.ua, ports, routing, setup.rng);
+    while let Some(event) = events.recv().await {
+        let pinned = match &event {
+            TransportEvent::Message { message, .. } => {
+                message.call_id().ok().and_then(|c| pins.get(c))
+            }
+            _ => None,
+        };
+        let route = match pinned {
+            Some(index) => Route::Shard(index),
+            None => route(&event, count),
+        };
+        if let (Route::Pin(index), TransportEvent::Message { message, .. }) = (route, &event) {
+            if let Ok(call_id) = message.call_id() {
+                pins.pin(call_id, index.min(count - 1), now());
+            }
+        }
+        match route {
+            Route::Shard(index) | Route::Pin(index) => {
+                let index = index.min(count - 1);
+                if inboxes[index].send(event).is_err() {
+                    return ended(index, cores).await;
+                }
+            }
+            Route::All => {
+                for (index, inbox) in inboxes.iter().enumerate() {
+                    if inbox.send(copy_event(&event)).is_err() {
+                        return ended(index, cores).await;
+                    }
+                }
+            }
+        }
+    }
+    drop(inboxes);
+    for core in cores {
+        core.await
+            .unwrap_or_else(|e| Err(std::io::Error::other(format!("a SIP core failed: {e}"))))?;
+    }
+    Ok(())
+}
+
+/// A copy of an event sent to every core (closed connections and refused
+/// handshakes; messages go to one core and are never copied).
+fn copy_event(event: &TransportEvent) -> TransportEvent {
+    match event {
+        TransportEvent::Message {
+            message,
+            raw,
+            source,
+            received,
+        } => TransportEvent::Message {
+            message: message.clone(),
+            raw: raw.clone(),
+            source: source.clone(),
+            received: *received,
+        },
+        TransportEvent::Malformed { error, raw, source } => TransportEvent::Malformed {
+            error: error.clone(),
+            raw: raw.clone(),
+            source: source.clone(),
+        },
+        TransportEvent::TlsRefused {
+            remote,
+            inbound,
+            reason,
+        } => TransportEvent::TlsRefused {
+            remote: *remote,
+            inbound: *inbound,
+            reason: reason.clone(),
+        },
+        TransportEvent::ConnectionClosed {
+            connection,
+            transport,
+            remote,
+        } => TransportEvent::ConnectionClosed {
+            connection: *connection,
+            transport: *transport,
+            remote: *remote,
+        },
+    }
+}
+
+fn local_ports<N: Network>(transport: &SipTransport<N>) -> LocalPorts {
+    use crate::sip::transport::TransportKind;
+    LocalPorts {
+        udp: transport.local_addr(TransportKind::Udp).map(|a| a.port()),
+        tcp: transport.local_addr(TransportKind::Tcp).map(|a| a.port()),
+        tls: transport.local_addr(TransportKind::Tls).map(|a| a.port()),
+    }
+}
+
+/// The turns of one SIP core, until its events close.
+#[allow(clippy::too_many_arguments)]
+async fn serve<N, R, M>(
+    net: N,
+    transport: SipTransport<N>,
+    mut events: mpsc::UnboundedReceiver<TransportEvent>,
+    mut ua: UserAgent,
+    mut role: R,
+    mut commands: mpsc::UnboundedReceiver<R::Command>,
+    mut media: M,
+    mut pins: Option<CorePins>,
+) -> std::io::Result<()>
+where
+    N: Network,
+    R: Role,
+    M: MediaDriver<N, Command = R::MediaCommand, Event = R::MediaEvent>,
+{
     let mut sender = send::Sender::new(transport.clone());
     // Settings given before the host started apply before its first act.
     while let Ok(c) = commands.try_recv() {
@@ -195,6 +438,11 @@ where
                 break;
             }
         }
+        if let Some(p) = pins.as_mut().filter(|p| p.next_sweep <= now()) {
+            let t = now();
+            p.pins.sweep(p.index, t, |call_id| ua.has_call_id(call_id));
+            p.next_sweep = t + PIN_SWEEP;
+        }
         role.observe(&ua);
         let deadline = [ua.poll_timeout(), role.poll_timeout()]
             .into_iter()
@@ -246,5 +494,34 @@ where
             // Timers run at the top of the loop once this wakes it.
             _ = sleep => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a fake clock's origin
+    fn a_pin_stands_a_transaction_long_then_as_long_as_its_core_holds_the_call() {
+        let pins = Pins::default();
+        let t0 = Instant::now();
+        assert_eq!(pins.get("a@x"), None);
+        pins.pin("a@x", 2, t0);
+        pins.pin("b@x", 1, t0);
+        assert_eq!(pins.get("a@x"), Some(2));
+        // Young: kept even though core 2 holds nothing of it yet (its
+        // INVITE may still wait in the core's queue).
+        pins.sweep(2, t0 + Duration::from_secs(31), |_| false);
+        assert_eq!(pins.get("a@x"), Some(2));
+        // Old and held: kept.
+        pins.sweep(2, t0 + PIN_GRACE, |c| c == "a@x");
+        assert_eq!(pins.get("a@x"), Some(2));
+        // Old and let go: dropped; another core's pin is not this core's to drop.
+        pins.sweep(2, t0 + PIN_GRACE, |_| false);
+        assert_eq!((pins.get("a@x"), pins.get("b@x")), (None, Some(1)));
+        pins.sweep(1, t0 + PIN_GRACE, |_| false);
+        assert_eq!(pins.get("b@x"), None);
+        assert_eq!(pins.len.load(std::sync::atomic::Ordering::Acquire), 0);
     }
 }

@@ -186,6 +186,11 @@ impl UserAgent {
         self.sessions.get(id)
     }
 
+    /// Whether a session of this Call-ID is held.
+    pub fn has_call_id(&self, call_id: &str) -> bool {
+        self.sessions.has_call_id(call_id)
+    }
+
     pub fn counts(&self) -> UaCounts {
         UaCounts {
             sessions: self.sessions.len(),

@@ -407,7 +407,7 @@ impl Sbc {
         target: String,
         referred_by: Option<String>,
     ) {
-        let token = format!("xfer-{}", ua.rng().hex(16));
+        let token = ua.rng().owned_token(super::REFER_TOKEN, 16);
         let headers = vec![
             (
                 "Refer-To".to_string(),

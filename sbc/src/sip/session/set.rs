@@ -143,6 +143,14 @@ impl SessionSet {
         self.by_dialog.get(&(call_id, ours)).copied()
     }
 
+    /// Whether a session of this Call-ID is held (any of our tags).
+    pub fn has_call_id(&self, call_id: &str) -> bool {
+        self.by_dialog
+            .range((call_id.to_string(), String::new())..)
+            .next()
+            .is_some_and(|((c, _), _)| c == call_id)
+    }
+
     pub fn ids(&self) -> Vec<SessionId> {
         self.sessions.keys().copied().collect()
     }
