@@ -33,6 +33,111 @@ fn a_media_bypass_call_through_real_sockets() {
     call_through_real_sockets(9, true, false);
 }
 
+/// The SBC on three SIP cores (`sbc --shards 3`) on a two-thread runtime,
+/// registered with the carrier: 90 calls in waves of 30, every one
+/// answered and hung up, the calls spread over all three cores, and at the
+/// end nothing held by any core or party.
+#[test]
+fn calls_across_three_sip_cores() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut o = Options::new(12);
+        o.sbc_shards = 3;
+        // 64·T1 of linger is 3.2 s rather than 32 s.
+        o.timers = sbc::sip::transaction::TimerConfig {
+            t1: Duration::from_millis(50),
+            t2: Duration::from_millis(400),
+            t4: Duration::from_millis(500),
+        };
+        o.registration = Some(sbc::b2bua::register::RegistrationConfig {
+            domain: "carrier.example.net".into(),
+            username: "sbc1".into(),
+            password: "s3cr3t-Pa55".into(),
+            realm: None,
+            expires: 3600,
+        });
+        o.carrier_auth = Some(carrier_sim::trunk::TrunkAuth {
+            realm: "carrier.example.net".into(),
+            username: "sbc1".into(),
+            password: "s3cr3t-Pa55".into(),
+            algorithms: vec![sbc::sip::digest::Algorithm::Sha256],
+            nonce_lifetime: Duration::from_secs(300),
+            challenge_invites: true,
+            max_expires: 3600,
+        });
+        o.media_frames = 3;
+        let lab = start_hub_and_sbc(&o);
+        let carrier = start_carrier(&lab, &o);
+        until_active(&lab).await;
+        let bound = || carrier.view.lock().unwrap().registrations >= 1;
+        wait_for(
+            "the carrier to bind the SBC",
+            Duration::from_secs(10),
+            bound,
+        )
+        .await;
+        let mut busiest = [0usize; 3];
+        for wave in 0..3 {
+            for _ in 0..30 {
+                carrier
+                    .commands
+                    .send(CarrierCommand::Call {
+                        from: "+4930123456".into(),
+                        to: "+4989000001".into(),
+                    })
+                    .unwrap();
+            }
+            let answered = || {
+                let v = carrier.view.lock().unwrap();
+                v.calls.len() == 30 * (wave + 1)
+                    && v.calls
+                        .iter()
+                        .rev()
+                        .take(30)
+                        .all(|c| c.state == PstnState::Answered)
+            };
+            wait_for("a wave of 30 answered", Duration::from_secs(20), answered).await;
+            let per_core = lab.sbc.lock().unwrap().shards.clone();
+            assert_eq!(per_core.len(), 3, "{per_core:?}");
+            for (b, c) in busiest.iter_mut().zip(&per_core) {
+                *b = (*b).max(c.live_calls);
+            }
+            for _ in 0..30 {
+                carrier
+                    .commands
+                    .send(CarrierCommand::HangUp {
+                        number: "+4930123456".into(),
+                    })
+                    .unwrap();
+            }
+            wait_for("the wave hung up", Duration::from_secs(20), || {
+                carrier.view.lock().unwrap().live_calls == 0
+            })
+            .await;
+        }
+        // Every core took calls (Call-IDs spread by hash).
+        assert!(
+            busiest.iter().all(|n| *n > 0),
+            "calls per core, at most: {busiest:?}"
+        );
+        wait_for(
+            "every core and party to let go",
+            Duration::from_secs(20),
+            || common::nothing_held(&lab, Some(&carrier)),
+        )
+        .await;
+        let sbc = lab.sbc.lock().unwrap().clone();
+        assert_eq!((sbc.calls_started, sbc.calls_ended), (90, 90));
+        // One registration for the trunk, from one core.
+        assert_eq!(carrier.view.lock().unwrap().registrations, 1);
+        assert!(sbc.problems.is_empty(), "{}", sbc.problems.joined("; "));
+    });
+}
+
 fn call_through_real_sockets(lab: u8, media_bypass: bool, registration: bool) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

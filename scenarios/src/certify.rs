@@ -86,6 +86,10 @@ pub struct Options {
     pub progress: bool,
     /// The SBC under test.
     pub target: Target,
+    /// SIP cores of the reference SBC (`sbc --shards`); with more than
+    /// one, traces are checked for form, not against their snapshots
+    /// (other Call-IDs).
+    pub sbc_shards: usize,
 }
 
 /// The tag of the scenarios that also run against an SBC on real sockets
@@ -127,6 +131,7 @@ impl Default for Options {
             seed: 1,
             progress: false,
             target: Target::Sim,
+            sbc_shards: 1,
         }
     }
 }
@@ -195,6 +200,8 @@ pub struct Report {
     pub results: Vec<ScenarioResult>,
     /// Run on real sockets (no seed replays it).
     pub real: bool,
+    /// The reference SBC's SIP cores, when more than one (0 or 1: one).
+    pub sbc_shards: usize,
     /// Scenarios the filters chose that a real-socket lab cannot run
     /// (feature, scenario): they need the simulated world.
     pub skipped: Vec<(String, String)>,
@@ -223,10 +230,13 @@ impl Report {
                 "again: the same drlab certify command with --name {}",
                 shell_quote(&exact_name(name))
             ),
-            false => format!(
-                "replay: {}",
-                replay_command(name, self.seed, &self.features)
-            ),
+            false => {
+                let mut line = replay_command(name, self.seed, &self.features);
+                if self.sbc_shards > 1 {
+                    line.push_str(&format!(" --sbc-shards {}", self.sbc_shards));
+                }
+                format!("replay: {line}")
+            }
         }
     }
 
@@ -498,6 +508,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         text
     })?;
     SEED.store(opts.seed, Ordering::Relaxed);
+    crate::steps::SBC_SHARDS.store(opts.sbc_shards.max(1), Ordering::Relaxed);
     *crate::steps::TARGET
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = opts.target.clone();
@@ -648,6 +659,7 @@ pub async fn run(opts: Options) -> Result<Report, String> {
         results,
         skipped,
         real: opts.target.is_real(),
+        sbc_shards: opts.sbc_shards,
     })
 }
 
@@ -973,6 +985,7 @@ mod tests {
             ],
             skipped: vec![("G".into(), "sim <only>".into())],
             real: false,
+            sbc_shards: 1,
         };
         let xml = junit_xml(&report);
         assert!(
@@ -996,6 +1009,13 @@ mod tests {
         assert!(xml.contains("tests=\"2\" failures=\"1\""));
         assert!(xml.contains("name=\"bad &lt;x&gt;\""));
         assert!(xml.contains("--seed 3"));
+        assert!(!xml.contains("--sbc-shards"));
         assert!(render(&report).ends_with("1 passed, 1 failed\n"));
+        // A run on several SBC cores replays on as many.
+        let cores = Report {
+            sbc_shards: 3,
+            ..report.clone()
+        };
+        assert!(render(&cores).contains("--scenario 'bad <x>' --sbc-shards 3"));
     }
 }

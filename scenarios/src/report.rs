@@ -233,6 +233,7 @@ mod tests {
             seed: 1,
             skipped: vec![],
             real: false,
+            sbc_shards: 1,
             features: PathBuf::from("/f"),
             results: vec![
                 ScenarioResult {

@@ -22,6 +22,10 @@ use teams_sim::hub::{CallDirection, CallState, HubCommand, SbcStatus};
 /// The seed every world of this run starts from (`drlab certify --seed`).
 pub static SEED: AtomicU64 = AtomicU64::new(REFERENCE_SEED);
 
+/// SIP cores of the reference SBC in this run's worlds (`drlab certify
+/// --sbc-shards`).
+pub static SBC_SHARDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
 /// The seed the committed trace snapshots were recorded with. A run with
 /// another seed draws other Call-IDs, tags and keys, so its traces are
 /// checked for well-formedness instead of compared.
@@ -255,6 +259,7 @@ async fn registered(w: &mut DrlabWorld, fqdn: String, certificate: String) -> St
         trunk: std::mem::take(&mut w.trunk),
         limits: w.limits.take().unwrap_or_default(),
         attacker_trusted: w.attacker_trusted,
+        sbc_shards: SBC_SHARDS.load(Ordering::Relaxed),
         ..LabConfig::default()
     };
     // The last world first (a real lab's ports are the next one's).
@@ -936,7 +941,8 @@ async fn trace_snapshot(w: &mut DrlabWorld) -> StepResult {
     let lab = w.lab()?;
     // A real lab's trace is no snapshot (wall-clock times, an SBC of its
     // own): it must parse, as another seed's must.
-    if lab.config.seed != REFERENCE_SEED || lab.config.real.is_some() {
+    // Nor is one of an SBC on several cores: each draws its own Call-IDs.
+    if lab.config.seed != REFERENCE_SEED || lab.config.real.is_some() || lab.config.sbc_shards > 1 {
         for s in sent(lab) {
             if s.message().is_none() {
                 return fail(

@@ -12,7 +12,7 @@ use carrier_sim::trunk::{run_trunk, CarrierCommand, CarrierConfig, CarrierView, 
 use drlab_sim::far_end::Answering;
 use drlab_sim::pki::TestPki;
 use drlab_sim::{media_host, media_host_channel, MediaHostHandle};
-use sbc::b2bua::{run_sbc, SbcConfig, SbcView};
+use sbc::b2bua::{run_sbc_sharded, SbcConfig, SbcView};
 use sbc::sip::transaction::TimerConfig;
 use sbc::sip::transport::tls::{client_config, roots, server_config};
 use sbc::sip::transport::TokioNet;
@@ -66,6 +66,8 @@ pub struct Options {
     /// carrier asks for.
     pub registration: Option<sbc::b2bua::register::RegistrationConfig>,
     pub carrier_auth: Option<carrier_sim::trunk::TrunkAuth>,
+    /// The SBC's SIP cores (`sbc --shards`).
+    pub sbc_shards: usize,
 }
 
 impl Options {
@@ -84,6 +86,7 @@ impl Options {
             media_bypass: false,
             registration: None,
             carrier_auth: None,
+            sbc_shards: 1,
         }
     }
 }
@@ -229,9 +232,10 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
         timers: o.timers,
         seed: 1,
     };
-    let (v, n) = (sbc_view.clone(), net.clone());
+    let (v, n, shards) = (sbc_view.clone(), net.clone(), o.sbc_shards);
     tokio::spawn(async move {
-        if let Err(e) = run_sbc(n, sbc, v, None).await {
+        let (_keep, commands) = mpsc::unbounded_channel();
+        if let Err(e) = run_sbc_sharded(n, sbc, v, commands, None, shards).await {
             eprintln!("sbc stopped: {e}");
         }
     });

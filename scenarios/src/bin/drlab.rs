@@ -57,6 +57,11 @@ enum Command {
         /// The `sbc` binary of `--target process` (default: beside drlab).
         #[arg(long)]
         sbc_bin: Option<PathBuf>,
+        /// The reference SBC's SIP cores in the simulated world (`sbc
+        /// --shards`): calls spread over them by Call-ID. Traces are then
+        /// checked for form, not against their snapshots.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        sbc_shards: u16,
     },
     /// Run one scenario again with a seed: the identical trace, written
     /// out (ladder, pcap) in a fresh run folder. `certify` prints this
@@ -71,6 +76,9 @@ enum Command {
         features: PathBuf,
         #[arg(long, default_value = "target/drlab")]
         out: PathBuf,
+        /// The reference SBC's SIP cores (as `certify --sbc-shards`).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        sbc_shards: u16,
     },
     /// Calls through the simulated path over a grid of loss, jitter and
     /// latency: ASR, NER, PDD, retransmissions, loss, jitter, delay, R and
@@ -120,10 +128,19 @@ fn main() -> ExitCode {
             features,
             out,
             target,
+            sbc_shards,
             ..
-        } if target == "sim" => sweep(n, name, tags, &features, &out),
+        } if target == "sim" => sweep(n, name, tags, &features, &out, sbc_shards),
         Command::Certify { seeds: Some(_), .. } => {
             eprintln!("drlab: --seeds sweeps the simulated world only (--target sim)");
+            ExitCode::from(2)
+        }
+        Command::Certify {
+            sbc_shards, target, ..
+        } if sbc_shards > 1 && target != "sim" => {
+            eprintln!(
+                "drlab: --sbc-shards sets the reference SBC in the simulated world (--target sim); a real SBC's cores are its own (`sbc --shards`)"
+            );
             ExitCode::from(2)
         }
         Command::Certify {
@@ -136,6 +153,7 @@ fn main() -> ExitCode {
             target,
             lab,
             sbc_bin,
+            sbc_shards,
         } => {
             let target = match target_of(&target, lab, sbc_bin, &out) {
                 Ok(t) => t,
@@ -152,6 +170,7 @@ fn main() -> ExitCode {
                     tags,
                     seed,
                     progress: std::io::stdout().is_terminal(),
+                    sbc_shards: sbc_shards.into(),
                 },
                 &out,
             )
@@ -161,6 +180,7 @@ fn main() -> ExitCode {
             seed,
             features,
             out,
+            sbc_shards,
         } => {
             let opts = Options {
                 features,
@@ -169,6 +189,7 @@ fn main() -> ExitCode {
                 seed,
                 progress: false,
                 target: Default::default(),
+                sbc_shards: sbc_shards.into(),
             };
             let code = certify(opts, &out);
             let trace = out
@@ -338,6 +359,7 @@ fn sweep(
     tags: Option<String>,
     features: &std::path::Path,
     out: &std::path::Path,
+    sbc_shards: u16,
 ) -> ExitCode {
     if n == 0 {
         eprintln!("drlab: --seeds must be at least 1");
@@ -350,6 +372,7 @@ fn sweep(
         seed: 1,
         progress: false,
         target: Target::Sim,
+        sbc_shards: sbc_shards.into(),
     };
     let Ok(run_dir) = prepare(&opts, out) else {
         return ExitCode::from(2);
@@ -384,6 +407,8 @@ fn sweep(
                     .arg(features)
                     .arg("--out")
                     .arg(run_dir.join(format!("seed-{seed}")))
+                    .arg("--sbc-shards")
+                    .arg(sbc_shards.to_string())
                     .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::piped());
                 if let Some(n) = &name {

@@ -77,6 +77,8 @@ pub struct LabConfig {
     /// Run on real sockets and the wall clock around an SBC the lab does
     /// not simulate (see [`real`]); `None`: the simulated world.
     pub real: Option<real::RealLab>,
+    /// SIP cores of the reference SBC ([`sbc::b2bua::run_sbc_sharded`]).
+    pub sbc_shards: usize,
     /// The FQDN the scenario registered when a lab file names the SBC
     /// otherwise: steps that name the SBC by it mean `sbc_fqdn`.
     pub sbc_alias: Option<String>,
@@ -238,6 +240,7 @@ impl Default for LabConfig {
             attacker_trusted: false,
             trace: true,
             real: None,
+            sbc_shards: 1,
             sbc_alias: None,
         }
     }
@@ -572,6 +575,7 @@ impl Lab {
                 }
             }),
             number_rules: config.trunk.number_rules.clone(),
+            shards: config.sbc_shards,
             limits: config.limits.clone(),
             carrier_gateways: if config.trunk.second_gateway {
                 vec![format!("{CARRIER}:5060")]

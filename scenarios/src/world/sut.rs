@@ -3,7 +3,7 @@
 //! to install itself and to say what state it holds.
 
 use crate::world::topology::{once, take, Once};
-use sbc::b2bua::{run_sbc_with, SbcCommand, SbcConfig, SbcView};
+use sbc::b2bua::{run_sbc_sharded, SbcCommand, SbcConfig, SbcView};
 use sbc::direct_routing::HUB_FQDNS;
 use sbc::sip::transport::{Impairments, Tap};
 use std::sync::{Arc, Mutex};
@@ -82,6 +82,8 @@ pub struct SutContext {
     pub carrier_sources: Vec<String>,
     /// What the SBC admits (calls, rates).
     pub limits: sbc::b2bua::Limits,
+    /// The SBC's SIP cores (`sbc --shards`).
+    pub shards: usize,
 }
 
 /// drlab's own SBC, run in simulation.
@@ -137,6 +139,7 @@ impl SystemUnderTest for ReferenceSbc {
         let (view, tap, rx) = (self.view.clone(), ctx.tap.clone(), self.receiver.clone());
         let (host, media_tap) = (ctx.fqdn.clone(), ctx.media_tap.clone());
         let impairments = ctx.impairments.clone();
+        let shards = ctx.shards;
         // Each start of the host (turmoil's bounce is a restart) draws from
         // its own stream: a restarted SBC must not send the Call-IDs,
         // tags and branches it sent before (RFC 3261 §8.1.1.7, §17.1.3).
@@ -154,7 +157,7 @@ impl SystemUnderTest for ReferenceSbc {
                 &media_tap,
                 &impairments,
             );
-            async move { Ok(run_sbc_with(net, c, v, commands, Some(t)).await?) }
+            async move { Ok(run_sbc_sharded(net, c, v, commands, Some(t), shards).await?) }
         });
     }
 
