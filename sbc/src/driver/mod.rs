@@ -237,7 +237,7 @@ where
     M: MediaDriver<N, Command = R::MediaCommand, Event = R::MediaEvent> + Send + 'static,
 {
     let routing = resolve_all(&net, names).await?;
-    let (transport, mut events) = SipTransport::start(net.clone(), transport, tap).await?;
+    let (transport, events) = SipTransport::start(net.clone(), transport, tap).await?;
     let ports = local_ports(&transport);
     let count = shards.len();
     let mut inboxes = Vec::with_capacity(count);
@@ -262,17 +262,35 @@ where
             }),
         )));
     }
+    // The dispatcher is a task of its own, like the cores: on a
+    // multi-thread runtime it then runs on the workers, where the socket
+    // tasks and the cores are, rather than on the thread that waits for
+    // the host to end (a hand-off between threads per message otherwise).
+    let dispatcher = tokio::spawn(dispatch(events, inboxes, pins, route));
+    let stopped = dispatcher
+        .await
+        .map_err(|e| std::io::Error::other(format!("the dispatcher failed: {e}")))?;
     // A core that ends (an error) ends the host, with its error.
-    let ended = |index: usize, cores: Vec<tokio::task::JoinHandle<std::io::Result<()>>>| async move {
-        match cores.into_iter().nth(index) {
-            Some(core) => core.await.unwrap_or_else(|e| {
-                Err(std::io::Error::other(format!(
-                    "SIP core {index} failed: {e}"
-                )))
-            }),
-            None => Ok(()),
-        }
-    };
+    let cores = cores.into_iter().enumerate();
+    for (index, core) in cores.filter(|(i, _)| stopped.is_none_or(|s| s == *i)) {
+        core.await.unwrap_or_else(|e| {
+            Err(std::io::Error::other(format!(
+                "SIP core {index} failed: {e}"
+            )))
+        })?;
+    }
+    Ok(())
+}
+
+/// Hand each transport event to its core until the transport closes
+/// (`None`) or a core has ended (`Some(its index)`).
+async fn dispatch(
+    mut events: mpsc::UnboundedReceiver<TransportEvent>,
+    inboxes: Vec<mpsc::UnboundedSender<TransportEvent>>,
+    pins: Arc<Pins>,
+    route: fn(&TransportEvent, usize) -> Route,
+) -> Option<usize> {
+    let count = inboxes.len();
     while let Some(event) = events.recv().await {
         let pinned = match &event {
             TransportEvent::Message { message, .. } => {
@@ -293,24 +311,19 @@ where
             Route::Shard(index) | Route::Pin(index) => {
                 let index = index.min(count - 1);
                 if inboxes[index].send(event).is_err() {
-                    return ended(index, cores).await;
+                    return Some(index);
                 }
             }
             Route::All => {
                 for (index, inbox) in inboxes.iter().enumerate() {
                     if inbox.send(copy_event(&event)).is_err() {
-                        return ended(index, cores).await;
+                        return Some(index);
                     }
                 }
             }
         }
     }
-    drop(inboxes);
-    for core in cores {
-        core.await
-            .unwrap_or_else(|e| Err(std::io::Error::other(format!("a SIP core failed: {e}"))))?;
-    }
-    Ok(())
+    None
 }
 
 /// A copy of an event sent to every core (closed connections and refused
