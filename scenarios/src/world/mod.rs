@@ -1072,7 +1072,8 @@ impl Lab {
                 sum(&|p| p.ua.sessions),
                 sum(&|p| p.ua.transactions),
             ),
-            hub_media_ports: hub.media_ports.in_use(),
+            // A port freed but still filed under its proxy counts as held.
+            hub_media_ports: hub.media_ports.in_use().max(hub.media_owners.len()),
             carrier: (
                 carrier.live_calls + g_calls,
                 carrier.ua.sessions + g_sessions,

@@ -313,7 +313,7 @@ impl Proxy {
         let mut answer = match media.answer(offer, origin) {
             Ok(a) => a,
             Err(e) => {
-                self.view().media_ports.release(port);
+                self.view().release_media(port);
                 return Err(Ok(answer_refusal(e)));
             }
         };
@@ -648,7 +648,7 @@ impl Proxy {
             self.media_out.push_back(cmd);
         }
         if c.bridge.is_none() {
-            self.view().media_ports.release(c.media_port);
+            self.view().release_media(c.media_port);
         }
         for t in std::mem::take(&mut c.early_forks) {
             self.drop_talk(t);
@@ -1316,7 +1316,7 @@ impl Proxy {
             Ok(id) => id,
             Err(e) => {
                 if plan_bridge.is_none() {
-                    self.view().media_ports.release(mp_port);
+                    self.view().release_media(mp_port);
                 }
                 let next = Next::Proxy(format!("cannot send INVITE: {e}"));
                 return self.fail_over(now, ua, plan, next);

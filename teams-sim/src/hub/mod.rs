@@ -346,6 +346,12 @@ impl HubView {
         Some(port)
     }
 
+    /// A call's media processor port, free again (and no proxy's).
+    pub fn release_media(&mut self, port: u16) {
+        self.media_owners.remove(&port);
+        self.media_ports.release(port);
+    }
+
     /// `proxy` (re)started with no calls: the media processor ports its
     /// earlier life held are free again (a crashed proxy's sessions are
     /// gone; the processor times them out).

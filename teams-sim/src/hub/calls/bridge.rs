@@ -103,7 +103,7 @@ impl Proxy {
                 (a, b) => {
                     a.into_iter()
                         .chain(b)
-                        .for_each(|p| v.media_ports.release(p));
+                        .for_each(|p| v.release_media(p));
                     None
                 }
             }
@@ -120,8 +120,8 @@ impl Proxy {
             Ok(a) => a,
             Err(e) => {
                 let mut v = self.view();
-                v.media_ports.release(ports.0);
-                v.media_ports.release(ports.1);
+                v.release_media(ports.0);
+                v.release_media(ports.1);
                 drop(v);
                 return self.refuse(now, ua, id, super::answer_refusal(e));
             }
@@ -364,8 +364,8 @@ impl Proxy {
             RelayEvent::Closed { id } => {
                 if let Some(b) = self.bridges.remove(&id) {
                     let mut v = self.view();
-                    v.media_ports.release(b.ports.0);
-                    v.media_ports.release(b.ports.1);
+                    v.release_media(b.ports.0);
+                    v.release_media(b.ports.1);
                 }
             }
             RelayEvent::Failed { id, reason } => {
@@ -374,8 +374,8 @@ impl Proxy {
                 self.end_bridge(now, ua, id, 503);
                 if let Some(b) = self.bridges.remove(&id) {
                     let mut v = self.view();
-                    v.media_ports.release(b.ports.0);
-                    v.media_ports.release(b.ports.1);
+                    v.release_media(b.ports.0);
+                    v.release_media(b.ports.1);
                 }
             }
         }

@@ -130,7 +130,7 @@ impl Proxy {
             self.media_out.push_back(cmd);
         }
         if talk.port != 0 {
-            self.view().media_ports.release(talk.port);
+            self.view().release_media(talk.port);
         }
     }
 }

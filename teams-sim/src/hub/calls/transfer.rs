@@ -657,7 +657,7 @@ impl Proxy {
         let id = match ua.invite(now, invite, Some(offer.clone()), hop) {
             Ok(id) => id,
             Err(e) => {
-                self.view().media_ports.release(port);
+                self.view().release_media(port);
                 self.problem("pick-up", format!("INVITE with Replaces: {e}"));
                 return true;
             }
