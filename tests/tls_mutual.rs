@@ -407,3 +407,68 @@ fn a_good_certificate_is_answered_on_the_same_connection_a_bad_one_gets_no_sip_a
         "no SIP answer: {sbc:?}"
     );
 }
+
+/// Several senders with no connection to the hub yet (the SBC's SIP cores
+/// share one transport) wait for one connection rather than open one
+/// each: the hub accepts one, and all three OPTIONS arrive on it.
+#[test]
+fn concurrent_senders_to_one_peer_share_one_connection() {
+    let lab = Lab::new();
+    let (hub_server, _, _) = lab.hub(HubTls::default());
+    let (sbc_client, _) = lab.sbc(&lab.pki.good(&[SBC]).unwrap()).unwrap();
+    let accepted = Arc::new(Mutex::new((0usize, 0usize)));
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(7)
+        .epoch(std::time::UNIX_EPOCH + Duration::from_secs(NOW))
+        .simulation_duration(Duration::from_secs(10))
+        .build();
+    let seen = accepted.clone();
+    sim.host(HUB, move || {
+        let (hub_server, seen) = (hub_server.clone(), seen.clone());
+        async move {
+            let mut cfg = TransportConfig::new(HUB);
+            cfg.tls = Some(TlsListen {
+                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5061),
+                config: hub_server,
+                allowed_client_names: None,
+            });
+            let (transport, mut events) = SipTransport::start(TurmoilNet, cfg, None).await?;
+            while let Some(ev) = events.recv().await {
+                if let TransportEvent::Message { .. } = ev {
+                    let mut s = seen.lock().unwrap();
+                    *s = (transport.accepted_count(), s.1 + 1);
+                }
+            }
+            Ok(())
+        }
+    });
+    let opened = Arc::new(Mutex::new(0usize));
+    let client_opened = opened.clone();
+    sim.client(SBC, async move {
+        let mut cfg = TransportConfig::new(SBC);
+        cfg.tls_client = Some(sbc_client);
+        let (transport, _events) = SipTransport::start(TurmoilNet, cfg, None).await?;
+        let target = Target {
+            transport: TransportKind::Tls,
+            addr: SocketAddr::new(turmoil::lookup(HUB), 5061),
+            server_name: Some(HUB.into()),
+        };
+        let m = options();
+        let (a, b, c) = tokio::join!(
+            transport.send(&m, &target),
+            transport.send(&m, &target),
+            transport.send(&m, &target)
+        );
+        assert!(a.is_ok() && b.is_ok() && c.is_ok(), "{a:?} {b:?} {c:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        *client_opened.lock().unwrap() = transport.connection_count();
+        Ok(())
+    });
+    sim.run().unwrap();
+    assert_eq!(*opened.lock().unwrap(), 1, "connections the SBC opened");
+    assert_eq!(
+        *accepted.lock().unwrap(),
+        (1, 3),
+        "(accepted, OPTIONS received)"
+    );
+}

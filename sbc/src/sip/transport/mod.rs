@@ -218,7 +218,15 @@ pub(crate) struct Inner<N: Network> {
     limits: StreamLimits,
     /// Accepted connections open now, per remote address.
     accepted: Mutex<BTreeMap<std::net::IpAddr, usize>>,
+    /// A lock per peer being connected to: senders that find no
+    /// connection wait for the one connecting rather than open another
+    /// (several SIP cores share this transport; RFC 5923's one connection
+    /// per peer is what the hub expects too).
+    connecting: Mutex<BTreeMap<(TransportKind, SocketAddr), ConnectGate>>,
 }
+
+/// Held by whoever connects to a peer; the others wait on it.
+type ConnectGate = Arc<tokio::sync::Mutex<()>>;
 
 /// A running SIP transport layer. Cheap to clone.
 pub struct SipTransport<N: Network> {
@@ -279,6 +287,7 @@ impl<N: Network> SipTransport<N> {
             next_id: AtomicU64::new(1),
             limits: config.limits,
             accepted: Mutex::new(BTreeMap::new()),
+            connecting: Mutex::new(BTreeMap::new()),
         });
         if let Some(sock) = inner.udp.clone() {
             tokio::spawn(connection::udp_receive_loop(inner.clone(), sock));
@@ -338,12 +347,48 @@ impl<N: Network> SipTransport<N> {
             kind => {
                 let handle = match self.inner.existing(kind, target.addr) {
                     Some(h) => h,
-                    None => connection::connect(self.inner.clone(), target).await?,
+                    None => self.connect_once(kind, target).await?,
                 };
                 handle.send(&self.inner, bytes)?;
                 Ok(handle.source())
             }
         }
+    }
+
+    /// The connection to `target`: the one another sender opened while
+    /// this one waited, or a new one.
+    async fn connect_once(
+        &self,
+        kind: TransportKind,
+        target: &Target,
+    ) -> Result<ConnHandle, SendError> {
+        let key = (kind, target.addr);
+        let gate = {
+            let mut m = self
+                .inner
+                .connecting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            m.entry(key).or_default().clone()
+        };
+        let result = {
+            let _turn = gate.lock().await;
+            match self.inner.existing(kind, target.addr) {
+                Some(h) => Ok(h),
+                None => connection::connect(self.inner.clone(), target).await,
+            }
+        };
+        // The last one out takes the lock away (the map holds one, `gate`
+        // the other).
+        let mut m = self
+            .inner
+            .connecting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if Arc::strong_count(&gate) == 2 {
+            m.remove(&key);
+        }
+        result
     }
 
     /// Send on a connection a message arrived on (responses, RFC 3261 §18.2.2),
