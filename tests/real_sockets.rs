@@ -132,6 +132,10 @@ fn calls_across_three_sip_cores() {
         .await;
         let sbc = lab.sbc.lock().unwrap().clone();
         assert_eq!((sbc.calls_started, sbc.calls_ended), (90, 90));
+        // Every call's record has a serial of its own, whichever core.
+        let serials: std::collections::BTreeSet<&str> =
+            sbc.records.iter().map(|r| r.call.as_str()).collect();
+        assert_eq!((sbc.records.len(), serials.len()), (90, 90));
         // One registration for the trunk, from one core.
         assert_eq!(carrier.view.lock().unwrap().registrations, 1);
         assert!(sbc.problems.is_empty(), "{}", sbc.problems.joined("; "));

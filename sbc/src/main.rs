@@ -42,10 +42,10 @@ struct Cli {
     /// which measured best on two cores (docs/benchmarks.md).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// SIP cores: calls are spread over them by Call-ID, each core on a
-    /// thread of its own (with at least this many worker threads), each
-    /// with an equal part of the media ports and limits. 1 (the default):
-    /// one core, on the main thread.
+    /// SIP cores: calls are spread over them by Call-ID, the cores run in
+    /// parallel on at least this many worker threads, each with an equal
+    /// part of the media ports and per-source rates. 1 (the default): one
+    /// core, on the main thread, which measured best on two cores.
     #[arg(long, default_value_t = 1)]
     shards: usize,
 }

@@ -348,7 +348,10 @@ pub fn held(lab: &RealLab, carrier: Option<&Carrier>) -> BTreeMap<&'static str, 
             "hub transactions",
             h.proxies.values().map(|p| p.ua.transactions).sum(),
         ),
-        ("hub media ports", h.media_ports.in_use().max(h.media_owners.len())),
+        (
+            "hub media ports",
+            h.media_ports.in_use().max(h.media_owners.len()),
+        ),
         ("media processor probes", lab.mp.live.load(Ordering::SeqCst)),
     ]);
     if let Some(c) = carrier {

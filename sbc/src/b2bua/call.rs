@@ -722,8 +722,9 @@ impl Sbc {
         }
         let origin = self.origin(ua);
         let b_offer = b_media.offer(origin);
+        // Serials unique over the SBC: core i of n numbers i+1, i+1+n, ...
         self.next_call += 1;
-        let call_id = self.next_call;
+        let call_id = (self.next_call - 1) * self.shard.count as u64 + self.shard.index as u64 + 1;
         let stats = Arc::new(Mutex::new(RelayStats::default()));
         let pstn_party = match direction {
             Direction::Inbound => calling.clone(),

@@ -447,10 +447,11 @@ pub async fn run_sbc_with<N: Network>(
 /// [`run_sbc_with`] on `shards` SIP cores sharing the sockets
 /// ([`crate::driver::run_sharded`]): calls are spread over the cores by
 /// Call-ID, and on a multi-thread runtime the cores run in parallel. Each
-/// core takes an equal part of the media ports and of the limits
-/// ([`SbcConfig::for_shard`]) and sends its own OPTIONS (so the hub and
-/// the gateways get `shards` of them per interval); settings from
-/// `commands` go to every core. One core is [`run_sbc_with`] exactly.
+/// core takes an equal part of the media ports and of the per-source rates
+/// ([`SbcConfig::for_shard`]); `max_calls` counts all cores' calls; core 0
+/// sends the OPTIONS and registers, and what they find is shared
+/// ([`Health`]); settings from `commands` go to every core. One core is
+/// [`run_sbc_with`] exactly.
 pub async fn run_sbc_sharded<N: Network>(
     net: N,
     config: SbcConfig,
@@ -573,12 +574,18 @@ fn media_ports(config: &SbcConfig, shard: Shard) -> std::io::Result<PortAllocato
 /// its own Call-ID is the peer's, hashed elsewhere). What has no Call-ID,
 /// and refused handshakes, go to core 0 (they are reported once); a
 /// closed connection to every core.
-fn route(event: &crate::sip::transport::TransportEvent, count: usize) -> crate::driver::Route {
+fn route(
+    event: &crate::sip::transport::TransportEvent,
+    count: usize,
+    pinned: &dyn Fn(&str) -> Option<usize>,
+) -> crate::driver::Route {
     use crate::driver::Route;
     use crate::sip::rng::shard_of;
     use crate::sip::transport::TransportEvent;
-    let message = match event {
-        TransportEvent::Message { message, .. } => message,
+    let (message, source) = match event {
+        TransportEvent::Message {
+            message, source, ..
+        } => (message, source),
         TransportEvent::ConnectionClosed { .. } => return Route::All,
         TransportEvent::Malformed { .. } | TransportEvent::TlsRefused { .. } => {
             return Route::Shard(0)
@@ -591,9 +598,13 @@ fn route(event: &crate::sip::transport::TransportEvent, count: usize) -> crate::
     };
     let initial = message.to_header().is_ok_and(|to| to.tag().is_none());
     if message.method() == Some(&Method::Invite) && initial {
-        if let Some(replaces) = message.headers.get("Replaces") {
+        // Only the hub replaces dialogs (the core refuses Replaces from
+        // anyone else): nobody else makes a pin this way. The replaced
+        // dialog may itself be pinned (a call replaced twice).
+        let replaces = message.headers.get("Replaces");
+        if let Some(replaces) = replaces.filter(|_| source.transport == TransportKind::Tls) {
             let call_id = replaces.split(';').next().unwrap_or_default().trim();
-            return elsewhere(shard_of(call_id, count));
+            return elsewhere(pinned(call_id).unwrap_or_else(|| shard_of(call_id, count)));
         }
         let user = message
             .request_uri()
@@ -1217,13 +1228,18 @@ mod shard_tests {
 
     #[allow(clippy::disallowed_methods)] // a receive time nobody reads
     fn event(text: &str) -> TransportEvent {
+        event_over(text, TransportKind::Udp)
+    }
+
+    #[allow(clippy::disallowed_methods)] // a receive time nobody reads
+    fn event_over(text: &str, transport: TransportKind) -> TransportEvent {
         let raw = text.replace('\n', "\r\n").into_bytes();
         let addr: SocketAddr = "192.0.2.1:5060".parse().unwrap();
         TransportEvent::Message {
             message: Message::parse(&raw).unwrap(),
             raw,
             source: Source {
-                transport: TransportKind::Udp,
+                transport,
                 local: addr,
                 remote: addr,
                 connection: None,
@@ -1234,9 +1250,19 @@ mod shard_tests {
     }
 
     fn invite(call_id: &str, uri_user: &str, to_tag: &str, extra: &str) -> TransportEvent {
-        event(&format!(
+        invite_over(TransportKind::Udp, call_id, uri_user, to_tag, extra)
+    }
+
+    fn invite_over(
+        transport: TransportKind,
+        call_id: &str,
+        uri_user: &str,
+        to_tag: &str,
+        extra: &str,
+    ) -> TransportEvent {
+        event_over(&format!(
             "INVITE sip:{uri_user}@sbc.example.com SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\nFrom: <sip:a@x>;tag=1\nTo: <sip:b@y>{to_tag}\nCall-ID: {call_id}\nCSeq: 1 INVITE\nMax-Forwards: 70\n{extra}Content-Length: 0\n\n"
-        ))
+        ), transport)
     }
 
     /// Call-IDs that hash to each of three cores.
@@ -1258,25 +1284,37 @@ mod shard_tests {
     #[test]
     fn messages_go_where_their_call_id_hashes() {
         for (core, id) in ids().iter().enumerate() {
-            assert_eq!(route(&invite(id, "+4989", "", ""), 3), Route::Shard(core));
+            assert_eq!(
+                route(&invite(id, "+4989", "", ""), 3, &|_| None),
+                Route::Shard(core)
+            );
             let bye = event(&format!(
                 "BYE sip:x@sbc.example.com SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK2\nFrom: <sip:a@x>;tag=1\nTo: <sip:b@y>;tag=2\nCall-ID: {id}\nCSeq: 2 BYE\nContent-Length: 0\n\n"
             ));
-            assert_eq!(route(&bye, 3), Route::Shard(core));
+            assert_eq!(route(&bye, 3, &|_| None), Route::Shard(core));
         }
     }
 
     #[test]
     fn an_invite_that_replaces_goes_to_the_replaced_dialog_and_pins_its_own() {
-        let [a, b, _] = ids();
+        let [a, b, c] = ids();
+        let tls = TransportKind::Tls;
         let replaces = format!("Replaces: {b};to-tag=7;from-tag=8\n");
-        assert_eq!(route(&invite(&a, "+4989", "", &replaces), 3), Route::Pin(1));
+        let hub = invite_over(tls, &a, "+4989", "", &replaces);
+        assert_eq!(route(&hub, 3, &|_| None), Route::Pin(1));
+        // The replaced dialog was pinned itself (a call replaced before).
+        let pinned_b = |id: &str| (id == b).then_some(2);
+        assert_eq!(route(&hub, 3, &pinned_b), Route::Pin(2));
         // Where the two hash alike, no pin is needed.
         let same = format!("Replaces: {a};to-tag=7;from-tag=8\n");
-        assert_eq!(route(&invite(&a, "+4989", "", &same), 3), Route::Shard(0));
+        let same = invite_over(tls, &a, "+4989", "", &same);
+        assert_eq!(route(&same, 3, &|_| None), Route::Shard(0));
         // A re-INVITE (To has a tag) is in its own dialog already.
-        let reinvite = invite(&a, "+4989", ";tag=5", &replaces);
-        assert_eq!(route(&reinvite, 3), Route::Shard(0));
+        let reinvite = invite_over(tls, &a, "+4989", ";tag=5", &replaces);
+        assert_eq!(route(&reinvite, 3, &|_| None), Route::Shard(0));
+        // Only the hub replaces: from the carrier's side, no pin.
+        let udp = invite(&c, "+4989", "", &replaces);
+        assert_eq!(route(&udp, 3, &|_| None), Route::Shard(2));
     }
 
     #[test]
@@ -1295,7 +1333,11 @@ mod shard_tests {
             } else {
                 Route::Pin(core)
             };
-            assert_eq!(route(&invite(&a, &token, "", ""), 3), want, "{token}");
+            assert_eq!(
+                route(&invite(&a, &token, "", ""), 3, &|_| None),
+                want,
+                "{token}"
+            );
         }
     }
 
@@ -1307,13 +1349,13 @@ mod shard_tests {
             transport: TransportKind::Tls,
             remote,
         };
-        assert_eq!(route(&closed, 3), Route::All);
+        assert_eq!(route(&closed, 3, &|_| None), Route::All);
         let refused = TransportEvent::TlsRefused {
             remote,
             inbound: true,
             reason: "bad certificate".into(),
         };
-        assert_eq!(route(&refused, 3), Route::Shard(0));
+        assert_eq!(route(&refused, 3, &|_| None), Route::Shard(0));
     }
 
     #[test]

@@ -152,6 +152,16 @@ pub enum Route {
     All,
 }
 
+/// Where a sharded host's dispatcher sends an event: given the event, the
+/// number of cores, and the core a Call-ID is pinned to, if any.
+pub type Router = fn(&TransportEvent, usize, &dyn Fn(&str) -> Option<usize>) -> Route;
+
+/// Pins held at most: beyond, a dialog routed by something other than its
+/// Call-ID is not followed (its later requests go by their hash). A pin
+/// lives at least [`PIN_GRACE`], and anyone may send the INVITE that makes
+/// one: the cap keeps a flood from growing the map.
+pub const MAX_PINS: usize = 4096;
+
 /// Call-IDs whose messages go to a core other than their hash's
 /// ([`Route::Pin`]). Few: set by the dispatcher, cleared by the core once
 /// it holds no session of the Call-ID and the pin has outlived a
@@ -183,6 +193,9 @@ impl Pins {
 
     fn pin(&self, call_id: &str, core: usize, now: Instant) {
         let mut map = self.lock();
+        if map.len() >= MAX_PINS && !map.contains_key(call_id) {
+            return;
+        }
         map.insert(call_id.to_string(), (core, now));
         self.len
             .store(map.len(), std::sync::atomic::Ordering::Release);
@@ -215,10 +228,10 @@ const PIN_SWEEP: Duration = Duration::from_secs(5);
 
 /// Run one host as several SIP cores ("shards") on one set of sockets: the
 /// transport is shared, each core is a task of its own with its own UA
-/// and role, and this task hands each transport event to the core
+/// and role, and a dispatcher task hands each transport event to the core
 /// `route` names (messages by Call-ID, so a dialog and its transactions
-/// live on one core). On a multi-thread runtime the cores run on
-/// different threads; on turmoil's, in turn, in the same order each time.
+/// live on one core). On a multi-thread runtime the cores run in parallel
+/// on its workers; on turmoil's, in turn, in the same order each time.
 /// Each core draws Call-IDs it owns ([`SeededRng::for_shard`]), so the
 /// answers to its requests come back to it.
 pub async fn run_sharded<N, R, M>(
@@ -226,7 +239,7 @@ pub async fn run_sharded<N, R, M>(
     transport: TransportConfig,
     names: &[String],
     shards: Vec<ShardSetup<R, M>>,
-    route: fn(&TransportEvent, usize) -> Route,
+    route: Router,
     tap: Option<Arc<dyn Tap>>,
 ) -> std::io::Result<()>
 where
@@ -267,6 +280,12 @@ where
     // tasks and the cores are, rather than on the thread that waits for
     // the host to end (a hand-off between threads per message otherwise).
     let dispatcher = tokio::spawn(dispatch(events, inboxes, pins, route));
+    // Whoever stops waiting for the host (a timeout, a select) stops it.
+    let _stop = AbortOnDrop(
+        (cores.iter().map(|c| c.abort_handle()))
+            .chain([dispatcher.abort_handle()])
+            .collect(),
+    );
     let stopped = dispatcher
         .await
         .map_err(|e| std::io::Error::other(format!("the dispatcher failed: {e}")))?;
@@ -282,13 +301,22 @@ where
     Ok(())
 }
 
+/// Aborts a sharded host's tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::AbortHandle::abort);
+    }
+}
+
 /// Hand each transport event to its core until the transport closes
 /// (`None`) or a core has ended (`Some(its index)`).
 async fn dispatch(
     mut events: mpsc::UnboundedReceiver<TransportEvent>,
     inboxes: Vec<mpsc::UnboundedSender<TransportEvent>>,
     pins: Arc<Pins>,
-    route: fn(&TransportEvent, usize) -> Route,
+    route: Router,
 ) -> Option<usize> {
     let count = inboxes.len();
     while let Some(event) = events.recv().await {
@@ -300,7 +328,7 @@ async fn dispatch(
         };
         let route = match pinned {
             Some(index) => Route::Shard(index),
-            None => route(&event, count),
+            None => route(&event, count, &|c| pins.get(c)),
         };
         if let (Route::Pin(index), TransportEvent::Message { message, .. }) = (route, &event) {
             if let Ok(call_id) = message.call_id() {
@@ -457,7 +485,11 @@ where
             p.next_sweep = t + PIN_SWEEP;
         }
         role.observe(&ua);
-        let deadline = [ua.poll_timeout(), role.poll_timeout()]
+        // A core with pins to look at wakes for them even when idle.
+        let sweep = (pins.as_ref())
+            .filter(|p| p.pins.len.load(std::sync::atomic::Ordering::Acquire) > 0)
+            .map(|p| p.next_sweep);
+        let deadline = [ua.poll_timeout(), role.poll_timeout(), sweep]
             .into_iter()
             .flatten()
             .min();
@@ -536,5 +568,19 @@ mod tests {
         pins.sweep(1, t0 + PIN_GRACE, |_| false);
         assert_eq!(pins.get("b@x"), None);
         assert_eq!(pins.len.load(std::sync::atomic::Ordering::Acquire), 0);
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a fake clock's origin
+    fn a_flood_of_pins_stops_at_the_cap() {
+        let (pins, t0) = (Pins::default(), Instant::now());
+        for n in 0..MAX_PINS + 10 {
+            pins.pin(&format!("{n}@flood"), 1, t0);
+        }
+        assert_eq!(pins.lock().len(), MAX_PINS);
+        assert_eq!(pins.get(&format!("{}@flood", MAX_PINS + 1)), None);
+        // One already held may still move.
+        pins.pin("0@flood", 2, t0);
+        assert_eq!(pins.get("0@flood"), Some(2));
     }
 }

@@ -101,9 +101,7 @@ impl Proxy {
             match (v.allocate_media(&fqdn), v.allocate_media(&fqdn)) {
                 (Some(a), Some(b)) => Some((a, b)),
                 (a, b) => {
-                    a.into_iter()
-                        .chain(b)
-                        .for_each(|p| v.release_media(p));
+                    a.into_iter().chain(b).for_each(|p| v.release_media(p));
                     None
                 }
             }
