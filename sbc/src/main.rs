@@ -68,6 +68,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before --check's verdict too: the media ports must go round.
+    if let Err(e) = config.check_shards(cli.shards) {
+        eprintln!("sbc: --shards {}: {e}", cli.shards);
+        return ExitCode::from(2);
+    }
     if cli.check {
         return match sbc::config::check_deployment(&path) {
             Ok(warnings) => {
@@ -88,10 +93,6 @@ fn main() -> ExitCode {
     // Outside simulation identifiers need only be unpredictable: seed from
     // the OS-keyed hasher unless the file pins a seed for reproducible runs.
     config.seed = seed.unwrap_or_else(sbc::sip::rng::unpredictable_seed);
-    if let Err(e) = config.check_shards(cli.shards) {
-        eprintln!("sbc: --shards {}: {e}", cli.shards);
-        return ExitCode::from(2);
-    }
     let workers = match cli.shards {
         0 | 1 => cli.threads,
         n => cli.threads.max(n),
