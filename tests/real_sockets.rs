@@ -6,7 +6,7 @@
 
 mod common;
 
-use carrier_sim::trunk::{CarrierCommand, PstnState};
+use carrier_sim::trunk::PstnState;
 use common::{start_carrier, start_hub_and_sbc, until_active, wait_for, Options};
 use std::time::Duration;
 use teams_sim::hub::CallState;
@@ -39,12 +39,7 @@ fn a_media_bypass_call_through_real_sockets() {
 /// end nothing held by any core or party.
 #[test]
 fn calls_across_three_sip_cores() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    common::two_workers().block_on(async {
         let mut o = Options::new(12);
         o.sbc_shards = 3;
         // 64·T1 of linger is 3.2 s rather than 32 s.
@@ -53,43 +48,16 @@ fn calls_across_three_sip_cores() {
             t2: Duration::from_millis(400),
             t4: Duration::from_millis(500),
         };
-        o.registration = Some(sbc::b2bua::register::RegistrationConfig {
-            domain: "carrier.example.net".into(),
-            username: "sbc1".into(),
-            password: "s3cr3t-Pa55".into(),
-            realm: None,
-            expires: 3600,
-        });
-        o.carrier_auth = Some(carrier_sim::trunk::TrunkAuth {
-            realm: "carrier.example.net".into(),
-            username: "sbc1".into(),
-            password: "s3cr3t-Pa55".into(),
-            algorithms: vec![sbc::sip::digest::Algorithm::Sha256],
-            nonce_lifetime: Duration::from_secs(300),
-            challenge_invites: true,
-            max_expires: 3600,
-        });
+        registration_trunk(&mut o);
         o.media_frames = 3;
         let lab = start_hub_and_sbc(&o);
         let carrier = start_carrier(&lab, &o);
         until_active(&lab).await;
-        let bound = || carrier.view.lock().unwrap().registrations >= 1;
-        wait_for(
-            "the carrier to bind the SBC",
-            Duration::from_secs(10),
-            bound,
-        )
-        .await;
+        until_bound(&carrier).await;
         let mut busiest = [0usize; 3];
         for wave in 0..3 {
             for _ in 0..30 {
-                carrier
-                    .commands
-                    .send(CarrierCommand::Call {
-                        from: "+4930123456".into(),
-                        to: "+4989000001".into(),
-                    })
-                    .unwrap();
+                carrier.call("+4930123456", "+4989000001");
             }
             let answered = || {
                 let v = carrier.view.lock().unwrap();
@@ -107,12 +75,7 @@ fn calls_across_three_sip_cores() {
                 *b = (*b).max(c.live_calls);
             }
             for _ in 0..30 {
-                carrier
-                    .commands
-                    .send(CarrierCommand::HangUp {
-                        number: "+4930123456".into(),
-                    })
-                    .unwrap();
+                carrier.hang_up("+4930123456");
             }
             wait_for("the wave hung up", Duration::from_secs(20), || {
                 carrier.view.lock().unwrap().live_calls == 0
@@ -142,6 +105,38 @@ fn calls_across_three_sip_cores() {
     });
 }
 
+/// Until the carrier has bound the SBC's registration.
+async fn until_bound(carrier: &common::Carrier) {
+    let bound = || carrier.view.lock().unwrap().registrations >= 1;
+    wait_for(
+        "the carrier to bind the SBC",
+        Duration::from_secs(10),
+        bound,
+    )
+    .await;
+}
+
+/// A registration trunk: the SBC registers as `sbc1` with SHA-256 digest,
+/// and the carrier challenges its INVITEs too.
+fn registration_trunk(o: &mut Options) {
+    o.registration = Some(sbc::b2bua::register::RegistrationConfig {
+        domain: "carrier.example.net".into(),
+        username: "sbc1".into(),
+        password: "s3cr3t-Pa55".into(),
+        realm: None,
+        expires: 3600,
+    });
+    o.carrier_auth = Some(carrier_sim::trunk::TrunkAuth {
+        realm: "carrier.example.net".into(),
+        username: "sbc1".into(),
+        password: "s3cr3t-Pa55".into(),
+        algorithms: vec![sbc::sip::digest::Algorithm::Sha256],
+        nonce_lifetime: Duration::from_secs(300),
+        challenge_invites: true,
+        max_expires: 3600,
+    });
+}
+
 fn call_through_real_sockets(lab: u8, media_bypass: bool, registration: bool) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -157,22 +152,7 @@ fn call_through_real_sockets(lab: u8, media_bypass: bool, registration: bool) {
             o.media_frames = 100;
         }
         if registration {
-            o.registration = Some(sbc::b2bua::register::RegistrationConfig {
-                domain: "carrier.example.net".into(),
-                username: "sbc1".into(),
-                password: "s3cr3t-Pa55".into(),
-                realm: None,
-                expires: 3600,
-            });
-            o.carrier_auth = Some(carrier_sim::trunk::TrunkAuth {
-                realm: "carrier.example.net".into(),
-                username: "sbc1".into(),
-                password: "s3cr3t-Pa55".into(),
-                algorithms: vec![sbc::sip::digest::Algorithm::Sha256],
-                nonce_lifetime: Duration::from_secs(300),
-                challenge_invites: true,
-                max_expires: 3600,
-            });
+            registration_trunk(&mut o);
         }
         let lab = start_hub_and_sbc(&o);
         let carrier = start_carrier(&lab, &o);
@@ -180,13 +160,7 @@ fn call_through_real_sockets(lab: u8, media_bypass: bool, registration: bool) {
         if registration {
             // The first REGISTER may reach the carrier before it listens:
             // Timer E brings it again.
-            let bound = || carrier.view.lock().unwrap().registrations >= 1;
-            wait_for(
-                "the carrier to bind the SBC",
-                Duration::from_secs(10),
-                bound,
-            )
-            .await;
+            until_bound(&carrier).await;
             let v = carrier.view.lock().unwrap();
             let binding = v.binding.clone().unwrap_or_default();
             assert!(binding.contains(&lab.addrs.sbc.to_string()), "{binding}");
@@ -196,13 +170,7 @@ fn call_through_real_sockets(lab: u8, media_bypass: bool, registration: bool) {
                 v.problems
             );
         }
-        carrier
-            .commands
-            .send(CarrierCommand::Call {
-                from: "+4930123456".into(),
-                to: "+4989000001".into(),
-            })
-            .unwrap();
+        carrier.call("+4930123456", "+4989000001");
         let answered = || {
             lab.hub
                 .lock()
@@ -237,12 +205,7 @@ fn call_through_real_sockets(lab: u8, media_bypass: bool, registration: bool) {
             assert_eq!(t.first_source.map(|s| s.ip()), Some(lab.addrs.sbc), "{t:?}");
             assert!(t.ice_successes >= 2 && t.ice_error.is_none(), "{t:?}");
         }
-        carrier
-            .commands
-            .send(CarrierCommand::HangUp {
-                number: "+4930123456".into(),
-            })
-            .unwrap();
+        carrier.hang_up("+4930123456");
         let ended = || matches!(lab.hub.lock().unwrap().calls[0].state, CallState::Ended(_));
         wait_for(
             "the Teams side to see the BYE",

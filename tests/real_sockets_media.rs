@@ -80,12 +80,7 @@ fn an_exhausted_media_range_refuses_the_next_call_with_503() {
         let problems = lab.sbc.lock().unwrap().problems.joined("; ");
         assert!(problems.contains("no free media ports"), "{problems}");
         // Once call 1 is over its ports come back.
-        carrier
-            .commands
-            .send(CarrierCommand::HangUp {
-                number: "+4930123456".into(),
-            })
-            .unwrap();
+        carrier.hang_up("+4930123456");
         wait_for("the ports to be free", Duration::from_secs(10), || {
             lab.sbc.lock().unwrap().media_ports == 0
         })

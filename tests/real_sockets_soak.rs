@@ -15,7 +15,7 @@
 
 mod common;
 
-use carrier_sim::trunk::{CarrierCommand, PstnState};
+use carrier_sim::trunk::PstnState;
 use common::{
     held, nothing_held, rss_bytes, start_carrier, start_hub_and_sbc, until_active, wait_for,
     Options,
@@ -32,12 +32,7 @@ const RSS_SLACK: u64 = 16 * 1024 * 1024;
 
 #[test]
 fn three_thousand_calls_leave_nothing_behind() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    common::two_workers().block_on(async {
         let mut o = Options::new(3);
         o.timers = TimerConfig {
             t1: Duration::from_millis(50),
@@ -66,13 +61,7 @@ fn three_thousand_calls_leave_nothing_behind() {
         while done < CALLS {
             let n = WAVE.min(CALLS - done);
             for _ in 0..n {
-                carrier
-                    .commands
-                    .send(CarrierCommand::Call {
-                        from: "+4930123456".into(),
-                        to: "+4989000001".into(),
-                    })
-                    .unwrap();
+                carrier.call("+4930123456", "+4989000001");
             }
             let answered = |want: usize| {
                 let v = carrier.view.lock().unwrap();
@@ -89,12 +78,7 @@ fn three_thousand_calls_leave_nothing_behind() {
             })
             .await;
             for _ in 0..n {
-                carrier
-                    .commands
-                    .send(CarrierCommand::HangUp {
-                        number: "+4930123456".into(),
-                    })
-                    .unwrap();
+                carrier.hang_up("+4930123456");
             }
             wait_for("wave hung up", Duration::from_secs(30), || {
                 carrier.view.lock().unwrap().live_calls == 0

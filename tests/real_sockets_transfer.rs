@@ -6,7 +6,7 @@
 
 mod common;
 
-use carrier_sim::trunk::{CarrierCommand, PstnState};
+use carrier_sim::trunk::PstnState;
 use common::{nothing_held, start_carrier, start_hub_and_sbc, until_active, wait_for, Options};
 use std::time::Duration;
 use teams_sim::hub::{CallState, HubCommand, TransferHow};
@@ -39,13 +39,7 @@ fn refer_and_replaces_move_the_pstn_caller_over_real_tls() {
         let lab = start_hub_and_sbc(&o);
         let carrier = start_carrier(&lab, &o);
         until_active(&lab).await;
-        carrier
-            .commands
-            .send(CarrierCommand::Call {
-                from: "+4930123456".into(),
-                to: "+4989000001".into(),
-            })
-            .unwrap();
+        carrier.call("+4930123456", "+4989000001");
         let answered = |user: &str| {
             lab.hub
                 .lock()
@@ -109,12 +103,7 @@ fn refer_and_replaces_move_the_pstn_caller_over_real_tls() {
         assert_eq!(carrier.view.lock().unwrap().calls.len(), 1);
         assert_eq!(lab.sbc.lock().unwrap().transfers, 2);
         assert!(lab.hub.lock().unwrap().sbc_violations.is_empty());
-        carrier
-            .commands
-            .send(CarrierCommand::HangUp {
-                number: "+4930123456".into(),
-            })
-            .unwrap();
+        carrier.hang_up("+4930123456");
         wait_for("the PSTN call to end", Duration::from_secs(5), || {
             matches!(
                 carrier.view.lock().unwrap().calls[0].state,

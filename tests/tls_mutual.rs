@@ -310,6 +310,22 @@ fn options() -> Message {
     Message::parse(raw.as_bytes()).unwrap()
 }
 
+/// The hub's side of a simulated exchange: TLS on 5061, any client name.
+async fn hub_transport(
+    config: Arc<rustls::ServerConfig>,
+) -> std::io::Result<(
+    SipTransport<TurmoilNet>,
+    tokio::sync::mpsc::UnboundedReceiver<TransportEvent>,
+)> {
+    let mut cfg = TransportConfig::new(HUB);
+    cfg.tls = Some(TlsListen {
+        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5061),
+        config,
+        allowed_client_names: None,
+    });
+    SipTransport::start(TurmoilNet, cfg, None).await
+}
+
 /// Over simulated sockets: the SBC sends OPTIONS; what each side saw.
 fn exchange(lab: &Lab, sbc_id: TlsIdentity) -> (Vec<String>, Vec<String>) {
     let (hub_server, _, _) = lab.hub(HubTls::default());
@@ -325,13 +341,7 @@ fn exchange(lab: &Lab, sbc_id: TlsIdentity) -> (Vec<String>, Vec<String>) {
     sim.host(HUB, move || {
         let (hub_server, seen) = (hub_server.clone(), seen.clone());
         async move {
-            let mut cfg = TransportConfig::new(HUB);
-            cfg.tls = Some(TlsListen {
-                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5061),
-                config: hub_server,
-                allowed_client_names: None,
-            });
-            let (transport, mut events) = SipTransport::start(TurmoilNet, cfg, None).await?;
+            let (transport, mut events) = hub_transport(hub_server).await?;
             while let Some(ev) = events.recv().await {
                 let line = match ev {
                     TransportEvent::Message {
@@ -426,13 +436,7 @@ fn concurrent_senders_to_one_peer_share_one_connection() {
     sim.host(HUB, move || {
         let (hub_server, seen) = (hub_server.clone(), seen.clone());
         async move {
-            let mut cfg = TransportConfig::new(HUB);
-            cfg.tls = Some(TlsListen {
-                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5061),
-                config: hub_server,
-                allowed_client_names: None,
-            });
-            let (transport, mut events) = SipTransport::start(TurmoilNet, cfg, None).await?;
+            let (transport, mut events) = hub_transport(hub_server).await?;
             while let Some(ev) = events.recv().await {
                 if let TransportEvent::Message { .. } = ev {
                     let mut s = seen.lock().unwrap();

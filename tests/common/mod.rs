@@ -250,6 +250,15 @@ pub fn start_hub_and_sbc(o: &Options) -> RealLab {
     }
 }
 
+/// A multi-thread runtime of two workers, as the labs run on.
+pub fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
 /// Block until something accepts TCP connections on `addr` (10 s at most).
 pub fn wait_listening(addr: std::net::SocketAddr) {
     let until = std::time::Instant::now() + Duration::from_secs(10);
@@ -266,6 +275,24 @@ pub struct Carrier {
     pub view: Arc<Mutex<CarrierView>>,
     pub commands: mpsc::UnboundedSender<CarrierCommand>,
     pub phones: MediaHostHandle,
+}
+
+impl Carrier {
+    /// A PSTN phone calls `to`.
+    pub fn call(&self, from: &str, to: &str) {
+        let (from, to) = (from.into(), to.into());
+        self.commands
+            .send(CarrierCommand::Call { from, to })
+            .unwrap();
+    }
+
+    /// The phone `number` hangs up (its oldest call).
+    pub fn hang_up(&self, number: &str) {
+        let number = number.into();
+        self.commands
+            .send(CarrierCommand::HangUp { number })
+            .unwrap();
+    }
 }
 
 /// Our carrier trunk with one phone, on the lab's carrier address.
