@@ -214,7 +214,9 @@ impl SbcConfig {
 /// Whether `ports` hold an RTP/RTCP pair for each of `shards` cores.
 fn check_shard_ports(ports: &RangeInclusive<u16>, shards: usize) -> Result<(), String> {
     let (first, last) = (*ports.start(), *ports.end());
-    let pairs = (usize::from(last) + 1).saturating_sub(usize::from(first)) / 2;
+    // RTP on even ports (the allocator rounds an odd start up).
+    let even = usize::from(first) + usize::from(first % 2);
+    let pairs = (usize::from(last) + 1).saturating_sub(even) / 2;
     if pairs < shards {
         return Err(format!(
             "{shards} SIP cores share media_ports {first}-{last}: fewer than one RTP/RTCP pair each"
@@ -227,6 +229,7 @@ fn check_shard_ports(ports: &RangeInclusive<u16>, shards: usize) -> Result<(), S
 /// the last core also taking what is left.
 fn shard_ports(ports: &RangeInclusive<u16>, shard: Shard) -> RangeInclusive<u16> {
     let (first, last) = (usize::from(*ports.start()), usize::from(*ports.end()));
+    let first = first + first % 2;
     let per = ((last + 1).saturating_sub(first) / shard.count.max(1)) & !1;
     let start = first + shard.index * per;
     let end = match shard.index + 1 == shard.count {
@@ -1366,6 +1369,16 @@ mod shard_tests {
             .map(|r| (*r.start(), *r.end()))
             .collect();
         assert_eq!(ranges, [(40000, 40331), (40332, 40663), (40664, 40999)]);
+        // An odd start: every part still begins on an even (RTP) port.
+        let odd = 40001..=40008;
+        let parts: Vec<(u16, u16)> = (0..3)
+            .map(|index| shard_ports(&odd, Shard { index, count: 3 }))
+            .map(|r| (*r.start(), *r.end()))
+            .collect();
+        assert_eq!(parts, [(40002, 40003), (40004, 40005), (40006, 40008)]);
+        for (a, b) in parts {
+            assert!(PortAllocator::new(a..=b).is_ok(), "{a}-{b}");
+        }
         let whole = crate::sip::endpoint::RateLimits::default();
         let mut part = whole.clone();
         shard_rates(&mut part, 3);
@@ -1379,6 +1392,7 @@ mod shard_tests {
     #[test]
     fn too_many_cores_for_the_ports_is_refused_with_the_reason() {
         assert_eq!(check_shard_ports(&(40000..=40007), 4), Ok(()));
+        assert!(check_shard_ports(&(40001..=40008), 4).is_err());
         let e = check_shard_ports(&(40000..=40007), 5).unwrap_err();
         assert!(e.contains("media_ports 40000-40007"), "{e}");
     }
