@@ -609,8 +609,9 @@ fn route(
             let call_id = replaces.split(';').next().unwrap_or_default().trim();
             return elsewhere(pinned(call_id).unwrap_or_else(|| shard_of(call_id, count)));
         }
-        let user = message
-            .request_uri()
+        // Parsed only where the token can be (not for every new call).
+        let user = (message.request_uri())
+            .filter(|u| u.contains(call::REFER_TOKEN))
             .and_then(|u| crate::sip::wire::Uri::parse(u).ok())
             .and_then(|u| u.user().map(str::to_string));
         if let Some(token) = user.filter(|u| u.starts_with(call::REFER_TOKEN)) {
@@ -1361,20 +1362,20 @@ mod shard_tests {
         assert_eq!(route(&refused, 3, &|_| None), Route::Shard(0));
     }
 
-    #[test]
-    fn each_core_takes_its_part_of_the_ports_and_rates_and_none_overlap() {
-        let ports = 40000..=40999;
-        let ranges: Vec<(u16, u16)> = (0..3)
+    /// The parts of `ports` three cores take, as (first, last).
+    fn thirds(ports: RangeInclusive<u16>) -> Vec<(u16, u16)> {
+        (0..3)
             .map(|index| shard_ports(&ports, Shard { index, count: 3 }))
             .map(|r| (*r.start(), *r.end()))
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn each_core_takes_its_part_of_the_ports_and_rates_and_none_overlap() {
+        let ranges = thirds(40000..=40999);
         assert_eq!(ranges, [(40000, 40331), (40332, 40663), (40664, 40999)]);
         // An odd start: every part still begins on an even (RTP) port.
-        let odd = 40001..=40008;
-        let parts: Vec<(u16, u16)> = (0..3)
-            .map(|index| shard_ports(&odd, Shard { index, count: 3 }))
-            .map(|r| (*r.start(), *r.end()))
-            .collect();
+        let parts = thirds(40001..=40008);
         assert_eq!(parts, [(40002, 40003), (40004, 40005), (40006, 40008)]);
         for (a, b) in parts {
             assert!(PortAllocator::new(a..=b).is_ok(), "{a}-{b}");

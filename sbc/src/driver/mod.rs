@@ -344,7 +344,7 @@ async fn dispatch(
             }
             Route::All => {
                 for (index, inbox) in inboxes.iter().enumerate() {
-                    if inbox.send(copy_event(&event)).is_err() {
+                    if inbox.send(event.clone()).is_err() {
                         return Some(index);
                     }
                 }
@@ -352,47 +352,6 @@ async fn dispatch(
         }
     }
     None
-}
-
-/// A copy of an event sent to every core (closed connections and refused
-/// handshakes; messages go to one core and are never copied).
-fn copy_event(event: &TransportEvent) -> TransportEvent {
-    match event {
-        TransportEvent::Message {
-            message,
-            raw,
-            source,
-            received,
-        } => TransportEvent::Message {
-            message: message.clone(),
-            raw: raw.clone(),
-            source: source.clone(),
-            received: *received,
-        },
-        TransportEvent::Malformed { error, raw, source } => TransportEvent::Malformed {
-            error: error.clone(),
-            raw: raw.clone(),
-            source: source.clone(),
-        },
-        TransportEvent::TlsRefused {
-            remote,
-            inbound,
-            reason,
-        } => TransportEvent::TlsRefused {
-            remote: *remote,
-            inbound: *inbound,
-            reason: reason.clone(),
-        },
-        TransportEvent::ConnectionClosed {
-            connection,
-            transport,
-            remote,
-        } => TransportEvent::ConnectionClosed {
-            connection: *connection,
-            transport: *transport,
-            remote: *remote,
-        },
-    }
 }
 
 fn local_ports<N: Network>(transport: &SipTransport<N>) -> LocalPorts {

@@ -50,10 +50,6 @@ impl SeededRng {
         self
     }
 
-    pub fn shard(&self) -> Shard {
-        self.1
-    }
-
     /// The stream for host `name` in a world seeded with `seed`.
     pub fn for_host(seed: u64, name: &str) -> Self {
         Self::new(seed ^ fnv1a(name.as_bytes()))

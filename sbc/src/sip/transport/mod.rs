@@ -140,7 +140,7 @@ pub struct Source {
     pub peer_names: Arc<Vec<String>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum TransportEvent {
     Message {
         message: Message,
