@@ -47,15 +47,14 @@ fn send(
     }
     w.tester_call = Some(call_id);
     let lab = w.lab()?;
-    lab.tester_commands
-        .send(TesterCommand {
-            host: HUB_FQDNS[0].into(),
-            port: 5061,
-            transport: TransportKind::Tls,
-            identity: Identity::Sbc,
-            message: m,
-        })
-        .map_err(|e| e.to_string())?;
+    lab.tester_send(TesterCommand {
+        host: HUB_FQDNS[0].into(),
+        port: 5061,
+        transport: TransportKind::Tls,
+        identity: Identity::Sbc,
+        message: m,
+    })
+    .map_err(|e| e.to_string())?;
     lab.run_for(Duration::from_millis(10))
         .map_err(|e| e.to_string())
 }

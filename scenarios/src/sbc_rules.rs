@@ -37,15 +37,14 @@ pub(crate) fn send(
     } else {
         udp
     };
-    lab.tester_commands
-        .send(TesterCommand {
-            host,
-            port,
-            transport,
-            identity,
-            message: m,
-        })
-        .map_err(|e| e.to_string())?;
+    lab.tester_send(TesterCommand {
+        host,
+        port,
+        transport,
+        identity,
+        message: m,
+    })
+    .map_err(|e| e.to_string())?;
     lab.run_for(Duration::from_millis(10))
         .map_err(|e| e.to_string())
 }

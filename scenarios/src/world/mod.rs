@@ -383,7 +383,9 @@ pub struct Lab {
     pub carrier_commands: mpsc::UnboundedSender<CarrierCommand>,
     /// The scripted client with the SBC's certificate.
     pub tester: Arc<Mutex<TesterView>>,
-    pub tester_commands: mpsc::UnboundedSender<TesterCommand>,
+    tester_commands: mpsc::UnboundedSender<TesterCommand>,
+    /// The tester's host until its first command (see [`Lab::tester_send`]).
+    tester_host: Option<topology::PendingHost>,
     /// Audio probes running on the media hosts.
     pub probes_live: Vec<Arc<AtomicUsize>>,
     /// Host names in ladder order.
@@ -663,7 +665,7 @@ impl Lab {
             client_hosts,
             gateway2: config.trunk.second_gateway,
         };
-        let (sim, installed, second_sbc, gateway2) = match &config.real {
+        let (sim, installed, second_sbc, gateway2, tester_host) = match &config.real {
             None => {
                 let mut sim = turmoil::Builder::new()
                     .rng_seed(config.seed)
@@ -684,7 +686,8 @@ impl Lab {
                     media_tap.clone(),
                     &impairments,
                 );
-                topology::install_tester(&mut sim, &parties, &mut installed, tap.clone());
+                let tester_host =
+                    topology::defer_tester(&mut sim, &parties, &mut installed, tap.clone());
                 // Last, so that no other host's address moves.
                 let second_sbc = match &config.second_sbc {
                     Some(second) => {
@@ -715,7 +718,13 @@ impl Lab {
                     &media_tap,
                     &impairments,
                 );
-                (Engine::Sim(Box::new(sim)), installed, second_sbc, gateway2)
+                (
+                    Engine::Sim(Box::new(sim)),
+                    installed,
+                    second_sbc,
+                    gateway2,
+                    Some(tester_host),
+                )
             }
             Some(lab) => {
                 let unsupported = [
@@ -779,7 +788,7 @@ impl Lab {
                 let hub = SocketAddr::new(world.lookup(HUB_FQDNS[0]).unwrap_or(lab.sbc_ip), 5061);
                 real::wait_for_local_listener(hub, Duration::from_secs(5)).map_err(LabError)?;
                 sut.start(&ctx, lab, &sbc_files).map_err(LabError)?;
-                (Engine::Real(world), installed, None, gateway2)
+                (Engine::Real(world), installed, None, gateway2, None)
             }
         };
         let mut hosts = installed.hosts_before.clone();
@@ -801,6 +810,7 @@ impl Lab {
             carrier_commands: installed.carrier_commands,
             tester: installed.tester,
             tester_commands: installed.tester_commands,
+            tester_host,
             probes_live: installed.probes_live,
             hosts,
             second_sbc,
@@ -860,6 +870,18 @@ impl Lab {
         self.attack_commands
             .send(attack)
             .map_err(|_| LabError("the attacker has stopped".into()))
+    }
+
+    /// Hand the scripted tester a message to send; in a simulated world its
+    /// host joins with the first one (its address was taken in order at
+    /// the start, see [`topology::defer_tester`]).
+    pub fn tester_send(&mut self, command: TesterCommand) -> Result<(), LabError> {
+        if let (Some(install), Engine::Sim(sim)) = (self.tester_host.take(), &mut self.sim) {
+            install(sim);
+        }
+        self.tester_commands
+            .send(command)
+            .map_err(|_| LabError("the tester has stopped".into()))
     }
 
     /// The reference SBC's view, when the SBC under test is ours.

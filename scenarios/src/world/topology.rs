@@ -183,8 +183,8 @@ pub fn install_trunk<P: Place>(
 }
 
 /// Install the hub (three proxies sharing one view and one media
-/// processor), the carrier and its phones. The tester is installed by
-/// [`install_tester`], last, so that adding it moved no other address.
+/// processor), the carrier and its phones. The tester comes after them,
+/// by [`install_tester`] in a real lab, [`defer_tester`] in simulation.
 /// `tap` records SIP, `media_tap` the media every host sends;
 /// `impairments` is what the links do to datagrams.
 pub fn install<P: Place>(
@@ -307,19 +307,47 @@ pub fn install_tester<P: Place>(
     installed: &mut Installed,
     tap: Arc<dyn Tap>,
 ) {
+    sim.host(TESTER, tester_role::<P::Net>(p, installed, tap));
+}
+
+/// The tester's host, not yet in the world: [`crate::world::Lab`] adds it
+/// with the first command a step sends it. Most scenarios never use it,
+/// and turmoil steps every host every tick, idle or not. Its address is
+/// taken now, in registration order, so no host's address depends on
+/// whether or when it joins.
+pub(crate) type PendingHost = Box<dyn FnOnce(&mut turmoil::Sim<'static>)>;
+
+pub fn defer_tester(
+    sim: &mut turmoil::Sim<'static>,
+    p: &Parties,
+    installed: &mut Installed,
+    tap: Arc<dyn Tap>,
+) -> PendingHost {
+    sim.lookup(TESTER);
+    let role = tester_role::<TurmoilNet>(p, installed, tap);
+    Box::new(move |sim: &mut turmoil::Sim<'static>| Place::host(sim, TESTER, role))
+}
+
+type RoleFuture = std::pin::Pin<Box<dyn std::future::Future<Output = RoleResult>>>;
+
+fn tester_role<N: Network>(
+    p: &Parties,
+    installed: &mut Installed,
+    tap: Arc<dyn Tap>,
+) -> impl Fn(N) -> RoleFuture + Send + 'static {
     let (tx, rx) = once::<TesterCommand>();
     let (view, (as_sbc, as_hub)) = (installed.tester.clone(), p.tester_tls.clone());
-    sim.host(TESTER, move |base: P::Net| {
+    installed.tester_commands = tx;
+    installed.hosts_after.push(TESTER.into());
+    move |base: N| {
         let (v, t) = (view.clone(), tap.clone());
         let tls = TesterTls {
             as_sbc: as_sbc.clone(),
             as_hub: as_hub.clone(),
         };
         let rx = take(&rx);
-        async move { Ok(run_tester(base, tls, rx, v, Some(t)).await?) }
-    });
-    installed.tester_commands = tx;
-    installed.hosts_after.push(TESTER.into());
+        Box::pin(async move { Ok(run_tester(base, tls, rx, v, Some(t)).await?) })
+    }
 }
 
 /// The tenant's second SBC (see [`crate::world::SecondSbc`]): scripted, or
