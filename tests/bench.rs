@@ -17,6 +17,7 @@ fn plan(seed: u64) -> Plan {
         calls: 1,
         hold: Duration::from_secs(5),
         seed,
+        tick: scenarios::world::LabConfig::default().tick,
     }
 }
 

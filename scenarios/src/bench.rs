@@ -41,6 +41,11 @@ pub struct Plan {
     pub calls: usize,
     pub hold: Duration,
     pub seed: u64,
+    /// The simulator's step (see [`LabConfig::tick`]): every arrival time
+    /// is a multiple of it, so jitter finer than a tick is not seen. The
+    /// default is the world's; 1 ms resolves more at several times the
+    /// cost.
+    pub tick: Duration,
 }
 
 fn grid(losses: &[f64], jitters: &[u64], latencies: &[u64]) -> Vec<Cell> {
@@ -79,6 +84,7 @@ impl Plan {
             calls: 5,
             hold: Duration::from_secs(20),
             seed,
+            tick: LabConfig::default().tick,
         }
     }
 
@@ -92,6 +98,7 @@ impl Plan {
             calls: 2,
             hold: Duration::from_secs(8),
             seed,
+            tick: LabConfig::default().tick,
         }
     }
 }
@@ -147,6 +154,7 @@ pub fn cell_seed(seed: u64, index: usize) -> u64 {
 pub fn run_cell(cell: Cell, index: usize, plan: &Plan) -> Result<CellResult, String> {
     let config = LabConfig {
         seed: cell_seed(plan.seed, index),
+        tick: plan.tick,
         ..LabConfig::default()
     };
     let mut lab = Lab::new(config).map_err(|e| e.to_string())?;
