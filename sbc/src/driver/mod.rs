@@ -254,13 +254,16 @@ where
     let ports = local_ports(&transport);
     let count = shards.len();
     let mut inboxes = Vec::with_capacity(count);
-    let mut cores = Vec::with_capacity(count);
+    // Dropped (the host stopped by whoever waits for it), the set aborts
+    // the cores.
+    let mut cores = tokio::task::JoinSet::new();
+    let mut index_of = std::collections::BTreeMap::new();
     let pins = Arc::new(Pins::default());
     for (index, shard) in shards.into_iter().enumerate() {
         let (inbox, rx) = mpsc::unbounded_channel();
         inboxes.push(inbox);
         let ua = UserAgent::new(shard.ua, ports, routing.clone(), shard.rng);
-        cores.push(tokio::spawn(serve(
+        let core = cores.spawn(serve(
             net.clone(),
             transport.clone(),
             rx,
@@ -273,30 +276,50 @@ where
                 index,
                 next_sweep: now() + PIN_SWEEP,
             }),
-        )));
+        ));
+        index_of.insert(core.id(), index);
     }
     // The dispatcher is a task of its own, like the cores: on a
     // multi-thread runtime it then runs on the workers, where the socket
     // tasks and the cores are, rather than on the thread that waits for
     // the host to end (a hand-off between threads per message otherwise).
-    let dispatcher = tokio::spawn(dispatch(events, inboxes, pins, route));
-    // Whoever stops waiting for the host (a timeout, a select) stops it.
-    let _stop = AbortOnDrop(
-        (cores.iter().map(|c| c.abort_handle()))
-            .chain([dispatcher.abort_handle()])
-            .collect(),
-    );
-    let stopped = dispatcher
-        .await
-        .map_err(|e| std::io::Error::other(format!("the dispatcher failed: {e}")))?;
-    // A core that ends (an error) ends the host, with its error.
-    let cores = cores.into_iter().enumerate();
-    for (index, core) in cores.filter(|(i, _)| stopped.is_none_or(|s| s == *i)) {
-        core.await.unwrap_or_else(|e| {
-            Err(std::io::Error::other(format!(
-                "SIP core {index} failed: {e}"
-            )))
-        })?;
+    let mut dispatcher = tokio::spawn(dispatch(events, inboxes, pins, route));
+    let _stop = AbortOnDrop(vec![dispatcher.abort_handle()]);
+    let failed = |index: usize, result: Result<std::io::Result<()>, tokio::task::JoinError>| {
+        result
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+            .and_then(|()| Err(std::io::Error::other("it stopped")))
+            .map_err(|e| std::io::Error::other(format!("SIP core {index} failed: {e}")))
+    };
+    // A core ends only when the dispatcher has (its inbox closed), or when
+    // it fails: then the host ends at once with its error, rather than when
+    // a message next routes to it, which on a quiet host is never.
+    let stopped = tokio::select! {
+        biased;
+        stopped = &mut dispatcher => stopped
+            .map_err(|e| std::io::Error::other(format!("the dispatcher failed: {e}")))?,
+        Some(ended) = cores.join_next_with_id() => {
+            let (id, result) = match ended {
+                Ok((id, result)) => (id, Ok(result)),
+                Err(e) => (e.id(), Err(e)),
+            };
+            return failed(index_of[&id], result);
+        }
+    };
+    // The transport closed (`None`): the cores end as their inboxes do, and
+    // the first error among them is the host's. Or a core's inbox was
+    // found closed (`Some(index)`): that core's error is.
+    while let Some(ended) = cores.join_next_with_id().await {
+        let (id, result) = match ended {
+            Ok((id, result)) => (id, Ok(result)),
+            Err(e) => (e.id(), Err(e)),
+        };
+        let index = index_of[&id];
+        match (stopped, result) {
+            (None, Ok(Ok(()))) => {}
+            (Some(i), _) if i != index => {}
+            (_, result) => return failed(index, result),
+        }
     }
     Ok(())
 }
@@ -504,6 +527,82 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A role that does nothing, or panics as it starts.
+    struct Toy {
+        panics: bool,
+    }
+
+    impl Role for Toy {
+        type Command = ();
+        type MediaCommand = ();
+        type MediaEvent = ();
+        fn start(&mut self, _: Instant, _: &mut UserAgent) {
+            assert!(!self.panics, "this core fails as it starts");
+        }
+        fn on_event(&mut self, _: Instant, _: UaEvent, _: &mut UserAgent) {}
+        fn on_command(&mut self, _: Instant, _: (), _: &mut UserAgent) {}
+        fn on_media(&mut self, _: Instant, _: (), _: &mut UserAgent) {}
+        fn on_timeout(&mut self, _: Instant, _: &mut UserAgent) {}
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+        fn poll_media(&mut self) -> Option<()> {
+            None
+        }
+    }
+
+    /// A core that fails ends the host at once with its error, not when
+    /// a message next routes to it (on a quiet host: never).
+    #[test]
+    fn a_failed_core_ends_its_host_at_once() -> turmoil::Result {
+        use crate::sip::endpoint::EndpointConfig;
+        use crate::sip::session::SessionConfig;
+        use crate::sip::transport::TurmoilNet;
+        let mut sim = turmoil::Builder::new().build();
+        let ended: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let e = ended.clone();
+        sim.client("h", async move {
+            let mut transport = TransportConfig::new("h");
+            // A listener keeps the transport's events open: the host runs
+            // until something ends it.
+            transport.udp = Some("0.0.0.0:5060".parse()?);
+            let shard = |index: usize| {
+                // A closed command channel: the core serves on without one.
+                let commands = mpsc::unbounded_channel().1;
+                ShardSetup {
+                    ua: UaConfig {
+                        endpoint: EndpointConfig::new("h"),
+                        session: SessionConfig::new("<sip:h>"),
+                    },
+                    rng: SeededRng::new(1).for_shard(crate::sip::rng::Shard { index, count: 2 }),
+                    role: Toy { panics: index == 1 },
+                    commands,
+                    media: NoMedia::default(),
+                }
+            };
+            let route: Router = |_, _, _| Route::Shard(0);
+            let run = run_sharded(
+                TurmoilNet,
+                transport,
+                &[],
+                vec![shard(0), shard(1)],
+                route,
+                None,
+            );
+            let result = tokio::time::timeout(Duration::from_secs(5), run).await;
+            *e.lock().unwrap() = Some(match result {
+                Ok(Ok(())) => "ended without an error".into(),
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => "still running after 5 s".into(),
+            });
+            Ok(())
+        });
+        sim.run()?;
+        let ended = ended.lock().unwrap().clone().unwrap_or_default();
+        assert!(ended.contains("SIP core 1 failed"), "{ended}");
+        Ok(())
+    }
 
     #[test]
     #[allow(clippy::disallowed_methods)] // a fake clock's origin
