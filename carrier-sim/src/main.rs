@@ -153,13 +153,20 @@ fn main() -> ExitCode {
         let trunk_view = view.clone();
         tokio::spawn(async move {
             if let Err(e) = run_trunk(net, config, trunk_view, rx, tap).await {
+                // Without its trunk the console would take commands that
+                // go nowhere: stop.
                 eprintln!("carrier-sim: trunk stopped: {e}");
+                std::process::exit(1);
             }
         });
-        eprintln!(
-            "carrier-sim: {} listening on UDP {}, SBC at {}:{}",
-            file.fqdn, file.listen_port, file.sbc_host, file.sbc_port
-        );
+        tokio::spawn(sbc::problems::announce_when(
+            view.clone(),
+            |v: &CarrierView| v.listening,
+            format!(
+                "carrier-sim: {} listening on UDP {}, SBC at {}:{}",
+                file.fqdn, file.listen_port, file.sbc_host, file.sbc_port
+            ),
+        ));
         let help = "`call <from> <to>`, `hangup <number>`, `status`";
         drlab_sim::console::serve_stdin("carrier-sim", help, |words| {
             match words {

@@ -100,6 +100,8 @@ pub struct PstnCallView {
 
 #[derive(Debug, Clone, Default)]
 pub struct CarrierView {
+    /// The trunk's socket is bound and it has started.
+    pub listening: bool,
     /// The latest calls (at most [`VIEW_HISTORY`]).
     pub calls: VecDeque<PstnCallView>,
     pub calls_total: u64,
@@ -928,6 +930,7 @@ impl Role for Trunk {
 
     fn start(&mut self, now: Instant, _ua: &mut UserAgent) {
         self.epoch = Some(now);
+        self.view().listening = true;
     }
 
     fn on_event(&mut self, now: Instant, event: UaEvent, ua: &mut UserAgent) {

@@ -126,7 +126,8 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    eprintln!(
+    // Said once the ports are bound: a bind that fails says so instead.
+    let listening = format!(
         "sbc: {} listening: carrier UDP {}, Teams TLS {}{}",
         config.fqdn,
         config.carrier_listen_port,
@@ -136,6 +137,11 @@ fn main() -> ExitCode {
             n => format!(", {n} SIP cores"),
         }
     );
+    runtime.spawn(sbc::problems::announce_when(
+        view.clone(),
+        |v: &SbcView| v.listening,
+        listening,
+    ));
     // The SBC records what goes wrong (refused TLS, rejected calls, failed
     // sends) in its view; an operator sees each line once, as it happens.
     runtime.spawn(sbc::problems::echo(view.clone(), "sbc", |v: &SbcView| {

@@ -31,6 +31,20 @@ pub async fn echo<V>(view: Arc<Mutex<V>>, who: &'static str, log: fn(&V) -> &Pro
     }
 }
 
+/// Print `line` to stderr once `ready` holds of the view (a role marks
+/// its view as it starts, after its transports are bound): a program on
+/// real sockets says it listens only when it does, not before a bind that
+/// may still fail.
+pub async fn announce_when<V>(view: Arc<Mutex<V>>, ready: impl Fn(&V) -> bool, line: String) {
+    loop {
+        if ready(&view.lock().unwrap_or_else(|e| e.into_inner())) {
+            eprintln!("{line}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProblemLog {
     ring: VecDeque<(u64, String)>,

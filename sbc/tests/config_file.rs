@@ -122,6 +122,57 @@ fn errors_name_the_file_key_and_reason() {
     assert_eq!(load(&p).unwrap_err().key, "media_ip");
 }
 
+/// The binary says it listens only once its ports are bound: with the
+/// carrier port taken it prints the bind error and exits 1, with no
+/// "listening" line before it; with the port free, the line comes.
+/// (127.0.9.x: an address no other test of the workspace uses.)
+#[test]
+fn the_binary_says_it_listens_only_once_it_does() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let file = GOOD.replacen("fqdn = ", "listen_ip = \"127.0.9.10\"\nfqdn = ", 1)
+        + "[hosts]\n\
+           \"sip.pstnhub.microsoft.com\" = \"127.0.9.1\"\n\
+           \"sip2.pstnhub.microsoft.com\" = \"127.0.9.2\"\n\
+           \"sip3.pstnhub.microsoft.com\" = \"127.0.9.3\"\n\
+           \"carrier.example.net\" = \"127.0.9.20\"\n";
+    let (_d, p) = with_file(&file);
+    let sbc = env!("CARGO_BIN_EXE_sbc");
+    let taken = std::net::UdpSocket::bind("127.0.9.10:5060").unwrap();
+    let out = Command::new(sbc)
+        .arg("-c")
+        .arg(&p)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot bind SIP UDP 127.0.9.10:5060"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+    drop(taken);
+    let mut child = Command::new(sbc)
+        .arg("-c")
+        .arg(&p)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .next()
+        .and_then(Result::ok);
+    let _ = child.kill();
+    let _ = child.wait();
+    let first = first.unwrap_or_default();
+    assert!(
+        first.starts_with("sbc: sbc.example.com listening: carrier UDP 5060, Teams TLS 5061"),
+        "{first}"
+    );
+}
+
 /// A temporary directory removed on drop (no extra dependency for tests).
 mod tempdir {
     use std::path::{Path, PathBuf};

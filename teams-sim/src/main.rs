@@ -300,13 +300,21 @@ fn main() -> ExitCode {
                 timers: Default::default(),
                 seed,
             };
-            let (net, view, tap, fqdn) = (net.clone(), view.clone(), tap.clone(), p.fqdn.clone());
+            let (net, v, tap, fqdn) = (net.clone(), view.clone(), tap.clone(), p.fqdn.clone());
             tokio::spawn(async move {
-                if let Err(e) = run_proxy(net, config, view, rx, tap).await {
+                if let Err(e) = run_proxy(net, config, v, rx, tap).await {
+                    // A hub short of a proxy would mislead whoever tests
+                    // against it (failover, OPTIONS to all three): stop.
                     eprintln!("teams-sim: proxy {fqdn} stopped: {e}");
+                    std::process::exit(1);
                 }
             });
-            eprintln!("teams-sim: {} listening on {} (TLS)", p.fqdn, p.listen);
+            let fqdn = p.fqdn.clone();
+            tokio::spawn(sbc::problems::announce_when(
+                view.clone(),
+                move |v: &HubView| v.listening.contains(&fqdn),
+                format!("teams-sim: {} listening on {} (TLS)", p.fqdn, p.listen),
+            ));
         }
         let Some(commands) = first_commands else {
             return ExitCode::from(2);

@@ -260,6 +260,8 @@ pub const MAX_SHARDS: usize = 64;
 /// What the SBC holds and has done, for steps, consoles and tests.
 #[derive(Debug, Clone, Default)]
 pub struct SbcView {
+    /// The transports are bound and the SIP core has started.
+    pub listening: bool,
     /// Last answer to our OPTIONS, per hub proxy (0 = failed to send).
     pub hub_options: BTreeMap<String, u16>,
     pub calls_started: u64,
@@ -987,6 +989,7 @@ impl Role for Sbc {
 
     fn start(&mut self, now: Instant, ua: &mut UserAgent) {
         self.started_at = Some(now);
+        self.view().listening = true;
         if self.config.advertised_ip.is_none() {
             if let Ok(ip) = ua.routing().address(&self.config.fqdn) {
                 self.ip = ip;

@@ -27,7 +27,7 @@ use sbc::sip::session::{Refresher, SessionConfig, SessionId, SessionTimerConfig}
 use sbc::sip::transaction::TimerConfig;
 use sbc::sip::transport::{Network, Tap, TlsListen, TransportConfig};
 use sbc::sip::ua::{UaConfig, UaCounts, UaEvent, UserAgent};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -286,6 +286,8 @@ pub struct ProxyState {
 /// What the tenant's proxies have seen, shared by all of them.
 #[derive(Debug, Clone)]
 pub struct HubView {
+    /// The proxies whose listeners are bound and that have started.
+    pub listening: BTreeSet<String>,
     pub sbcs: BTreeMap<String, SbcHealth>,
     /// The latest calls (at most [`VIEW_HISTORY`]).
     pub calls: VecDeque<HubCallView>,
@@ -384,6 +386,7 @@ impl HubView {
             })
             .collect();
         HubView {
+            listening: BTreeSet::new(),
             sbcs,
             calls: VecDeque::new(),
             calls_total: 0,
@@ -649,6 +652,7 @@ impl Role for Proxy {
     fn start(&mut self, _now: Instant, ua: &mut UserAgent) {
         let fqdn = self.config.fqdn.clone();
         self.view().release_media_of(&fqdn);
+        self.view().listening.insert(fqdn.clone());
         self.media_ip = ua.routing().address(&self.config.media_host).ok();
         self.client_ips = (self.config.clients.iter())
             .filter_map(|(host, _)| ua.routing().address(host).ok())
