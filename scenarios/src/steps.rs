@@ -383,9 +383,9 @@ pub async fn nothing_held(w: &mut DrlabWorld) -> StepResult {
 #[given(expr = "the hub proxy {word} is down")]
 async fn proxy_down(w: &mut DrlabWorld, host: String) -> StepResult {
     let lab = w.lab()?;
-    if !lab.hosts.contains(&host) {
+    if !host.ends_with(".pstnhub.microsoft.com") || !lab.hosts.contains(&host) {
         return Err(format!(
-            "no host {host} in this world; hosts: {}",
+            "no hub proxy {host} in this world; hosts: {}",
             lab.hosts.join(", ")
         ));
     }

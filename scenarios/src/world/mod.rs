@@ -875,13 +875,21 @@ impl Lab {
             .map_err(|_| LabError("the attacker has stopped".into()))
     }
 
+    /// A step that names the tester's host (a link's latency, an outage)
+    /// needs it in the world: turmoil has no link to a host not yet there.
+    fn join_if_named<'a>(&mut self, mut hosts: impl Iterator<Item = &'a String>) {
+        if hosts.any(|h| h == TESTER) {
+            if let (Some(install), Engine::Sim(sim)) = (self.tester_host.take(), &mut self.sim) {
+                install(sim);
+            }
+        }
+    }
+
     /// Hand the scripted tester a message to send; in a simulated world its
     /// host joins with the first one (its address was taken in order at
     /// the start, see [`topology::defer_tester`]).
     pub fn tester_send(&mut self, command: TesterCommand) -> Result<(), LabError> {
-        if let (Some(install), Engine::Sim(sim)) = (self.tester_host.take(), &mut self.sim) {
-            install(sim);
-        }
+        self.join_if_named([TESTER.to_string()].iter());
         self.tester_commands
             .send(command)
             .map_err(|_| LabError("the tester has stopped".into()))
@@ -983,6 +991,7 @@ impl Lab {
     pub fn set_latency(&mut self, a: &str, b: &str, latency: Duration) -> Result<(), LabError> {
         let links = self.config.links;
         let (xs, ys) = (self.party(a)?, self.party(b)?);
+        self.join_if_named(xs.iter().chain(&ys));
         let sim = self.sim.sim("setting a link's latency")?;
         for x in &xs {
             for y in &ys {
@@ -1034,11 +1043,13 @@ impl Lab {
             )));
         }
         self.impair(a, b, true, |m| m.outages.push((from, to)))?;
-        for x in self.party(a)? {
-            for y in self.party(b)? {
+        let (xs, ys) = (self.party(a)?, self.party(b)?);
+        self.join_if_named(xs.iter().chain(&ys));
+        for x in xs {
+            for y in &ys {
                 self.stream_outages.push(StreamOutage {
                     a: x.clone(),
-                    b: y,
+                    b: y.clone(),
                     from,
                     to,
                     held: false,
@@ -1139,6 +1150,25 @@ impl Lab {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tester's host joins with its first command; a step that names
+    /// it before (a latency, an outage) brings it in rather than asking
+    /// turmoil for a link that does not exist yet (a panic).
+    #[test]
+    fn naming_the_tester_before_it_sends_brings_its_host_in() {
+        let mut lab = Lab::new(LabConfig::default()).unwrap();
+        lab.set_latency(TESTER, "the SBC", Duration::from_millis(30))
+            .unwrap();
+        let mut lab = Lab::new(LabConfig::default()).unwrap();
+        lab.outage(
+            TESTER,
+            "the hub",
+            Duration::from_millis(100),
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        lab.run_for(Duration::from_millis(500)).unwrap();
+    }
 
     #[test]
     fn seed_one_is_the_reference_and_other_seeds_stay_in_the_profile() {
