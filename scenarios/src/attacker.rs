@@ -108,7 +108,7 @@ pub async fn run_attacker(
     let mut n: u64 = 0;
     loop {
         // Send what is due, in batches every 10 ms (the world's tick is
-        // 2 ms; a datagram per tick would be no faster and far slower to
+        // 5 ms; a datagram per tick would be no faster and far slower to
         // simulate).
         if let Some((a, started, sent)) = &mut attack {
             let elapsed = started.elapsed();

@@ -95,7 +95,7 @@ enum Command {
         calls: Option<usize>,
         /// The simulator's step in ms, 1 to 10 (default: the world's, 5):
         /// every arrival time is a multiple of it, so jitter finer than a
-        /// tick is not seen; 1 ms resolves it at about 2.5 times the time
+        /// tick is not seen; 1 ms resolves it at about twice the time
         /// of 2 ms, and 2 ms at about 2.4 times that of 5 ms.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10))]
         tick_ms: Option<u64>,

@@ -205,7 +205,7 @@ impl ImpairedLink {
             Jitter::Uniform(max) => max.mul_f64(r[2]),
             Jitter::Exponential(mean) => mean.mul_f64((-(1.0 - r[2]).ln()).min(8.0)),
         };
-        // Whole milliseconds: traces print them, and the world's tick (2 ms)
+        // Whole milliseconds: traces print them, and the world's tick (5 ms by default)
         // is a whole number of them.
         delay = Duration::from_millis(delay.as_millis() as u64);
         if r[3] < self.model.reorder {
