@@ -875,13 +875,12 @@ impl Lab {
             .map_err(|_| LabError("the attacker has stopped".into()))
     }
 
-    /// A step that names the tester's host (a link's latency, an outage)
-    /// needs it in the world: turmoil has no link to a host not yet there.
-    fn join_if_named<'a>(&mut self, mut hosts: impl Iterator<Item = &'a String>) {
-        if hosts.any(|h| h == TESTER) {
-            if let (Some(install), Engine::Sim(sim)) = (self.tester_host.take(), &mut self.sim) {
-                install(sim);
-            }
+    /// Bring the tester's host into a simulated world, if not there yet:
+    /// for its first command, or for a step that names it (a link's
+    /// latency, an outage: turmoil has no link to a host not yet there).
+    fn join_tester(&mut self) {
+        if let (Some(install), Engine::Sim(sim)) = (self.tester_host.take(), &mut self.sim) {
+            install(sim);
         }
     }
 
@@ -889,7 +888,7 @@ impl Lab {
     /// host joins with the first one (its address was taken in order at
     /// the start, see [`topology::defer_tester`]).
     pub fn tester_send(&mut self, command: TesterCommand) -> Result<(), LabError> {
-        self.join_if_named([TESTER.to_string()].iter());
+        self.join_tester();
         self.tester_commands
             .send(command)
             .map_err(|_| LabError("the tester has stopped".into()))
@@ -991,7 +990,9 @@ impl Lab {
     pub fn set_latency(&mut self, a: &str, b: &str, latency: Duration) -> Result<(), LabError> {
         let links = self.config.links;
         let (xs, ys) = (self.party(a)?, self.party(b)?);
-        self.join_if_named(xs.iter().chain(&ys));
+        if xs.iter().chain(&ys).any(|h| h == TESTER) {
+            self.join_tester();
+        }
         let sim = self.sim.sim("setting a link's latency")?;
         for x in &xs {
             for y in &ys {
@@ -1044,7 +1045,9 @@ impl Lab {
         }
         self.impair(a, b, true, |m| m.outages.push((from, to)))?;
         let (xs, ys) = (self.party(a)?, self.party(b)?);
-        self.join_if_named(xs.iter().chain(&ys));
+        if xs.iter().chain(&ys).any(|h| h == TESTER) {
+            self.join_tester();
+        }
         for x in xs {
             for y in &ys {
                 self.stream_outages.push(StreamOutage {

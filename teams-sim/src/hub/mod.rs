@@ -651,8 +651,11 @@ impl Role for Proxy {
 
     fn start(&mut self, _now: Instant, ua: &mut UserAgent) {
         let fqdn = self.config.fqdn.clone();
-        self.view().release_media_of(&fqdn);
-        self.view().listening.insert(fqdn.clone());
+        {
+            let mut view = self.view();
+            view.release_media_of(&fqdn);
+            view.listening.insert(fqdn.clone());
+        }
         self.media_ip = ua.routing().address(&self.config.media_host).ok();
         self.client_ips = (self.config.clients.iter())
             .filter_map(|(host, _)| ua.routing().address(host).ok())
